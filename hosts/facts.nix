@@ -1,0 +1,33 @@
+# Host facts: the one source of truth the flake and the tools (labimg, labprov)
+# share. Pure data built with builtins only, so plain
+#   nix eval --json -f hosts/facts.nix
+# reads it in milliseconds without nixpkgs or the network.
+#
+# Every directory under hosts/ that holds a facts.nix is a host; the rest
+# (_modules, ...) is not. Tool-written files beside a host's facts are picked up
+# here so the tools never edit Nix code:
+#   ssh_host_ed25519_key.pub   the host's public SSH key (labprov keys new / enrol)
+let
+  entries = builtins.readDir ./.;
+  isHost = name:
+    entries.${name} == "directory" && builtins.pathExists (./. + "/${name}/facts.nix");
+  optionalFile = path:
+    if builtins.pathExists path then builtins.replaceStrings [ "\n" ] [ "" ] (builtins.readFile path) else null;
+  hostFacts = name:
+    let dir = ./. + "/${name}"; in
+    import (dir + "/facts.nix") // {
+      inherit name;
+      sshHostKey = optionalFile (dir + "/ssh_host_ed25519_key.pub");
+    };
+in
+{
+  # The people who administer the lab: their SSH keys open the installers and
+  # their age recipients can decrypt every secret.
+  admins = import ./admins.nix;
+  hosts = builtins.listToAttrs (map
+    (name: {
+      inherit name;
+      value = hostFacts name;
+    })
+    (builtins.filter isHost (builtins.attrNames entries)));
+}
