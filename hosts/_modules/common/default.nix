@@ -1,0 +1,13 @@
+# Shared by every host, NixOS and nix-darwin alike.
+{
+  imports = [
+    ./admins.nix
+    ./facts.nix
+    ./fonts.nix
+    ./home.nix
+    ./locale.nix
+    ./nix.nix
+    ./shells.nix
+    ./users.nix
+  ];
+}

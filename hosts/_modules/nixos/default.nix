@@ -1,0 +1,16 @@
+# The NixOS layer: what every NixOS host of the lab runs.
+{
+  imports = [
+    ./containers.nix
+    ./enrolment.nix
+    ./firewall.nix
+    ./gc.nix
+    ./locale.nix
+    ./node-exporter.nix
+    ./openssh.nix
+    ./sd-card.nix
+    ./secrets.nix
+    ./upgrades.nix
+    ./users.nix
+  ];
+}

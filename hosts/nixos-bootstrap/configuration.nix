@@ -1,0 +1,16 @@
+# nixos-bootstrap: the minimal base a new aarch64 machine is installed with
+# before it gets a host directory of its own.
+{ lib, ... }:
+{
+  imports = [
+    ./hardware.nix
+  ];
+
+  disko.devices = import ./disko.nix;
+
+  # Nothing beyond SSH, the admin and the node exporter from _modules/nixos.
+  documentation.enable = lib.mkDefault false;
+
+  homelab.homeStateVersion = "26.05";
+  system.stateVersion = "26.05";
+}
