@@ -62,7 +62,9 @@
 
       overlays = import ./overlays;
 
-      packages = forAllSystems (pkgs: import ./pkgs { inherit pkgs; });
+      # Only what builds on each system (labimg is Linux-only).
+      packages = forAllSystems (pkgs:
+        lib.filterAttrs (_: pkg: lib.meta.availableOn pkgs.stdenv.hostPlatform pkg) (import ./pkgs { inherit pkgs; }));
 
       devShells = forAllSystems (pkgs: {
         default = pkgs.callPackage ./pkgs/dev-shell.nix { };

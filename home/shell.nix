@@ -1,5 +1,5 @@
 # zsh with a prompt, history search, direnv and a few modern core tools.
-{ config, lib, pkgs, ... }:
+{ pkgs, ... }:
 {
   programs.zsh = {
     enable = true;
@@ -12,10 +12,7 @@
     };
   };
 
-  programs.starship = {
-    enable = true;
-    settings.palette = "catppuccin_${config.homelab.theme.flavour}";
-  };
+  programs.starship.enable = true;
 
   programs.direnv = {
     enable = true;
@@ -23,10 +20,7 @@
   };
 
   programs.fzf.enable = true;
-  programs.bat = {
-    enable = true;
-    config.theme = "Catppuccin ${lib.toSentenceCase config.homelab.theme.flavour}";
-  };
+  programs.bat.enable = true;
 
   home.packages = with pkgs; [
     age

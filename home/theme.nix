@@ -1,4 +1,4 @@
-# One theme everywhere: Catppuccin Mocha in the terminal tools, Neovim and VS Code.
+# One theme everywhere: Catppuccin (Mocha by default) in Neovim and VS Code.
 { lib, ... }:
 {
   options.homelab.theme = {

@@ -15,6 +15,13 @@
   # the Pi makes its own and shows it for `labprov enrol nixpi`.
   homelab.enrolment.enable = true;
 
+  assertions = [
+    {
+      assertion = config.homelab.facts.board == "rpi4";
+      message = "hosts/nixpi/configuration.nix imports the Raspberry Pi 4 module, but the facts say board = ${config.homelab.facts.board}: change one of them.";
+    }
+  ];
+
   # 4 GiB of RAM and an SD card: swap in RAM, not on the card.
   zramSwap.enable = true;
 
