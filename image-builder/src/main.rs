@@ -1,1 +1,230 @@
-fn main() {}
+//! `labimg`: builds Raspberry Pi SD images for the lab's hosts. This file
+//! only parses the command line; the work happens in the library.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{CommandFactory, Parser, Subcommand};
+use image_builder::build::{self, BuildOptions, RootInput};
+use image_builder::progress::Progress;
+use image_builder::{firmware, inspect, interrupt};
+use lab_model::Lab;
+
+/// Default for SOURCE_DATE_EPOCH: 1980-01-01, the earliest time FAT can hold,
+/// so both filesystems carry the same timestamp.
+const DEFAULT_EPOCH: u64 = 315_532_800;
+
+#[derive(Parser)]
+#[command(name = "labimg", version, about = "Build, inspect and fetch firmware for the lab's SD images")]
+struct Cli {
+    /// The lab repository (default: the nearest parent of the current directory with hosts/facts.nix).
+    #[arg(long, global = true, env = "LAB_ROOT")]
+    lab: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Build a host's bootable SD image: OUT/HOST.img with .bmap, .sha256 and a manifest
+    #[command(after_help = "Examples:
+  labimg build nixpi                                   # system from the flake (needs Nix and nixpkgs)
+  labimg build nixpi --rootfs ./standin --bootloader u-boot.bin --host-key ./key
+  labimg build nixpi --system /nix/store/...-nixos-system-nixpi --json
+  SOURCE_DATE_EPOCH=1700000000 labimg build nixpi --rootfs root.tar --out /tmp/img
+
+The image is byte-identical for the same inputs and SOURCE_DATE_EPOCH (default 1980-01-01).")]
+    Build {
+        /// Host name from hosts/facts.nix (must have a `board`).
+        host: String,
+        /// A prepared root tree (directory or plain .tar) instead of the NixOS system.
+        #[arg(long, conflicts_with = "system")]
+        rootfs: Option<PathBuf>,
+        /// A NixOS system already in the Nix store (the host's toplevel).
+        #[arg(long)]
+        system: Option<PathBuf>,
+        /// The host's SSH ed25519 private key, placed at /etc/ssh/ssh_host_ed25519_key (0600, root).
+        #[arg(long)]
+        host_key: Option<PathBuf>,
+        /// Output directory.
+        #[arg(long, default_value = "out")]
+        out: PathBuf,
+        /// Firmware files (flat, as on the partition) instead of the fetch cache; works offline.
+        #[arg(long)]
+        firmware_dir: Option<PathBuf>,
+        /// The file config.txt boots (U-Boot); built from the flake when not given with --system.
+        #[arg(long)]
+        bootloader: Option<PathBuf>,
+        /// Print the summary as JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show an image's partitions, filesystems, firmware files and host key fingerprint
+    #[command(after_help = "Examples:\n  labimg inspect out/nixpi.img\n  labimg inspect out/nixpi.img --json | jq .hostKey")]
+    Inspect {
+        image: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Raspberry Pi firmware: download and verify the pinned files
+    #[command(subcommand)]
+    Firmware(FirmwareCmd),
+    /// Print shell completions
+    #[command(after_help = "Example:\n  labimg completions bash > /etc/bash_completion.d/labimg")]
+    Completions { shell: clap_complete::Shell },
+}
+
+#[derive(Subcommand)]
+enum FirmwareCmd {
+    /// Download the pinned firmware into the cache, verifying every sha256
+    #[command(after_help = "Examples:
+  labimg firmware fetch                      # every board
+  labimg firmware fetch --board rpi4
+  labimg firmware fetch --mirror http://debian-mirror.lan --cache ./fw")]
+    Fetch {
+        /// Only the files these boards need (default: all boards).
+        #[arg(long = "board")]
+        boards: Vec<String>,
+        /// Cache directory (default: $XDG_CACHE_HOME/labimg/firmware).
+        #[arg(long)]
+        cache: Option<PathBuf>,
+        /// Replace the scheme and host of every download URL (a Debian mirror).
+        #[arg(long)]
+        mirror: Option<String>,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a firmware directory (or the cache) against the pins, without building
+    Verify {
+        #[arg(long)]
+        board: String,
+        #[arg(long)]
+        firmware_dir: Option<PathBuf>,
+    },
+}
+
+fn main() -> ExitCode {
+    interrupt::install();
+    match run(Cli::parse()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("labimg: error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn lab(cli_lab: &Option<PathBuf>) -> Result<Lab> {
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    Ok(Lab::locate(cli_lab.as_deref(), &cwd)?)
+}
+
+fn epoch() -> Result<u64> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.is_empty() => v
+            .trim()
+            .parse()
+            .with_context(|| format!("SOURCE_DATE_EPOCH must be seconds since 1970 as an integer, not `{v}`")),
+        _ => Ok(DEFAULT_EPOCH),
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Cmd::Build { host, rootfs, system, host_key, out, firmware_dir, bootloader, json } => {
+            let lab = lab(&cli.lab)?;
+            let facts = lab.facts()?;
+            let host = facts.host(&host)?.clone();
+            let root = match (rootfs, system) {
+                (Some(r), _) => RootInput::Tree(r),
+                (None, Some(s)) => RootInput::System(s),
+                (None, None) => RootInput::Flake,
+            };
+            let opts = BuildOptions {
+                lab_root: lab.root.clone(),
+                host,
+                root,
+                host_key,
+                out_dir: out,
+                firmware_dir,
+                bootloader,
+                epoch: epoch()?,
+                progress: Progress::new(json),
+            };
+            let summary = build::build(&opts)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&summary)?);
+            } else {
+                print_summary(&summary);
+            }
+            Ok(())
+        }
+        Cmd::Inspect { image, json } => {
+            let report = inspect::inspect(&image)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print!("{}", report.to_text());
+            }
+            Ok(())
+        }
+        Cmd::Firmware(FirmwareCmd::Fetch { boards, cache, mirror, json }) => {
+            let lab = lab(&cli.lab)?;
+            let manifest = firmware::Manifest::load(&lab.root.join(firmware::MANIFEST))?;
+            let boards = if boards.is_empty() { firmware::BOARDS.iter().map(|b| b.to_string()).collect() } else { boards };
+            let cache = cache.unwrap_or_else(firmware::default_cache);
+            let report = firmware::fetch(&manifest, &boards, &cache, mirror.as_deref(), Progress::new(json))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!(
+                    "firmware cache {}: {} fetched, {} already there ({} MiB downloaded); every file matches its pin",
+                    report.cache.display(),
+                    report.fetched.len(),
+                    report.already_cached.len(),
+                    report.downloaded_bytes >> 20
+                );
+            }
+            Ok(())
+        }
+        Cmd::Firmware(FirmwareCmd::Verify { board, firmware_dir }) => {
+            let lab = lab(&cli.lab)?;
+            let manifest = firmware::Manifest::load(&lab.root.join(firmware::MANIFEST))?;
+            let dir = firmware_dir.unwrap_or_else(firmware::default_cache);
+            let files = firmware::load_verified(&manifest, &board, &dir)?;
+            println!("{}: all {} files for {board} match their pins", dir.display(), files.len());
+            Ok(())
+        }
+        Cmd::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "labimg", &mut std::io::stdout());
+            Ok(())
+        }
+    }
+}
+
+fn print_summary(s: &build::BuildSummary) {
+    let m = &s.manifest;
+    println!("built {} for {} ({}) in {:.1} s", s.outputs.image.display(), m.host, m.board, s.seconds);
+    println!("  size      {} MiB, {} MiB of it data", m.image.size >> 20, m.image.mapped_bytes >> 20);
+    for p in &m.partitions {
+        println!(
+            "  part {}    {} {} {} MiB at {} MiB ({})",
+            p.number,
+            p.filesystem,
+            p.label,
+            p.size >> 20,
+            p.start >> 20,
+            p.id
+        );
+    }
+    println!("  root      {} ({} files, {} MiB)", m.root.source, m.root.stats.files, m.root.stats.bytes >> 20);
+    match &m.host_key {
+        Some(k) => println!("  host key  {} at {}", k.fingerprint, k.path),
+        None => println!("  host key  none: the first boot generates one (enrol it with `labprov enrol`)"),
+    }
+    println!("  sha256    {}", m.image.sha256);
+    for p in [&s.outputs.bmap, &s.outputs.sha256, &s.outputs.manifest] {
+        println!("  wrote     {}", p.display());
+    }
+}

@@ -63,10 +63,12 @@ impl Lab {
     }
 
     /// Evaluates the facts with plain `nix eval`: no nixpkgs, no network.
+    /// The facts are pure data, so no store is needed (`dummy://`): that keeps
+    /// evaluation fast and working for users who cannot write the Nix store.
     pub fn facts(&self) -> Result<Facts, Error> {
         let path = self.facts_path();
         let output = Command::new("nix")
-            .args(["--extra-experimental-features", "nix-command", "eval", "--json", "--file"])
+            .args(["--extra-experimental-features", "nix-command", "eval", "--store", "dummy://", "--json", "--file"])
             .arg(&path)
             .output()
             .map_err(|source| match source.kind() {

@@ -1,0 +1,168 @@
+//! The root tree that becomes the ext4 root filesystem: a directory used in
+//! place, or a tar archive unpacked into a private scratch directory.
+
+use std::collections::HashSet;
+use std::fs;
+use std::io;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use crate::interrupt;
+
+pub const BLOCK: u64 = 4096;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("root tree {path} does not exist; pass --rootfs DIR (a directory or a .tar)")]
+    Missing { path: PathBuf },
+    #[error("cannot read {path} in the root tree: {source}")]
+    Read { path: PathBuf, source: io::Error },
+    #[error("cannot unpack {path}: {source}; is it a plain (uncompressed) tar archive?")]
+    Unpack { path: PathBuf, source: io::Error },
+    #[error(transparent)]
+    Interrupted(#[from] interrupt::Interrupted),
+}
+
+/// What the tree holds, counted the way ext4 will store it.
+#[derive(Debug, Clone, Copy, Default, Serialize, PartialEq, Eq)]
+pub struct TreeStats {
+    pub files: u64,
+    pub directories: u64,
+    pub symlinks: u64,
+    pub other: u64,
+    /// Sum of regular file sizes (hard links counted once).
+    pub bytes: u64,
+    /// 4 KiB blocks for file data, directories and long symlinks.
+    pub blocks: u64,
+}
+
+impl TreeStats {
+    pub fn inodes(&self) -> u64 {
+        self.files + self.directories + self.symlinks + self.other
+    }
+}
+
+pub struct RootTree {
+    /// The directory mkfs.ext4 reads.
+    pub dir: PathBuf,
+    /// What the user named (directory or archive).
+    pub source: PathBuf,
+    pub stats: TreeStats,
+    _unpacked: Option<tempfile::TempDir>,
+}
+
+impl RootTree {
+    /// Opens `path`; a tar archive is unpacked under `scratch` (removed when
+    /// the tree is dropped).
+    pub fn open(path: &Path, scratch: &Path) -> Result<RootTree, Error> {
+        let meta = fs::metadata(path).map_err(|source| match source.kind() {
+            io::ErrorKind::NotFound => Error::Missing { path: path.to_path_buf() },
+            _ => Error::Read { path: path.to_path_buf(), source },
+        })?;
+        let (dir, unpacked) = if meta.is_dir() {
+            (path.to_path_buf(), None)
+        } else {
+            let tmp = tempfile::Builder::new()
+                .prefix(".labimg-rootfs.")
+                .tempdir_in(scratch)
+                .map_err(|source| Error::Unpack { path: path.to_path_buf(), source })?;
+            unpack_tar(path, tmp.path())?;
+            (tmp.path().to_path_buf(), Some(tmp))
+        };
+        let stats = scan(&dir)?;
+        Ok(RootTree { dir, source: path.to_path_buf(), stats, _unpacked: unpacked })
+    }
+
+    /// A tree assembled in `dir` by the caller (a staged NixOS system).
+    pub fn staged(dir: tempfile::TempDir, source: PathBuf, stats: TreeStats) -> RootTree {
+        RootTree { dir: dir.path().to_path_buf(), source, stats, _unpacked: Some(dir) }
+    }
+
+    pub fn contains(&self, rel: &str) -> bool {
+        fs::symlink_metadata(self.dir.join(rel)).is_ok()
+    }
+}
+
+fn unpack_tar(path: &Path, into: &Path) -> Result<(), Error> {
+    let err = |source| Error::Unpack { path: path.to_path_buf(), source };
+    let file = fs::File::open(path).map_err(err)?;
+    let mut archive = tar::Archive::new(io::BufReader::with_capacity(1 << 20, file));
+    archive.set_preserve_permissions(true);
+    archive.set_preserve_mtime(true);
+    archive.set_preserve_ownerships(nix::unistd::geteuid().is_root());
+    archive.set_unpack_xattrs(true);
+    archive.unpack(into).map_err(err)
+}
+
+/// Walks the tree once; also proves every entry is readable before anything
+/// is written.
+pub fn scan(root: &Path) -> Result<TreeStats, Error> {
+    let mut stats = TreeStats::default();
+    let mut seen = HashSet::new();
+    let mut stack = vec![root.to_path_buf()];
+    stats.directories += 1;
+    stats.blocks += 1;
+    while let Some(dir) = stack.pop() {
+        interrupt::check()?;
+        let read = |source| Error::Read { path: dir.clone(), source };
+        let mut entries = 0u64;
+        for entry in fs::read_dir(&dir).map_err(read)? {
+            let entry = entry.map_err(read)?;
+            let path = entry.path();
+            let meta = fs::symlink_metadata(&path).map_err(|source| Error::Read { path: path.clone(), source })?;
+            entries += 1;
+            let ft = meta.file_type();
+            if ft.is_dir() {
+                stats.directories += 1;
+                stats.blocks += 1;
+                stack.push(path);
+            } else if ft.is_file() {
+                if meta.nlink() > 1 && !seen.insert((meta.dev(), meta.ino())) {
+                    continue;
+                }
+                // Unreadable files would fail mkfs half-way; fail here instead.
+                fs::File::open(&path).map_err(|source| Error::Read { path: path.clone(), source })?;
+                stats.files += 1;
+                stats.bytes += meta.len();
+                stats.blocks += meta.len().div_ceil(BLOCK);
+            } else if ft.is_symlink() {
+                stats.symlinks += 1;
+                // Targets of 60 bytes and more need a data block.
+                if meta.len() >= 60 {
+                    stats.blocks += 1;
+                }
+            } else {
+                stats.other += 1;
+            }
+        }
+        // A directory block holds about 100 typical entries.
+        stats.blocks += entries / 100;
+    }
+    Ok(stats)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_files_links_and_blocks() {
+        let t = tempfile::tempdir().unwrap();
+        fs::create_dir(t.path().join("d")).unwrap();
+        fs::write(t.path().join("d/a"), vec![1u8; 5000]).unwrap();
+        fs::hard_link(t.path().join("d/a"), t.path().join("b")).unwrap();
+        std::os::unix::fs::symlink("a", t.path().join("d/l")).unwrap();
+        let s = scan(t.path()).unwrap();
+        assert_eq!((s.files, s.directories, s.symlinks), (1, 2, 1));
+        assert_eq!(s.bytes, 5000);
+        assert_eq!(s.blocks, 2 + 2);
+    }
+
+    #[test]
+    fn missing_tree_is_named() {
+        let err = RootTree::open(Path::new("/nonexistent/rootfs"), Path::new("/tmp")).err().unwrap();
+        assert!(err.to_string().contains("/nonexistent/rootfs"));
+    }
+}
