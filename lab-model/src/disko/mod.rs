@@ -1,0 +1,1 @@
+//! disko disk specs: parsing, normalising exactly as disko does, and planning.
