@@ -193,7 +193,10 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary, Error> {
     let injected_inodes = if key.is_some() { 4 } else { 0 };
     let sizing = ext4::estimate(&tree.stats, injected_inodes, layout.root_headroom);
     let place = layout.place(sizing.need_bytes)?;
-    check_free_space(&opts.out_dir, sizing.need_bytes + place.firmware_size)?;
+    // The image is sparse: what lands on disk is about the content, not the
+    // partition sizes.
+    let firmware_bytes: u64 = firmware.iter().map(|f| f.content.len() as u64).sum();
+    check_free_space(&opts.out_dir, tree.stats.blocks * rootfs::BLOCK + firmware_bytes + bootloader.len() as u64)?;
     interrupt::check()?;
 
     // The image holds a private key: never readable by others, from creation on.

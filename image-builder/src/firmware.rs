@@ -143,6 +143,7 @@ pub fn load_verified(manifest: &Manifest, board: &str, dir: &Path) -> Result<Vec
 
 /// What `firmware fetch` did.
 #[derive(Debug, Default, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct FetchReport {
     pub cache: PathBuf,
     pub already_cached: Vec<String>,

@@ -1,0 +1,123 @@
+//! Shared set-up for labimg's whole-command tests: the repository's lab, the
+//! stand-in root tree and firmware prepared by .ci/run, throwaway keys.
+#![allow(dead_code)]
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+pub fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+/// Says why a test cannot run here; the caller then returns. Under
+/// `LAB_REQUIRE_ALL=1` (what .ci/run sets, having installed everything) a
+/// missing prerequisite fails the test instead: CI never skips silently.
+pub fn skip(test: &str, why: &str) {
+    if std::env::var_os("LAB_REQUIRE_ALL").is_some_and(|v| v == "1") {
+        panic!("{test} cannot run: {why}");
+    }
+    eprintln!("SKIP {test}: {why}");
+}
+
+fn prepared(var: &str, default: &str, what: &str, test: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os(var).map(PathBuf::from).unwrap_or_else(|| repo().join(default));
+    if dir.is_dir() {
+        Some(dir)
+    } else {
+        skip(test, &format!("{what} not prepared at {} (set {var}, or run .ci/run which prepares it)", dir.display()));
+        None
+    }
+}
+
+/// The stand-in kit from tests/standin/make.sh: rootfs/, vmlinuz, initrd, u-boot.
+pub fn standin(test: &str) -> Option<PathBuf> {
+    prepared("LABIMG_STANDIN", "target/standin", "the stand-in root tree", test)
+}
+
+/// Firmware files from tests/firmware/prepare.sh.
+pub fn firmware(test: &str) -> Option<PathBuf> {
+    prepared("LABIMG_FIRMWARE", "target/firmware", "the pinned firmware files", test)
+}
+
+pub fn have(tool: &str) -> bool {
+    Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().map(|o| o.status.success()).unwrap_or(false)
+}
+
+/// A throwaway ed25519 key made for this test run only.
+pub fn test_key(dir: &Path) -> PathBuf {
+    let key = dir.join("ssh_host_ed25519_key");
+    let out = Command::new("ssh-keygen")
+        .args(["-q", "-t", "ed25519", "-N", "", "-C", "labimg-test", "-f"])
+        .arg(&key)
+        .output()
+        .expect("ssh-keygen runs (openssh-client)");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    key
+}
+
+pub fn labimg() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_labimg"));
+    c.env("LAB_ROOT", repo()).env_remove("SOURCE_DATE_EPOCH");
+    c
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().expect("command starts");
+    out
+}
+
+pub fn ok(cmd: &mut Command) -> Output {
+    let out = run(cmd);
+    assert!(
+        out.status.success(),
+        "{:?} failed:\nstdout: {}\nstderr: {}",
+        cmd,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+pub fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+/// `labimg build nixpi` from the stand-in into `out`.
+pub fn build_cmd(standin: &Path, firmware: &Path, key: Option<&Path>, out: &Path) -> Command {
+    let mut c = labimg();
+    c.args(["build", "nixpi", "--rootfs"])
+        .arg(standin.join("rootfs"))
+        .arg("--bootloader")
+        .arg(standin.join("u-boot/rpi_4/u-boot.bin"))
+        .arg("--firmware-dir")
+        .arg(firmware)
+        .arg("--out")
+        .arg(out);
+    if let Some(k) = key {
+        c.arg("--host-key").arg(k);
+    }
+    c
+}
+
+/// The names in a directory, sorted (for "nothing left behind" checks).
+pub fn listing(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = match fs::read_dir(dir) {
+        Ok(rd) => rd.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect(),
+        Err(_) => Vec::new(),
+    };
+    v.sort();
+    v
+}
+
+/// A lab of its own: the repository's firmware pins and the given facts.
+pub fn custom_lab(dir: &Path, facts_nix: &str) -> PathBuf {
+    let lab = dir.join("lab");
+    fs::create_dir_all(lab.join("hosts")).unwrap();
+    fs::create_dir_all(lab.join("firmware")).unwrap();
+    fs::write(lab.join("hosts/facts.nix"), facts_nix).unwrap();
+    for f in ["manifest.toml", "config.txt"] {
+        fs::copy(repo().join("firmware").join(f), lab.join("firmware").join(f)).unwrap();
+    }
+    lab
+}

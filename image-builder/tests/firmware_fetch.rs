@@ -1,0 +1,135 @@
+//! `labimg firmware fetch` against a real HTTP server on loopback that serves
+//! the pinned Debian packages the way a Debian mirror lays them out.
+
+mod common;
+
+use std::fs;
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::*;
+
+struct Server(Child);
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// python3's http.server on a free loopback port, serving `root`.
+fn serve(root: &Path) -> (Server, String) {
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = Command::new("python3")
+        .args(["-m", "http.server", "--bind", "127.0.0.1", &port.to_string(), "--directory"])
+        .arg(root)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3 runs");
+    let server = Server(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "http.server did not start");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    (server, format!("http://127.0.0.1:{port}"))
+}
+
+/// A mirror tree with each pinned archive at its URL's path; `tamper`
+/// flips a byte in the named archive.
+fn mirror(debs: &Path, into: &Path, tamper: Option<&str>) {
+    let manifest: toml::Value = toml::from_str(&fs::read_to_string(repo().join("firmware/manifest.toml")).unwrap()).unwrap();
+    for a in manifest["archive"].as_array().unwrap() {
+        let url = a["url"].as_str().unwrap();
+        let path = url.split_once("://").unwrap().1.split_once('/').unwrap().1;
+        let name = url.rsplit('/').next().unwrap();
+        let dest = into.join(path);
+        fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        if tamper == Some(a["id"].as_str().unwrap()) {
+            let mut bytes = fs::read(debs.join(name)).unwrap();
+            let at = bytes.len() / 2;
+            bytes[at] ^= 1;
+            fs::write(&dest, bytes).unwrap();
+        } else {
+            std::os::unix::fs::symlink(debs.join(name), &dest).unwrap();
+        }
+    }
+}
+
+fn debs(test: &str) -> Option<std::path::PathBuf> {
+    let dir = std::env::var_os("LABIMG_FIRMWARE_DEBS")
+        .map(Into::into)
+        .unwrap_or_else(|| repo().join("target/firmware-debs"));
+    let manifest = fs::read_to_string(repo().join("firmware/manifest.toml")).unwrap();
+    let missing = manifest
+        .lines()
+        .filter_map(|l| l.strip_prefix("url = \""))
+        .map(|u| u.trim_end_matches('"').rsplit('/').next().unwrap().to_string())
+        .find(|n| !dir.join(n).is_file());
+    match missing {
+        Some(n) => {
+            skip(test, &format!("{n} not in {} (tests/firmware/prepare.sh downloads it; set LABIMG_FIRMWARE_DEBS)", dir.display()));
+            None
+        }
+        None => Some(dir),
+    }
+}
+
+#[test]
+fn fetch_verifies_caches_and_is_idempotent() {
+    let t = "fetch_verifies_caches_and_is_idempotent";
+    let Some(debs) = debs(t) else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    mirror(&debs, &tmp.path().join("www"), None);
+    let (_server, url) = serve(&tmp.path().join("www"));
+    let cache = tmp.path().join("cache");
+    let out = ok(labimg().args(["firmware", "fetch", "--json", "--mirror", &url, "--cache"]).arg(&cache));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["fetched"].as_array().unwrap().len(), 11, "{report}");
+    for board in ["rpi3", "rpi4", "rpi5"] {
+        ok(labimg().args(["firmware", "verify", "--board", board, "--firmware-dir"]).arg(&cache));
+    }
+    // A second run finds everything in place and downloads nothing.
+    let out = ok(labimg().args(["firmware", "fetch", "--json", "--mirror", &url, "--cache"]).arg(&cache));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["downloadedBytes"].as_u64(), Some(0), "{report}");
+    // A damaged cached file is fetched again.
+    fs::write(cache.join("start4.elf"), b"damaged").unwrap();
+    let out = ok(labimg().args(["firmware", "fetch", "--json", "--board", "rpi4", "--mirror", &url, "--cache"]).arg(&cache));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(report["fetched"].as_array().unwrap().iter().any(|f| f == "start4.elf"), "{report}");
+    ok(labimg().args(["firmware", "verify", "--board", "rpi4", "--firmware-dir"]).arg(&cache));
+}
+
+#[test]
+fn a_tampered_download_is_refused_and_never_cached() {
+    let t = "a_tampered_download_is_refused_and_never_cached";
+    let Some(debs) = debs(t) else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    mirror(&debs, &tmp.path().join("www"), Some("raspi-firmware"));
+    let (_server, url) = serve(&tmp.path().join("www"));
+    let cache = tmp.path().join("cache");
+    let res = run(labimg().args(["firmware", "fetch", "--board", "rpi4", "--mirror", &url, "--cache"]).arg(&cache));
+    assert!(!res.status.success());
+    let err = stderr(&res);
+    assert!(err.contains("refusing") && err.contains("raspi-firmware"), "{err}");
+    assert!(!cache.join("start4.elf").exists() && !cache.join("fixup4.dat").exists());
+    assert!(listing(&cache).iter().all(|n| !n.ends_with(".partial")), "{:?}", listing(&cache));
+}
+
+#[test]
+fn an_unreachable_mirror_is_a_clear_error() {
+    let tmp = tempfile::tempdir().unwrap();
+    // A port nothing listens on.
+    let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let res = run(labimg()
+        .args(["firmware", "fetch", "--board", "rpi5", "--mirror", &format!("http://127.0.0.1:{port}"), "--cache"])
+        .arg(tmp.path()));
+    assert!(!res.status.success());
+    let err = stderr(&res);
+    assert!(err.contains("download of http://127.0.0.1") && err.contains("--mirror"), "{err}");
+}
