@@ -40,7 +40,7 @@ faketime -f "1970-01-01 00:00:01" fakeroot mkfs.ext4 -q -L NIXOS_SD -U 44444444-
 export EXT2FS_NO_MTAB_OK=yes
 fsck.ext4 -n -f $img > /dev/null
 resize2fs -M $img 2> /dev/null
-new_size=$(dumpe2fs -h $img 2> /dev/null | awk -F: '/Block count/{count=$2} /Block size/{size=$2} END{print (count*size+16*2**20)/size}')
+new_size=$(dumpe2fs -h $img 2> /dev/null | awk -F: '/Block count/{count=$2} /Block size/{size=$2} END{print (count*size+16*1048576)/size}')
 resize2fs $img "$new_size" 2> /dev/null
 
 out=sd.img
