@@ -416,3 +416,31 @@ fn the_image_boots_and_the_first_boot_finds_the_key() {
     }
     assert!(fs::read(&img).unwrap() == before, "booting does not change the image");
 }
+
+#[test]
+fn ctrl_c_stops_the_build_and_leaves_nothing() {
+    let t = "ctrl_c_stops_the_build_and_leaves_nothing";
+    let (Some(standin), Some(fw)) = (standin(t), firmware(t)) else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    // Enough data that mkfs.ext4 is still busy when the signal arrives.
+    let tree = tmp.path().join("tree");
+    fs::create_dir(&tree).unwrap();
+    for i in 0..8 {
+        fs::write(tree.join(format!("blob{i}")), vec![0x55u8 + i as u8; 50 * MIB as usize]).unwrap();
+    }
+    let out = tmp.path().join("out");
+    let mut cmd = build_cmd(&standin, &fw, None, &out);
+    let args: Vec<_> = cmd.get_args().map(|s| s.to_owned()).collect();
+    cmd = labimg();
+    for (i, arg) in args.iter().enumerate() {
+        if i > 0 && args[i - 1] == "--rootfs" { cmd.arg(&tree) } else { cmd.arg(arg) };
+    }
+    let child = cmd.stderr(std::process::Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    let res = child.wait_with_output().unwrap();
+    assert!(!res.status.success(), "the build finished before the signal; make the tree larger");
+    let err = stderr(&res);
+    assert!(err.contains("interrupted") && err.contains("run the same command again"), "{err}");
+    assert!(listing(&out).is_empty(), "left behind: {:?}", listing(&out));
+}
