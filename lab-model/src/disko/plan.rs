@@ -1,0 +1,387 @@
+//! The ordered plan disko's create and mount scripts follow, as data: which
+//! table goes on which disk, what is formatted how, what is mounted where.
+//! Partition positions are resolved here too ([`resolve_table`]) once the
+//! disk's size is known; the provisioner only writes what this computes.
+
+use serde::Serialize;
+
+use super::model::{Btrfs, Content, Devices, Gpt, Table};
+use super::parted::{self, PartedError};
+use super::sgdisk::{self, GeometryError, Layout};
+use super::SpecError;
+
+/// One step, in the order disko runs them.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "step", rename_all = "snake_case")]
+pub enum Step {
+    /// Write (or complete) the partition table of a spec disk.
+    Partition { disk: String, device: String, table: TablePlan },
+    /// `mkfs.FORMAT EXTRA DEVICE` where blkid finds no filesystem.
+    Format { device: String, format: String, extra_args: Vec<String> },
+    /// `mkswap EXTRA DEVICE` where blkid finds nothing.
+    Mkswap { device: String, extra_args: Vec<String> },
+    /// `mkfs.btrfs DEVICE EXTRA`, then the subvolumes that are missing.
+    Btrfs { device: String, extra_args: Vec<String>, subvolumes: Vec<String> },
+    /// A content type labprov plans but cannot create yet.
+    Unsupported { device: String, kind: String, spec_path: String },
+    /// `mount -t TYPE DEVICE ROOT/MOUNTPOINT -o OPTIONS -o X-mount.mkdir`.
+    Mount { device: String, mountpoint: String, fs_type: String, options: Vec<String> },
+}
+
+/// A partition table to write, in the words of the tool disko would call.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum TablePlan {
+    /// disko's `gpt` type: one `sgdisk --new` per partition.
+    Gpt { partitions: Vec<GptPart>, hybrid: Vec<u32>, efi_gpt_partition_first: bool },
+    /// disko's legacy `table` type: `parted mklabel` and `mkpart`.
+    Parted { format: String, partitions: Vec<PartedPart> },
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct GptPart {
+    pub number: u32,
+    pub label: String,
+    pub type_code: String,
+    pub type_guid: String,
+    /// false when sgdisk does not know the code and writes Linux filesystem.
+    pub type_known: bool,
+    pub start: String,
+    pub end: String,
+    pub alignment: u64,
+    pub attributes: Vec<u8>,
+    pub uuid: Option<String>,
+    pub device: String,
+    pub hybrid_type: Option<String>,
+    pub hybrid_bootable: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PartedPart {
+    pub index: usize,
+    pub name: Option<String>,
+    pub part_type: String,
+    pub fs_type: Option<String>,
+    pub start: String,
+    pub end: String,
+    pub flags: Vec<String>,
+    pub bootable: bool,
+    pub device: String,
+}
+
+/// The ordered steps for all devices: disks by name, each disk's table then
+/// the contents of its partitions in partition order, nodev last; mounts
+/// after everything, sorted by mountpoint so parents come first.
+pub fn plan(devices: &Devices) -> Result<Vec<Step>, SpecError> {
+    let mut steps = Vec::new();
+    let mut mounts = Vec::new();
+    for (key, disk) in &devices.disk {
+        let path = format!("disko.devices.disk.{key}.content");
+        if let Some(c) = &disk.content {
+            content(c, &path, key, &disk.device, &mut steps, &mut mounts)?;
+        }
+    }
+    for (key, md) in &devices.mdadm {
+        steps.push(Step::Unsupported {
+            device: format!("/dev/md/{}", md.name),
+            kind: "mdadm".into(),
+            spec_path: format!("disko.devices.mdadm.{key}"),
+        });
+    }
+    for (key, vg) in &devices.lvm_vg {
+        steps.push(Step::Unsupported { device: format!("/dev/{}", vg.name), kind: "lvm_vg".into(), spec_path: format!("disko.devices.lvm_vg.{key}") });
+    }
+    for nd in devices.nodev.values() {
+        mounts.push(Step::Mount {
+            device: nd.device.clone(),
+            mountpoint: nd.mountpoint.clone(),
+            fs_type: nd.fs_type.clone(),
+            options: nd.mount_options.clone(),
+        });
+    }
+    mounts.sort_by(|a, b| mountpoint_of(a).cmp(mountpoint_of(b)));
+    steps.extend(mounts);
+    Ok(steps)
+}
+
+fn mountpoint_of(s: &Step) -> &str {
+    match s {
+        Step::Mount { mountpoint, .. } => mountpoint,
+        _ => "",
+    }
+}
+
+fn content(c: &Content, path: &str, disk: &str, device: &str, steps: &mut Vec<Step>, mounts: &mut Vec<Step>) -> Result<(), SpecError> {
+    match c {
+        Content::Gpt(g) => {
+            steps.push(Step::Partition { disk: disk.to_string(), device: g.device.clone(), table: gpt_plan(g, path)? });
+            for (_, p) in g.sorted() {
+                if let Some(pc) = &p.content {
+                    content(pc, &format!("{path}.partitions.{}.content", p.name), disk, &p.device, steps, mounts)?;
+                }
+            }
+        }
+        Content::Table(t) => {
+            steps.push(Step::Partition { disk: disk.to_string(), device: t.device.clone(), table: table_plan(t, path)? });
+            for (i, p) in t.partitions.iter().enumerate() {
+                if let Some(pc) = &p.content {
+                    let dev = super::normalize::device_numbering(&t.device, i + 1).unwrap_or_default();
+                    content(pc, &format!("{path}.partitions.[{i}].content"), disk, &dev, steps, mounts)?;
+                }
+            }
+        }
+        Content::Filesystem(f) => {
+            steps.push(Step::Format { device: f.device.clone(), format: f.format.clone(), extra_args: f.extra_args.clone() });
+            if let Some(mp) = &f.mountpoint {
+                mounts.push(Step::Mount { device: f.device.clone(), mountpoint: mp.clone(), fs_type: f.format.clone(), options: f.mount_options.clone() });
+            }
+        }
+        Content::Swap(s) => {
+            steps.push(Step::Mkswap { device: s.device.clone(), extra_args: s.extra_args.clone() });
+        }
+        Content::Btrfs(b) => btrfs(b, path, steps, mounts)?,
+        other => {
+            let _ = device;
+            steps.push(Step::Unsupported { device: device_of(other), kind: other.kind().into(), spec_path: path.to_string() });
+        }
+    }
+    Ok(())
+}
+
+fn device_of(c: &Content) -> String {
+    match c {
+        Content::Luks(l) => l.device.clone(),
+        Content::LvmPv(p) => p.device.clone(),
+        Content::Mdraid(m) => m.device.clone(),
+        _ => String::new(),
+    }
+}
+
+fn btrfs(b: &Btrfs, path: &str, steps: &mut Vec<Step>, mounts: &mut Vec<Step>) -> Result<(), SpecError> {
+    if !b.swap.is_empty() || b.subvolumes.values().any(|s| !s.swap.is_empty()) {
+        return Err(SpecError::unsupported(format!("{path}.swap"), "btrfs swap files are not supported by labprov yet; drop them from the spec or create them after install"));
+    }
+    let mut subs: Vec<&super::model::Subvolume> = b.subvolumes.values().collect();
+    subs.sort_by(|a, b| a.name.cmp(&b.name));
+    steps.push(Step::Btrfs { device: b.device.clone(), extra_args: b.extra_args.clone(), subvolumes: subs.iter().map(|s| s.name.clone()).collect() });
+    if let Some(mp) = &b.mountpoint {
+        mounts.push(Step::Mount { device: b.device.clone(), mountpoint: mp.clone(), fs_type: "btrfs".into(), options: b.mount_options.clone() });
+    }
+    for s in subs {
+        if let Some(mp) = &s.mountpoint {
+            let mut options = s.mount_options.clone();
+            options.push(format!("subvol={}", s.name));
+            mounts.push(Step::Mount { device: b.device.clone(), mountpoint: mp.clone(), fs_type: "btrfs".into(), options });
+        }
+    }
+    Ok(())
+}
+
+fn gpt_plan(g: &Gpt, path: &str) -> Result<TablePlan, SpecError> {
+    let mut partitions = Vec::new();
+    let mut hybrid = Vec::new();
+    for (number, p) in g.sorted() {
+        let (type_guid, type_known) = sgdisk::type_guid(&p.type_code);
+        let mut attributes = Vec::new();
+        for a in &p.attributes {
+            match u8::try_from(*a) {
+                Ok(bit) if bit < 64 => attributes.push(bit),
+                _ => return Err(SpecError::invalid(format!("{path}.partitions.{}.attributes", p.name), format!("attribute bit {a} is not in 0..=63"))),
+            }
+        }
+        if p.alignment < 0 {
+            return Err(SpecError::invalid(format!("{path}.partitions.{}.alignment", p.name), "alignment must not be negative"));
+        }
+        if p.hybrid.is_some() {
+            hybrid.push(number);
+        }
+        partitions.push(GptPart {
+            number,
+            label: p.label.clone(),
+            type_code: p.type_code.clone(),
+            type_guid,
+            type_known,
+            start: p.start.clone(),
+            end: p.end.clone(),
+            alignment: p.alignment as u64,
+            attributes,
+            uuid: p.uuid.clone(),
+            device: p.device.clone(),
+            hybrid_type: p.hybrid.as_ref().and_then(|h| h.mbr_partition_type.clone()),
+            hybrid_bootable: p.hybrid.as_ref().is_some_and(|h| h.mbr_bootable_flag),
+        });
+    }
+    let hundreds = g.partitions.values().filter(|p| p.size == "100%").count();
+    if hundreds > 1 {
+        return Err(SpecError::invalid(
+            format!("{path}.partitions"),
+            format!("{hundreds} partitions have size \"100%\"; only the last one can take the rest of the disk (the others would not fit)"),
+        ));
+    }
+    Ok(TablePlan::Gpt { partitions, hybrid, efi_gpt_partition_first: g.efi_gpt_partition_first })
+}
+
+fn table_plan(t: &Table, path: &str) -> Result<TablePlan, SpecError> {
+    let mut partitions = Vec::new();
+    for (i, p) in t.partitions.iter().enumerate() {
+        if p.part_type != "primary" {
+            return Err(SpecError::unsupported(format!("{path}.partitions.[{i}].part-type"), "only primary partitions are supported by labprov; use `gpt` or primary partitions"));
+        }
+        for f in &p.flags {
+            if parted_flag(&t.format, f).is_none() {
+                return Err(SpecError::unsupported(format!("{path}.partitions.[{i}].flags"), format!("parted flag `{f}` is not supported by labprov on a {} table", t.format)));
+            }
+        }
+        partitions.push(PartedPart {
+            index: i + 1,
+            name: p.name.clone(),
+            part_type: p.part_type.clone(),
+            fs_type: p.fs_type.clone(),
+            start: p.start.clone(),
+            end: p.end.clone(),
+            flags: p.flags.clone(),
+            bootable: p.bootable,
+            device: super::normalize::device_numbering(&t.device, i + 1).unwrap_or_default(),
+        });
+    }
+    Ok(TablePlan::Parted { format: t.format.clone(), partitions })
+}
+
+/// What a parted flag does to a partition: a new type (GUID on gpt, MBR
+/// byte on msdos), an attribute bit, or the active flag.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FlagEffect {
+    GptType(&'static str),
+    GptAttribute(u8),
+    MbrType(u8),
+    Active,
+}
+
+pub fn parted_flag(format: &str, flag: &str) -> Option<FlagEffect> {
+    use FlagEffect::*;
+    Some(match (format, flag) {
+        ("gpt", "boot" | "esp") => GptType("C12A7328-F81F-11D2-BA4B-00A0C93EC93B"),
+        ("gpt", "bios_grub") => GptType("21686148-6449-6E6F-744E-656564454649"),
+        ("gpt", "lvm") => GptType("E6D6D379-F507-44C2-A23C-238F2A3DF928"),
+        ("gpt", "raid") => GptType("A19D880F-05FC-4D3B-A006-743F0F84911E"),
+        ("gpt", "swap") => GptType("0657FD6D-A4AB-43C4-84E5-0933C84B4F4F"),
+        ("gpt", "msftres") => GptType("E3C9E316-0B5C-4DB8-817D-F92DF00215AE"),
+        ("gpt", "legacy_boot") => GptAttribute(2),
+        ("msdos", "boot") => Active,
+        ("msdos", "lvm") => MbrType(0x8e),
+        ("msdos", "raid") => MbrType(0xfd),
+        ("msdos", "swap") => MbrType(0x82),
+        ("msdos", "esp") => MbrType(0xef),
+        _ => return None,
+    })
+}
+
+/// A partition with its sectors, ready to be written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Resolved {
+    pub number: u32,
+    pub first: u64,
+    pub last: u64,
+    pub name: String,
+    /// GPT type GUID (gpt) or the MBR type byte as two hex digits (msdos).
+    pub type_id: String,
+    pub attributes: u64,
+    pub uuid: Option<String>,
+    pub bootable: bool,
+    pub device: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ResolveError {
+    #[error(transparent)]
+    Gpt(#[from] GeometryError),
+    #[error(transparent)]
+    Parted(#[from] PartedError),
+}
+
+/// Sectors of every partition of `table` on a disk of `total_sectors`.
+/// `existing` are slots already on the disk (kept, like a failed
+/// `sgdisk --new` leaves them).
+pub fn resolve_table(table: &TablePlan, sector_size: u64, total_sectors: u64, existing: &[sgdisk::Slot]) -> Result<Vec<Resolved>, ResolveError> {
+    match table {
+        TablePlan::Gpt { partitions, .. } => {
+            let mut t = sgdisk::Table::new(Layout::new(sector_size, total_sectors));
+            t.slots = existing.to_vec();
+            let mut out = Vec::new();
+            for p in partitions {
+                let slot = match existing.iter().find(|s| s.number == p.number) {
+                    Some(s) => *s,
+                    None => t.new_partition(p.number, &p.start, &p.end, p.alignment)?,
+                };
+                let attributes = p.attributes.iter().fold(0u64, |acc, b| acc | (1u64 << b));
+                out.push(Resolved {
+                    number: p.number,
+                    first: slot.first,
+                    last: slot.last,
+                    name: p.label.clone(),
+                    type_id: p.type_guid.clone(),
+                    attributes,
+                    uuid: p.uuid.clone(),
+                    bootable: false,
+                    device: p.device.clone(),
+                });
+            }
+            Ok(out)
+        }
+        TablePlan::Parted { format, partitions } => {
+            let (first_usable, last_usable) = if format == "gpt" {
+                let l = Layout::new(sector_size, total_sectors);
+                (l.first_usable, l.last_usable)
+            } else {
+                (1, total_sectors - 1)
+            };
+            let mut taken: Vec<(u64, u64)> = Vec::new();
+            let mut out = Vec::new();
+            for p in partitions {
+                let (first, last) = parted::place(p.index, &p.start, &p.end, total_sectors, sector_size, first_usable, last_usable, &taken)?;
+                taken.push((first, last));
+                let mut type_id = if format == "gpt" {
+                    match p.fs_type.as_deref() {
+                        Some("linux-swap") => "0657FD6D-A4AB-43C4-84E5-0933C84B4F4F".to_string(),
+                        Some("fat16" | "fat32" | "ntfs") => "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7".to_string(),
+                        _ => "0FC63DAF-8483-4772-8E79-3D69D8477DE4".to_string(),
+                    }
+                } else {
+                    match p.fs_type.as_deref() {
+                        Some("linux-swap") => "82".to_string(),
+                        Some("fat32") => "0c".to_string(),
+                        Some("fat16") => "0e".to_string(),
+                        Some("ntfs") => "07".to_string(),
+                        _ => "83".to_string(),
+                    }
+                };
+                let mut attributes = 0u64;
+                let mut bootable = false;
+                let flags = p.flags.iter().map(String::as_str).chain(p.bootable.then_some("boot"));
+                for f in flags {
+                    match parted_flag(format, f) {
+                        Some(FlagEffect::GptType(g)) => type_id = g.to_string(),
+                        Some(FlagEffect::GptAttribute(b)) => attributes |= 1 << b,
+                        Some(FlagEffect::MbrType(b)) => type_id = format!("{b:02x}"),
+                        Some(FlagEffect::Active) => bootable = true,
+                        None => {}
+                    }
+                }
+                out.push(Resolved {
+                    number: p.index as u32,
+                    first,
+                    last,
+                    // parted's mkpart on gpt takes the name; on msdos the
+                    // first word is the partition type and there is no name.
+                    name: if format == "gpt" { p.name.clone().unwrap_or_else(|| p.part_type.clone()) } else { String::new() },
+                    type_id,
+                    attributes,
+                    uuid: None,
+                    bootable,
+                    device: p.device.clone(),
+                });
+            }
+            Ok(out)
+        }
+    }
+}
