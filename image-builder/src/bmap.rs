@@ -79,6 +79,131 @@ impl Bmap {
     }
 }
 
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum ParseError {
+    #[error("not a bmap file: {0}")]
+    Format(String),
+    #[error("bmap version {0} is not supported (labimg reads format 1.x/2.x with sha256 checksums)")]
+    Version(String),
+    #[error("bmap checksum type {0} is not supported (only sha256)")]
+    ChecksumType(String),
+    #[error("the bmap file is damaged: its BmapFileChecksum does not match its content")]
+    FileChecksum,
+    #[error("bmap range {0} is invalid: {1}")]
+    Range(String, String),
+}
+
+impl Bmap {
+    /// Parses and checks a bmap file: its own checksum, the sizes, and that
+    /// the ranges are ordered, disjoint and inside the image.
+    pub fn parse(text: &str) -> Result<Bmap, ParseError> {
+        let fmt = |m: &str| ParseError::Format(m.to_string());
+        let body = strip_comments(text).ok_or_else(|| fmt("unterminated comment"))?;
+        let root = body.find("<bmap").ok_or_else(|| fmt("no <bmap> element"))?;
+        let open_end = body[root..].find('>').ok_or_else(|| fmt("unterminated <bmap> tag"))? + root;
+        let version = attribute(&body[root..open_end], "version").ok_or_else(|| fmt("<bmap> has no version"))?;
+        let major = version.split('.').next().unwrap_or_default();
+        if major != "1" && major != "2" {
+            return Err(ParseError::Version(version));
+        }
+        let number = |name: &str| -> Result<u64, ParseError> {
+            let v = element(&body, name).ok_or_else(|| ParseError::Format(format!("no <{name}>")))?;
+            v.trim().parse().map_err(|_| ParseError::Format(format!("<{name}> is not a number: {}", v.trim())))
+        };
+        let image_size = number("ImageSize")?;
+        let block_size = number("BlockSize")?;
+        let blocks_count = number("BlocksCount")?;
+        let mapped_count = number("MappedBlocksCount")?;
+        if block_size == 0 || block_size > (1 << 30) || !block_size.is_power_of_two() {
+            return Err(fmt("<BlockSize> must be a power of two"));
+        }
+        if blocks_count != image_size.div_ceil(block_size) {
+            return Err(fmt("<BlocksCount> does not match <ImageSize> / <BlockSize>"));
+        }
+        let checksum_type = element(&body, "ChecksumType").map(|s| s.trim().to_string()).unwrap_or_else(|| "sha1".into());
+        if checksum_type != "sha256" {
+            return Err(ParseError::ChecksumType(checksum_type));
+        }
+        if let Some(sum) = element(&body, "BmapFileChecksum").map(str::trim) {
+            if sum.len() != 64 || !sum.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(fmt("<BmapFileChecksum> is not a sha256"));
+            }
+            let zeroed = text.replacen(sum, &"0".repeat(64), 1);
+            if hex::encode(Sha256::digest(zeroed.as_bytes())) != sum.to_ascii_lowercase() {
+                return Err(ParseError::FileChecksum);
+            }
+        }
+        let map = element(&body, "BlockMap").ok_or_else(|| fmt("no <BlockMap>"))?;
+        let mut ranges = Vec::new();
+        let mut rest = map;
+        while let Some(start) = rest.find("<Range") {
+            let tag_end = rest[start..].find('>').ok_or_else(|| fmt("unterminated <Range>"))? + start;
+            let close = rest[tag_end..].find("</Range>").ok_or_else(|| fmt("<Range> without </Range>"))? + tag_end;
+            let value = rest[tag_end + 1..close].trim();
+            let bad = |why: &str| ParseError::Range(value.to_string(), why.to_string());
+            let (first, last) = match value.split_once('-') {
+                Some((a, b)) => (a.trim().parse::<u64>(), b.trim().parse::<u64>()),
+                None => (value.parse::<u64>(), value.parse::<u64>()),
+            };
+            let (first, last) = (first.map_err(|_| bad("not a block number"))?, last.map_err(|_| bad("not a block number"))?);
+            if first > last || last >= blocks_count {
+                return Err(bad("outside the image or reversed"));
+            }
+            if let Some(prev) = ranges.last().map(|r: &Range| r.last) {
+                if first <= prev {
+                    return Err(bad("overlaps or precedes the range before it"));
+                }
+            }
+            let sha256 = attribute(&rest[start..tag_end], "chksum").ok_or_else(|| bad("no chksum"))?.to_ascii_lowercase();
+            if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err(bad("chksum is not a sha256"));
+            }
+            ranges.push(Range { first, last, sha256 });
+            rest = &rest[close + "</Range>".len()..];
+        }
+        let bmap = Bmap { image_size, block_size, ranges };
+        if bmap.mapped_blocks() != mapped_count {
+            return Err(fmt("<MappedBlocksCount> does not match the ranges"));
+        }
+        Ok(bmap)
+    }
+
+    /// Byte span of a range, clipped to the image's end.
+    pub fn span(&self, r: &Range) -> (u64, u64) {
+        let start = r.first * self.block_size;
+        (start, ((r.last + 1) * self.block_size).min(self.image_size))
+    }
+}
+
+fn strip_comments(text: &str) -> Option<String> {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("<!--") {
+        out.push_str(&rest[..i]);
+        let end = rest[i..].find("-->")? + i + 3;
+        rest = &rest[end..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+/// The text inside the first `<name>...</name>`.
+fn element<'a>(body: &'a str, name: &str) -> Option<&'a str> {
+    let open = format!("<{name}>");
+    let start = body.find(&open)? + open.len();
+    let end = body[start..].find(&format!("</{name}>"))? + start;
+    Some(&body[start..end])
+}
+
+fn attribute(tag: &str, name: &str) -> Option<String> {
+    let key = format!("{name}=");
+    let at = tag.find(&key)? + key.len();
+    let quote = tag[at..].chars().next().filter(|c| *c == '"' || *c == '\'')?;
+    let value_start = at + 1;
+    let end = tag[value_start..].find(quote)? + value_start;
+    Some(tag[value_start..end].trim().to_string())
+}
+
 /// Byte ranges of `file` that hold data, from the filesystem's own map of
 /// the file (SEEK_DATA / SEEK_HOLE), widened to whole blocks and merged.
 pub fn data_blocks(file: &File, size: u64) -> io::Result<Vec<(u64, u64)>> {
@@ -162,6 +287,36 @@ mod tests {
         f.read_exact_at(&mut all, 0).unwrap();
         assert_eq!(whole, hex::encode(Sha256::digest(&all)));
         assert_eq!(bmap.ranges[0].sha256, hex::encode(Sha256::digest(&all[8192..16384])));
+    }
+
+    #[test]
+    fn parses_what_it_writes() {
+        let b = Bmap {
+            image_size: 10 * 4096 + 100,
+            block_size: 4096,
+            ranges: vec![
+                Range { first: 0, last: 0, sha256: "ab".repeat(32) },
+                Range { first: 3, last: 10, sha256: "cd".repeat(32) },
+            ],
+        };
+        assert_eq!(Bmap::parse(&b.to_xml()).unwrap(), b);
+        assert_eq!(b.span(&b.ranges[1]), (3 * 4096, 10 * 4096 + 100));
+    }
+
+    #[test]
+    fn refuses_damaged_or_inconsistent_maps() {
+        let b = Bmap { image_size: 8192, block_size: 4096, ranges: vec![Range { first: 0, last: 1, sha256: "ab".repeat(32) }] };
+        let xml = b.to_xml();
+        assert_eq!(Bmap::parse(&xml.replace("0-1", "0-2")), Err(ParseError::FileChecksum));
+        let no_sum = |x: &str| {
+            let s = x.split("<BmapFileChecksum>").collect::<Vec<_>>();
+            let rest = s[1].split_once("</BmapFileChecksum>").unwrap().1;
+            format!("{}{}", s[0], rest)
+        };
+        assert!(matches!(Bmap::parse(&no_sum(&xml.replace("0-1", "0-2"))), Err(ParseError::Range(..))));
+        assert!(Bmap::parse(&no_sum(&xml.replace("sha256 <", "md5 <"))).is_err());
+        assert!(Bmap::parse("<bmap version=\"3.0\">").is_err());
+        assert!(Bmap::parse("garbage").is_err());
     }
 
     #[test]

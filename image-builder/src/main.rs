@@ -8,7 +8,7 @@ use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser, Subcommand};
 use image_builder::build::{self, BuildOptions, RootInput};
 use image_builder::progress::Progress;
-use image_builder::{firmware, inspect, interrupt};
+use image_builder::{blockdev, firmware, flash, inspect, interrupt};
 use lab_model::Lab;
 
 /// Default for SOURCE_DATE_EPOCH: 1980-01-01, the earliest time FAT can hold,
@@ -16,7 +16,7 @@ use lab_model::Lab;
 const DEFAULT_EPOCH: u64 = 315_532_800;
 
 #[derive(Parser)]
-#[command(name = "labimg", version, about = "Build, inspect and fetch firmware for the lab's SD images")]
+#[command(name = "labimg", version, about = "Build, inspect and flash the lab's SD images")]
 struct Cli {
     /// The lab repository (default: the nearest parent of the current directory with hosts/facts.nix).
     #[arg(long, global = true, env = "LAB_ROOT")]
@@ -70,6 +70,58 @@ The image is byte-identical for the same inputs and SOURCE_DATE_EPOCH (default 1
     /// Raspberry Pi firmware: download and verify the pinned files
     #[command(subcommand)]
     Firmware(FirmwareCmd),
+    /// List disks a card or stick could be: path, model, size, serial, mounts
+    #[command(after_help = "Examples:\n  labimg devices\n  labimg devices --all --json")]
+    Devices {
+        /// Also fixed disks (internal drives, NVMe) and loop devices.
+        #[arg(long)]
+        all: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Write an image to a card or stick: mapped blocks only, read back and verified
+    #[command(after_help = "Examples:
+  labimg flash out/nixpi.img /dev/sdb            # shows the device, asks you to type its name
+  labimg flash nixpi.img.zst /dev/sdb --yes      # compressed images stream through
+  labimg flash out/nixpi.img /dev/sdb --dry-run  # every check, nothing written
+  labimg flash out/nixpi.img vm-disk.raw         # regular files and loop devices work too
+
+Refuses devices that are mounted, hold the running system, are too small, or
+are not removable (unless --allow-fixed). Exit code 3: verification failed.")]
+    Flash {
+        image: PathBuf,
+        device: PathBuf,
+        /// Do not ask for the device name (scripts).
+        #[arg(long)]
+        yes: bool,
+        /// Allow a non-removable disk (an internal drive, NVMe, a SATA SSD in a USB case that reports fixed).
+        #[arg(long)]
+        allow_fixed: bool,
+        /// Skip reading the written ranges back (not recommended).
+        #[arg(long)]
+        no_verify: bool,
+        /// The block map to use (default: IMAGE.bmap beside the image).
+        #[arg(long, conflicts_with = "no_bmap")]
+        bmap: Option<PathBuf>,
+        /// Ignore any block map; write the image's data blocks (or every block).
+        #[arg(long)]
+        no_bmap: bool,
+        /// Run every check and print the plan, write nothing.
+        #[arg(long)]
+        dry_run: bool,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check a written device (or file) against an image, range by range
+    #[command(after_help = "Examples:\n  labimg verify out/nixpi.img /dev/sdb\n  labimg verify nixpi.img.zst /dev/sdb --bmap nixpi.img.bmap\n\nExit code 3: the device differs from the image.")]
+    Verify {
+        image: PathBuf,
+        device: PathBuf,
+        #[arg(long)]
+        bmap: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
     /// Print shell completions
     #[command(after_help = "Example:\n  labimg completions bash > /etc/bash_completion.d/labimg")]
     Completions { shell: clap_complete::Shell },
@@ -110,9 +162,25 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("labimg: error: {err:#}");
-            ExitCode::FAILURE
+            let code = err.downcast_ref::<flash::Error>().map(flash::Error::exit_code).unwrap_or(1);
+            ExitCode::from(code)
         }
     }
+}
+
+/// Asks the operator to type the device's name; never guesses without a terminal.
+fn confirm_on_terminal(target: &flash::Target) -> bool {
+    use std::io::{BufRead, IsTerminal, Write};
+    eprintln!("About to overwrite {}", target.describe());
+    if !std::io::stdin().is_terminal() {
+        eprintln!("No terminal to confirm on: pass --yes to write without asking.");
+        return false;
+    }
+    eprint!("Type `{}` to write to it: ", target.confirm_name());
+    let _ = std::io::stderr().flush();
+    let mut answer = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut answer);
+    answer.trim() == target.confirm_name()
 }
 
 fn lab(cli_lab: &Option<PathBuf>) -> Result<Lab> {
@@ -194,6 +262,92 @@ fn run(cli: Cli) -> Result<()> {
             let dir = firmware_dir.unwrap_or_else(firmware::default_cache);
             let files = firmware::load_verified(&manifest, &board, &dir)?;
             println!("{}: all {} files for {board} match their pins", dir.display(), files.len());
+            Ok(())
+        }
+        Cmd::Devices { all, json } => {
+            let disks: Vec<_> = blockdev::list()
+                .into_iter()
+                .filter(|d| all || (d.removable && !d.system))
+                .collect();
+            if json {
+                println!("{}", serde_json::to_string_pretty(&disks)?);
+            } else if disks.is_empty() {
+                println!("no removable disks found{}", if all { "" } else { " (--all lists fixed disks too)" });
+            } else {
+                for d in &disks {
+                    println!(
+                        "{:<14} {:>8.1} GB  {:<24} serial {:<16} {}{}",
+                        d.path.display(),
+                        d.size as f64 / 1e9,
+                        d.model.as_deref().unwrap_or("-"),
+                        d.serial.as_deref().unwrap_or("-"),
+                        if d.removable { "removable" } else { "fixed" },
+                        if d.mounts.is_empty() { String::new() } else { format!(", mounted: {}", d.mounts.join(" ")) }
+                    );
+                }
+            }
+            Ok(())
+        }
+        Cmd::Flash { image, device, yes, allow_fixed, no_verify, bmap, no_bmap, dry_run, json } => {
+            let mut img = flash::Image::open(&image, bmap.as_deref(), no_bmap)?;
+            if dry_run {
+                let target = flash::preflight(&device, img.size, allow_fixed)?;
+                let plan = serde_json::json!({
+                    "image": img.path, "imageSize": img.size, "mappedBytes": img.mapped_bytes(),
+                    "ranges": img.ranges.len(), "mappedFrom": img.how, "bmap": img.bmap_path,
+                    "target": target, "verify": !no_verify, "dryRun": true,
+                });
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&plan)?);
+                } else {
+                    println!(
+                        "would write {} MiB of {} ({} MiB image, {} ranges from the {}) to {}, then {}",
+                        img.mapped_bytes() >> 20,
+                        img.path.display(),
+                        img.size >> 20,
+                        img.ranges.len(),
+                        img.how,
+                        target.describe(),
+                        if no_verify { "not verify" } else { "read back and verify every range" }
+                    );
+                }
+                return Ok(());
+            }
+            let confirm = |t: &flash::Target| yes || confirm_on_terminal(t);
+            let opts = flash::FlashOptions { verify: !no_verify, allow_fixed, progress: Progress::new(json), confirm: &confirm };
+            let report = flash::flash(&mut img, &device, &opts)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!(
+                    "wrote {} MiB of {} to {} in {:.1} s ({} MiB skipped, mapped from the {}); verify: {}{}",
+                    report.bytes_written >> 20,
+                    report.image.display(),
+                    report.target.path.display(),
+                    report.write_seconds,
+                    report.bytes_skipped >> 20,
+                    report.mapped_from,
+                    report.verify,
+                    if report.verify == "ok" { format!(" in {:.1} s", report.verify_seconds) } else { String::new() }
+                );
+            }
+            Ok(())
+        }
+        Cmd::Verify { image, device, bmap, json } => {
+            let mut img = flash::Image::open(&image, bmap.as_deref(), false)?;
+            let report = flash::verify(&mut img, &device, Progress::new(json))?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                println!(
+                    "{} matches {}: {} ranges, {} MiB checked in {:.1} s",
+                    device.display(),
+                    image.display(),
+                    report.ranges,
+                    img.mapped_bytes() >> 20,
+                    report.verify_seconds
+                );
+            }
             Ok(())
         }
         Cmd::Completions { shell } => {

@@ -1,0 +1,207 @@
+//! Block devices as the kernel describes them: sizes from ioctls, identity
+//! and relationships (partitions, holders, removability) from sysfs, and
+//! what is mounted or swapped on them. The ioctls are the only unsafe code.
+
+use std::fs;
+use std::io;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+mod ioctl {
+    //! Each block-device ioctl wrapped once. SAFETY for all: the kernel
+    //! writes at most one value of the declared type into the pointer we
+    //! pass, which points to a live local of that type.
+    nix::ioctl_read!(blkgetsize64, 0x12, 114, u64);
+    nix::ioctl_read_bad!(blksszget, nix::request_code_none!(0x12, 104), libc_int);
+    nix::ioctl_none!(blkrrpart, 0x12, 95);
+    nix::ioctl_none!(blkflsbuf, 0x12, 97);
+    #[allow(non_camel_case_types)]
+    pub type libc_int = i32;
+}
+
+/// Size in bytes of the open block device.
+pub fn size(file: &fs::File) -> io::Result<u64> {
+    let mut v: u64 = 0;
+    // SAFETY: see the ioctl module.
+    unsafe { ioctl::blkgetsize64(file.as_raw_fd(), &mut v) }.map_err(io::Error::from)?;
+    Ok(v)
+}
+
+/// Logical sector size of the open block device.
+pub fn sector_size(file: &fs::File) -> io::Result<u32> {
+    let mut v: i32 = 0;
+    // SAFETY: see the ioctl module.
+    unsafe { ioctl::blksszget(file.as_raw_fd(), &mut v) }.map_err(io::Error::from)?;
+    Ok(v as u32)
+}
+
+/// Drops the kernel's buffer cache for the device (after fsync), so what is
+/// read next comes from the medium.
+pub fn flush_buffers(file: &fs::File) -> io::Result<()> {
+    // SAFETY: see the ioctl module; BLKFLSBUF takes no argument.
+    unsafe { ioctl::blkflsbuf(file.as_raw_fd()) }.map(drop).map_err(io::Error::from)
+}
+
+/// Asks the kernel to re-read the partition table. Devices without
+/// partition support (EINVAL) are not an error.
+pub fn reread_partitions(file: &fs::File) -> io::Result<()> {
+    // SAFETY: see the ioctl module; BLKRRPART takes no argument.
+    match unsafe { ioctl::blkrrpart(file.as_raw_fd()) } {
+        Ok(_) | Err(nix::errno::Errno::EINVAL) => Ok(()),
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// A whole disk as sysfs describes it.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Disk {
+    pub path: PathBuf,
+    pub name: String,
+    pub size: u64,
+    pub removable: bool,
+    pub loop_backing: Option<PathBuf>,
+    pub model: Option<String>,
+    pub serial: Option<String>,
+    pub transport: Option<String>,
+    /// Mount points (and "[swap]") of the disk, its partitions and anything
+    /// stacked on them (device mapper, md).
+    pub mounts: Vec<String>,
+    /// The device holds /, /boot or swap of the running system.
+    pub system: bool,
+}
+
+fn read_trim(p: &Path) -> Option<String> {
+    fs::read_to_string(p).ok().map(|s| s.trim().to_string()).filter(|s| !s.is_empty())
+}
+
+fn dev_numbers(sys: &Path) -> Vec<String> {
+    // The device itself, its partitions, and what holds any of them.
+    let mut out = Vec::new();
+    let mut stack = vec![sys.to_path_buf()];
+    while let Some(dir) = stack.pop() {
+        if let Some(dev) = read_trim(&dir.join("dev")) {
+            if out.contains(&dev) {
+                continue;
+            }
+            out.push(dev);
+        }
+        if let Ok(rd) = fs::read_dir(&dir) {
+            for e in rd.flatten() {
+                if e.path().join("partition").is_file() {
+                    stack.push(e.path());
+                }
+            }
+        }
+        if let Ok(rd) = fs::read_dir(dir.join("holders")) {
+            for e in rd.flatten() {
+                if let Ok(p) = fs::canonicalize(e.path()) {
+                    stack.push(p);
+                }
+            }
+        }
+    }
+    out
+}
+
+/// Mounts by device number ("MAJ:MIN" -> mount points), plus swap.
+fn mounts() -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    if let Ok(info) = fs::read_to_string("/proc/self/mountinfo") {
+        for line in info.lines() {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            if f.len() > 4 {
+                out.push((f[2].to_string(), f[4].replace("\\040", " ")));
+            }
+        }
+    }
+    if let Ok(swaps) = fs::read_to_string("/proc/swaps") {
+        for line in swaps.lines().skip(1) {
+            if let Some(name) = line.split_whitespace().next() {
+                if let Ok(m) = fs::metadata(name) {
+                    if m.file_type().is_block_device() {
+                        out.push((format!("{}:{}", major(m.rdev()), minor(m.rdev())), "[swap]".into()));
+                    }
+                }
+            }
+        }
+    }
+    out
+}
+
+fn major(rdev: u64) -> u64 {
+    ((rdev >> 32) & 0xffff_f000) | ((rdev >> 8) & 0xfff)
+}
+
+fn minor(rdev: u64) -> u64 {
+    ((rdev >> 12) & 0xffff_ff00) | (rdev & 0xff)
+}
+
+const SYSTEM_MOUNTS: [&str; 5] = ["/", "/boot", "/boot/efi", "/boot/firmware", "/nix"];
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path} is a partition of {disk}; flash the whole disk ({disk})")]
+    Partition { path: PathBuf, disk: String },
+    #[error("cannot read {path}: {source}")]
+    Stat { path: PathBuf, source: io::Error },
+}
+
+/// Describes the whole disk at `path` (a block device node).
+pub fn describe(path: &Path) -> Result<Disk, Error> {
+    let meta = fs::metadata(path).map_err(|source| Error::Stat { path: path.to_path_buf(), source })?;
+    let num = format!("{}:{}", major(meta.rdev()), minor(meta.rdev()));
+    let sys = fs::canonicalize(format!("/sys/dev/block/{num}"))
+        .map_err(|source| Error::Stat { path: PathBuf::from(format!("/sys/dev/block/{num}")), source })?;
+    if sys.join("partition").is_file() {
+        let disk = sys.parent().and_then(|p| p.file_name()).map(|n| format!("/dev/{}", n.to_string_lossy())).unwrap_or_default();
+        return Err(Error::Partition { path: path.to_path_buf(), disk });
+    }
+    Ok(disk_from_sys(&sys, path.to_path_buf(), &mounts()))
+}
+
+fn disk_from_sys(sys: &Path, path: PathBuf, mounts: &[(String, String)]) -> Disk {
+    let name = sys.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    let numbers = dev_numbers(sys);
+    let mine: Vec<String> = mounts.iter().filter(|(d, _)| numbers.contains(d)).map(|(_, m)| m.clone()).collect();
+    let system = mine.iter().any(|m| SYSTEM_MOUNTS.contains(&m.as_str()) || m == "[swap]");
+    let udev = read_trim(&PathBuf::from(format!("/run/udev/data/b{}", read_trim(&sys.join("dev")).unwrap_or_default())));
+    let udev_prop = |key: &str| {
+        udev.as_deref().and_then(|u| u.lines().find_map(|l| l.strip_prefix(&format!("E:{key}=")).map(str::to_string)))
+    };
+    Disk {
+        path,
+        size: read_trim(&sys.join("size")).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0) * 512,
+        removable: read_trim(&sys.join("removable")).as_deref() == Some("1"),
+        loop_backing: read_trim(&sys.join("loop/backing_file")).map(PathBuf::from),
+        model: read_trim(&sys.join("device/model")).or_else(|| udev_prop("ID_MODEL")),
+        serial: read_trim(&sys.join("device/serial")).or_else(|| udev_prop("ID_SERIAL_SHORT")),
+        transport: udev_prop("ID_BUS"),
+        mounts: mine,
+        system,
+        name,
+    }
+}
+
+/// Every whole disk the kernel knows, removable ones first.
+pub fn list() -> Vec<Disk> {
+    let mounts = mounts();
+    let mut disks: Vec<Disk> = fs::read_dir("/sys/block")
+        .map(|rd| {
+            rd.flatten()
+                .filter_map(|e| {
+                    let sys = fs::canonicalize(e.path()).ok()?;
+                    let name = e.file_name().to_string_lossy().into_owned();
+                    let d = disk_from_sys(&sys, PathBuf::from(format!("/dev/{name}")), &mounts);
+                    // Unused loop devices and empty slots are not disks.
+                    (d.size > 0).then_some(d)
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    disks.sort_by(|a, b| b.removable.cmp(&a.removable).then(a.name.cmp(&b.name)));
+    disks
+}
