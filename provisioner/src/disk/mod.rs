@@ -1,0 +1,551 @@
+//! `labprov disk`: partition, format and mount from a disko spec, the way
+//! disko's create and mount scripts do, without disko or Nix on the target.
+
+pub mod table;
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use lab_model::disko::plan::{self as dplan, Resolved, Step, TablePlan};
+use lab_model::disko::{self, Devices, SpecError};
+
+use table::Existing;
+
+#[derive(Debug, thiserror::Error)]
+pub enum DiskError {
+    #[error(transparent)]
+    Spec(#[from] SpecError),
+    #[error(transparent)]
+    Facts(#[from] lab_model::facts::Error),
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: io::Error },
+    #[error("`nix eval` failed on {path}:\n{stderr}")]
+    NixEval { path: PathBuf, stderr: String },
+    #[error("host `{host}` has no disk spec: {path} does not exist; write one (see docs/disko.md) or pass --spec FILE")]
+    NoHostSpec { host: String, path: PathBuf },
+    #[error("spec disk `{disk}` has no device: pass --disk {disk}=/dev/XXX (or an image file)")]
+    MissingMapping { disk: String },
+    #[error("--disk {disk}=...: the spec has no disk named `{disk}`; its disks are: {known}")]
+    UnknownMapping { disk: String, known: String },
+    #[error("{path}: {message}")]
+    Table { path: PathBuf, message: String },
+    #[error("disk `{disk}` ({path}): {message}")]
+    Geometry { disk: String, path: PathBuf, message: String },
+    #[error("{path} already holds {found}; labprov only adds what is missing. Pass --wipe to erase it (all data on it is lost)")]
+    NeedsWipe { path: PathBuf, found: String },
+    #[error("{path} (or one of its partitions) is mounted at {at}; unmount it first (`labprov disk unmount`) or pick another device")]
+    Mounted { path: PathBuf, at: String },
+    #[error("`{cmd}` failed ({status}): {stderr}")]
+    Command { cmd: String, status: String, stderr: String },
+    #[error("`{tool}` is not installed; install it (Debian: apt-get install {package})")]
+    MissingTool { tool: String, package: String },
+    #[error("{spec_path}: `{kind}` is planned but labprov cannot create it yet; use disko for this host or drop it from the spec")]
+    Unsupported { kind: String, spec_path: String },
+}
+
+/// Where the spec comes from.
+#[derive(Debug, Clone)]
+pub enum SpecSource {
+    /// `hosts/<host>/disko.nix` of the lab, evaluated with `nix eval`.
+    Host { lab: lab_model::Lab, host: String },
+    /// A JSON file: a raw spec or disko's devices JSON (both normalise).
+    File(PathBuf),
+}
+
+/// Loads the raw spec as JSON.
+pub fn load_raw(source: &SpecSource) -> Result<serde_json::Value, DiskError> {
+    match source {
+        SpecSource::Host { lab, host } => {
+            let path = lab.root.join("hosts").join(host).join("disko.nix");
+            if !path.is_file() {
+                return Err(DiskError::NoHostSpec { host: host.clone(), path });
+            }
+            let out = Command::new("nix")
+                .args(["--extra-experimental-features", "nix-command", "eval", "--store", "dummy://", "--json", "--file"])
+                .arg(&path)
+                .output()
+                .map_err(|e| match e.kind() {
+                    io::ErrorKind::NotFound => DiskError::Facts(lab_model::facts::Error::NixMissing),
+                    _ => DiskError::Io { path: path.clone(), source: e },
+                })?;
+            if !out.status.success() {
+                return Err(DiskError::NixEval { path, stderr: String::from_utf8_lossy(&out.stderr).trim().to_string() });
+            }
+            serde_json::from_slice(&out.stdout).map_err(|e| SpecError::Json(e.to_string()).into())
+        }
+        SpecSource::File(path) => {
+            let text = std::fs::read_to_string(path).map_err(|source| DiskError::Io { path: path.clone(), source })?;
+            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| SpecError::Json(format!("{}: {e}", path.display())))?;
+            // Accept `{ disko.devices = ...; }` wrappers too.
+            Ok(v.get("disko").and_then(|d| d.get("devices")).cloned().unwrap_or(v))
+        }
+    }
+}
+
+/// Normalised devices JSON and the typed model.
+pub fn load(source: &SpecSource) -> Result<(serde_json::Value, Devices), DiskError> {
+    let raw = load_raw(source)?;
+    let normalized = disko::normalize(&raw)?;
+    let devices: Devices = serde_json::from_value(normalized.clone()).map_err(|e| SpecError::invalid("disko.devices", e.to_string()))?;
+    Ok((normalized, devices))
+}
+
+/// What to do and how far to go.
+#[derive(Debug, Clone, Default)]
+pub struct ApplyOptions {
+    /// Spec disk name -> device or image file; unmapped disks use the spec's `device`.
+    pub disks: BTreeMap<String, PathBuf>,
+    /// Only write partition tables (no mkfs, no mount).
+    pub only_partition: bool,
+    /// Erase a disk that holds something else than the spec's table.
+    pub wipe: bool,
+    /// Mount root (disko's `/mnt`).
+    pub root: PathBuf,
+}
+
+/// One line of the report of an apply, mount or unmount.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Action {
+    pub what: String,
+    pub done: bool,
+    pub detail: String,
+}
+
+/// Checks the mapping: every mapped name is a spec disk.
+pub fn check_mapping(devices: &Devices, opts: &ApplyOptions) -> Result<(), DiskError> {
+    for name in opts.disks.keys() {
+        if !devices.disk.contains_key(name) {
+            return Err(DiskError::UnknownMapping { disk: name.clone(), known: devices.disk.keys().cloned().collect::<Vec<_>>().join(", ") });
+        }
+    }
+    Ok(())
+}
+
+fn target_of(devices: &Devices, opts: &ApplyOptions, disk: &str) -> Result<PathBuf, DiskError> {
+    match opts.disks.get(disk) {
+        Some(p) => Ok(p.clone()),
+        None => devices.disk.get(disk).map(|d| PathBuf::from(&d.device)).ok_or_else(|| DiskError::MissingMapping { disk: disk.to_string() }),
+    }
+}
+
+/// Runs the plan: tables first, then (unless `only_partition`) filesystems
+/// where none is found, then mounts in mountpoint order. Re-running on a
+/// prepared disk changes nothing.
+pub fn apply(devices: &Devices, opts: &ApplyOptions) -> Result<Vec<Action>, DiskError> {
+    check_mapping(devices, opts)?;
+    let steps = dplan::plan(devices)?;
+    // Refuse unsupported content before the first write.
+    if !opts.only_partition {
+        if let Some(Step::Unsupported { kind, spec_path, .. }) = steps.iter().find(|s| matches!(s, Step::Unsupported { .. })) {
+            return Err(DiskError::Unsupported { kind: kind.clone(), spec_path: spec_path.clone() });
+        }
+    }
+    // Resolve every table before writing anything: a size that does not fit
+    // is an error with nothing touched.
+    let mut tables = Vec::new();
+    for step in &steps {
+        if let Step::Partition { disk, table, .. } = step {
+            let target = target_of(devices, opts, disk)?;
+            let (sector_size, total) = geometry(&target)?;
+            let existing = table::read_existing(&target, sector_size)?;
+            let kept = match (&existing, table) {
+                (Existing::Gpt(slots), TablePlan::Gpt { .. }) if !opts.wipe => slots.iter().map(|(s, _, _)| *s).collect(),
+                _ => Vec::new(),
+            };
+            let resolved = dplan::resolve_table(table, sector_size, total, &kept)
+                .map_err(|e| DiskError::Geometry { disk: disk.clone(), path: target.clone(), message: e.to_string() })?;
+            tables.push((disk.clone(), target, sector_size, existing, table.clone(), resolved));
+        }
+    }
+    let mut actions = Vec::new();
+    let mut loops: BTreeMap<PathBuf, PathBuf> = BTreeMap::new();
+    // Spec partition device path -> the node that really holds it.
+    let mut nodes: BTreeMap<String, PathBuf> = BTreeMap::new();
+    for (disk, target, sector_size, existing, plan, resolved) in tables {
+        let wants_gpt = matches!(&plan, TablePlan::Gpt { .. }) || matches!(&plan, TablePlan::Parted { format, .. } if format == "gpt");
+        let up_to_date = match &existing {
+            Existing::Gpt(slots) if wants_gpt => resolved.iter().all(|r| {
+                slots.iter().any(|(s, name, _)| s.number == r.number && s.first == r.first && s.last == r.last && name == &truncate36(&r.name))
+            }),
+            Existing::Msdos(slots) if !wants_gpt => resolved.iter().all(|r| slots.iter().any(|s| s.number == r.number && s.first == r.first && s.last == r.last)),
+            _ => false,
+        };
+        if up_to_date {
+            actions.push(Action { what: format!("partition {disk}"), done: false, detail: format!("{} already has the table", target.display()) });
+        } else {
+            match (&existing, opts.wipe) {
+                (Existing::Blank, _) | (_, true) => {}
+                (Existing::Gpt(_), false) if wants_gpt => {}
+                (other, false) => return Err(DiskError::NeedsWipe { path: target.clone(), found: describe(other) }),
+            }
+            refuse_mounted(&target)?;
+            if opts.wipe {
+                table::zap(&target, sector_size)?;
+            }
+            let keep: BTreeMap<u32, String> = match &existing {
+                Existing::Gpt(slots) if !opts.wipe => slots.iter().map(|(s, _, g)| (s.number, g.clone())).collect(),
+                _ => BTreeMap::new(),
+            };
+            if wants_gpt {
+                table::write_gpt(&target, sector_size, &resolved, &keep)?;
+            } else {
+                table::write_msdos(&target, sector_size, &resolved)?;
+            }
+            notify_kernel(&target);
+            actions.push(Action { what: format!("partition {disk}"), done: true, detail: format!("wrote {} partitions to {}", resolved.len(), target.display()) });
+        }
+        if !opts.only_partition {
+            let dev = block_device_for(&target, &mut loops)?;
+            for r in &resolved {
+                nodes.insert(r.device.clone(), partition_node(&dev, r.number));
+            }
+        }
+    }
+    if opts.only_partition {
+        return Ok(actions);
+    }
+    let node = |spec_dev: &str| nodes.get(spec_dev).cloned().unwrap_or_else(|| PathBuf::from(spec_dev));
+    for step in &steps {
+        match step {
+            Step::Format { device, format, extra_args } => {
+                let dev = node(device);
+                if has_signature(&dev)? {
+                    actions.push(Action { what: format!("format {device}"), done: false, detail: format!("{} already holds a filesystem", dev.display()) });
+                    continue;
+                }
+                let tool = format!("mkfs.{format}");
+                let mut args: Vec<String> = extra_args.clone();
+                args.push(dev.display().to_string());
+                run(&tool, &args)?;
+                actions.push(Action { what: format!("format {device}"), done: true, detail: format!("{tool} {}", args.join(" ")) });
+            }
+            Step::Mkswap { device, extra_args } => {
+                let dev = node(device);
+                if has_signature(&dev)? {
+                    actions.push(Action { what: format!("mkswap {device}"), done: false, detail: format!("{} already holds a signature", dev.display()) });
+                    continue;
+                }
+                let mut args = extra_args.clone();
+                args.push(dev.display().to_string());
+                run("mkswap", &args)?;
+                actions.push(Action { what: format!("mkswap {device}"), done: true, detail: String::new() });
+            }
+            Step::Btrfs { device, extra_args, subvolumes } => {
+                let dev = node(device);
+                if !has_signature(&dev)? {
+                    let mut args = vec![dev.display().to_string()];
+                    args.extend(extra_args.iter().flat_map(|a| a.split_whitespace().map(str::to_string)));
+                    run("mkfs.btrfs", &args)?;
+                    actions.push(Action { what: format!("format {device}"), done: true, detail: "mkfs.btrfs".into() });
+                }
+                if !subvolumes.is_empty() {
+                    create_subvolumes(&dev, subvolumes, &mut actions)?;
+                }
+            }
+            Step::Unsupported { kind, spec_path, .. } => return Err(DiskError::Unsupported { kind: kind.clone(), spec_path: spec_path.clone() }),
+            Step::Partition { .. } | Step::Mount { .. } => {}
+        }
+    }
+    actions.extend(mount_steps(&steps, &opts.root, &node)?);
+    Ok(actions)
+}
+
+fn truncate36(s: &str) -> String {
+    let mut out = String::new();
+    let mut n = 0;
+    for c in s.chars() {
+        n += c.len_utf16();
+        if n > 36 {
+            break;
+        }
+        out.push(c);
+    }
+    out
+}
+
+fn describe(e: &Existing) -> String {
+    match e {
+        Existing::Blank => "nothing".into(),
+        Existing::Gpt(s) => format!("a GPT with {} partitions", s.len()),
+        Existing::Msdos(s) => format!("an msdos table with {} partitions", s.len()),
+        Existing::Other(t) => format!("a `{t}` signature"),
+    }
+}
+
+/// Sector size and sector count of a device or image file.
+pub fn geometry(path: &Path) -> Result<(u64, u64), DiskError> {
+    let f = File::open(path).map_err(|source| DiskError::Io { path: path.to_path_buf(), source })?;
+    let bytes = table::device_bytes(&f, path)?;
+    let meta = f.metadata().map_err(|source| DiskError::Io { path: path.to_path_buf(), source })?;
+    let ss = if meta.is_file() { 512 } else { crate::blockdev::sector_size(&f).unwrap_or(512) };
+    Ok((ss, bytes / ss))
+}
+
+fn notify_kernel(target: &Path) {
+    let Ok(f) = File::open(target) else { return };
+    let is_block = f.metadata().map(|m| !m.is_file()).unwrap_or(false);
+    if is_block {
+        // EBUSY/EINVAL (no partition scanning) are not fatal: the table is
+        // written; the kernel picks it up on the next attach or boot.
+        let _ = crate::blockdev::reread_partitions(&f);
+        let _ = Command::new("udevadm").args(["settle", "--timeout", "120"]).status();
+    }
+}
+
+/// The block device for a target: itself, or a loop device with partition
+/// scanning for an image file (attached once, reused on later runs).
+fn block_device_for(target: &Path, loops: &mut BTreeMap<PathBuf, PathBuf>) -> Result<PathBuf, DiskError> {
+    let meta = std::fs::metadata(target).map_err(|source| DiskError::Io { path: target.to_path_buf(), source })?;
+    if !meta.is_file() {
+        return Ok(target.to_path_buf());
+    }
+    if let Some(l) = loops.get(target) {
+        return Ok(l.clone());
+    }
+    let dev = match attached_loop(target)? {
+        Some(d) => {
+            // Re-read the table on an existing attachment.
+            let _ = Command::new("losetup").args(["-c"]).arg(&d).status();
+            if let Ok(f) = File::open(&d) {
+                let _ = crate::blockdev::reread_partitions(&f);
+            }
+            d
+        }
+        None => PathBuf::from(run("losetup", &["-f".into(), "--show".into(), "-P".into(), target.display().to_string()])?.trim()),
+    };
+    let _ = Command::new("udevadm").args(["settle", "--timeout", "30"]).status();
+    loops.insert(target.to_path_buf(), dev.clone());
+    Ok(dev)
+}
+
+/// The loop device an image file is attached to, if any.
+pub fn attached_loop(image: &Path) -> Result<Option<PathBuf>, DiskError> {
+    let out = Command::new("losetup").arg("-j").arg(image).output().map_err(|e| tool_error("losetup", "util-linux", e))?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    Ok(text.lines().next().and_then(|l| l.split(':').next()).map(PathBuf::from))
+}
+
+/// The kernel's node for partition `n` of `dev` (`sda1`, `nvme0n1p1`, `loop0p1`).
+pub fn partition_node(dev: &Path, n: u32) -> PathBuf {
+    let s = dev.display().to_string();
+    if s.ends_with(|c: char| c.is_ascii_digit()) {
+        PathBuf::from(format!("{s}p{n}"))
+    } else {
+        PathBuf::from(format!("{s}{n}"))
+    }
+}
+
+/// disko formats only where `blkid` finds nothing.
+fn has_signature(dev: &Path) -> Result<bool, DiskError> {
+    let out = Command::new("blkid").args(["-p", "-o", "export"]).arg(dev).output().map_err(|e| tool_error("blkid", "util-linux", e))?;
+    Ok(String::from_utf8_lossy(&out.stdout).lines().any(|l| l.starts_with("TYPE=")))
+}
+
+fn refuse_mounted(target: &Path) -> Result<(), DiskError> {
+    let meta = std::fs::metadata(target).map_err(|source| DiskError::Io { path: target.to_path_buf(), source })?;
+    let dev = if meta.is_file() {
+        match attached_loop(target)? {
+            Some(d) => d,
+            None => return Ok(()),
+        }
+    } else {
+        target.to_path_buf()
+    };
+    let out = Command::new("lsblk").args(["-nrpo", "NAME,MOUNTPOINT"]).arg(&dev).output().map_err(|e| tool_error("lsblk", "util-linux", e))?;
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let mut it = line.splitn(2, ' ');
+        let (_, mp) = (it.next(), it.next().unwrap_or("").trim());
+        if !mp.is_empty() {
+            return Err(DiskError::Mounted { path: target.to_path_buf(), at: mp.to_string() });
+        }
+    }
+    Ok(())
+}
+
+fn create_subvolumes(dev: &Path, subvolumes: &[String], actions: &mut Vec<Action>) -> Result<(), DiskError> {
+    let tmp = std::env::temp_dir().join(format!("labprov-btrfs-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).map_err(|source| DiskError::Io { path: tmp.clone(), source })?;
+    run("mount", &["-t".into(), "btrfs".into(), dev.display().to_string(), tmp.display().to_string()])?;
+    let result = (|| {
+        for s in subvolumes {
+            let p = tmp.join(s.trim_start_matches('/'));
+            if p.exists() {
+                actions.push(Action { what: format!("subvolume {s}"), done: false, detail: "exists".into() });
+                continue;
+            }
+            if let Some(parent) = p.parent() {
+                std::fs::create_dir_all(parent).map_err(|source| DiskError::Io { path: parent.to_path_buf(), source })?;
+            }
+            run("btrfs", &["subvolume".into(), "create".into(), p.display().to_string()])?;
+            actions.push(Action { what: format!("subvolume {s}"), done: true, detail: String::new() });
+        }
+        Ok(())
+    })();
+    let _ = run("umount", &[tmp.display().to_string()]);
+    let _ = std::fs::remove_dir(&tmp);
+    result
+}
+
+/// Mounts every `Mount` step under `root`, parents first; already mounted
+/// ones are left alone.
+fn mount_steps(steps: &[Step], root: &Path, node: &dyn Fn(&str) -> PathBuf) -> Result<Vec<Action>, DiskError> {
+    let mut actions = Vec::new();
+    for step in steps {
+        if let Step::Mount { device, mountpoint, fs_type, options } = step {
+            let target = join_root(root, mountpoint);
+            if is_mountpoint(&target) {
+                actions.push(Action { what: format!("mount {mountpoint}"), done: false, detail: format!("{} is already mounted", target.display()) });
+                continue;
+            }
+            let dev = node(device);
+            let args = vec![
+                "-t".to_string(),
+                fs_type.clone(),
+                dev.display().to_string(),
+                target.display().to_string(),
+                "-o".into(),
+                options.join(","),
+                "-o".into(),
+                "X-mount.mkdir".into(),
+            ];
+            run("mount", &args)?;
+            actions.push(Action { what: format!("mount {mountpoint}"), done: true, detail: format!("{} on {}", dev.display(), target.display()) });
+        }
+    }
+    Ok(actions)
+}
+
+fn join_root(root: &Path, mountpoint: &str) -> PathBuf {
+    let rel = mountpoint.trim_start_matches('/');
+    if rel.is_empty() {
+        root.to_path_buf()
+    } else {
+        root.join(rel)
+    }
+}
+
+fn is_mountpoint(p: &Path) -> bool {
+    Command::new("findmnt").args(["-rno", "TARGET", "--mountpoint"]).arg(p).output().map(|o| o.status.success() && !o.stdout.is_empty()).unwrap_or(false)
+}
+
+/// Mounts a prepared disk set (after `apply`, or on a rescue system).
+pub fn mount(devices: &Devices, opts: &ApplyOptions) -> Result<Vec<Action>, DiskError> {
+    check_mapping(devices, opts)?;
+    let steps = dplan::plan(devices)?;
+    let mut loops = BTreeMap::new();
+    let mut nodes: BTreeMap<String, PathBuf> = BTreeMap::new();
+    for step in &steps {
+        if let Step::Partition { disk, table, .. } = step {
+            let target = target_of(devices, opts, disk)?;
+            let dev = block_device_for(&target, &mut loops)?;
+            let parts: Vec<(u32, String)> = match table {
+                TablePlan::Gpt { partitions, .. } => partitions.iter().map(|p| (p.number, p.device.clone())).collect(),
+                TablePlan::Parted { partitions, .. } => partitions.iter().map(|p| (p.index as u32, p.device.clone())).collect(),
+            };
+            for (n, spec_dev) in parts {
+                nodes.insert(spec_dev, partition_node(&dev, n));
+            }
+        }
+    }
+    let node = |spec_dev: &str| nodes.get(spec_dev).cloned().unwrap_or_else(|| PathBuf::from(spec_dev));
+    mount_steps(&steps, &opts.root, &node)
+}
+
+/// Unmounts everything the spec mounts under `root`, children first, and
+/// detaches the loop devices of mapped image files. Idempotent.
+pub fn unmount(devices: &Devices, opts: &ApplyOptions) -> Result<Vec<Action>, DiskError> {
+    check_mapping(devices, opts)?;
+    let steps = dplan::plan(devices)?;
+    let mut actions = Vec::new();
+    for step in steps.iter().rev() {
+        if let Step::Mount { mountpoint, .. } = step {
+            let target = join_root(&opts.root, mountpoint);
+            if !is_mountpoint(&target) {
+                actions.push(Action { what: format!("unmount {mountpoint}"), done: false, detail: "not mounted".into() });
+                continue;
+            }
+            run("umount", &[target.display().to_string()])?;
+            actions.push(Action { what: format!("unmount {mountpoint}"), done: true, detail: target.display().to_string() });
+        }
+    }
+    for path in opts.disks.values() {
+        if std::fs::metadata(path).map(|m| m.is_file()).unwrap_or(false) {
+            while let Some(l) = attached_loop(path)? {
+                run("losetup", &["-d".into(), l.display().to_string()])?;
+                actions.push(Action { what: format!("detach {}", l.display()), done: true, detail: path.display().to_string() });
+            }
+        }
+    }
+    Ok(actions)
+}
+
+fn tool_error(tool: &str, package: &str, e: io::Error) -> DiskError {
+    if e.kind() == io::ErrorKind::NotFound {
+        DiskError::MissingTool { tool: tool.into(), package: package.into() }
+    } else {
+        DiskError::Command { cmd: tool.into(), status: "did not start".into(), stderr: e.to_string() }
+    }
+}
+
+fn package_of(tool: &str) -> &'static str {
+    match tool {
+        "mkfs.vfat" | "mkfs.fat" => "dosfstools",
+        "mkfs.ext4" | "mkfs.ext3" | "mkfs.ext2" => "e2fsprogs",
+        "mkfs.btrfs" | "btrfs" => "btrfs-progs",
+        "mkfs.xfs" => "xfsprogs",
+        _ => "util-linux",
+    }
+}
+
+/// Runs a tool, returning stdout; a failure names the command and stderr.
+pub fn run(tool: &str, args: &[String]) -> Result<String, DiskError> {
+    let out = Command::new(tool).args(args).output().map_err(|e| tool_error(tool, package_of(tool), e))?;
+    if !out.status.success() {
+        return Err(DiskError::Command {
+            cmd: format!("{tool} {}", args.join(" ")),
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).to_string())
+}
+
+/// The plan as human-readable lines: the commands disko would run.
+pub fn describe_plan(steps: &[Step], root: &Path) -> Vec<String> {
+    let mut lines = Vec::new();
+    for s in steps {
+        match s {
+            Step::Partition { disk, device, table } => match table {
+                TablePlan::Gpt { partitions, .. } => {
+                    lines.push(format!("disk {disk} ({device}): gpt, create only missing partitions"));
+                    for p in partitions {
+                        let warn = if p.type_known { "" } else { "  (unknown code: sgdisk writes Linux filesystem)" };
+                        lines.push(format!("  {}: {} start={} end={} type={}{warn}", p.number, p.label, p.start, p.end, p.type_code));
+                    }
+                }
+                TablePlan::Parted { format, partitions } => {
+                    lines.push(format!("disk {disk} ({device}): {format} table (parted)"));
+                    for p in partitions {
+                        lines.push(format!("  {}: {} {}..{} flags={:?} bootable={}", p.index, p.name.as_deref().unwrap_or(&p.part_type), p.start, p.end, p.flags, p.bootable));
+                    }
+                }
+            },
+            Step::Format { device, format, extra_args } => lines.push(format!("format {device} as {format} {} (if blkid finds nothing)", extra_args.join(" "))),
+            Step::Mkswap { device, .. } => lines.push(format!("mkswap {device} (if blkid finds nothing)")),
+            Step::Btrfs { device, subvolumes, .. } => lines.push(format!("btrfs on {device}, subvolumes: {}", subvolumes.join(", "))),
+            Step::Unsupported { kind, spec_path, .. } => lines.push(format!("NOT SUPPORTED YET: {kind} at {spec_path}")),
+            Step::Mount { device, mountpoint, fs_type, options } => {
+                lines.push(format!("mount -t {fs_type} {device} {} -o {}", join_root(root, mountpoint).display(), options.join(",")))
+            }
+        }
+    }
+    lines
+}
+
+/// The resolved table of one disk of a given size (for `plan --size`).
+pub fn resolve_for_size(table: &TablePlan, bytes: u64) -> Result<Vec<Resolved>, DiskError> {
+    dplan::resolve_table(table, 512, bytes / 512, &[]).map_err(|e| DiskError::Geometry { disk: String::new(), path: PathBuf::new(), message: e.to_string() })
+}
