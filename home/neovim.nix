@@ -11,7 +11,8 @@
       nvim-treesitter.withAllGrammars
       telescope-nvim
     ];
-    extraLuaConfig = ''
+    # `initLua` since Home Manager 26.05 (`extraLuaConfig` is only an alias now).
+    initLua = ''
       vim.opt.number = true
       vim.opt.relativenumber = true
       vim.opt.expandtab = true

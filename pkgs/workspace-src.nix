@@ -4,8 +4,10 @@
 { lib }:
 let
   root = ../.;
-  rustDirs = [ "lab-model" "image-builder" "provisioner" ];
-  rustFiles = [ "Cargo.toml" "Cargo.lock" ];
+  # The crates, plus firmware/: no blobs there, only the pinned manifest that
+  # image-builder's unit tests read as ../firmware/manifest.toml.
+  sourceDirs = [ "lab-model" "image-builder" "provisioner" "firmware" ];
+  sourceFiles = [ "Cargo.toml" "Cargo.lock" ];
 in
 lib.cleanSourceWith {
   name = "homelab-workspace";
@@ -15,5 +17,5 @@ lib.cleanSourceWith {
       rel = lib.removePrefix (toString root + "/") (toString path);
       top = lib.head (lib.splitString "/" rel);
     in
-    lib.elem rel rustFiles || lib.elem top rustDirs;
+    lib.elem rel sourceFiles || lib.elem top sourceDirs;
 }

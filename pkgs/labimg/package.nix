@@ -2,11 +2,9 @@
 { lib
 , rustPlatform
 , makeWrapper
-, dosfstools
+, coreutils
 , e2fsprogs
-, mtools
-, util-linux
-, zstd
+, nix
 }:
 rustPlatform.buildRustPackage {
   pname = "labimg";
@@ -17,17 +15,22 @@ rustPlatform.buildRustPackage {
   cargoLock.lockFile = ../../Cargo.lock;
 
   cargoBuildFlags = [ "-p" "image-builder" ];
-  # Unit tests only: the end-to-end tests boot QEMU and need loop devices.
+  # doCheck stays on, limited to the unit tests (--lib --bins): they need no
+  # external tool. The tests under image-builder/tests/ run mkfs, sfdisk,
+  # fsck, bmaptool and QEMU and use loop devices, which the sandbox lacks.
   cargoTestFlags = [ "-p" "image-builder" "--lib" "--bins" ];
 
   nativeBuildInputs = [ makeWrapper ];
-  nativeCheckInputs = [ dosfstools e2fsprogs mtools util-linux ];
 
-  # mkfs.ext4 -d for the root file system, sfdisk/fsck for checks, zstd for
-  # compressed images.
+  # mkfs.ext4 -d and debugfs build the root filesystem; prefixed so that the
+  # pinned e2fsprogs (and so the image's bytes) does not depend on the user's
+  # PATH. nix (facts, system closures, nix-store --dump-db) and GNU cp (copies
+  # the closure) are only fallbacks: a user's own nix, matching their daemon,
+  # comes first.
   postFixup = ''
     wrapProgram $out/bin/labimg \
-      --suffix PATH : ${lib.makeBinPath [ dosfstools e2fsprogs mtools util-linux zstd ]}
+      --prefix PATH : ${lib.makeBinPath [ e2fsprogs ]} \
+      --suffix PATH : ${lib.makeBinPath [ nix coreutils ]}
   '';
 
   meta = {

@@ -2,6 +2,7 @@
 { lib
 , rustPlatform
 , makeWrapper
+, nix
 , openssh
 , sops
 }:
@@ -14,15 +15,17 @@ rustPlatform.buildRustPackage {
   cargoLock.lockFile = ../../Cargo.lock;
 
   cargoBuildFlags = [ "-p" "provisioner" ];
-  # Unit tests only: the end-to-end tests start sshd and use loop devices.
+  # doCheck stays on, limited to the unit tests (--lib --bins): the tests
+  # under provisioner/tests/ start sshd and use loop devices.
   cargoTestFlags = [ "-p" "provisioner" "--lib" "--bins" ];
 
   nativeBuildInputs = [ makeWrapper ];
 
-  # ssh/scp to reach targets, sops for `secrets sync`.
+  # ssh/scp to reach targets, sops for `secrets sync`, nix to read the host
+  # facts and disk specs (`nix eval`). Suffixed: the user's own come first.
   postFixup = ''
     wrapProgram $out/bin/labprov \
-      --suffix PATH : ${lib.makeBinPath [ openssh sops ]}
+      --suffix PATH : ${lib.makeBinPath [ nix openssh sops ]}
   '';
 
   meta = {

@@ -5,7 +5,6 @@
     ./facts.nix
     ./fonts.nix
     ./home.nix
-    ./locale.nix
     ./nix.nix
     ./shells.nix
     ./users.nix

@@ -22,7 +22,9 @@ in
     systemd.services.homelab-enrolment = {
       description = "Make and announce the SSH host key for enrolment";
       wantedBy = [ "multi-user.target" ];
-      before = [ "sshd.service" ];
+      # sshd-keygen.service makes any missing host key too: run first, or the
+      # two race to write the same file and the report may name the wrong key.
+      before = [ "sshd-keygen.service" "sshd.service" ];
       # Only while the key is missing: an injected key means labprov already pinned it.
       unitConfig.ConditionPathExists = "!${hostKey}";
       path = [ pkgs.openssh pkgs.ssh-to-age pkgs.util-linux pkgs.coreutils ];
