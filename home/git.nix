@@ -7,7 +7,7 @@ in
   programs.git = {
     enable = true;
     settings = {
-      user = { name = admin.description; } // lib.optionalAttrs (admin ? email) { inherit (admin) email; };
+      user = { name = admin.description; } // lib.optionalAttrs (admin.email != null) { inherit (admin) email; };
       init.defaultBranch = "main";
       pull.rebase = true;
       push.autoSetupRemote = true;

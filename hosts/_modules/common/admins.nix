@@ -14,6 +14,12 @@ in
             type = lib.types.str;
             description = "Full name, used for the login account and git.";
           };
+          email = lib.mkOption {
+            type = lib.types.nullOr lib.types.str;
+            default = null;
+            example = "ry@example.org";
+            description = "Address for git commits; null leaves git to guess (or refuse) one.";
+          };
           sshKeys = lib.mkOption {
             type = lib.types.listOf lib.types.str;
             default = [ ];
