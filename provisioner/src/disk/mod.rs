@@ -200,7 +200,8 @@ pub fn apply(devices: &Devices, opts: &ApplyOptions) -> Result<Vec<Action>, Disk
         if !opts.only_partition {
             let dev = block_device_for(&target, &mut loops)?;
             for r in &resolved {
-                nodes.insert(r.device.clone(), partition_node(&dev, r.number));
+                let node = partition_device(&target, &dev, r.number, sector_size)?;
+                nodes.insert(r.device.clone(), node);
             }
         }
     }
@@ -338,6 +339,59 @@ pub fn partition_node(dev: &Path, n: u32) -> PathBuf {
     }
 }
 
+/// The node holding partition `n` of `target` (attached as `dev`). Where
+/// the kernel shows no partitions of a loop device (some containers), the
+/// partition gets its own loop device at its offset, like `losetup -o`.
+fn partition_device(target: &Path, dev: &Path, n: u32, sector_size: u64) -> Result<PathBuf, DiskError> {
+    let node = partition_node(dev, n);
+    match ensure_node(&node) {
+        Ok(()) => return Ok(node),
+        Err(e) if dev == target => return Err(e),
+        Err(_) => {}
+    }
+    let slots = match table::read_existing(target, sector_size)? {
+        Existing::Gpt(s) => s.into_iter().map(|(s, _, _)| s).collect(),
+        Existing::Msdos(s) => s,
+        _ => Vec::new(),
+    };
+    let slot = slots.into_iter().find(|s| s.number == n).ok_or_else(|| DiskError::Table { path: target.to_path_buf(), message: format!("partition {n} is not in the table") })?;
+    let offset = slot.first * sector_size;
+    let size = (slot.last - slot.first + 1) * sector_size;
+    let out = Command::new("losetup").args(["-j"]).arg(target).args(["-o", &offset.to_string()]).output().map_err(|e| tool_error("losetup", "util-linux", e))?;
+    if let Some(existing) = String::from_utf8_lossy(&out.stdout).lines().next().and_then(|l| l.split(':').next()) {
+        return Ok(PathBuf::from(existing));
+    }
+    let dev = run("losetup", &["-f".into(), "--show".into(), "--offset".into(), offset.to_string(), "--sizelimit".into(), size.to_string(), target.display().to_string()])?;
+    Ok(PathBuf::from(dev.trim()))
+}
+
+/// Makes sure the partition's device node exists. Where no udev runs
+/// (containers, some rescue systems) the kernel knows the partition (sysfs)
+/// but nobody creates `/dev/...`: do what udev would, from sysfs's `dev`.
+fn ensure_node(node: &Path) -> Result<(), DiskError> {
+    if node.exists() {
+        return Ok(());
+    }
+    let Some(name) = node.file_name().and_then(|n| n.to_str()) else { return Ok(()) };
+    let sys = PathBuf::from("/sys/class/block").join(name).join("dev");
+    // The kernel may still be adding the partition after BLKRRPART.
+    for _ in 0..25 {
+        if sys.exists() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(40));
+    }
+    let text = std::fs::read_to_string(&sys).map_err(|source| DiskError::Io { path: sys.clone(), source })?;
+    let (major, minor) = text.trim().split_once(':').ok_or_else(|| DiskError::Table { path: sys.clone(), message: format!("unexpected content `{}`", text.trim()) })?;
+    let (major, minor): (u64, u64) = match (major.parse(), minor.parse()) {
+        (Ok(a), Ok(b)) => (a, b),
+        _ => return Err(DiskError::Table { path: sys, message: format!("unexpected content `{}`", text.trim()) }),
+    };
+    use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+    mknod(node, SFlag::S_IFBLK, Mode::from_bits_truncate(0o660), makedev(major, minor))
+        .map_err(|e| DiskError::Io { path: node.to_path_buf(), source: e.into() })
+}
+
 /// disko formats only where `blkid` finds nothing.
 fn has_signature(dev: &Path) -> Result<bool, DiskError> {
     let out = Command::new("blkid").args(["-p", "-o", "export"]).arg(dev).output().map_err(|e| tool_error("blkid", "util-linux", e))?;
@@ -445,8 +499,10 @@ pub fn mount(devices: &Devices, opts: &ApplyOptions) -> Result<Vec<Action>, Disk
                 TablePlan::Gpt { partitions, .. } => partitions.iter().map(|p| (p.number, p.device.clone())).collect(),
                 TablePlan::Parted { partitions, .. } => partitions.iter().map(|p| (p.index as u32, p.device.clone())).collect(),
             };
+            let (sector_size, _) = geometry(&target)?;
             for (n, spec_dev) in parts {
-                nodes.insert(spec_dev, partition_node(&dev, n));
+                let node = partition_device(&target, &dev, n, sector_size)?;
+                nodes.insert(spec_dev, node);
             }
         }
     }
