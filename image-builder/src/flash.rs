@@ -322,41 +322,38 @@ pub fn flash(image: &mut Image, target_path: &Path, opts: &FlashOptions) -> Resu
     let started = Instant::now();
     let total = image.mapped_bytes();
     let bar = opts.progress.bytes("write", total);
-    let mut written = 0u64;
-    let mut buf = vec![0u8; CHUNK];
-    let mut computed = Vec::with_capacity(image.ranges.len());
-    let mut stream_pos = 0u64;
     let write_err = |offset, source| Error::Write { path: target_path.to_path_buf(), offset, source };
-    for (start, end, sum) in &image.ranges {
-        let mut hasher = sum.is_none().then(Sha256::new);
-        let mut pos = *start;
-        if let Source::Zstd(dec) = &mut image.source {
-            // Streams only go forward: decompress and drop up to the range.
-            let skip = start - stream_pos;
-            io::copy(&mut dec.by_ref().take(skip), &mut io::sink())
-                .map_err(|source| Error::Image { path: image.path.clone(), source })?;
+    // The source is read (and decompressed, and hashed where the map has no
+    // checksums) on its own thread while this one writes, so the card never
+    // waits for the image and the image never waits for the card.
+    let mut written = 0u64;
+    let mut computed = Vec::with_capacity(image.ranges.len());
+    let image_path = image.path.clone();
+    let ranges = image.ranges.clone();
+    let source = &mut image.source;
+    std::thread::scope(|scope| -> Result<(), Error> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Piece>(3);
+        let (free_tx, free_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        scope.spawn(move || read_source(source, &ranges, tx, free_rx));
+        for piece in rx {
+            match piece {
+                Piece::Data(pos, buf) => {
+                    if interrupt::check().is_err() {
+                        return Err(Error::Interrupted { path: target_path.to_path_buf(), written, total });
+                    }
+                    out.write_all_at(&buf, pos).map_err(|e| write_err(pos, e))?;
+                    written += buf.len() as u64;
+                    bar.inc(buf.len() as u64);
+                    let _ = free_tx.send(buf);
+                }
+                Piece::RangeDone(sum) => computed.push(sum),
+                Piece::Failed(source) => return Err(Error::Image { path: image_path.clone(), source }),
+            }
         }
-        while pos < *end {
-            if interrupt::check().is_err() {
-                return Err(Error::Interrupted { path: target_path.to_path_buf(), written, total });
-            }
-            let n = ((end - pos) as usize).min(CHUNK);
-            let chunk = &mut buf[..n];
-            match &mut image.source {
-                Source::Raw(f) => f.read_exact_at(chunk, pos),
-                Source::Zstd(dec) => dec.read_exact(chunk),
-            }
-            .map_err(|source| Error::Image { path: image.path.clone(), source })?;
-            if let Some(h) = hasher.as_mut() {
-                h.update(&*chunk);
-            }
-            out.write_all_at(chunk, pos).map_err(|e| write_err(pos, e))?;
-            pos += n as u64;
-            written += n as u64;
-            bar.inc(n as u64);
-        }
-        stream_pos = *end;
-        computed.push(sum.clone().unwrap_or_else(|| hex::encode(hasher.expect("hashing without a map").finalize())));
+        Ok(())
+    })?;
+    if computed.len() != image.ranges.len() {
+        return Err(Error::Image { path: image.path.clone(), source: io::Error::other("the image ended early") });
     }
     out.sync_all().map_err(|e| write_err(written, e))?;
     bar.finish_and_clear();
@@ -391,42 +388,91 @@ pub fn flash(image: &mut Image, target_path: &Path, opts: &FlashOptions) -> Resu
     })
 }
 
-/// `labimg verify`: the checks of a flash without the write.
-pub fn verify(image: &mut Image, target_path: &Path, progress: Progress) -> Result<Report, Error> {
-    let started = Instant::now();
-    let mut ranges = Vec::with_capacity(image.ranges.len());
-    let mut buf = vec![0u8; CHUNK];
+/// What the reading thread hands the writing one.
+enum Piece {
+    Data(u64, Vec<u8>),
+    /// A range is complete: its sha256 (from the map, or computed).
+    RangeDone(String),
+    Failed(io::Error),
+}
+
+/// Reads every range of the image in order, in CHUNK pieces, recycling the
+/// buffers the writer returns. Stops quietly when the writer hangs up.
+fn read_source(
+    source: &mut Source,
+    ranges: &[(u64, u64, Option<String>)],
+    tx: std::sync::mpsc::SyncSender<Piece>,
+    free: std::sync::mpsc::Receiver<Vec<u8>>,
+) {
     let mut stream_pos = 0u64;
-    for (start, end, sum) in &image.ranges {
-        if let Some(s) = sum {
-            ranges.push((*start, *end, s.clone()));
-            continue;
+    for (start, end, sum) in ranges {
+        let mut hasher = sum.is_none().then(Sha256::new);
+        if let Source::Zstd(dec) = source {
+            // Streams only go forward: decompress and drop up to the range.
+            if let Err(e) = io::copy(&mut dec.by_ref().take(start - stream_pos), &mut io::sink()) {
+                let _ = tx.send(Piece::Failed(e));
+                return;
+            }
         }
-        // No block map: the image itself gives the expected checksums.
-        let mut h = Sha256::new();
         let mut pos = *start;
-        if let Source::Zstd(dec) = &mut image.source {
-            io::copy(&mut dec.by_ref().take(start - stream_pos), &mut io::sink())
-                .map_err(|source| Error::Image { path: image.path.clone(), source })?;
-        }
         while pos < *end {
             let n = ((end - pos) as usize).min(CHUNK);
-            match &mut image.source {
-                Source::Raw(f) => f.read_exact_at(&mut buf[..n], pos),
-                Source::Zstd(dec) => dec.read_exact(&mut buf[..n]),
+            let mut buf = free.try_recv().unwrap_or_else(|_| vec![0u8; CHUNK]);
+            buf.resize(n, 0);
+            let read = match source {
+                Source::Raw(f) => f.read_exact_at(&mut buf, pos),
+                Source::Zstd(dec) => dec.read_exact(&mut buf),
+            };
+            if let Err(e) = read {
+                let _ = tx.send(Piece::Failed(e));
+                return;
             }
-            .map_err(|source| Error::Image { path: image.path.clone(), source })?;
-            h.update(&buf[..n]);
+            if let Some(h) = hasher.as_mut() {
+                h.update(&buf);
+            }
+            if tx.send(Piece::Data(pos, buf)).is_err() {
+                return;
+            }
             pos += n as u64;
         }
         stream_pos = *end;
-        ranges.push((*start, *end, hex::encode(h.finalize())));
+        let sum = sum.clone().unwrap_or_else(|| hex::encode(hasher.expect("hashing without a map").finalize()));
+        if tx.send(Piece::RangeDone(sum)).is_err() {
+            return;
+        }
     }
-    let target = Target { path: target_path.to_path_buf(), kind: "verified only", disk: None };
+}
+
+/// `labimg verify`: the checks of a flash without the write.
+pub fn verify(image: &mut Image, target_path: &Path, progress: Progress) -> Result<Report, Error> {
+    let started = Instant::now();
+    // Ranges without a checksum in the map get theirs from the image itself.
+    let sums: Vec<String> = if image.ranges.iter().all(|r| r.2.is_some()) {
+        image.ranges.iter().map(|r| r.2.clone().expect("checked")).collect()
+    } else {
+        let ranges = image.ranges.clone();
+        let source = &mut image.source;
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Piece>(3);
+        let (free_tx, free_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+        let mut sums = Vec::new();
+        std::thread::scope(|scope| -> Result<(), Error> {
+            scope.spawn(move || read_source(source, &ranges, tx, free_rx));
+            for piece in rx {
+                match piece {
+                    Piece::Data(_, buf) => drop(free_tx.send(buf)),
+                    Piece::RangeDone(sum) => sums.push(sum),
+                    Piece::Failed(source) => return Err(Error::Image { path: image.path.clone(), source }),
+                }
+            }
+            Ok(())
+        })?;
+        sums
+    };
+    let ranges: Vec<(u64, u64, String)> = image.ranges.iter().zip(sums).map(|((s, e, _), sum)| (*s, *e, sum)).collect();
     verify_ranges(target_path, &ranges, progress)?;
     Ok(Report {
         image: image.path.clone(),
-        target,
+        target: Target { path: target_path.to_path_buf(), kind: "verified only", disk: None },
         image_size: image.size,
         bytes_written: 0,
         bytes_skipped: 0,
@@ -440,6 +486,7 @@ pub fn verify(image: &mut Image, target_path: &Path, progress: Progress) -> Resu
 
 /// Reads each range from the target past the page cache (O_DIRECT, or a
 /// cache drop where the filesystem has no O_DIRECT) and compares sha256.
+/// A thread reads while this one hashes.
 fn verify_ranges(path: &Path, ranges: &[(u64, u64, String)], progress: Progress) -> Result<(), Error> {
     let read_err = |offset, source| Error::ReadBack { path: path.to_path_buf(), offset, source };
     let (file, direct) = match OpenOptions::new().read(true).custom_flags(nix::libc::O_DIRECT).open(path) {
@@ -452,41 +499,70 @@ fn verify_ranges(path: &Path, ranges: &[(u64, u64, String)], progress: Progress)
     };
     let total: u64 = ranges.iter().map(|(s, e, _)| e - s).sum();
     let bar = progress.bytes("verify", total);
-    let mut buf = Aligned::new(CHUNK);
-    for (start, end, expected) in ranges {
-        let mut h = Sha256::new();
-        let mut pos = *start;
-        while pos < *end {
-            if interrupt::check().is_err() {
-                return Err(Error::Interrupted { path: path.to_path_buf(), written: 0, total: 0 });
-            }
-            let want = ((end - pos) as usize).min(CHUNK);
-            // O_DIRECT reads whole aligned blocks; the tail of an image
-            // whose size is not a block multiple is read rounded up.
-            let len = if direct { want.next_multiple_of(ALIGN) } else { want };
-            let chunk = buf.slice(len);
-            let mut got = 0;
-            while got < want {
-                let n = file.read_at(&mut chunk[got..], pos + got as u64).map_err(|e| read_err(pos, e))?;
-                if n == 0 {
-                    return Err(read_err(pos + got as u64, io::Error::new(io::ErrorKind::UnexpectedEof, "device ends early")));
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<(Aligned, usize), (u64, io::Error)>>(3);
+    let (free_tx, free_rx) = std::sync::mpsc::channel::<Aligned>();
+    std::thread::scope(|scope| -> Result<(), Error> {
+        // Owned here, so returning early (a mismatch) hangs up on the reader.
+        let rx = rx;
+        let file = &file;
+        scope.spawn(move || {
+            for (start, end, _) in ranges {
+                let mut pos = *start;
+                while pos < *end {
+                    let want = ((end - pos) as usize).min(CHUNK);
+                    // O_DIRECT reads whole aligned blocks; the tail of an
+                    // image whose size is not a block multiple is read
+                    // rounded up and cut.
+                    let len = if direct { want.next_multiple_of(ALIGN) } else { want };
+                    let mut buf = free_rx.try_recv().unwrap_or_else(|_| Aligned::new(CHUNK));
+                    let chunk = buf.slice(len);
+                    let mut got = 0;
+                    while got < want {
+                        match file.read_at(&mut chunk[got..], pos + got as u64) {
+                            Ok(0) => {
+                                let eof = io::Error::new(io::ErrorKind::UnexpectedEof, "the device ends early");
+                                let _ = tx.send(Err((pos + got as u64, eof)));
+                                return;
+                            }
+                            Ok(n) => got += n,
+                            Err(e) => {
+                                let _ = tx.send(Err((pos + got as u64, e)));
+                                return;
+                            }
+                        }
+                    }
+                    if tx.send(Ok((buf, want))).is_err() {
+                        return;
+                    }
+                    pos += want as u64;
                 }
-                got += n;
             }
-            h.update(&chunk[..want]);
-            pos += want as u64;
-            bar.inc(want as u64);
+        });
+        for (start, end, expected) in ranges {
+            let mut h = Sha256::new();
+            let mut pos = *start;
+            while pos < *end {
+                if interrupt::check().is_err() {
+                    return Err(Error::Interrupted { path: path.to_path_buf(), written: 0, total: 0 });
+                }
+                let (mut buf, n) = rx.recv().map_err(|_| read_err(pos, io::Error::other("reader stopped")))?.map_err(|(at, e)| read_err(at, e))?;
+                h.update(&buf.slice(n)[..]);
+                pos += n as u64;
+                bar.inc(n as u64);
+                let _ = free_tx.send(buf);
+            }
+            if hex::encode(h.finalize()) != *expected {
+                return Err(Error::Mismatch {
+                    path: path.to_path_buf(),
+                    first: start / bmap::BLOCK_SIZE,
+                    last: (end - 1) / bmap::BLOCK_SIZE,
+                    start: *start,
+                    end: *end,
+                });
+            }
         }
-        if hex::encode(h.finalize()) != *expected {
-            return Err(Error::Mismatch {
-                path: path.to_path_buf(),
-                first: start / bmap::BLOCK_SIZE,
-                last: (end - 1) / bmap::BLOCK_SIZE,
-                start: *start,
-                end: *end,
-            });
-        }
-    }
+        Ok(())
+    })?;
     bar.finish_and_clear();
     Ok(())
 }
