@@ -1,17 +1,15 @@
 //! Whole-command tests of `labprov disk` on loop devices, like disko's own:
 //! format, mount twice, unmount twice, write a file, re-apply, the file
 //! survives; blkid/findmnt show types, labels and options as specified.
-//! They skip (with a SKIP line naming the test) without root or loop devices.
+//! They skip (with a SKIP line naming the test) without root or loop devices,
+//! and fail instead under `LAB_REQUIRE_ALL=1`.
 
 mod common;
 
 use std::path::Path;
 use std::process::Command;
 
-fn labprov(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_labprov")).args(args).output().expect("run labprov");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
-}
+use common::labprov;
 
 fn skip_reason() -> Option<String> {
     if let Err(e) = common::loop_devices_available() {
@@ -43,7 +41,7 @@ fn findmnt(target: &Path) -> String {
 #[test]
 fn apply_mount_unmount_reapply_keeps_data() {
     if let Some(reason) = skip_reason() {
-        eprintln!("SKIP: apply_mount_unmount_reapply_keeps_data: {reason}");
+        common::skip("apply_mount_unmount_reapply_keeps_data", &reason);
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -139,7 +137,7 @@ fn apply_mount_unmount_reapply_keeps_data() {
 #[test]
 fn refuses_a_disk_holding_something_else_without_wipe() {
     if let Some(reason) = skip_reason() {
-        eprintln!("SKIP: refuses_a_disk_holding_something_else_without_wipe: {reason}");
+        common::skip("refuses_a_disk_holding_something_else_without_wipe", &reason);
         return;
     }
     let dir = tempfile::tempdir().unwrap();

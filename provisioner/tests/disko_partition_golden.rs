@@ -40,7 +40,7 @@ fn sfdisk_json(img: &Path) -> Value {
 #[test]
 fn partition_tables_match_disko_for_every_fixture() {
     if !common::have_tool("sfdisk") {
-        eprintln!("SKIP: partition_tables_match_disko_for_every_fixture: sfdisk is not installed (apt-get install fdisk)");
+        common::skip("partition_tables_match_disko_for_every_fixture", "sfdisk is not installed (apt-get install fdisk)");
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");

@@ -66,7 +66,7 @@ pub fn normalize(raw: &Value) -> Result<Value, SpecError> {
 }
 
 /// Attribute names the way Nix prints them in an option path.
-fn quote_attr(key: &str) -> String {
+pub(crate) fn quote_attr(key: &str) -> String {
     let plain = !key.is_empty()
         && key.chars().all(|c| c.is_ascii_alphanumeric() || "_-'".contains(c))
         && !key.starts_with(|c: char| c.is_ascii_digit() || c == '-' || c == '\'');

@@ -12,6 +12,8 @@ pub enum PartedError {
     BadPosition(String),
     #[error("partition {index} ({start}..{end}) does not fit on the disk or overlaps another partition; check start/end")]
     DoesNotFit { index: usize, start: u64, end: u64 },
+    #[error("partition {index}: {message}")]
+    Msdos { index: usize, message: String },
 }
 
 /// The 1 MiB grain parted aligns to when the device reports no topology.

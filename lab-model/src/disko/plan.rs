@@ -41,6 +41,9 @@ pub enum TablePlan {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct GptPart {
     pub number: u32,
+    /// The partition's option path (`disko.devices.disk.main.content.partitions.ESP`),
+    /// for errors that only show up once the disk's size is known.
+    pub spec_path: String,
     pub label: String,
     pub type_code: String,
     pub type_guid: String,
@@ -59,6 +62,8 @@ pub struct GptPart {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct PartedPart {
     pub index: usize,
+    /// The partition's option path (`...content.partitions.[0]`).
+    pub spec_path: String,
     pub name: Option<String>,
     pub part_type: String,
     pub fs_type: Option<String>,
@@ -199,6 +204,7 @@ fn gpt_plan(g: &Gpt, path: &str) -> Result<TablePlan, SpecError> {
         }
         partitions.push(GptPart {
             number,
+            spec_path: format!("{path}.partitions.{}", super::normalize::quote_attr(&p.name)),
             label: p.label.clone(),
             type_code: p.type_code.clone(),
             type_guid,
@@ -213,11 +219,15 @@ fn gpt_plan(g: &Gpt, path: &str) -> Result<TablePlan, SpecError> {
             hybrid_bootable: p.hybrid.as_ref().is_some_and(|h| h.mbr_bootable_flag),
         });
     }
-    let hundreds = g.partitions.values().filter(|p| p.size == "100%").count();
-    if hundreds > 1 {
+    let hundreds: Vec<&str> = g.partitions.values().filter(|p| p.size == "100%").map(|p| p.name.as_str()).collect();
+    if hundreds.len() > 1 {
         return Err(SpecError::invalid(
             format!("{path}.partitions"),
-            format!("{hundreds} partitions have size \"100%\"; only the last one can take the rest of the disk (the others would not fit)"),
+            format!(
+                "{} partitions ({}) have size \"100%\"; only one can take the rest of the disk (sgdisk finds no space for the next); give all but one a fixed size",
+                hundreds.len(),
+                hundreds.join(", ")
+            ),
         ));
     }
     Ok(TablePlan::Gpt { partitions, hybrid, efi_gpt_partition_first: g.efi_gpt_partition_first })
@@ -236,6 +246,7 @@ fn table_plan(t: &Table, path: &str) -> Result<TablePlan, SpecError> {
         }
         partitions.push(PartedPart {
             index: i + 1,
+            spec_path: format!("{path}.partitions.[{i}]"),
             name: p.name.clone(),
             part_type: p.part_type.clone(),
             fs_type: p.fs_type.clone(),
@@ -278,6 +289,16 @@ pub fn parted_flag(format: &str, flag: &str) -> Option<FlagEffect> {
     })
 }
 
+impl TablePlan {
+    /// The option path of partition `number` (gpt) or index (table).
+    pub fn spec_path_of(&self, number: u32) -> Option<&str> {
+        match self {
+            TablePlan::Gpt { partitions, .. } => partitions.iter().find(|p| p.number == number).map(|p| p.spec_path.as_str()),
+            TablePlan::Parted { partitions, .. } => partitions.iter().find(|p| p.index as u32 == number).map(|p| p.spec_path.as_str()),
+        }
+    }
+}
+
 /// A partition with its sectors, ready to be written.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Resolved {
@@ -299,6 +320,17 @@ pub enum ResolveError {
     Gpt(#[from] GeometryError),
     #[error(transparent)]
     Parted(#[from] PartedError),
+}
+
+impl ResolveError {
+    /// The partition (gpt number or table index) the error is about.
+    pub fn partition(&self) -> Option<u32> {
+        match self {
+            ResolveError::Gpt(GeometryError::BadPosition { number, .. } | GeometryError::DoesNotFit { number, .. } | GeometryError::NumberInUse { number } | GeometryError::NoSpace { number }) => Some(*number),
+            ResolveError::Parted(PartedError::DoesNotFit { index, .. } | PartedError::Msdos { index, .. }) => Some(*index as u32),
+            ResolveError::Parted(PartedError::BadPosition(_)) => None,
+        }
+    }
 }
 
 /// Sectors of every partition of `table` on a disk of `total_sectors`.
@@ -342,6 +374,15 @@ pub fn resolve_table(table: &TablePlan, sector_size: u64, total_sectors: u64, ex
             for p in partitions {
                 let (first, last) = parted::place(p.index, &p.start, &p.end, total_sectors, sector_size, first_usable, last_usable, &taken)?;
                 taken.push((first, last));
+                if format == "msdos" {
+                    // An MBR holds four primary slots of 32-bit sectors.
+                    if p.index > 4 {
+                        return Err(PartedError::Msdos { index: p.index, message: "an msdos table holds only 4 primary partitions; use a `gpt` table".into() }.into());
+                    }
+                    if last > u64::from(u32::MAX) {
+                        return Err(PartedError::Msdos { index: p.index, message: "an msdos table cannot address past 2 TiB (of 512-byte sectors); use a `gpt` table".into() }.into());
+                    }
+                }
                 let mut type_id = if format == "gpt" {
                     match p.fs_type.as_deref() {
                         Some("linux-swap") => "0657FD6D-A4AB-43C4-84E5-0933C84B4F4F".to_string(),

@@ -6,6 +6,7 @@ pub mod table;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
+use std::os::unix::fs::FileTypeExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -26,14 +27,18 @@ pub enum DiskError {
     NixEval { path: PathBuf, stderr: String },
     #[error("host `{host}` has no disk spec: {path} does not exist; write one (see docs/disko.md) or pass --spec FILE")]
     NoHostSpec { host: String, path: PathBuf },
-    #[error("spec disk `{disk}` has no device: pass --disk {disk}=/dev/XXX (or an image file)")]
-    MissingMapping { disk: String },
+    #[error("spec disk `{disk}` has no --disk mapping and {why}; pass --disk {disk}=/dev/XXX (or an image file)")]
+    MissingMapping { disk: String, why: String },
+    #[error("--disk {disk}={}: {} {why}", path.display(), path.display())]
+    BadTarget { disk: String, path: PathBuf, why: String },
+    #[error("spec file {}: {error}; pass the path of a disko devices JSON file (`nix eval --json --file disko.nix > disko.json`) or a host name", path.display())]
+    SpecFile { path: PathBuf, error: io::Error },
     #[error("--disk {disk}=...: the spec has no disk named `{disk}`; its disks are: {known}")]
     UnknownMapping { disk: String, known: String },
     #[error("{path}: {message}")]
     Table { path: PathBuf, message: String },
-    #[error("disk `{disk}` ({path}): {message}")]
-    Geometry { disk: String, path: PathBuf, message: String },
+    #[error("{spec_path} on disk `{disk}` ({}, {bytes} bytes): {message}; nothing was written", path.display())]
+    Geometry { disk: String, path: PathBuf, spec_path: String, message: String, bytes: u64 },
     #[error("{path} already holds {found}; labprov only adds what is missing. Pass --wipe to erase it (all data on it is lost)")]
     NeedsWipe { path: PathBuf, found: String },
     #[error("{path} (or one of its partitions) is mounted at {at}; unmount it first (`labprov disk unmount`) or pick another device")]
@@ -77,7 +82,7 @@ pub fn load_raw(source: &SpecSource) -> Result<serde_json::Value, DiskError> {
             serde_json::from_slice(&out.stdout).map_err(|e| SpecError::Json(e.to_string()).into())
         }
         SpecSource::File(path) => {
-            let text = std::fs::read_to_string(path).map_err(|source| DiskError::Io { path: path.clone(), source })?;
+            let text = std::fs::read_to_string(path).map_err(|error| DiskError::SpecFile { path: path.clone(), error })?;
             let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| SpecError::Json(format!("{}: {e}", path.display())))?;
             // Accept `{ disko.devices = ...; }` wrappers too.
             Ok(v.get("disko").and_then(|d| d.get("devices")).cloned().unwrap_or(v))
@@ -114,11 +119,42 @@ pub struct Action {
     pub detail: String,
 }
 
-/// Checks the mapping: every mapped name is a spec disk.
+/// Checks the mapping before anything is read or written: every mapped
+/// name is a spec disk; when any disk is mapped, all are (a disk left out
+/// would silently fall back to its spec device, a real disk of this
+/// machine); and every target exists as an image file or a block device.
 pub fn check_mapping(devices: &Devices, opts: &ApplyOptions) -> Result<(), DiskError> {
     for name in opts.disks.keys() {
         if !devices.disk.contains_key(name) {
             return Err(DiskError::UnknownMapping { disk: name.clone(), known: devices.disk.keys().cloned().collect::<Vec<_>>().join(", ") });
+        }
+    }
+    for (name, disk) in &devices.disk {
+        match opts.disks.get(name) {
+            Some(path) => match std::fs::metadata(path) {
+                Ok(m) if m.is_file() || m.file_type().is_block_device() => {}
+                Ok(_) => return Err(DiskError::BadTarget { disk: name.clone(), path: path.clone(), why: "is neither an image file nor a block device".into() }),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    return Err(DiskError::BadTarget {
+                        disk: name.clone(),
+                        path: path.clone(),
+                        why: format!("does not exist; create the image first (`truncate -s {} {}`) or name an existing block device", disk.image_size, path.display()),
+                    })
+                }
+                Err(source) => return Err(DiskError::Io { path: path.clone(), source }),
+            },
+            None if !opts.disks.is_empty() => {
+                return Err(DiskError::MissingMapping {
+                    disk: name.clone(),
+                    why: format!("other disks are mapped with --disk, so its spec device {} is not used", disk.device),
+                })
+            }
+            None => {
+                let ok = std::fs::metadata(&disk.device).map(|m| m.file_type().is_block_device()).unwrap_or(false);
+                if !ok {
+                    return Err(DiskError::MissingMapping { disk: name.clone(), why: format!("its spec device {} is not a block device on this machine", disk.device) });
+                }
+            }
         }
     }
     Ok(())
@@ -127,45 +163,82 @@ pub fn check_mapping(devices: &Devices, opts: &ApplyOptions) -> Result<(), DiskE
 fn target_of(devices: &Devices, opts: &ApplyOptions, disk: &str) -> Result<PathBuf, DiskError> {
     match opts.disks.get(disk) {
         Some(p) => Ok(p.clone()),
-        None => devices.disk.get(disk).map(|d| PathBuf::from(&d.device)).ok_or_else(|| DiskError::MissingMapping { disk: disk.to_string() }),
+        None => devices
+            .disk
+            .get(disk)
+            .map(|d| PathBuf::from(&d.device))
+            .ok_or_else(|| DiskError::MissingMapping { disk: disk.to_string(), why: "the spec has no such disk".into() }),
     }
 }
 
-/// Runs the plan: tables first, then (unless `only_partition`) filesystems
-/// where none is found, then mounts in mountpoint order. Re-running on a
-/// prepared disk changes nothing.
-pub fn apply(devices: &Devices, opts: &ApplyOptions) -> Result<Vec<Action>, DiskError> {
-    check_mapping(devices, opts)?;
-    let steps = dplan::plan(devices)?;
-    // Refuse unsupported content before the first write.
-    if !opts.only_partition {
-        if let Some(Step::Unsupported { kind, spec_path, .. }) = steps.iter().find(|s| matches!(s, Step::Unsupported { .. })) {
-            return Err(DiskError::Unsupported { kind: kind.clone(), spec_path: spec_path.clone() });
+/// The tool that creates each step's content, with its Debian package.
+fn tools_needed(steps: &[Step]) -> Vec<(String, &'static str)> {
+    let mut tools: Vec<(String, &'static str)> = Vec::new();
+    let mut add = |t: String| {
+        if !tools.iter().any(|(x, _)| x == &t) {
+            let pkg = package_of(&t);
+            tools.push((t, pkg));
+        }
+    };
+    for s in steps {
+        match s {
+            Step::Format { format, .. } => add(format!("mkfs.{format}")),
+            Step::Mkswap { .. } => add("mkswap".into()),
+            Step::Btrfs { subvolumes, .. } => {
+                add("mkfs.btrfs".into());
+                if !subvolumes.is_empty() {
+                    add("btrfs".into());
+                }
+            }
+            _ => {}
         }
     }
-    // Resolve every table before writing anything: a size that does not fit
-    // is an error with nothing touched.
-    let mut tables = Vec::new();
-    for step in &steps {
-        if let Step::Partition { disk, table, .. } = step {
-            let target = target_of(devices, opts, disk)?;
-            let (sector_size, total) = geometry(&target)?;
-            let existing = table::read_existing(&target, sector_size)?;
-            let kept = match (&existing, table) {
-                (Existing::Gpt(slots), TablePlan::Gpt { .. }) if !opts.wipe => slots.iter().map(|(s, _, _)| *s).collect(),
-                _ => Vec::new(),
-            };
-            let resolved = dplan::resolve_table(table, sector_size, total, &kept)
-                .map_err(|e| DiskError::Geometry { disk: disk.clone(), path: target.clone(), message: e.to_string() })?;
-            tables.push((disk.clone(), target, sector_size, existing, table.clone(), resolved));
-        }
+    for t in ["blkid", "losetup", "mount", "findmnt", "lsblk"] {
+        add(t.into());
     }
-    let mut actions = Vec::new();
-    let mut loops: BTreeMap<PathBuf, PathBuf> = BTreeMap::new();
-    // Spec partition device path -> the node that really holds it.
-    let mut nodes: BTreeMap<String, PathBuf> = BTreeMap::new();
-    for (disk, target, sector_size, existing, plan, resolved) in tables {
-        let wants_gpt = matches!(&plan, TablePlan::Gpt { .. }) || matches!(&plan, TablePlan::Parted { format, .. } if format == "gpt");
+    tools
+}
+
+/// Whether `tool` is an executable file on PATH (or a path to one).
+fn on_path(tool: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let exec = |p: &Path| std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false);
+    if tool.contains('/') {
+        return exec(Path::new(tool));
+    }
+    std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|d| exec(&d.join(tool))))
+}
+
+/// What apply will do to one disk's table, decided before any write.
+struct TableWork {
+    disk: String,
+    target: PathBuf,
+    sector_size: u64,
+    resolved: Vec<Resolved>,
+    wants_gpt: bool,
+    /// None: the table is already there; Some(zap first).
+    write: Option<bool>,
+}
+
+/// Reads every disk and decides what to write, so that every refusal (a
+/// size that does not fit, a disk holding something else, a mounted disk)
+/// comes before the first byte is written to any disk.
+fn prepare_tables(devices: &Devices, opts: &ApplyOptions, steps: &[Step]) -> Result<Vec<TableWork>, DiskError> {
+    let mut work = Vec::new();
+    for step in steps {
+        let Step::Partition { disk, table, .. } = step else { continue };
+        let target = target_of(devices, opts, disk)?;
+        let (sector_size, total) = geometry(&target)?;
+        let existing = table::read_existing(&target, sector_size)?;
+        let wants_gpt = matches!(table, TablePlan::Gpt { .. }) || matches!(table, TablePlan::Parted { format, .. } if format == "gpt");
+        let kept = match (&existing, table) {
+            (Existing::Gpt(slots), TablePlan::Gpt { .. }) if !opts.wipe => slots.iter().map(|(s, _, _)| *s).collect(),
+            _ => Vec::new(),
+        };
+        let resolved = dplan::resolve_table(table, sector_size, total, &kept).map_err(|e| {
+            let at = e.partition().and_then(|n| table.spec_path_of(n)).map(str::to_string).unwrap_or_else(|| format!("disko.devices.disk.{disk}.content"));
+            DiskError::Geometry { disk: disk.clone(), path: target.clone(), spec_path: at, message: e.to_string(), bytes: total * sector_size }
+        })?;
         let up_to_date = match &existing {
             Existing::Gpt(slots) if wants_gpt => resolved.iter().all(|r| {
                 slots.iter().any(|(s, name, _)| s.number == r.number && s.first == r.first && s.last == r.last && name == &truncate36(&r.name))
@@ -173,8 +246,8 @@ pub fn apply(devices: &Devices, opts: &ApplyOptions) -> Result<Vec<Action>, Disk
             Existing::Msdos(slots) if !wants_gpt => resolved.iter().all(|r| slots.iter().any(|s| s.number == r.number && s.first == r.first && s.last == r.last)),
             _ => false,
         };
-        if up_to_date {
-            actions.push(Action { what: format!("partition {disk}"), done: false, detail: format!("{} already has the table", target.display()) });
+        let write = if up_to_date {
+            None
         } else {
             match (&existing, opts.wipe) {
                 (Existing::Blank, _) | (_, true) => {}
@@ -182,20 +255,49 @@ pub fn apply(devices: &Devices, opts: &ApplyOptions) -> Result<Vec<Action>, Disk
                 (other, false) => return Err(DiskError::NeedsWipe { path: target.clone(), found: describe(other) }),
             }
             refuse_mounted(&target)?;
-            if opts.wipe {
-                table::zap(&target, sector_size)?;
+            Some(opts.wipe)
+        };
+        work.push(TableWork { disk: disk.clone(), target, sector_size, resolved, wants_gpt, write });
+    }
+    Ok(work)
+}
+
+/// Runs the plan: tables first, then (unless `only_partition`) filesystems
+/// where none is found, then mounts in mountpoint order. Re-running on a
+/// prepared disk changes nothing. Everything that can be refused is refused
+/// before the first write.
+pub fn apply(devices: &Devices, opts: &ApplyOptions) -> Result<Vec<Action>, DiskError> {
+    check_mapping(devices, opts)?;
+    let steps = dplan::plan(devices)?;
+    if !opts.only_partition {
+        if let Some(Step::Unsupported { kind, spec_path, .. }) = steps.iter().find(|s| matches!(s, Step::Unsupported { .. })) {
+            return Err(DiskError::Unsupported { kind: kind.clone(), spec_path: spec_path.clone() });
+        }
+        if let Some((tool, package)) = tools_needed(&steps).into_iter().find(|(t, _)| !on_path(t)) {
+            return Err(DiskError::MissingTool { tool, package: package.to_string() });
+        }
+    }
+    let work = prepare_tables(devices, opts, &steps)?;
+    let mut actions = Vec::new();
+    let mut loops: BTreeMap<PathBuf, PathBuf> = BTreeMap::new();
+    // Spec partition device path -> the node that really holds it.
+    let mut nodes: BTreeMap<String, PathBuf> = BTreeMap::new();
+    for w in work {
+        let TableWork { disk, target, sector_size, resolved, wants_gpt, write } = w;
+        match write {
+            None => actions.push(Action { what: format!("partition {disk}"), done: false, detail: format!("{} already has the table", target.display()) }),
+            Some(zap) => {
+                if zap {
+                    table::zap(&target, sector_size)?;
+                }
+                if wants_gpt {
+                    table::write_gpt(&target, sector_size, &resolved, !zap)?;
+                } else {
+                    table::write_msdos(&target, sector_size, &resolved)?;
+                }
+                notify_kernel(&target);
+                actions.push(Action { what: format!("partition {disk}"), done: true, detail: format!("wrote {} partitions to {}", resolved.len(), target.display()) });
             }
-            let keep: BTreeMap<u32, String> = match &existing {
-                Existing::Gpt(slots) if !opts.wipe => slots.iter().map(|(s, _, g)| (s.number, g.clone())).collect(),
-                _ => BTreeMap::new(),
-            };
-            if wants_gpt {
-                table::write_gpt(&target, sector_size, &resolved, &keep)?;
-            } else {
-                table::write_msdos(&target, sector_size, &resolved)?;
-            }
-            notify_kernel(&target);
-            actions.push(Action { what: format!("partition {disk}"), done: true, detail: format!("wrote {} partitions to {}", resolved.len(), target.display()) });
         }
         if !opts.only_partition {
             let dev = block_device_for(&target, &mut loops)?;
@@ -603,5 +705,8 @@ pub fn describe_plan(steps: &[Step], root: &Path) -> Vec<String> {
 
 /// The resolved table of one disk of a given size (for `plan --size`).
 pub fn resolve_for_size(table: &TablePlan, bytes: u64) -> Result<Vec<Resolved>, DiskError> {
-    dplan::resolve_table(table, 512, bytes / 512, &[]).map_err(|e| DiskError::Geometry { disk: String::new(), path: PathBuf::new(), message: e.to_string() })
+    dplan::resolve_table(table, 512, bytes / 512, &[]).map_err(|e| {
+        let at = e.partition().and_then(|n| table.spec_path_of(n)).unwrap_or("disko.devices.disk").to_string();
+        DiskError::Geometry { disk: String::new(), path: PathBuf::new(), spec_path: at, message: e.to_string(), bytes }
+    })
 }

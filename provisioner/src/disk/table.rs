@@ -67,11 +67,20 @@ pub fn read_existing(path: &Path, sector_size: u64) -> Result<Existing, DiskErro
     }
 }
 
-/// Writes a GPT holding exactly `parts` (plus nothing else), keeping the
-/// partition GUIDs of slots that already exist unless the spec sets one.
-pub fn write_gpt(path: &Path, sector_size: u64, parts: &[Resolved], keep_guids: &BTreeMap<u32, String>) -> Result<(), DiskError> {
+/// Writes a GPT holding `parts`. With `keep_existing` (no `--wipe`), what
+/// a GPT already on the disk holds stays as sgdisk would leave it: the disk
+/// GUID, the partition GUIDs of slots the spec does not pin, and every
+/// partition the spec does not mention.
+pub fn write_gpt(path: &Path, sector_size: u64, parts: &[Resolved], keep_existing: bool) -> Result<(), DiskError> {
     let gpt_err = |e: gpt::GptError| DiskError::Table { path: path.to_path_buf(), message: e.to_string() };
     let io = |source| DiskError::Io { path: path.to_path_buf(), source };
+    let (disk_guid, mut map) = match gpt::GptConfig::new().writable(false).logical_block_size(lb(sector_size)).open(path) {
+        Ok(old) if keep_existing => {
+            let used = old.partitions().iter().filter(|(_, p)| p.is_used()).map(|(n, p)| (*n, p.clone())).collect::<BTreeMap<u32, gpt::partition::Partition>>();
+            (Some(*old.guid()), used)
+        }
+        _ => (None, BTreeMap::new()),
+    };
     let file = OpenOptions::new().read(true).write(true).open(path).map_err(io)?;
     let total_bytes = device_bytes(&file, path)?;
     // Protective MBR first: sgdisk --clear writes one covering the disk.
@@ -83,13 +92,12 @@ pub fn write_gpt(path: &Path, sector_size: u64, parts: &[Resolved], keep_guids: 
         .writable(true)
         .logical_block_size(lb(sector_size))
         .change_partition_count(true)
-        .create_from_device(file, None)
+        .create_from_device(file, disk_guid)
         .map_err(gpt_err)?;
-    let mut map = BTreeMap::new();
     for p in parts {
-        let guid = match (&p.uuid, keep_guids.get(&p.number)) {
+        let guid = match (&p.uuid, map.get(&p.number)) {
             (Some(u), _) => parse_uuid(u, path)?,
-            (None, Some(u)) => parse_uuid(u, path)?,
+            (None, Some(old)) => old.part_guid,
             (None, None) => uuid::Uuid::new_v4(),
         };
         let type_guid = parse_uuid(&p.type_id, path)?;

@@ -56,3 +56,27 @@ fn nix_is_root() -> bool {
 pub fn have_tool(name: &str) -> bool {
     std::process::Command::new("sh").arg("-c").arg(format!("command -v {name}")).output().map(|o| o.status.success()).unwrap_or(false)
 }
+
+/// Skips a test that needs something this machine lacks: prints
+/// `SKIP: <test>: <reason>` and returns true. With `LAB_REQUIRE_ALL=1` (CI,
+/// after installing everything) a missing requirement is a failure instead.
+pub fn skip(test: &str, reason: &str) -> bool {
+    if std::env::var("LAB_REQUIRE_ALL").is_ok_and(|v| v == "1") {
+        panic!("{test}: {reason} (LAB_REQUIRE_ALL=1, so this is a failure, not a skip)");
+    }
+    eprintln!("SKIP: {test}: {reason}");
+    true
+}
+
+/// Runs labprov with `args`, without a terminal on stdin and without
+/// backtraces in its error output. Returns (success, stdout, stderr).
+pub fn labprov(args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_labprov"))
+        .args(args)
+        .env_remove("RUST_BACKTRACE")
+        .env_remove("RUST_LIB_BACKTRACE")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .expect("run labprov");
+    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+}
