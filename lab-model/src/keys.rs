@@ -1,6 +1,8 @@
 //! SSH host keys (OpenSSH ed25519): loading a private key for injection and
 //! describing it by its public half only.
 
+pub mod age;
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 
@@ -63,6 +65,81 @@ impl HostKey {
     pub fn fingerprint(&self) -> String {
         self.key.public_key().fingerprint(HashAlg::Sha256).to_string()
     }
+
+    /// A fresh ed25519 host key from the OS random source.
+    pub fn generate(comment: &str) -> HostKey {
+        let mut key = PrivateKey::random(&mut ssh_key::rand_core::OsRng, Algorithm::Ed25519)
+            .expect("ed25519 key generation from the OS random source");
+        key.set_comment(comment);
+        HostKey { key }
+    }
+
+    /// The age recipient sops-nix on the host derives from this key.
+    pub fn age_recipient(&self) -> String {
+        crate::keys::age::recipient_from_public(self.key.public_key()).expect("a generated or loaded ed25519 key is a valid point")
+    }
+
+    /// The age identity sops-nix on the host derives from this key (secret).
+    pub fn age_identity(&self) -> Zeroizing<String> {
+        crate::keys::age::identity_from_private(&self.key).expect("a generated or loaded ed25519 key derives an identity")
+    }
+
+    pub fn public(&self) -> PublicHostKey {
+        PublicHostKey { key: self.key.public_key().clone() }
+    }
+}
+
+/// The public half of a host key, as recorded in the host facts.
+#[derive(Debug, Clone)]
+pub struct PublicHostKey {
+    key: ssh_key::PublicKey,
+}
+
+impl PublicHostKey {
+    /// Parses one `ssh-ed25519 AAAA... comment` line; only ed25519.
+    pub fn parse(line: &str) -> Result<PublicHostKey, PublicKeyError> {
+        let key = ssh_key::PublicKey::from_openssh(line.trim())
+            .map_err(|e| PublicKeyError::Parse { line: abbreviate(line), reason: e.to_string() })?;
+        if key.algorithm() != Algorithm::Ed25519 {
+            return Err(PublicKeyError::NotEd25519 { algorithm: key.algorithm().to_string() });
+        }
+        Ok(PublicHostKey { key })
+    }
+
+    /// `ssh-ed25519 AAAA... comment`.
+    pub fn openssh(&self) -> String {
+        self.key.to_openssh().expect("encode an ed25519 public key")
+    }
+
+    pub fn fingerprint(&self) -> String {
+        self.key.fingerprint(HashAlg::Sha256).to_string()
+    }
+
+    pub fn age_recipient(&self) -> String {
+        crate::keys::age::recipient_from_public(&self.key).expect("a parsed ed25519 key is a valid point")
+    }
+
+    /// Same key material, whatever the comments say.
+    pub fn same_key(&self, other: &PublicHostKey) -> bool {
+        self.key.key_data() == other.key.key_data()
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PublicKeyError {
+    #[error("not an OpenSSH public key line `{line}`: {reason}")]
+    Parse { line: String, reason: String },
+    #[error("a {algorithm} key; host keys must be ed25519 (sops-nix derives the host's age key from it)")]
+    NotEd25519 { algorithm: String },
+}
+
+fn abbreviate(line: &str) -> String {
+    let line = line.trim();
+    if line.chars().count() > 40 {
+        format!("{}…", line.chars().take(40).collect::<String>())
+    } else {
+        line.to_string()
+    }
 }
 
 /// The fingerprint of a public key line, `SHA256:...`.
@@ -86,7 +163,19 @@ mod tests {
         assert!(key.public_openssh().starts_with("ssh-ed25519 AAAA"));
         assert!(key.fingerprint().starts_with("SHA256:"));
         assert_eq!(public_fingerprint(&key.public_openssh()), Some(key.fingerprint()));
-        assert!(key.private_openssh().contains("BEGIN OPENSSH PRIVATE KEY"));
+        assert!(key.private_openssh().contains(concat!("BEGIN OPENSSH ", "PRIVATE KEY")));
+    }
+
+    #[test]
+    fn generated_keys_round_trip_and_derive() {
+        let key = HostKey::generate("root@test");
+        let again = HostKey::from_openssh(&key.private_openssh(), Path::new("mem")).unwrap();
+        assert_eq!(again.fingerprint(), key.fingerprint());
+        let public = PublicHostKey::parse(&key.public_openssh()).unwrap();
+        assert!(public.same_key(&again.public()));
+        assert_eq!(public.age_recipient(), key.age_recipient());
+        assert_eq!(crate::keys::age::parse_identity(&key.age_identity()).unwrap().to_public().to_string(), key.age_recipient());
+        assert!(key.public_openssh().ends_with(" root@test"));
     }
 
     #[test]
