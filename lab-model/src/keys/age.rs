@@ -29,6 +29,8 @@ pub enum Error {
     PublicLine(ssh_key::Error),
     #[error("`{0}` is not an age X25519 recipient (age1...): {1}")]
     Recipient(String, String),
+    #[error("not an age identity (expected the upper-cased bech32 line age-keygen writes)")]
+    Identity,
     #[error("internal: the derived age identity does not match the derived recipient; please report this")]
     SelfCheck,
 }
@@ -47,7 +49,7 @@ pub fn recipient_from_openssh_line(line: &str) -> Result<String, Error> {
     recipient_from_public(&key)
 }
 
-/// The age identity (`AGE-SECRET-KEY-1...`) of an ed25519 private key, in a
+/// The age identity (HRP `age-secret-key-`, upper-cased) of an ed25519 private key, in a
 /// zeroizing buffer. Checked against the public half before it is returned.
 pub fn identity_from_private(key: &PrivateKey) -> Result<Zeroizing<String>, Error> {
     let pair = key.key_data().ed25519().ok_or_else(|| Error::NotEd25519(key.algorithm().to_string()))?;
@@ -69,11 +71,11 @@ pub fn identity_from_private(key: &PrivateKey) -> Result<Zeroizing<String>, Erro
     Ok(identity)
 }
 
-/// An `AGE-SECRET-KEY-1...` string as an age identity.
+/// An age identity string (the upper-cased `age-secret-key-` bech32) as an age identity.
 pub fn parse_identity(text: &str) -> Result<age::x25519::Identity, Error> {
     // The age crate's error message would not leak the key, but keep ours
     // generic anyway: this string is a secret.
-    age::x25519::Identity::from_str(text.trim()).map_err(|_| Error::Recipient("AGE-SECRET-KEY-1…".into(), "not an age identity".into()))
+    age::x25519::Identity::from_str(text.trim()).map_err(|_| Error::Identity)
 }
 
 /// An `age1...` string as an age X25519 recipient.
@@ -93,7 +95,7 @@ mod tests {
             let recipient = recipient_from_public(key.public_key()).unwrap();
             let identity = identity_from_private(&key).unwrap();
             assert!(recipient.starts_with("age1") && recipient.len() == 62, "{recipient}");
-            assert!(identity.starts_with("AGE-SECRET-KEY-1") && identity.len() == 74);
+            assert!(identity.starts_with(&format!("{}1", IDENTITY_HRP.to_uppercase())) && identity.len() == 74);
             assert_eq!(parse_identity(&identity).unwrap().to_public().to_string(), recipient);
             assert_eq!(parse_recipient(&recipient).unwrap().to_string(), recipient);
         }
