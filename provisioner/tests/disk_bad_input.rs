@@ -237,3 +237,12 @@ fn a_second_disk_holding_a_filesystem_stops_the_first_from_being_written() {
     let disks = [format!("main={}", a.display()), format!("second={}", b.display())];
     refused(&apply_args(s.to_str().unwrap(), &disks, &["--only", "partition", "--yes"]), &[&a, &b], &["ext4", "--wipe"]);
 }
+
+#[test]
+fn a_hybrid_mbr_is_refused_not_left_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(dir.path(), "a.img");
+    let s = spec(dir.path(), &one_disk(r#"{"ESP": {"size": "16M", "type": "EF00", "hybrid": {"mbrPartitionType": "0x0c"}}, "root": {"size": "100%"}}"#));
+    let disks = [format!("main={}", img.display())];
+    refused(&apply_args(s.to_str().unwrap(), &disks, &["--only", "partition", "--yes"]), &[&img], &["disko.devices.disk.main.content.partitions.ESP.hybrid", "hybrid MBR"]);
+}

@@ -227,6 +227,13 @@ fn prepare_tables(devices: &Devices, opts: &ApplyOptions, steps: &[Step]) -> Res
     let mut work = Vec::new();
     for step in steps {
         let Step::Partition { disk, table, .. } = step else { continue };
+        if let TablePlan::Gpt { partitions, hybrid, .. } = table {
+            // TODO: disko's `sgdisk -h` hybrid MBR is not written yet (no
+            // fixture pins its output); refuse rather than leave it out.
+            if let Some(p) = hybrid.first().and_then(|n| partitions.iter().find(|p| p.number == *n)) {
+                return Err(DiskError::Unsupported { kind: "hybrid MBR (`hybrid`)".into(), spec_path: format!("{}.hybrid", p.spec_path) });
+            }
+        }
         let target = target_of(devices, opts, disk)?;
         let (sector_size, total) = geometry(&target)?;
         let existing = table::read_existing(&target, sector_size)?;
