@@ -444,3 +444,70 @@ fn ctrl_c_stops_the_build_and_leaves_nothing() {
     assert!(err.contains("interrupted") && err.contains("run the same command again"), "{err}");
     assert!(listing(&out).is_empty(), "left behind: {:?}", listing(&out));
 }
+
+/// A tiny NixOS-shaped system closure, built by the real Nix here (no
+/// nixpkgs: plain derivations with /bin/sh), standing in for a toplevel.
+const STANDIN_SYSTEM: &str = r#"
+let
+  mk = name: script: derivation {
+    inherit name;
+    system = builtins.currentSystem;
+    builder = "/bin/sh";
+    args = [ "-c" script ];
+    PATH = "/usr/bin:/bin";
+  };
+  kernel = mk "linux-standin" "mkdir -p $out/dtbs/broadcom; echo kernel > $out/Image; echo dtb > $out/dtbs/broadcom/bcm2711-rpi-4-b.dtb";
+  initrd = mk "initrd-standin" "mkdir -p $out; echo initrd > $out/initrd";
+in
+mk "nixos-system-nixpi-standin" ''
+  mkdir -p $out
+  printf '#!/bin/sh\n' > $out/init
+  ln -s ${kernel}/Image $out/kernel
+  ln -s ${initrd}/initrd $out/initrd
+  ln -s ${kernel}/dtbs $out/dtbs
+  echo 'console=ttyS0 loglevel=4' > $out/kernel-params
+''
+"#;
+
+#[test]
+fn a_nix_store_system_becomes_the_root_with_its_registration_and_extlinux() {
+    let t = "a_nix_store_system_becomes_the_root_with_its_registration_and_extlinux";
+    let (Some(standin), Some(fw)) = (standin(t), firmware(t)) else { return };
+    if !have("nix-build") {
+        return skip(t, "nix-build is not installed (apt-get install nix-bin)");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    fs::write(tmp.path().join("system.nix"), STANDIN_SYSTEM).unwrap();
+    let built = Command::new("nix-build").arg(tmp.path().join("system.nix")).arg("--no-out-link").output().unwrap();
+    if !built.status.success() {
+        return skip(t, &format!("nix-build cannot build here: {}", String::from_utf8_lossy(&built.stderr).trim()));
+    }
+    let toplevel = String::from_utf8_lossy(&built.stdout).trim().to_string();
+    let closure = tool_output(Command::new("nix-store").args(["-qR", &toplevel]));
+    let out = tmp.path().join("out");
+    let mut cmd = labimg();
+    cmd.args(["build", "nixpi", "--system", &toplevel, "--bootloader"])
+        .arg(standin.join("u-boot/rpi_4/u-boot.bin"))
+        .arg("--firmware-dir")
+        .arg(&fw)
+        .arg("--out")
+        .arg(&out);
+    ok(&mut cmd);
+    let root = format!("{}?offset={}", out.join("nixpi.img").display(), 38 * MIB);
+    tool_output(Command::new("e2fsck").arg("-fn").arg(&root));
+    let store = tool_output(Command::new("debugfs").args(["-R", "ls /nix/store"]).arg(&root));
+    for path in closure.lines() {
+        let name = path.trim_start_matches("/nix/store/");
+        assert!(store.contains(name), "{name} missing from the image's store: {store}");
+    }
+    let registration = tool_output(Command::new("debugfs").args(["-R", "cat /nix-path-registration"]).arg(&root));
+    let dumped = tool_output(Command::new("nix-store").arg("--dump-db").args(closure.lines()));
+    assert_eq!(registration.trim(), dumped.trim(), "nix-path-registration is what nix-store --load-db reads");
+    let conf = tool_output(Command::new("debugfs").args(["-R", "cat /boot/extlinux/extlinux.conf"]).arg(&root));
+    assert!(conf.contains(&format!("APPEND init={toplevel}/init console=ttyS0 loglevel=4")), "{conf}");
+    assert!(conf.contains("-linux-standin/Image") && conf.contains("-initrd-standin/initrd") && conf.contains("FDTDIR"), "{conf}");
+    let kernel = tool_output(Command::new("debugfs").args(["-R", &format!("cat {}", conf.lines().find(|l| l.trim().starts_with("LINUX")).unwrap().trim().trim_start_matches("LINUX ").trim())]).arg(&root));
+    assert_eq!(kernel.trim(), "kernel", "the LINUX path resolves inside the image");
+    assert_eq!(manifest(&out)["root"]["kind"], "nixos-system");
+    assert_eq!(listing(&out), ["nixpi.img", "nixpi.img.bmap", "nixpi.img.sha256", "nixpi.manifest.json"], "the staging copy is gone");
+}
