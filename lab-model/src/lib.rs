@@ -6,5 +6,6 @@ pub mod facts;
 pub mod ids;
 pub mod keys;
 pub mod layout;
+pub mod secrets;
 
 pub use facts::{Facts, Host, Lab};
