@@ -1,0 +1,230 @@
+//! Shared helpers of the keys, secrets and enrolment tests: a throwaway lab
+//! with its own facts and admins, tool checks that skip (or fail under
+//! LAB_REQUIRE_ALL=1), and real sops/age/python runs with an isolated HOME.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use lab_model::secrets::AdminIdentity;
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// `Err(reason)` when a tool is missing; the caller skips or panics.
+pub fn require(test: &str, tools: &[&str]) -> bool {
+    let mut missing = Vec::new();
+    for t in tools {
+        let ok = match *t {
+            "pynacl" => python_has("nacl"),
+            "pyrage" => python_has("pyrage"),
+            _ => Command::new("sh").arg("-c").arg(format!("command -v {t}")).output().map(|o| o.status.success()).unwrap_or(false),
+        };
+        if !ok {
+            missing.push(*t);
+        }
+    }
+    if missing.is_empty() {
+        return true;
+    }
+    let reason = format!("missing {}", missing.join(", "));
+    if std::env::var("LAB_REQUIRE_ALL").as_deref() == Ok("1") {
+        panic!("{test}: {reason} (LAB_REQUIRE_ALL=1)");
+    }
+    println!("SKIP: {test}: {reason}");
+    false
+}
+
+fn python_has(module: &str) -> bool {
+    Command::new("python3").args(["-c", &format!("import {module}")]).output().map(|o| o.status.success()).unwrap_or(false)
+}
+
+pub fn run(cmd: &mut Command) -> Output {
+    let out = cmd.output().unwrap_or_else(|e| panic!("spawn {cmd:?}: {e}"));
+    out
+}
+
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = run(cmd);
+    assert!(out.status.success(), "{cmd:?} failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A throwaway lab: `hosts/facts.nix` like the repository's (tool-written
+/// `.pub` files picked up), hosts with their own `facts.nix`, and admins.
+pub struct TestLab {
+    pub dir: tempfile::TempDir,
+    /// An empty HOME for child processes, so no real key is ever used.
+    pub home: PathBuf,
+    pub admin_key: PathBuf,
+    pub admin_recipient: String,
+}
+
+pub const FACTS_NIX: &str = r#"
+let
+  entries = builtins.readDir ./.;
+  isHost = name:
+    entries.${name} == "directory" && builtins.pathExists (./. + "/${name}/facts.nix");
+  optionalFile = path:
+    if builtins.pathExists path then builtins.replaceStrings [ "\n" ] [ "" ] (builtins.readFile path) else null;
+  hostFacts = name:
+    let dir = ./. + "/${name}"; in
+    import (dir + "/facts.nix") // {
+      inherit name;
+      sshHostKey = optionalFile (dir + "/ssh_host_ed25519_key.pub");
+      ageRecipient = optionalFile (dir + "/age.pub");
+    };
+in
+{
+  admins = import ./admins.nix;
+  hosts = builtins.listToAttrs (map
+    (name: { inherit name; value = hostFacts name; })
+    (builtins.filter isHost (builtins.attrNames entries)));
+}
+"#;
+
+impl TestLab {
+    /// `hosts`: `(name, shared secrets)`.
+    pub fn new(hosts: &[(&str, &[&str])]) -> TestLab {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        let home = root.join(".home");
+        std::fs::create_dir_all(&home).unwrap();
+        let admin_key = home.join("admin.txt");
+        run_ok(Command::new("age-keygen").arg("-o").arg(&admin_key));
+        let admin_recipient = run_ok(Command::new("age-keygen").arg("-y").arg(&admin_key)).trim().to_string();
+        std::fs::create_dir_all(root.join("hosts")).unwrap();
+        std::fs::write(root.join("hosts/facts.nix"), FACTS_NIX).unwrap();
+        let lab = TestLab { dir, home, admin_key, admin_recipient };
+        lab.set_admins(&[&lab.admin_recipient.clone()]);
+        for (name, shared) in hosts {
+            lab.add_host(name, shared);
+        }
+        lab
+    }
+
+    pub fn root(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn lab(&self) -> lab_model::Lab {
+        lab_model::Lab::locate(Some(self.root()), self.root()).unwrap()
+    }
+
+    pub fn keys(&self) -> lab_model::secrets::LabKeys {
+        lab_model::secrets::LabKeys::load(&self.lab()).unwrap()
+    }
+
+    pub fn identity(&self) -> AdminIdentity {
+        AdminIdentity::File(self.admin_key.clone())
+    }
+
+    pub fn set_admins(&self, recipients: &[&str]) {
+        let list: Vec<String> = recipients.iter().map(|r| format!("\"{r}\"")).collect();
+        std::fs::write(
+            self.root().join("hosts/admins.nix"),
+            format!("{{ ry = {{ description = \"Ry\"; sshKeys = [ ]; ageRecipients = [ {} ]; }}; }}\n", list.join(" ")),
+        )
+        .unwrap();
+    }
+
+    pub fn add_host(&self, name: &str, shared: &[&str]) {
+        let dir = self.root().join("hosts").join(name);
+        std::fs::create_dir_all(&dir).unwrap();
+        let shared: Vec<String> = shared.iter().map(|s| format!("\"{s}\"")).collect();
+        std::fs::write(
+            dir.join("facts.nix"),
+            format!("{{ system = \"aarch64-linux\"; class = \"nixos\"; sharedSecrets = [ {} ]; }}\n", shared.join(" ")),
+        )
+        .unwrap();
+    }
+
+    /// Writes `plain` YAML to `rel` and encrypts it in place to the admin only.
+    pub fn write_secret(&self, rel: &str, plain: &str) {
+        let path = self.root().join(rel);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, plain).unwrap();
+        run_ok(self.sops(&self.admin_key).args(["encrypt", "-i", "--age", &self.admin_recipient]).arg(&path));
+    }
+
+    /// sops with exactly one identity file and an empty HOME.
+    pub fn sops(&self, identity: &Path) -> Command {
+        let mut c = Command::new("sops");
+        c.arg("--disable-version-check")
+            .current_dir(self.root())
+            .env("HOME", &self.home)
+            .env("XDG_CONFIG_HOME", &self.home)
+            .env_remove("SOPS_AGE_KEY")
+            .env_remove("SOPS_AGE_KEY_CMD")
+            .env_remove("SOPS_AGE_SSH_PRIVATE_KEY_FILE")
+            .env("SOPS_AGE_KEY_FILE", identity);
+        c
+    }
+
+    /// Whether `identity` decrypts `rel` with real sops (and it holds `marker`).
+    pub fn decrypts(&self, identity: &Path, rel: &str, marker: &str) -> bool {
+        let out = run(self.sops(identity).arg("decrypt").arg(self.root().join(rel)));
+        if out.status.success() {
+            assert!(String::from_utf8_lossy(&out.stdout).contains(marker), "{rel} decrypted to something else");
+        }
+        out.status.success()
+    }
+
+    /// The host's age identity file, derived INDEPENDENTLY (Python, libsodium)
+    /// from the private key the lab injects.
+    pub fn host_identity(&self, host: &str, label: &str) -> PathBuf {
+        let key = lab_model::secrets::injection_material_with(self.root(), host, &self.identity()).unwrap();
+        let key_path = self.home.join(format!("{host}-{label}.key"));
+        std::fs::write(&key_path, key.private_openssh().as_bytes()).unwrap();
+        let identity = run_ok(Command::new("python3").arg(python_helper()).args(["-private-key", "-i"]).arg(&key_path));
+        let id_path = self.home.join(format!("{host}-{label}.age"));
+        std::fs::write(&id_path, identity).unwrap();
+        id_path
+    }
+
+    /// Every file under the lab (except HOME) with its bytes.
+    pub fn snapshot(&self) -> Vec<(PathBuf, Vec<u8>)> {
+        let mut out = Vec::new();
+        fn walk(root: &Path, dir: &Path, out: &mut Vec<(PathBuf, Vec<u8>)>) {
+            for e in std::fs::read_dir(dir).unwrap() {
+                let e = e.unwrap();
+                let p = e.path();
+                if p.file_name().unwrap() == ".home" {
+                    continue;
+                }
+                if p.is_dir() {
+                    walk(root, &p, out);
+                } else {
+                    out.push((p.strip_prefix(root).unwrap().to_path_buf(), std::fs::read(&p).unwrap()));
+                }
+            }
+        }
+        walk(self.root(), self.root(), &mut out);
+        out.sort();
+        out
+    }
+}
+
+pub fn python_helper() -> PathBuf {
+    repo().join("tests/keys/ssh_to_age.py")
+}
+
+/// The sops data key of a file, decrypted from its age stanza with the age
+/// CLI: shows whether `sops rotate` replaced it.
+pub fn data_key(lab: &TestLab, rel: &str, recipient: &str, identity: &Path) -> Vec<u8> {
+    let text = std::fs::read_to_string(lab.root().join(rel)).unwrap();
+    let at = text.find(&format!("recipient: {recipient}")).expect("the recipient is in the file");
+    let start = text[at..].find("-----BEGIN AGE ENCRYPTED FILE-----").unwrap() + at;
+    let end = text[start..].find("-----END AGE ENCRYPTED FILE-----").unwrap() + start;
+    let block: String = text[start..end + "-----END AGE ENCRYPTED FILE-----".len()]
+        .lines()
+        .map(|l| l.trim())
+        .collect::<Vec<_>>()
+        .join("\n");
+    let armored = lab.home.join("stanza.age");
+    std::fs::write(&armored, block + "\n").unwrap();
+    let out = run(Command::new("age").arg("-d").arg("-i").arg(identity).arg(&armored));
+    assert!(out.status.success(), "age -d of the data key: {}", String::from_utf8_lossy(&out.stderr));
+    out.stdout
+}
