@@ -263,6 +263,8 @@ pub struct Report {
     pub verify_seconds: f64,
     pub verify: &'static str,
     pub ranges: usize,
+    /// The alignment direct writes used: the device's logical sector, at least 4 KiB.
+    pub alignment: u64,
 }
 
 pub struct FlashOptions<'a> {
@@ -317,11 +319,14 @@ pub fn flash(image: &mut Image, target_path: &Path, opts: &FlashOptions) -> Resu
     // busy while the next chunk is read instead of all at the final fsync;
     // an unaligned tail, or a filesystem without O_DIRECT, goes through `out`.
     let direct = OpenOptions::new().write(true).custom_flags(nix::libc::O_DIRECT).open(target_path).ok();
+    // Direct I/O must be aligned to the device's logical sector as well.
+    let mut align = ALIGN as u64;
     if is_block {
         let size = blockdev::size(&out).map_err(open_err)?;
         if size < image.size {
             return Err(Error::TooSmall { path: target_path.to_path_buf(), device_size: size, image_size: image.size });
         }
+        align = align.max(blockdev::sector_size(&out).map_err(open_err)? as u64);
     } else if out.metadata().map_err(open_err)?.len() < image.size {
         out.set_len(image.size).map_err(open_err)?;
     }
@@ -348,7 +353,7 @@ pub fn flash(image: &mut Image, target_path: &Path, opts: &FlashOptions) -> Resu
                     if interrupt::check().is_err() {
                         return Err(Error::Interrupted { path: target_path.to_path_buf(), written, total });
                     }
-                    let aligned = pos % ALIGN as u64 == 0 && len % ALIGN == 0;
+                    let aligned = pos % align == 0 && len as u64 % align == 0;
                     let fd = direct.as_ref().filter(|_| aligned).unwrap_or(&out);
                     fd.write_all_at(buf.view(len), pos).map_err(|e| write_err(pos, e))?;
                     written += len as u64;
@@ -397,6 +402,7 @@ pub fn flash(image: &mut Image, target_path: &Path, opts: &FlashOptions) -> Resu
         verify_seconds,
         verify,
         ranges: image.ranges.len(),
+        alignment: align,
     })
 }
 
@@ -493,6 +499,7 @@ pub fn verify(image: &mut Image, target_path: &Path, progress: Progress) -> Resu
         verify_seconds: started.elapsed().as_secs_f64(),
         verify: "ok",
         ranges: ranges.len(),
+        alignment: ALIGN as u64,
     })
 }
 
