@@ -131,19 +131,7 @@ fn same_inputs_give_a_byte_identical_image() {
     tool_output(Command::new("cp").arg("-a").arg(standin.join("rootfs")).arg(&copy));
     let (a, b, c) = (tmp.path().join("a"), tmp.path().join("b"), tmp.path().join("c"));
     ok(build_cmd(&standin, &fw, Some(&key), &a).env("SOURCE_DATE_EPOCH", "1700000000"));
-    let mut second = build_cmd(&standin, &fw, Some(&key), &b);
-    second.env("SOURCE_DATE_EPOCH", "1700000000");
-    let args: Vec<_> = second.get_args().map(|s| s.to_owned()).collect();
-    let mut second = labimg();
-    second.env("SOURCE_DATE_EPOCH", "1700000000");
-    for (i, arg) in args.iter().enumerate() {
-        if i > 0 && args[i - 1] == "--rootfs" {
-            second.arg(&copy);
-        } else {
-            second.arg(arg);
-        }
-    }
-    ok(&mut second);
+    ok(build_from(&copy, &standin, &fw, Some(&key), &b).env("SOURCE_DATE_EPOCH", "1700000000"));
     let (ia, ib) = (fs::read(a.join("nixpi.img")).unwrap(), fs::read(b.join("nixpi.img")).unwrap());
     assert!(ia == ib, "two builds from the same inputs differ");
     assert_eq!(fs::read(a.join("nixpi.img.bmap")).unwrap(), fs::read(b.join("nixpi.img.bmap")).unwrap());
@@ -160,13 +148,7 @@ fn a_tar_root_tree_gives_the_same_filesystem_content() {
     let tar = tmp.path().join("root.tar");
     tool_output(Command::new("tar").arg("-C").arg(standin.join("rootfs")).arg("-cf").arg(&tar).arg("."));
     let out = tmp.path().join("out");
-    let mut cmd = build_cmd(&standin, &fw, None, &out);
-    let args: Vec<_> = cmd.get_args().map(|s| s.to_owned()).collect();
-    cmd = labimg();
-    for (i, arg) in args.iter().enumerate() {
-        if i > 0 && args[i - 1] == "--rootfs" { cmd.arg(&tar) } else { cmd.arg(arg) };
-    }
-    ok(&mut cmd);
+    ok(&mut build_from(&tar, &standin, &fw, None, &out));
     let root = format!("{}?offset={}", out.join("nixpi.img").display(), 38 * MIB);
     tool_output(Command::new("e2fsck").arg("-fn").arg(&root));
     let ls = tool_output(Command::new("debugfs").args(["-R", "ls -l /sbin"]).arg(&root));
@@ -198,17 +180,11 @@ fn a_non_root_builder_still_makes_root_owned_files() {
     let key = test_key(work);
     tool_output(Command::new("chown").args(["-R", "nobody:nogroup"]).arg(work));
     fs::set_permissions(work, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
-    let out = Command::new("setpriv")
-        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
-        .arg(env!("CARGO_BIN_EXE_labimg"))
-        .args(["--lab", "."])
-        .args(["build", "nixpi", "--rootfs", "rootfs", "--bootloader", "u-boot.bin", "--firmware-dir", "fw", "--out", "out", "--host-key"])
-        .arg(&key)
-        .current_dir(work)
-        .env("HOME", work)
-        .env_remove("LAB_ROOT")
-        .output()
-        .unwrap();
+    let key_arg = key.to_string_lossy().into_owned();
+    let out = labimg_as_nobody(
+        work,
+        &["build", "nixpi", "--rootfs", "rootfs", "--bootloader", "u-boot.bin", "--firmware-dir", "fw", "--out", "out", "--host-key", &key_arg],
+    );
     assert!(out.status.success(), "{}", stderr(&out));
     let root = format!("{}?offset={}", work.join("out/nixpi.img").display(), 38 * MIB);
     tool_output(Command::new("e2fsck").arg("-fn").arg(&root));
@@ -335,20 +311,12 @@ fn unreadable_firmware_dir_is_refused() {
     tool_output(Command::new("cp").arg("-a").arg(&fw).arg(&locked));
     fs::set_permissions(&locked, std::os::unix::fs::PermissionsExt::from_mode(0o000)).unwrap();
     tool_output(Command::new("cp").arg("-r").arg(repo().join("hosts")).arg(repo().join("firmware")).arg(work));
-    let res = Command::new("setpriv")
-        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
-        .arg(env!("CARGO_BIN_EXE_labimg"))
-        .args(["--lab", "."])
-        .args(["build", "nixpi", "--rootfs"])
-        .arg(standin.join("rootfs"))
-        .arg("--bootloader")
-        .arg(standin.join("u-boot/rpi_4/u-boot.bin"))
-        .args(["--firmware-dir", "fw", "--out", "out"])
-        .current_dir(work)
-        .env("HOME", work)
-        .env_remove("LAB_ROOT")
-        .output()
-        .unwrap();
+    let rootfs = standin.join("rootfs").to_string_lossy().into_owned();
+    let uboot = standin.join("u-boot/rpi_4/u-boot.bin").to_string_lossy().into_owned();
+    let res = labimg_as_nobody(
+        work,
+        &["build", "nixpi", "--rootfs", &rootfs, "--bootloader", &uboot, "--firmware-dir", "fw", "--out", "out"],
+    );
     assert!(!res.status.success());
     let err = stderr(&res);
     assert!(err.contains("firmware directory") && err.contains("not readable"), "{err}");
@@ -429,13 +397,7 @@ fn ctrl_c_stops_the_build_and_leaves_nothing() {
         fs::write(tree.join(format!("blob{i}")), vec![0x55u8 + i as u8; 50 * MIB as usize]).unwrap();
     }
     let out = tmp.path().join("out");
-    let mut cmd = build_cmd(&standin, &fw, None, &out);
-    let args: Vec<_> = cmd.get_args().map(|s| s.to_owned()).collect();
-    cmd = labimg();
-    for (i, arg) in args.iter().enumerate() {
-        if i > 0 && args[i - 1] == "--rootfs" { cmd.arg(&tree) } else { cmd.arg(arg) };
-    }
-    let child = cmd.stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let child = build_from(&tree, &standin, &fw, None, &out).stderr(std::process::Stdio::piped()).spawn().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(300));
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
     let res = child.wait_with_output().unwrap();

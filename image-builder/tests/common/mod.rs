@@ -85,9 +85,14 @@ pub fn stderr(out: &Output) -> String {
 
 /// `labimg build nixpi` from the stand-in into `out`.
 pub fn build_cmd(standin: &Path, firmware: &Path, key: Option<&Path>, out: &Path) -> Command {
+    build_from(&standin.join("rootfs"), standin, firmware, key, out)
+}
+
+/// `labimg build nixpi` from another root tree (directory or tar).
+pub fn build_from(rootfs: &Path, standin: &Path, firmware: &Path, key: Option<&Path>, out: &Path) -> Command {
     let mut c = labimg();
     c.args(["build", "nixpi", "--rootfs"])
-        .arg(standin.join("rootfs"))
+        .arg(rootfs)
         .arg("--bootloader")
         .arg(standin.join("u-boot/rpi_4/u-boot.bin"))
         .arg("--firmware-dir")
@@ -108,6 +113,21 @@ pub fn listing(dir: &Path) -> Vec<String> {
     };
     v.sort();
     v
+}
+
+/// Runs labimg as `nobody` in `work` (which nobody can read), with the lab
+/// copied there; returns its output.
+pub fn labimg_as_nobody(work: &Path, args: &[&str]) -> Output {
+    Command::new("setpriv")
+        .args(["--reuid=nobody", "--regid=nogroup", "--clear-groups"])
+        .arg(env!("CARGO_BIN_EXE_labimg"))
+        .args(["--lab", "."])
+        .args(args)
+        .current_dir(work)
+        .env("HOME", work)
+        .env_remove("LAB_ROOT")
+        .output()
+        .expect("setpriv runs")
 }
 
 /// A lab of its own: the repository's firmware pins and the given facts.
