@@ -7,7 +7,7 @@ use std::io::Read;
 use std::path::{Path, PathBuf};
 
 use ssh_key::{Algorithm, HashAlg, LineEnding, PrivateKey};
-use zeroize::Zeroizing;
+pub use zeroize::Zeroizing;
 
 /// Where a NixOS host, and sops-nix by default, expects its host key.
 pub const HOST_KEY_PATH: &str = "/etc/ssh/ssh_host_ed25519_key";

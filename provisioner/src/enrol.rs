@@ -1,0 +1,323 @@
+//! `labprov enrol HOST --address ADDR`: a host that made its own key at first
+//! boot (hosts/_modules/nixos/enrolment.nix) is pinned, recorded and synced.
+//!
+//! 1. `ssh-keyscan` offers a candidate ed25519 key; it is only a candidate.
+//! 2. The operator confirms its fingerprint: `--fingerprint` (from the
+//!    console), `--report` (the enrolment.txt the host wrote to its firmware
+//!    partition) or typing `yes` at a prompt. Anything else is refused.
+//! 3. ssh logs in with host key checking on, against a temporary known_hosts
+//!    holding exactly the confirmed key, and reads the host's key file: the
+//!    host proves it holds the key, and that sops-nix's key is the one sshd
+//!    serves.
+//! 4. The public key and its age recipient are recorded beside the host's
+//!    facts and `secrets sync` runs; if the sync fails the record is undone.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use lab_model::keys::PublicHostKey;
+use lab_model::secrets::{ops, sync, AdminIdentity, LabKeys, SyncOptions, SyncReport};
+use lab_model::Lab;
+use serde::Serialize;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Secrets(#[from] lab_model::secrets::Error),
+    #[error("`{tool}` is not installed; enrolment needs the OpenSSH client (Debian: apt-get install openssh-client)")]
+    ToolMissing { tool: String },
+    #[error("{address} port {port} offered no ed25519 host key ({detail}); is the host up with sshd running?")]
+    NoKey { address: String, port: u16, detail: String },
+    #[error("{address} offered several different ed25519 keys; refusing to guess which is the host's")]
+    SeveralKeys { address: String },
+    #[error(
+        "REFUSED: {address} presents {got}, but the expected fingerprint is {expected}. Do not enrol: \
+         check the address and the fingerprint on the host's console (something may be \
+         intercepting the connection)"
+    )]
+    FingerprintMismatch { address: String, expected: String, got: String },
+    #[error("`{given}` is not a fingerprint; expected SHA256:... as `ssh-keygen -l` prints it")]
+    BadFingerprint { given: String },
+    #[error("{path}: {reason}")]
+    Report { path: PathBuf, reason: String },
+    #[error("the report {path} is for host `{found}`, not `{host}`")]
+    ReportHost { path: PathBuf, found: String, host: String },
+    #[error("the report's age recipient {reported} is not the one derived from the key ({derived}); refusing")]
+    ReportAge { reported: String, derived: String },
+    #[error("the fingerprint was not confirmed; nothing recorded")]
+    NotConfirmed,
+    #[error(
+        "no terminal to confirm the fingerprint: pass --fingerprint SHA256:... (shown on the host's \
+         console) or --report enrolment.txt (from its firmware partition)"
+    )]
+    NoTerminal,
+    #[error("pinned ssh to {user}@{address} failed (host key checking on, only the confirmed key trusted):\n{stderr}")]
+    Ssh { user: String, address: String, stderr: String },
+    #[error("{address}:{path} holds {found}, not the key sshd presented ({expected}); refusing")]
+    RemoteKeyMismatch { address: String, path: String, found: String, expected: String },
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+#[derive(Debug, Clone)]
+pub struct EnrolOptions {
+    pub host: String,
+    pub address: String,
+    pub port: u16,
+    pub user: String,
+    /// `ssh -i` for the login (else ssh's defaults and agent).
+    pub ssh_identity: Option<PathBuf>,
+    pub fingerprint: Option<String>,
+    pub report: Option<PathBuf>,
+    /// The public key file read on the host (sops-nix's key).
+    pub remote_key: String,
+    /// Replace a different key already recorded for the host.
+    pub replace: bool,
+    /// Verify and show, record nothing.
+    pub dry_run: bool,
+}
+
+impl EnrolOptions {
+    pub fn new(host: &str, address: &str) -> EnrolOptions {
+        EnrolOptions {
+            host: host.to_string(),
+            address: address.to_string(),
+            port: 22,
+            user: "root".into(),
+            ssh_identity: None,
+            fingerprint: None,
+            report: None,
+            remote_key: format!("{}.pub", lab_model::keys::HOST_KEY_PATH),
+            replace: false,
+            dry_run: false,
+        }
+    }
+}
+
+/// What the operator is asked to confirm.
+#[derive(Debug, Clone, Serialize)]
+pub struct Candidate {
+    pub host: String,
+    pub address: String,
+    pub public_key: String,
+    pub fingerprint: String,
+    pub age_recipient: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Enrolled {
+    #[serde(flatten)]
+    pub candidate: Candidate,
+    /// `None` for a dry run.
+    pub recorded: Option<ops::Recorded>,
+    pub sync: Option<SyncReport>,
+}
+
+/// The first-boot report (enrolment.txt): `host:`, `fingerprint:` (the
+/// `ssh-keygen -l` line), `age:`, `public key:`.
+#[derive(Debug, Clone, Default)]
+pub struct Report {
+    pub host: Option<String>,
+    pub fingerprint: Option<String>,
+    pub age: Option<String>,
+    pub public_key: Option<String>,
+}
+
+pub fn parse_report(path: &Path) -> Result<Report> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::Report { path: path.into(), reason: e.to_string() })?;
+    let mut r = Report::default();
+    for line in text.lines() {
+        let Some((k, v)) = line.split_once(':') else { continue };
+        let v = v.trim().to_string();
+        match k.trim() {
+            "host" => r.host = Some(v),
+            "fingerprint" => r.fingerprint = v.split_whitespace().find(|t| t.starts_with("SHA256:")).map(str::to_string),
+            "age" => r.age = Some(v),
+            "public key" => r.public_key = Some(v),
+            _ => {}
+        }
+    }
+    if r.fingerprint.is_none() {
+        return Err(Error::Report { path: path.into(), reason: "no `fingerprint: ... SHA256:...` line; is this the host's enrolment.txt?".into() });
+    }
+    Ok(r)
+}
+
+fn check_fingerprint(fp: &str) -> Result<String> {
+    let fp = fp.trim();
+    let ok = fp.strip_prefix("SHA256:").is_some_and(|b| b.len() == 43 && b.chars().all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/'));
+    if ok {
+        Ok(fp.to_string())
+    } else {
+        Err(Error::BadFingerprint { given: fp.to_string() })
+    }
+}
+
+/// The ed25519 key `ssh-keyscan` sees at the address: a candidate only.
+pub fn keyscan(address: &str, port: u16) -> Result<PublicHostKey> {
+    let out = Command::new("ssh-keyscan")
+        .args(["-T", "10", "-t", "ed25519", "-p", &port.to_string(), address])
+        .output()
+        .map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::ToolMissing { tool: "ssh-keyscan".into() },
+            _ => Error::Io(e),
+        })?;
+    let mut keys: Vec<PublicHostKey> = Vec::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        if line.starts_with('#') || line.trim().is_empty() {
+            continue;
+        }
+        let rest: Vec<&str> = line.split_whitespace().skip(1).collect();
+        if let Ok(k) = PublicHostKey::parse(&rest.join(" ")) {
+            if !keys.iter().any(|x| x.same_key(&k)) {
+                keys.push(k);
+            }
+        }
+    }
+    match keys.len() {
+        0 => Err(Error::NoKey {
+            address: address.into(),
+            port,
+            detail: String::from_utf8_lossy(&out.stderr).lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("; "),
+        }),
+        1 => Ok(keys.remove(0)),
+        _ => Err(Error::SeveralKeys { address: address.into() }),
+    }
+}
+
+/// A private temporary directory, removed on drop.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new() -> Result<TempDir> {
+        use std::os::unix::fs::DirBuilderExt;
+        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+        let dir = std::env::temp_dir().join(format!("labprov-enrol-{}-{nanos}", std::process::id()));
+        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
+        Ok(TempDir(dir))
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Logs in trusting exactly `key` and returns the host's key file. Host key
+/// checking stays on: a temporary known_hosts under a fixed alias holds the
+/// confirmed key and nothing else, and ssh may not add to it.
+pub fn pinned_read_key(opts: &EnrolOptions, key: &PublicHostKey) -> Result<PublicHostKey> {
+    let tmp = TempDir::new()?;
+    let known = tmp.0.join("known_hosts");
+    let alias = format!("labprov-enrol-{}", opts.host);
+    std::fs::write(&known, format!("{alias} {}\n", key.openssh()))?;
+    let mut cmd = Command::new("ssh");
+    cmd.arg("-o").arg("StrictHostKeyChecking=yes")
+        .arg("-o").arg(format!("UserKnownHostsFile={}", known.display()))
+        .arg("-o").arg("GlobalKnownHostsFile=/dev/null")
+        .arg("-o").arg(format!("HostKeyAlias={alias}"))
+        .arg("-o").arg("HostKeyAlgorithms=ssh-ed25519")
+        .arg("-o").arg("UpdateHostKeys=no")
+        .arg("-o").arg("BatchMode=yes")
+        .arg("-o").arg("ConnectTimeout=10")
+        .arg("-p").arg(opts.port.to_string());
+    if let Some(id) = &opts.ssh_identity {
+        cmd.arg("-i").arg(id).arg("-o").arg("IdentitiesOnly=yes");
+    }
+    cmd.arg("-l").arg(&opts.user).arg(&opts.address).arg("--").arg("cat").arg(&opts.remote_key);
+    let out = cmd.output().map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::ToolMissing { tool: "ssh".into() },
+        _ => Error::Io(e),
+    })?;
+    if !out.status.success() {
+        return Err(Error::Ssh {
+            user: opts.user.clone(),
+            address: opts.address.clone(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    let text = String::from_utf8_lossy(&out.stdout);
+    let found = PublicHostKey::parse(text.trim()).map_err(|e| Error::RemoteKeyMismatch {
+        address: opts.address.clone(),
+        path: opts.remote_key.clone(),
+        found: e.to_string(),
+        expected: key.fingerprint(),
+    })?;
+    if !found.same_key(key) {
+        return Err(Error::RemoteKeyMismatch {
+            address: opts.address.clone(),
+            path: opts.remote_key.clone(),
+            found: found.fingerprint(),
+            expected: key.fingerprint(),
+        });
+    }
+    Ok(found)
+}
+
+/// The whole enrolment. `confirm` is asked only when neither `--fingerprint`
+/// nor `--report` gives the expected fingerprint.
+pub fn enrol(
+    lab: &Lab,
+    opts: &EnrolOptions,
+    identity: &AdminIdentity,
+    confirm: &mut dyn FnMut(&Candidate) -> Result<bool>,
+) -> Result<Enrolled> {
+    let keys = LabKeys::load(lab)?;
+    keys.host(&opts.host)?;
+    keys.admin_recipients()?;
+
+    let report = opts.report.as_deref().map(parse_report).transpose()?;
+    if let (Some(r), Some(path)) = (&report, &opts.report) {
+        if let Some(found) = r.host.as_ref().filter(|h| **h != opts.host) {
+            return Err(Error::ReportHost { path: path.clone(), found: found.clone(), host: opts.host.clone() });
+        }
+    }
+    let mut expected: Vec<String> = Vec::new();
+    if let Some(fp) = &opts.fingerprint {
+        expected.push(check_fingerprint(fp)?);
+    }
+    if let Some(fp) = report.as_ref().and_then(|r| r.fingerprint.clone()) {
+        expected.push(check_fingerprint(&fp)?);
+    }
+
+    let key = keyscan(&opts.address, opts.port)?;
+    let candidate = Candidate {
+        host: opts.host.clone(),
+        address: opts.address.clone(),
+        public_key: key.openssh(),
+        fingerprint: key.fingerprint(),
+        age_recipient: key.age_recipient(),
+    };
+    for fp in &expected {
+        if *fp != candidate.fingerprint {
+            return Err(Error::FingerprintMismatch { address: opts.address.clone(), expected: fp.clone(), got: candidate.fingerprint.clone() });
+        }
+    }
+    if let Some(age) = report.as_ref().and_then(|r| r.age.clone()) {
+        if age != candidate.age_recipient {
+            return Err(Error::ReportAge { reported: age, derived: candidate.age_recipient.clone() });
+        }
+    }
+    if expected.is_empty() && !confirm(&candidate)? {
+        return Err(Error::NotConfirmed);
+    }
+    pinned_read_key(opts, &key)?;
+    if opts.dry_run {
+        return Ok(Enrolled { candidate, recorded: None, sync: None });
+    }
+
+    let backup = ops::KeyFilesBackup::take(&lab.root, &opts.host)?;
+    let result = (|| -> Result<Enrolled> {
+        let recorded = ops::record_public_key(&lab.root, &keys, &opts.host, &key, opts.replace)?;
+        let keys = LabKeys::load(lab)?;
+        let report = sync(&lab.root, &keys, &SyncOptions::new(identity))?;
+        Ok(Enrolled { candidate: candidate.clone(), recorded: Some(recorded), sync: Some(report) })
+    })();
+    if result.is_err() {
+        backup.restore()?;
+    }
+    result
+}
