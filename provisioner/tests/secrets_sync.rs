@@ -96,7 +96,10 @@ fn hosts_decrypt_exactly_their_files_rotation_and_removal_revoke() {
     std::fs::remove_file(lab.root().join("hosts/beta/facts.nix")).unwrap();
     lab.add_host("alpha", &[]);
     let report = sync_lab(&lab).unwrap();
-    assert!(report.files.iter().any(|f| f.removed.iter().any(|r| r.contains(&lab.admin_recipient)) == false && !f.removed.is_empty()));
+    // beta's own file loses beta, the wifi secret loses alpha; both get new data keys.
+    let lost: Vec<_> = report.files.iter().filter(|f| !f.removed.is_empty()).map(|f| f.path.to_string_lossy().into_owned()).collect();
+    assert_eq!(lost, vec!["hosts/beta/secrets.sops.yaml", "secrets/shared/wifi.sops.yaml"]);
+    assert!(report.files.iter().filter(|f| !f.removed.is_empty()).all(|f| f.data_key_rotated));
     assert_eq!(can(&beta), Vec::<&str>::new());
     assert_eq!(can(&alpha2), vec!["hosts/alpha/secrets.sops.yaml"]);
     assert_eq!(can(&lab.admin_key).len(), 4);
@@ -192,4 +195,37 @@ fn rotate_rolls_back_when_the_sync_fails() {
     assert!(err.contains("secrets/broken.sops.yaml"), "{err}");
     assert_eq!(lab.snapshot(), before, "a failed rotate left changes");
     assert!(lab.decrypts(&old_identity, "hosts/alpha/secrets.sops.yaml", "A1"));
+}
+
+#[test]
+fn dry_run_changes_nothing_keys_new_resumes_and_mismatched_keys_are_refused() {
+    if !require("dry_run_changes_nothing_keys_new_resumes_and_mismatched_keys_are_refused", TOOLS) {
+        return;
+    }
+    let lab = TestLab::new(&[("alpha", &[]), ("beta", &[])]);
+    let first = ops::new_key(lab.root(), &lab.keys(), "alpha", None).unwrap();
+    ops::new_key(lab.root(), &lab.keys(), "beta", None).unwrap();
+    lab.write_secret("hosts/alpha/secrets.sops.yaml", "alpha_pw: A1\n");
+
+    let before = lab.snapshot();
+    let identity = lab.identity();
+    let mut opts = SyncOptions::new(&identity);
+    opts.dry_run = true;
+    let report = sync(lab.root(), &lab.keys(), &opts).unwrap();
+    assert!(report.config_changed && report.files[0].changed && report.files[0].added.iter().any(|r| r.contains("host alpha")));
+    assert_eq!(lab.snapshot(), before, "a dry run changed files");
+
+    // Interrupted after the encrypted key was stored: re-running finishes it.
+    std::fs::remove_file(lab.root().join("hosts/alpha/ssh_host_ed25519_key.pub")).unwrap();
+    std::fs::remove_file(lab.root().join("hosts/alpha/age.pub")).unwrap();
+    let err = ops::new_key(lab.root(), &lab.keys(), "alpha", None).unwrap_err().to_string();
+    assert!(err.contains("admin identity"), "{err}");
+    let resumed = ops::new_key(lab.root(), &lab.keys(), "alpha", Some(&identity)).unwrap();
+    assert_eq!(resumed.key.fingerprint, first.key.fingerprint);
+    assert_eq!(ops::show(lab.root(), &lab.keys(), "alpha").unwrap().fingerprint, first.key.fingerprint);
+
+    // An encrypted key that is not the recorded one is never injected.
+    std::fs::copy(secrets::encrypted_key_path(lab.root(), "beta"), secrets::encrypted_key_path(lab.root(), "alpha")).unwrap();
+    let err = secrets::injection_material_with(lab.root(), "alpha", &identity).err().unwrap().to_string();
+    assert!(err.contains("not the recorded") && err.contains("ssh_host_ed25519_key.pub"), "{err}");
 }
