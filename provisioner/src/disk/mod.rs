@@ -417,15 +417,16 @@ fn block_device_for(target: &Path, loops: &mut BTreeMap<PathBuf, PathBuf>) -> Re
     }
     let dev = match attached_loop(target)? {
         Some(d) => {
-            // Re-read the table on an existing attachment.
             let _ = Command::new("losetup").args(["-c"]).arg(&d).status();
-            if let Ok(f) = File::open(&d) {
-                let _ = crate::blockdev::reread_partitions(&f);
-            }
             d
         }
         None => PathBuf::from(run("losetup", &["-f".into(), "--show".into(), "-P".into(), target.display().to_string()])?.trim()),
     };
+    // Ask for the table explicitly: the scan `losetup -P` triggers does not
+    // always show partitions in sysfs (seen in containers), BLKRRPART does.
+    if let Ok(f) = File::open(&dev) {
+        let _ = crate::blockdev::reread_partitions(&f);
+    }
     let _ = Command::new("udevadm").args(["settle", "--timeout", "30"]).status();
     loops.insert(target.to_path_buf(), dev.clone());
     Ok(dev)
@@ -451,12 +452,10 @@ pub fn partition_node(dev: &Path, n: u32) -> PathBuf {
 /// The node holding partition `n` of `target` (attached as `dev`). Where
 /// the kernel shows no partitions of a loop device (some containers), the
 /// partition gets its own loop device at its offset, like `losetup -o`.
-fn partition_device(target: &Path, dev: &Path, n: u32, sector_size: u64) -> Result<PathBuf, DiskError> {
+pub fn partition_device(target: &Path, dev: &Path, n: u32, sector_size: u64) -> Result<PathBuf, DiskError> {
     let node = partition_node(dev, n);
-    match ensure_node(&node) {
-        Ok(()) => return Ok(node),
-        Err(e) if dev == target => return Err(e),
-        Err(_) => {}
+    if sysfs_has(&node) && ensure_node(&node).is_ok() {
+        return Ok(node);
     }
     let slots = match table::read_existing(target, sector_size)? {
         Existing::Gpt(s) => s.into_iter().map(|(s, _, _)| s).collect(),
@@ -466,6 +465,15 @@ fn partition_device(target: &Path, dev: &Path, n: u32, sector_size: u64) -> Resu
     let slot = slots.into_iter().find(|s| s.number == n).ok_or_else(|| DiskError::Table { path: target.to_path_buf(), message: format!("partition {n} is not in the table") })?;
     let offset = slot.first * sector_size;
     let size = (slot.last - slot.first + 1) * sector_size;
+    // The kernel did not pick the partition up from the table: add it.
+    if let Ok(f) = File::open(dev) {
+        let _ = crate::blockdev::add_partition(&f, n, offset, size);
+    }
+    match ensure_node(&node) {
+        Ok(()) => return Ok(node),
+        Err(e) if dev == target => return Err(e),
+        Err(_) => {}
+    }
     let out = Command::new("losetup").args(["-j"]).arg(target).args(["-o", &offset.to_string()]).output().map_err(|e| tool_error("losetup", "util-linux", e))?;
     if let Some(existing) = String::from_utf8_lossy(&out.stdout).lines().next().and_then(|l| l.split(':').next()) {
         return Ok(PathBuf::from(existing));
@@ -477,10 +485,13 @@ fn partition_device(target: &Path, dev: &Path, n: u32, sector_size: u64) -> Resu
 /// Makes sure the partition's device node exists. Where no udev runs
 /// (containers, some rescue systems) the kernel knows the partition (sysfs)
 /// but nobody creates `/dev/...`: do what udev would, from sysfs's `dev`.
+/// Whether the kernel shows `node`'s partition in sysfs right now.
+fn sysfs_has(node: &Path) -> bool {
+    node.file_name().is_some_and(|n| Path::new("/sys/class/block").join(n).join("dev").exists())
+}
+
 fn ensure_node(node: &Path) -> Result<(), DiskError> {
-    if node.exists() {
-        return Ok(());
-    }
+    use std::os::unix::fs::MetadataExt;
     let Some(name) = node.file_name().and_then(|n| n.to_str()) else { return Ok(()) };
     let sys = PathBuf::from("/sys/class/block").join(name).join("dev");
     // The kernel may still be adding the partition after BLKRRPART.
@@ -490,15 +501,24 @@ fn ensure_node(node: &Path) -> Result<(), DiskError> {
         }
         std::thread::sleep(std::time::Duration::from_millis(40));
     }
+    // The kernel's word, not the node's existence, says the partition is
+    // there: a node left behind by an earlier attachment (devtmpfs in a
+    // container keeps them) may name no device, or another one.
     let text = std::fs::read_to_string(&sys).map_err(|source| DiskError::Io { path: sys.clone(), source })?;
-    let (major, minor) = text.trim().split_once(':').ok_or_else(|| DiskError::Table { path: sys.clone(), message: format!("unexpected content `{}`", text.trim()) })?;
+    let bad = || DiskError::Table { path: sys.clone(), message: format!("unexpected content `{}`", text.trim()) };
+    let (major, minor) = text.trim().split_once(':').ok_or_else(bad)?;
     let (major, minor): (u64, u64) = match (major.parse(), minor.parse()) {
         (Ok(a), Ok(b)) => (a, b),
-        _ => return Err(DiskError::Table { path: sys, message: format!("unexpected content `{}`", text.trim()) }),
+        _ => return Err(bad()),
     };
     use nix::sys::stat::{makedev, mknod, Mode, SFlag};
-    mknod(node, SFlag::S_IFBLK, Mode::from_bits_truncate(0o660), makedev(major, minor))
-        .map_err(|e| DiskError::Io { path: node.to_path_buf(), source: e.into() })
+    let want = makedev(major, minor);
+    match std::fs::metadata(node) {
+        Ok(m) if m.file_type().is_block_device() && m.rdev() == want => return Ok(()),
+        Ok(_) => std::fs::remove_file(node).map_err(|source| DiskError::Io { path: node.to_path_buf(), source })?,
+        Err(_) => {}
+    }
+    mknod(node, SFlag::S_IFBLK, Mode::from_bits_truncate(0o660), want).map_err(|e| DiskError::Io { path: node.to_path_buf(), source: e.into() })
 }
 
 /// disko formats only where `blkid` finds nothing.
