@@ -180,7 +180,9 @@ pub fn keyscan(address: &str, port: u16) -> Result<PublicHostKey> {
         0 => Err(Error::NoKey {
             address: address.into(),
             port,
-            detail: String::from_utf8_lossy(&out.stderr).lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("; "),
+            detail: Some(String::from_utf8_lossy(&out.stderr).lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("; "))
+                .filter(|d| !d.trim().is_empty())
+                .unwrap_or_else(|| "nothing answered".into()),
         }),
         1 => Ok(keys.remove(0)),
         _ => Err(Error::SeveralKeys { address: address.into() }),

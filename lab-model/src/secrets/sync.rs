@@ -118,7 +118,7 @@ pub fn sync(root: &Path, keys: &LabKeys, opts: &SyncOptions) -> Result<SyncRepor
                 stderr: format!("after updatekeys the file is encrypted to {got:?}, expected {want_set:?}"),
             });
         }
-        let label = |r: &String| keys.label(r).map(|l| format!("{r} ({l})")).unwrap_or_else(|| r.clone());
+        let label = |r: &String| format!("{r} ({})", keys.label(r).unwrap_or_else(|| "no longer in the facts".into()));
         report.push(FileSync {
             path: rel.clone(),
             changed: after != before,
