@@ -7,6 +7,7 @@
 # (_modules, ...) is not. Tool-written files beside a host's facts are picked up
 # here so the tools never edit Nix code:
 #   ssh_host_ed25519_key.pub   the host's public SSH key (labprov keys new / enrol)
+#   age.pub                    its age recipient, derived from that key (ssh-to-age)
 let
   entries = builtins.readDir ./.;
   isHost = name:
@@ -18,6 +19,7 @@ let
     import (dir + "/facts.nix") // {
       inherit name;
       sshHostKey = optionalFile (dir + "/ssh_host_ed25519_key.pub");
+      ageRecipient = optionalFile (dir + "/age.pub");
     };
 in
 {

@@ -11,7 +11,7 @@ use std::time::Instant;
 use lab_model::ids;
 use lab_model::keys::{HostKey, HOST_KEY_PATH};
 use lab_model::layout::{Placement, SdLayout, FIRMWARE_PARTITION_TYPE, ROOT_PARTITION_TYPE, SECTOR};
-use lab_model::Host;
+use lab_model::{secrets, Host};
 use serde::Serialize;
 
 use crate::bmap;
@@ -49,6 +49,8 @@ pub enum Error {
     Layout(#[from] lab_model::layout::Error),
     #[error(transparent)]
     Key(#[from] lab_model::keys::Error),
+    #[error(transparent)]
+    Secrets(#[from] lab_model::secrets::Error),
     #[error(transparent)]
     Firmware(#[from] firmware::Error),
     #[error(transparent)]
@@ -180,7 +182,16 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary, Error> {
     let template_path = opts.lab_root.join(firmware::CONFIG_TEMPLATE);
     let template = fs::read_to_string(&template_path)
         .map_err(|source| Error::Read { what: "config.txt template", path: template_path.clone(), source })?;
-    let key = opts.host_key.as_deref().map(HostKey::load).transpose()?;
+    let key = match &opts.host_key {
+        Some(path) => Some(HostKey::load(path)?),
+        // The lab holds the host's key (`labprov keys new`): decrypted in
+        // memory with the admin's age identity, checked against the facts.
+        None if secrets::encrypted_key_path(&opts.lab_root, &host.name).is_file() => {
+            Some(secrets::injection_material_with(&opts.lab_root, &host.name, &secrets::AdminIdentity::from_env()?)?)
+        }
+        // Neither: the first boot makes one and `labprov enrol` records it.
+        None => None,
+    };
 
     ensure_dir(&opts.out_dir)?;
     let (tree, bootloader_path) = root_tree(opts, &board)?;

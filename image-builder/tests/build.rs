@@ -473,3 +473,50 @@ fn a_nix_store_system_becomes_the_root_with_its_registration_and_extlinux() {
     assert_eq!(manifest(&out)["root"]["kind"], "nixos-system");
     assert_eq!(listing(&out), ["nixpi.img", "nixpi.img.bmap", "nixpi.img.sha256", "nixpi.manifest.json"], "the staging copy is gone");
 }
+
+#[test]
+fn a_lab_held_host_key_is_decrypted_in_memory_and_injected() {
+    let t = "a_lab_held_host_key_is_decrypted_in_memory_and_injected";
+    let (Some(standin), Some(fw)) = (standin(t), firmware(t)) else { return };
+    if !have("age") || !have("age-keygen") {
+        return skip(t, "the age CLI is not installed (apt-get install age)");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let lab = custom_lab(tmp.path(), &facts_with(r#"board = "rpi4";"#));
+    // A throwaway admin identity and host key, stored the way `labprov keys new` stores them.
+    let admin = tmp.path().join("admin.txt");
+    tool_output(Command::new("age-keygen").arg("-o").arg(&admin));
+    let recipient = tool_output(Command::new("age-keygen").arg("-y").arg(&admin)).trim().to_string();
+    let key = test_key(tmp.path());
+    fs::create_dir_all(lab.join("secrets/host-keys")).unwrap();
+    fs::create_dir_all(lab.join("hosts/pi")).unwrap();
+    tool_output(Command::new("age").args(["-a", "-r", &recipient, "-o"]).arg(lab.join("secrets/host-keys/pi.age")).arg(&key));
+    fs::copy(key.with_extension("pub"), lab.join("hosts/pi/ssh_host_ed25519_key.pub")).unwrap();
+
+    let out = tmp.path().join("out");
+    let build = |identity: &Path| {
+        let mut c = labimg();
+        c.env("LAB_ROOT", &lab).env("SOPS_AGE_KEY_FILE", identity).env_remove("SOPS_AGE_KEY");
+        c.args(["build", "pi", "--rootfs"]).arg(standin.join("rootfs"));
+        c.arg("--bootloader").arg(standin.join("u-boot/rpi_4/u-boot.bin"));
+        c.arg("--firmware-dir").arg(&fw).arg("--out").arg(&out);
+        run(&mut c)
+    };
+    // Another identity cannot decrypt it: a clear error, nothing written.
+    let stranger = tmp.path().join("stranger.txt");
+    tool_output(Command::new("age-keygen").arg("-o").arg(&stranger));
+    let res = build(&stranger);
+    assert!(!res.status.success(), "a stranger's identity decrypted the host key");
+    assert!(listing(&out).is_empty(), "left behind: {:?}", listing(&out));
+
+    let res = build(&admin);
+    assert!(res.status.success(), "{}", stderr(&res));
+    let root = format!("{}?offset={}", out.join("pi.img").display(), 38 * MIB);
+    let public = tool_output(Command::new("debugfs").args(["-R", "cat /etc/ssh/ssh_host_ed25519_key.pub"]).arg(&root));
+    let expected = fs::read_to_string(key.with_extension("pub")).unwrap();
+    assert_eq!(public.split_whitespace().nth(1), expected.split_whitespace().nth(1));
+    let stat = tool_output(Command::new("debugfs").args(["-R", "stat /etc/ssh/ssh_host_ed25519_key"]).arg(&root));
+    assert!(stat.contains("Mode:  0600") && stat.contains("User:     0   Group:     0"), "{stat}");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(fs::metadata(out.join("pi.img")).unwrap().permissions().mode() & 0o777, 0o600);
+}
