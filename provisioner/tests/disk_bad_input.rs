@@ -246,3 +246,14 @@ fn a_hybrid_mbr_is_refused_not_left_out() {
     let disks = [format!("main={}", img.display())];
     refused(&apply_args(s.to_str().unwrap(), &disks, &["--only", "partition", "--yes"]), &[&img], &["disko.devices.disk.main.content.partitions.ESP.hybrid", "hybrid MBR"]);
 }
+
+#[test]
+fn a_hook_is_refused_not_skipped() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(dir.path(), "a.img");
+    let s = spec(dir.path(), &one_disk(r#"{"root": {"size": "100%", "content": {"type": "filesystem", "format": "ext4", "mountpoint": "/", "postCreateHook": "touch /tmp/x"}}}"#));
+    let disks = [format!("main={}", img.display())];
+    refused(&apply_args(s.to_str().unwrap(), &disks, &["--only", "partition", "--yes"]), &[&img], &["disko.devices.disk.main.content.partitions.root.content.postCreateHook", "hook"]);
+    let (ok, out, _) = labprov(&["disk", "plan", "--spec", s.to_str().unwrap()]);
+    assert!(ok && out.contains("NOT SUPPORTED YET: hook at disko.devices.disk.main.content.partitions.root.content.postCreateHook"), "{out}");
+}

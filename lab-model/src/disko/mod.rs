@@ -44,3 +44,32 @@ pub fn normalize_str(text: &str) -> Result<serde_json::Value, SpecError> {
     let raw: serde_json::Value = serde_json::from_str(text).map_err(|e| SpecError::Json(e.to_string()))?;
     normalize(&raw)
 }
+
+/// The option paths of every non-empty hook (`preCreateHook`,
+/// `postMountHook`, ...) in a normalised spec. Hooks are shell code disko
+/// runs around its steps; labprov does not run them, so a spec that sets
+/// one is refused rather than applied without it.
+pub fn hooks_set(normalized: &serde_json::Value) -> Vec<String> {
+    fn walk(v: &serde_json::Value, path: &str, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    let p = format!("{path}.{}", normalize::quote_attr(k));
+                    match v {
+                        serde_json::Value::String(s) if k.ends_with("Hook") && !s.trim().is_empty() => out.push(p),
+                        _ => walk(v, &p, out),
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => {
+                for (i, v) in a.iter().enumerate() {
+                    walk(v, &format!("{path}.[{i}]"), out);
+                }
+            }
+            _ => {}
+        }
+    }
+    let mut out = Vec::new();
+    walk(normalized, "disko.devices", &mut out);
+    out
+}

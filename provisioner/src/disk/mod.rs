@@ -90,6 +90,15 @@ pub fn load_raw(source: &SpecSource) -> Result<serde_json::Value, DiskError> {
     }
 }
 
+/// Refuses a spec whose hooks are set: labprov does not run disko's hook
+/// scripts, and leaving them out silently would make a different machine.
+pub fn check_hooks(normalized: &serde_json::Value) -> Result<(), DiskError> {
+    match disko::hooks_set(normalized).into_iter().next() {
+        Some(spec_path) => Err(DiskError::Unsupported { kind: "a hook (shell code disko runs around its steps)".into(), spec_path }),
+        None => Ok(()),
+    }
+}
+
 /// Normalised devices JSON and the typed model.
 pub fn load(source: &SpecSource) -> Result<(serde_json::Value, Devices), DiskError> {
     let raw = load_raw(source)?;
