@@ -4,9 +4,11 @@
 //!
 //! Every sgdisk call is a new process that re-reads the table, so the
 //! alignment is recomputed from the partitions already there each time
-//! (`GPTData::ComputeAlignment`). The differential test in
-//! `provisioner/tests/sgdisk_differential.rs` checks this model against the
-//! real sgdisk on random inputs.
+//! (`GPTData::ComputeAlignment`). The golden test
+//! (`provisioner/tests/disko_partition_golden.rs`: every fixture's table as
+//! disko's own sgdisk calls wrote it) and `provisioner/tests/host_specs.rs`
+//! (the host specs, partitioned by the real sgdisk beside labprov) check
+//! this model against sgdisk.
 
 use super::typecodes::TYPE_CODES;
 
