@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use provisioner::disk::{self, ApplyOptions, SpecSource};
 
 #[derive(Parser)]
-#[command(name = "labprov", version, about = "Provision lab machines: disks from disko specs")]
+#[command(name = "labprov", version, about = "Provision lab machines: disks from disko specs, host keys, secrets, enrolment")]
 struct Cli {
     /// The lab repository (default: the nearest parent holding hosts/facts.nix, or $LAB_ROOT).
     #[arg(long, global = true, env = "LAB_ROOT")]
@@ -23,6 +23,14 @@ enum Command {
     /// Partition, format and mount disks from a disko spec, exactly as disko would.
     #[command(subcommand)]
     Disk(DiskCommand),
+    /// Host keys: new, show, derive (ssh-to-age), rotate.
+    #[command(subcommand)]
+    Keys(provisioner::cli_keys::KeysCmd),
+    /// Regenerate .sops.yaml from the facts and re-encrypt every secrets file.
+    #[command(subcommand)]
+    Secrets(provisioner::cli_keys::SecretsCmd),
+    /// Pin and record a host that made its own key at first boot, then sync.
+    Enrol(provisioner::cli_keys::EnrolArgs),
 }
 
 #[derive(Subcommand)]
@@ -144,7 +152,12 @@ fn print_actions(actions: &[disk::Action], json: bool) -> Result<()> {
 
 fn main() -> Result<()> {
     let cli = Cli::parse();
-    let Command::Disk(cmd) = cli.command;
+    let cmd = match cli.command {
+        Command::Disk(cmd) => cmd,
+        Command::Keys(c) => return provisioner::cli_keys::run_keys(cli.lab.as_deref(), c),
+        Command::Secrets(c) => return provisioner::cli_keys::run_secrets(cli.lab.as_deref(), c),
+        Command::Enrol(a) => return provisioner::cli_keys::run_enrol(cli.lab.as_deref(), a),
+    };
     match cmd {
         DiskCommand::Plan { spec, json, root } => {
             let (normalized, devices) = disk::load(&source(cli.lab.as_ref(), &spec)?)?;

@@ -1,23 +1,10 @@
 //! Enrolment end to end against a real OpenSSH server on loopback whose host
 //! key is made by the first-boot script of hosts/_modules/nixos/enrolment.nix
 //! (run as written, with `ssh-to-age` played by tests/keys/ssh_to_age.py).
-//!
-//! The provisioner's keys/secrets/enrol/cli_keys modules are compiled into
-//! this test directly until provisioner/src/lib.rs declares them.
 
-#[path = "../src/cli_keys.rs"]
-#[allow(dead_code)]
-mod cli_keys;
-#[path = "../src/enrol.rs"]
-#[allow(dead_code)]
-mod enrol;
-#[path = "../src/keys/mod.rs"]
-#[allow(dead_code)]
-mod keys;
 mod keys_support;
-#[path = "../src/secrets/mod.rs"]
-#[allow(dead_code)]
-mod secrets;
+
+use provisioner::{cli_keys, enrol, keys};
 
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};

@@ -61,29 +61,6 @@ pub struct TestLab {
     pub admin_recipient: String,
 }
 
-pub const FACTS_NIX: &str = r#"
-let
-  entries = builtins.readDir ./.;
-  isHost = name:
-    entries.${name} == "directory" && builtins.pathExists (./. + "/${name}/facts.nix");
-  optionalFile = path:
-    if builtins.pathExists path then builtins.replaceStrings [ "\n" ] [ "" ] (builtins.readFile path) else null;
-  hostFacts = name:
-    let dir = ./. + "/${name}"; in
-    import (dir + "/facts.nix") // {
-      inherit name;
-      sshHostKey = optionalFile (dir + "/ssh_host_ed25519_key.pub");
-      ageRecipient = optionalFile (dir + "/age.pub");
-    };
-in
-{
-  admins = import ./admins.nix;
-  hosts = builtins.listToAttrs (map
-    (name: { inherit name; value = hostFacts name; })
-    (builtins.filter isHost (builtins.attrNames entries)));
-}
-"#;
-
 impl TestLab {
     /// `hosts`: `(name, shared secrets)`.
     pub fn new(hosts: &[(&str, &[&str])]) -> TestLab {
@@ -95,7 +72,8 @@ impl TestLab {
         run_ok(Command::new("age-keygen").arg("-o").arg(&admin_key));
         let admin_recipient = run_ok(Command::new("age-keygen").arg("-y").arg(&admin_key)).trim().to_string();
         std::fs::create_dir_all(root.join("hosts")).unwrap();
-        std::fs::write(root.join("hosts/facts.nix"), FACTS_NIX).unwrap();
+        // The repository's own facts.nix: the tests exercise the real one.
+        std::fs::copy(repo().join("hosts/facts.nix"), root.join("hosts/facts.nix")).unwrap();
         let lab = TestLab { dir, home, admin_key, admin_recipient };
         lab.set_admins(&[&lab.admin_recipient.clone()]);
         for (name, shared) in hosts {

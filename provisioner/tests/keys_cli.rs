@@ -1,0 +1,71 @@
+//! The keys and secrets commands through the real `labprov` binary, with
+//! real sops and age: what an operator types, end to end.
+
+mod keys_support;
+
+use std::process::Command;
+
+use keys_support::{require, run, run_ok, TestLab};
+
+fn labprov(lab: &TestLab, identity: &std::path::Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_labprov"));
+    c.env("LAB_ROOT", lab.root())
+        .env("HOME", &lab.home)
+        .env("XDG_CONFIG_HOME", &lab.home)
+        .env_remove("SOPS_AGE_KEY")
+        .env("SOPS_AGE_KEY_FILE", identity);
+    c
+}
+
+#[test]
+fn new_show_sync_rotate_through_the_binary() {
+    let t = "new_show_sync_rotate_through_the_binary";
+    if !require(t, &["sops", "age", "age-keygen", "ssh-keygen", "python3", "pynacl", "nix"]) {
+        return;
+    }
+    let lab = TestLab::new(&[("nixpi", &[]), ("luna", &[])]);
+    let admin = lab.admin_key.clone();
+    run_ok(labprov(&lab, &admin).args(["keys", "new", "nixpi"]));
+    run_ok(labprov(&lab, &admin).args(["keys", "new", "luna"]));
+    // The private key is stored only encrypted, and only its owner can read the file.
+    let enc = lab.root().join("secrets/host-keys/nixpi.age");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&enc).unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(!std::fs::read_to_string(&enc).unwrap().contains("OPENSSH"), "stored in clear");
+
+    let show: serde_json::Value =
+        serde_json::from_str(&run_ok(labprov(&lab, &admin).args(["keys", "show", "nixpi", "--json"]))).unwrap();
+    let pub_file = lab.root().join("hosts/nixpi/ssh_host_ed25519_key.pub");
+    let fp = run_ok(Command::new("ssh-keygen").arg("-lf").arg(&pub_file));
+    assert_eq!(show["fingerprint"].as_str(), fp.split_whitespace().nth(1));
+    let derived = run_ok(labprov(&lab, &admin).args(["keys", "derive", "--ssh-key"]).arg(&pub_file));
+    let recorded = std::fs::read_to_string(lab.root().join("hosts/nixpi/age.pub")).unwrap();
+    assert!(derived.contains(recorded.trim()), "{derived} vs {recorded}");
+
+    lab.write_secret("hosts/nixpi/secrets.sops.yaml", "wifi: pi-secret\n");
+    lab.write_secret("hosts/luna/secrets.sops.yaml", "dns: luna-secret\n");
+    run_ok(labprov(&lab, &admin).args(["secrets", "sync"]));
+    let sops_yaml = std::fs::read_to_string(lab.root().join(".sops.yaml")).unwrap();
+    assert!(sops_yaml.starts_with("# GENERATED"), "{sops_yaml}");
+    let pi = lab.host_identity("nixpi", "first");
+    assert!(lab.decrypts(&pi, "hosts/nixpi/secrets.sops.yaml", "pi-secret"));
+    assert!(!lab.decrypts(&pi, "hosts/luna/secrets.sops.yaml", "luna-secret"), "nixpi reads luna's secrets");
+
+    // Idempotent: a second sync changes no byte.
+    let before = lab.snapshot();
+    run_ok(labprov(&lab, &admin).args(["secrets", "sync"]));
+    assert!(lab.snapshot() == before, "a second sync changed files");
+
+    // Without the admin identity nothing can be re-encrypted: refused, nothing changed.
+    let stranger = lab.home.join("stranger.txt");
+    run_ok(Command::new("age-keygen").arg("-o").arg(&stranger));
+    let res = run(labprov(&lab, &stranger).args(["keys", "rotate", "nixpi"]));
+    assert!(!res.status.success());
+    assert!(lab.snapshot() == before, "a refused rotate changed files");
+
+    // Rotation: the old key reads nothing, the new one reads its file.
+    run_ok(labprov(&lab, &admin).args(["keys", "rotate", "nixpi"]));
+    assert!(!lab.decrypts(&pi, "hosts/nixpi/secrets.sops.yaml", "pi-secret"), "the old key still decrypts");
+    let pi2 = lab.host_identity("nixpi", "second");
+    assert!(lab.decrypts(&pi2, "hosts/nixpi/secrets.sops.yaml", "pi-secret"));
+}
