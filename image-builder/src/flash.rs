@@ -12,7 +12,7 @@ use std::time::Instant;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use crate::blockdev::{self, Disk};
+use lab_model::blockdev::{self, Disk};
 use crate::bmap::{self, Bmap, ParseError};
 use crate::interrupt;
 use crate::progress::Progress;
@@ -326,7 +326,7 @@ pub fn flash(image: &mut Image, target_path: &Path, opts: &FlashOptions) -> Resu
         if size < image.size {
             return Err(Error::TooSmall { path: target_path.to_path_buf(), device_size: size, image_size: image.size });
         }
-        align = align.max(blockdev::sector_size(&out).map_err(open_err)? as u64);
+        align = align.max(blockdev::sector_size(&out).map_err(open_err)?);
     } else if out.metadata().map_err(open_err)?.len() < image.size {
         out.set_len(image.size).map_err(open_err)?;
     }

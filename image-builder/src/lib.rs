@@ -1,7 +1,6 @@
 //! labimg's library: everything the `labimg` binary does, so that the binary
 //! only parses its command line.
 
-pub mod blockdev;
 pub mod bmap;
 pub mod build;
 pub mod ext4;

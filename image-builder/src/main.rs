@@ -8,7 +8,8 @@ use anyhow::{Context, Result};
 use clap::{CommandFactory, Parser, Subcommand};
 use image_builder::build::{self, BuildOptions, RootInput};
 use image_builder::progress::Progress;
-use image_builder::{blockdev, firmware, flash, inspect, interrupt};
+use image_builder::{firmware, flash, inspect, interrupt};
+use lab_model::blockdev;
 use lab_model::Lab;
 
 /// Default for SOURCE_DATE_EPOCH: 1980-01-01, the earliest time FAT can hold,

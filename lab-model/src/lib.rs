@@ -1,6 +1,7 @@
 //! The lab model both tools share: where the lab lives, its host facts, host
 //! keys, and the SD image layout those facts describe.
 
+pub mod blockdev;
 pub mod disko;
 pub mod facts;
 pub mod ids;

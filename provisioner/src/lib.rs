@@ -1,6 +1,5 @@
 //! labprov's library: everything the `labprov` binary does lives here.
 
-pub mod blockdev;
 pub mod cli_keys;
 pub mod disk;
 pub mod enrol;

@@ -399,7 +399,7 @@ pub fn geometry(path: &Path) -> Result<(u64, u64), DiskError> {
     let f = File::open(path).map_err(|source| DiskError::Io { path: path.to_path_buf(), source })?;
     let bytes = table::device_bytes(&f, path)?;
     let meta = f.metadata().map_err(|source| DiskError::Io { path: path.to_path_buf(), source })?;
-    let ss = if meta.is_file() { 512 } else { crate::blockdev::sector_size(&f).unwrap_or(512) };
+    let ss = if meta.is_file() { 512 } else { lab_model::blockdev::sector_size(&f).unwrap_or(512) };
     Ok((ss, bytes / ss))
 }
 
@@ -409,7 +409,7 @@ fn notify_kernel(target: &Path) {
     if is_block {
         // EBUSY/EINVAL (no partition scanning) are not fatal: the table is
         // written; the kernel picks it up on the next attach or boot.
-        let _ = crate::blockdev::reread_partitions(&f);
+        let _ = lab_model::blockdev::reread_partitions(&f);
         let _ = Command::new("udevadm").args(["settle", "--timeout", "120"]).status();
     }
 }
@@ -434,7 +434,7 @@ fn block_device_for(target: &Path, loops: &mut BTreeMap<PathBuf, PathBuf>) -> Re
     // Ask for the table explicitly: the scan `losetup -P` triggers does not
     // always show partitions in sysfs (seen in containers), BLKRRPART does.
     if let Ok(f) = File::open(&dev) {
-        let _ = crate::blockdev::reread_partitions(&f);
+        let _ = lab_model::blockdev::reread_partitions(&f);
     }
     let _ = Command::new("udevadm").args(["settle", "--timeout", "30"]).status();
     loops.insert(target.to_path_buf(), dev.clone());
@@ -476,7 +476,7 @@ pub fn partition_device(target: &Path, dev: &Path, n: u32, sector_size: u64) -> 
     let size = (slot.last - slot.first + 1) * sector_size;
     // The kernel did not pick the partition up from the table: add it.
     if let Ok(f) = File::open(dev) {
-        let _ = crate::blockdev::add_partition(&f, n, offset, size);
+        let _ = lab_model::blockdev::add_partition(&f, n, offset, size);
     }
     match ensure_node(&node) {
         Ok(()) => return Ok(node),
@@ -546,13 +546,12 @@ fn refuse_mounted(target: &Path) -> Result<(), DiskError> {
     } else {
         target.to_path_buf()
     };
-    let out = Command::new("lsblk").args(["-nrpo", "NAME,MOUNTPOINT"]).arg(&dev).output().map_err(|e| tool_error("lsblk", "util-linux", e))?;
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let mut it = line.splitn(2, ' ');
-        let (_, mp) = (it.next(), it.next().unwrap_or("").trim());
-        if !mp.is_empty() {
-            return Err(DiskError::Mounted { path: target.to_path_buf(), at: mp.to_string() });
-        }
+    // The same check labimg flash makes: the device, its partitions and
+    // anything stacked on them (device mapper, md), mounts and swap.
+    let mounts = lab_model::blockdev::mounts_of(&dev)
+        .map_err(|e| DiskError::Io { path: dev.clone(), source: std::io::Error::other(e.to_string()) })?;
+    if !mounts.is_empty() {
+        return Err(DiskError::Mounted { path: target.to_path_buf(), at: mounts.join(", ") });
     }
     Ok(())
 }

@@ -168,7 +168,7 @@ pub fn device_bytes(f: &File, path: &Path) -> Result<u64, DiskError> {
     if meta.is_file() {
         Ok(meta.len())
     } else {
-        crate::blockdev::size_bytes(f).map_err(|e| DiskError::Io { path: path.to_path_buf(), source: e.into() })
+        lab_model::blockdev::size(f).map_err(|source| DiskError::Io { path: path.to_path_buf(), source })
     }
 }
 

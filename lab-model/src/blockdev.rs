@@ -1,6 +1,7 @@
-//! Block devices as the kernel describes them: sizes from ioctls, identity
-//! and relationships (partitions, holders, removability) from sysfs, and
-//! what is mounted or swapped on them. The ioctls are the only unsafe code.
+//! Block devices as the kernel describes them, for both tools: sizes and
+//! partition changes through ioctls, identity and relationships (partitions,
+//! holders, removability) from sysfs, and what is mounted or swapped on them.
+//! The ioctls are the only unsafe code in the workspace, each wrapped once.
 
 use std::fs;
 use std::io;
@@ -11,48 +12,90 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 mod ioctl {
-    //! Each block-device ioctl wrapped once. SAFETY for all: the kernel
-    //! writes at most one value of the declared type into the pointer we
-    //! pass, which points to a live local of that type.
+    //! Each block-device ioctl wrapped once (linux/fs.h, linux/blkpg.h).
     nix::ioctl_read!(blkgetsize64, 0x12, 114, u64);
     nix::ioctl_read_bad!(blksszget, nix::request_code_none!(0x12, 104), libc_int);
     nix::ioctl_none!(blkrrpart, 0x12, 95);
     nix::ioctl_none!(blkflsbuf, 0x12, 97);
+    nix::ioctl_write_ptr_bad!(blkpg, nix::request_code_none!(0x12, 105), BlkpgIoctlArg);
     #[allow(non_camel_case_types)]
     pub type libc_int = i32;
+
+    /// `struct blkpg_ioctl_arg`
+    #[repr(C)]
+    pub struct BlkpgIoctlArg {
+        pub op: i32,
+        pub flags: i32,
+        pub datalen: i32,
+        pub data: *mut BlkpgPartition,
+    }
+
+    /// `struct blkpg_partition`
+    #[repr(C)]
+    pub struct BlkpgPartition {
+        pub start: i64,
+        pub length: i64,
+        pub pno: i32,
+        pub devname: [u8; 64],
+        pub volname: [u8; 64],
+    }
+
+    pub const BLKPG_ADD_PARTITION: i32 = 1;
 }
 
 /// Size in bytes of the open block device.
 pub fn size(file: &fs::File) -> io::Result<u64> {
     let mut v: u64 = 0;
-    // SAFETY: see the ioctl module.
+    // SAFETY: BLKGETSIZE64 writes one u64 through the pointer, a live local.
     unsafe { ioctl::blkgetsize64(file.as_raw_fd(), &mut v) }.map_err(io::Error::from)?;
     Ok(v)
 }
 
-/// Logical sector size of the open block device.
-pub fn sector_size(file: &fs::File) -> io::Result<u32> {
-    let mut v: i32 = 0;
-    // SAFETY: see the ioctl module.
+/// Logical sector size of the open block device (at least 512).
+pub fn sector_size(file: &fs::File) -> io::Result<u64> {
+    let mut v: ioctl::libc_int = 0;
+    // SAFETY: BLKSSZGET writes one int through the pointer, a live local.
     unsafe { ioctl::blksszget(file.as_raw_fd(), &mut v) }.map_err(io::Error::from)?;
-    Ok(v as u32)
+    Ok((v as u64).max(512))
 }
 
 /// Drops the kernel's buffer cache for the device (after fsync), so what is
 /// read next comes from the medium.
 pub fn flush_buffers(file: &fs::File) -> io::Result<()> {
-    // SAFETY: see the ioctl module; BLKFLSBUF takes no argument.
+    // SAFETY: BLKFLSBUF takes no argument.
     unsafe { ioctl::blkflsbuf(file.as_raw_fd()) }.map(drop).map_err(io::Error::from)
 }
 
 /// Asks the kernel to re-read the partition table. Devices without
 /// partition support (EINVAL) are not an error.
 pub fn reread_partitions(file: &fs::File) -> io::Result<()> {
-    // SAFETY: see the ioctl module; BLKRRPART takes no argument.
+    // SAFETY: BLKRRPART takes no argument.
     match unsafe { ioctl::blkrrpart(file.as_raw_fd()) } {
         Ok(_) | Err(nix::errno::Errno::EINVAL) => Ok(()),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Tells the kernel about one partition of the device (what `partx -a`
+/// does). Where a re-read of the whole table shows no partitions (loop
+/// devices in some containers), adding them one by one still works.
+pub fn add_partition(file: &fs::File, number: u32, start_bytes: u64, length_bytes: u64) -> io::Result<()> {
+    let mut part = ioctl::BlkpgPartition {
+        start: start_bytes as i64,
+        length: length_bytes as i64,
+        pno: number as i32,
+        devname: [0; 64],
+        volname: [0; 64],
+    };
+    let arg = ioctl::BlkpgIoctlArg {
+        op: ioctl::BLKPG_ADD_PARTITION,
+        flags: 0,
+        datalen: std::mem::size_of::<ioctl::BlkpgPartition>() as i32,
+        data: &mut part,
+    };
+    // SAFETY: BLKPG reads the argument struct and the partition struct it
+    // points to; both live on this stack frame for the whole call.
+    unsafe { ioctl::blkpg(file.as_raw_fd(), &arg) }.map(drop).map_err(io::Error::from)
 }
 
 /// A whole disk as sysfs describes it.
@@ -150,12 +193,24 @@ pub enum Error {
     Stat { path: PathBuf, source: io::Error },
 }
 
-/// Describes the whole disk at `path` (a block device node).
-pub fn describe(path: &Path) -> Result<Disk, Error> {
+/// The sysfs directory of the block device node at `path`.
+fn sysfs_dir(path: &Path) -> Result<PathBuf, Error> {
     let meta = fs::metadata(path).map_err(|source| Error::Stat { path: path.to_path_buf(), source })?;
     let num = format!("{}:{}", major(meta.rdev()), minor(meta.rdev()));
-    let sys = fs::canonicalize(format!("/sys/dev/block/{num}"))
-        .map_err(|source| Error::Stat { path: PathBuf::from(format!("/sys/dev/block/{num}")), source })?;
+    fs::canonicalize(format!("/sys/dev/block/{num}"))
+        .map_err(|source| Error::Stat { path: PathBuf::from(format!("/sys/dev/block/{num}")), source })
+}
+
+/// Mount points (and "[swap]") of the block device at `path` (a disk or a
+/// partition), its partitions, and anything stacked on them.
+pub fn mounts_of(path: &Path) -> Result<Vec<String>, Error> {
+    let numbers = dev_numbers(&sysfs_dir(path)?);
+    Ok(mounts().into_iter().filter(|(d, _)| numbers.contains(d)).map(|(_, m)| m).collect())
+}
+
+/// Describes the whole disk at `path` (a block device node).
+pub fn describe(path: &Path) -> Result<Disk, Error> {
+    let sys = sysfs_dir(path)?;
     if sys.join("partition").is_file() {
         let disk = sys.parent().and_then(|p| p.file_name()).map(|n| format!("/dev/{}", n.to_string_lossy())).unwrap_or_default();
         return Err(Error::Partition { path: path.to_path_buf(), disk });
