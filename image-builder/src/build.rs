@@ -375,7 +375,7 @@ fn write_mbr(image: &File, place: &Placement, disk_id: u32) -> io::Result<()> {
 
 fn check_free_space(dir: &Path, need: u64) -> Result<(), Error> {
     if let Ok(st) = nix::sys::statvfs::statvfs(dir) {
-        let free = st.blocks_available() as u64 * st.fragment_size() as u64;
+        let free = st.blocks_available() * st.fragment_size();
         if free < need {
             return Err(Error::DiskFull { dir: dir.to_path_buf(), need_mib: need >> 20, free_mib: free >> 20 });
         }

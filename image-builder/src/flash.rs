@@ -353,7 +353,7 @@ pub fn flash(image: &mut Image, target_path: &Path, opts: &FlashOptions) -> Resu
                     if interrupt::check().is_err() {
                         return Err(Error::Interrupted { path: target_path.to_path_buf(), written, total });
                     }
-                    let aligned = pos % align == 0 && len as u64 % align == 0;
+                    let aligned = pos.is_multiple_of(align) && (len as u64).is_multiple_of(align);
                     let fd = direct.as_ref().filter(|_| aligned).unwrap_or(&out);
                     fd.write_all_at(buf.view(len), pos).map_err(|e| write_err(pos, e))?;
                     written += len as u64;

@@ -63,26 +63,37 @@ impl Lab {
     }
 
     /// Evaluates the facts with plain `nix eval`: no nixpkgs, no network.
-    /// The facts are pure data, so no store is needed (`dummy://`): that keeps
-    /// evaluation fast and working for users who cannot write the Nix store.
     pub fn facts(&self) -> Result<Facts, Error> {
         let path = self.facts_path();
-        let output = Command::new("nix")
-            .args(["--extra-experimental-features", "nix-command", "eval", "--store", "dummy://", "--json", "--file"])
-            .arg(&path)
-            .output()
-            .map_err(|source| match source.kind() {
-                io::ErrorKind::NotFound => Error::NixMissing,
-                _ => Error::NixSpawn { path: path.clone(), source },
-            })?;
-        if !output.status.success() {
-            return Err(Error::NixEval {
-                path,
-                stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
-            });
-        }
-        Facts::from_json(&output.stdout).map_err(|source| Error::Shape { path, source })
+        let json = eval_json(&path)?;
+        Facts::from_json(&json).map_err(|source| Error::Shape { path, source })
     }
+
+    /// The facts as raw JSON, for readers of fields this model leaves out.
+    pub fn facts_json(&self) -> Result<Vec<u8>, Error> {
+        eval_json(&self.facts_path())
+    }
+}
+
+/// Evaluates a pure-data Nix file (host facts, a disk spec) to JSON with
+/// plain `nix eval`. Pure data needs no store (`dummy://`): that keeps it
+/// fast, offline, and working for users who cannot write the Nix store.
+pub fn eval_json(path: &Path) -> Result<Vec<u8>, Error> {
+    let output = Command::new("nix")
+        .args(["--extra-experimental-features", "nix-command", "eval", "--store", "dummy://", "--json", "--file"])
+        .arg(path)
+        .output()
+        .map_err(|source| match source.kind() {
+            io::ErrorKind::NotFound => Error::NixMissing,
+            _ => Error::NixSpawn { path: path.to_path_buf(), source },
+        })?;
+    if !output.status.success() {
+        return Err(Error::NixEval {
+            path: path.to_path_buf(),
+            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        });
+    }
+    Ok(output.stdout)
 }
 
 #[derive(Debug, Clone, Deserialize)]

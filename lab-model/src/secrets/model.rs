@@ -7,8 +7,6 @@
 //! of it (`age.pub` exists for the flake and for people).
 
 use std::collections::BTreeMap;
-use std::io;
-use std::process::Command;
 
 use serde::Deserialize;
 
@@ -55,7 +53,7 @@ struct RawHost {
 impl LabKeys {
     /// Evaluates the lab's facts (the same `nix eval` as [`Lab::facts`]).
     pub fn load(lab: &Lab) -> Result<LabKeys> {
-        let json = eval_facts_json(lab)?;
+        let json = lab.facts_json()?;
         Self::from_json(&json).map_err(|e| match e {
             Error::Facts(crate::facts::Error::Shape { source, .. }) => {
                 Error::Facts(crate::facts::Error::Shape { path: lab.facts_path(), source })
@@ -122,25 +120,6 @@ impl LabKeys {
         }
         self.hosts.iter().find(|(_, h)| h.recipient().as_deref() == Some(recipient)).map(|(n, _)| format!("host {n}"))
     }
-}
-
-/// The raw JSON of the host facts. `facts.rs` does not expose it and the
-/// secrets fields (`sharedSecrets`) are this module's business, so the
-/// evaluation is repeated here with the same flags.
-fn eval_facts_json(lab: &Lab) -> Result<Vec<u8>> {
-    let path = lab.facts_path();
-    let output = Command::new("nix")
-        .args(["--extra-experimental-features", "nix-command", "eval", "--store", "dummy://", "--json", "--file"])
-        .arg(&path)
-        .output()
-        .map_err(|source| match source.kind() {
-            io::ErrorKind::NotFound => crate::facts::Error::NixMissing,
-            _ => crate::facts::Error::NixSpawn { path: path.clone(), source },
-        })?;
-    if !output.status.success() {
-        return Err(crate::facts::Error::NixEval { path, stderr: String::from_utf8_lossy(&output.stderr).trim().to_string() }.into());
-    }
-    Ok(output.stdout)
 }
 
 #[cfg(test)]

@@ -68,18 +68,11 @@ pub fn load_raw(source: &SpecSource) -> Result<serde_json::Value, DiskError> {
             if !path.is_file() {
                 return Err(DiskError::NoHostSpec { host: host.clone(), path });
             }
-            let out = Command::new("nix")
-                .args(["--extra-experimental-features", "nix-command", "eval", "--store", "dummy://", "--json", "--file"])
-                .arg(&path)
-                .output()
-                .map_err(|e| match e.kind() {
-                    io::ErrorKind::NotFound => DiskError::Facts(lab_model::facts::Error::NixMissing),
-                    _ => DiskError::Io { path: path.clone(), source: e },
-                })?;
-            if !out.status.success() {
-                return Err(DiskError::NixEval { path, stderr: String::from_utf8_lossy(&out.stderr).trim().to_string() });
-            }
-            serde_json::from_slice(&out.stdout).map_err(|e| SpecError::Json(e.to_string()).into())
+            let json = lab_model::facts::eval_json(&path).map_err(|e| match e {
+                lab_model::facts::Error::NixEval { path, stderr } => DiskError::NixEval { path, stderr },
+                other => DiskError::Facts(other),
+            })?;
+            serde_json::from_slice(&json).map_err(|e| SpecError::Json(e.to_string()).into())
         }
         SpecSource::File(path) => {
             let text = std::fs::read_to_string(path).map_err(|error| DiskError::SpecFile { path: path.clone(), error })?;
