@@ -169,8 +169,36 @@ pub struct Outputs {
     pub manifest: PathBuf,
 }
 
-pub fn build(opts: &BuildOptions) -> Result<BuildSummary, Error> {
-    let started = Instant::now();
+/// Everything a build needs, gathered and checked before anything is written.
+struct Prepared {
+    board: String,
+    layout: SdLayout,
+    firmware: Vec<firmware::Verified>,
+    key: Option<HostKey>,
+    tree: RootTree,
+    bootloader: Vec<u8>,
+    bootloader_name: String,
+    config_txt: String,
+    sizing: ext4::Sizing,
+    place: Placement,
+}
+
+/// What `labimg build --dry-run` prints: the build, without writing it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct BuildPlan {
+    pub host: String,
+    pub board: String,
+    pub image: PathBuf,
+    pub placement: Placement,
+    pub root: RootInfo,
+    pub firmware: Vec<FileInfo>,
+    pub bootloader: FileInfo,
+    pub host_key: Option<KeyInfo>,
+    pub dry_run: bool,
+}
+
+fn prepare(opts: &BuildOptions) -> Result<Prepared, Error> {
     let host = &opts.host;
     let board = host.board.clone().ok_or_else(|| Error::NotAnSdHost { host: host.name.clone() })?;
     let layout = SdLayout::from_facts(host.image.as_ref())?;
@@ -208,6 +236,50 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary, Error> {
     // partition sizes.
     let firmware_bytes: u64 = firmware.iter().map(|f| f.content.len() as u64).sum();
     check_free_space(&opts.out_dir, tree.stats.blocks * rootfs::BLOCK + firmware_bytes + bootloader.len() as u64)?;
+    Ok(Prepared { board, layout, firmware, key, tree, bootloader, bootloader_name, config_txt, sizing, place })
+}
+
+fn key_info(key: &HostKey) -> KeyInfo {
+    KeyInfo { path: HOST_KEY_PATH, public_key: key.public_openssh(), fingerprint: key.fingerprint() }
+}
+
+fn file_info(name: &str, content: &[u8]) -> FileInfo {
+    FileInfo { name: name.to_string(), size: content.len() as u64, sha256: firmware::sha256_hex(content) }
+}
+
+fn root_info(opts: &BuildOptions, tree: &RootTree, sizing: &ext4::Sizing) -> RootInfo {
+    RootInfo {
+        source: tree.source.display().to_string(),
+        kind: match opts.root {
+            RootInput::Tree(_) if tree.source.is_dir() => "directory",
+            RootInput::Tree(_) => "tar",
+            _ => "nixos-system",
+        },
+        stats: tree.stats,
+        inodes: sizing.inodes,
+    }
+}
+
+/// Every check and every input of a build, nothing written.
+pub fn plan(opts: &BuildOptions) -> Result<BuildPlan, Error> {
+    let p = prepare(opts)?;
+    Ok(BuildPlan {
+        host: opts.host.name.clone(),
+        board: p.board.clone(),
+        image: opts.out_dir.join(format!("{}.img", opts.host.name)),
+        placement: p.place,
+        root: root_info(opts, &p.tree, &p.sizing),
+        firmware: p.firmware.iter().map(|f| file_info(&f.name, &f.content)).collect(),
+        bootloader: file_info(&p.bootloader_name, &p.bootloader),
+        host_key: p.key.as_ref().map(key_info),
+        dry_run: true,
+    })
+}
+
+pub fn build(opts: &BuildOptions) -> Result<BuildSummary, Error> {
+    let started = Instant::now();
+    let host = &opts.host;
+    let Prepared { board, layout, firmware, key, tree, bootloader, bootloader_name, config_txt, sizing, place } = prepare(opts)?;
     interrupt::check()?;
 
     // The image holds a private key: never readable by others, from creation on.
@@ -264,7 +336,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary, Error> {
                 opts.epoch,
             )?;
             step.finish_and_clear();
-            Some(KeyInfo { path: HOST_KEY_PATH, public_key: key.public_openssh(), fingerprint: key.fingerprint() })
+            Some(key_info(key))
         }
         None => None,
     };
@@ -310,22 +382,10 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary, Error> {
                 id: root_uuid,
             },
         ],
-        firmware: firmware
-            .iter()
-            .map(|f| FileInfo { name: f.name.clone(), size: f.content.len() as u64, sha256: f.sha256.clone() })
-            .collect(),
-        bootloader: FileInfo { name: bootloader_name, size: bootloader.len() as u64, sha256: firmware::sha256_hex(&bootloader) },
-        config_txt: FileInfo { name: "config.txt".into(), size: config_txt.len() as u64, sha256: firmware::sha256_hex(config_txt.as_bytes()) },
-        root: RootInfo {
-            source: tree.source.display().to_string(),
-            kind: match opts.root {
-                RootInput::Tree(_) if tree.source.is_dir() => "directory",
-                RootInput::Tree(_) => "tar",
-                _ => "nixos-system",
-            },
-            stats: tree.stats,
-            inodes: sizing.inodes,
-        },
+        firmware: firmware.iter().map(|f| file_info(&f.name, &f.content)).collect(),
+        bootloader: file_info(&bootloader_name, &bootloader),
+        config_txt: file_info("config.txt", config_txt.as_bytes()),
+        root: root_info(opts, &tree, &sizing),
         host_key: key_info,
     };
 

@@ -34,6 +34,7 @@ enum Cmd {
   labimg build nixpi --rootfs ./standin --bootloader u-boot.bin --host-key ./key
   labimg build nixpi --system /nix/store/...-nixos-system-nixpi --json
   SOURCE_DATE_EPOCH=1700000000 labimg build nixpi --rootfs root.tar --out /tmp/img
+  labimg build nixpi --rootfs ./standin --bootloader u-boot.bin --dry-run   # checks and layout only
 
 The image is byte-identical for the same inputs and SOURCE_DATE_EPOCH (default 1980-01-01).")]
     Build {
@@ -57,6 +58,9 @@ The image is byte-identical for the same inputs and SOURCE_DATE_EPOCH (default 1
         /// The file config.txt boots (U-Boot); built from the flake when not given with --system.
         #[arg(long)]
         bootloader: Option<PathBuf>,
+        /// Check every input and print the layout; no image is written.
+        #[arg(long)]
+        dry_run: bool,
         /// Print the summary as JSON on stdout.
         #[arg(long)]
         json: bool,
@@ -201,7 +205,7 @@ fn epoch() -> Result<u64> {
 
 fn run(cli: Cli) -> Result<()> {
     match cli.command {
-        Cmd::Build { host, rootfs, system, host_key, out, firmware_dir, bootloader, json } => {
+        Cmd::Build { host, rootfs, system, host_key, out, firmware_dir, bootloader, dry_run, json } => {
             let lab = lab(&cli.lab)?;
             let facts = lab.facts()?;
             let host = facts.host(&host)?.clone();
@@ -221,6 +225,33 @@ fn run(cli: Cli) -> Result<()> {
                 epoch: epoch()?,
                 progress: Progress::new(json),
             };
+            if dry_run {
+                let plan = build::plan(&opts)?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&plan)?);
+                } else {
+                    let p = &plan.placement;
+                    println!(
+                        "would build {} for {} ({}): {} MiB; FAT {} MiB at {} MiB, root {} MiB at {} MiB \
+                         ({} files, {} MiB from {}); {} firmware files, bootloader {}; host key {}",
+                        plan.image.display(),
+                        plan.host,
+                        plan.board,
+                        p.total >> 20,
+                        p.firmware_size >> 20,
+                        p.firmware_start >> 20,
+                        p.root_size >> 20,
+                        p.root_start >> 20,
+                        plan.root.stats.files,
+                        plan.root.stats.bytes >> 20,
+                        plan.root.source,
+                        plan.firmware.len(),
+                        plan.bootloader.name,
+                        plan.host_key.as_ref().map(|k| k.fingerprint.as_str()).unwrap_or("none (made at first boot)")
+                    );
+                }
+                return Ok(());
+            }
             let summary = build::build(&opts)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&summary)?);

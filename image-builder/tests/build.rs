@@ -520,3 +520,22 @@ fn a_lab_held_host_key_is_decrypted_in_memory_and_injected() {
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(fs::metadata(out.join("pi.img")).unwrap().permissions().mode() & 0o777, 0o600);
 }
+
+#[test]
+fn dry_run_checks_every_input_and_writes_no_image() {
+    let t = "dry_run_checks_every_input_and_writes_no_image";
+    let (Some(standin), Some(fw)) = (standin(t), firmware(t)) else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let key = test_key(tmp.path());
+    let out = tmp.path().join("out");
+    let res = ok(build_cmd(&standin, &fw, Some(&key), &out).args(["--dry-run", "--json"]));
+    let plan: serde_json::Value = serde_json::from_slice(&res.stdout).unwrap();
+    assert_eq!(plan["dryRun"], true);
+    assert_eq!(plan["placement"]["firmwareStart"], 8 * MIB);
+    assert!(plan["hostKey"]["fingerprint"].as_str().unwrap().starts_with("SHA256:"));
+    assert!(listing(&out).is_empty(), "a dry run wrote {:?}", listing(&out));
+    // The same refusals as a real build.
+    let mut bad = build_cmd(&standin, &tmp.path().join("no-fw"), None, &out);
+    let res = run(bad.arg("--dry-run"));
+    assert!(!res.status.success() && stderr(&res).contains("no-fw"), "{}", stderr(&res));
+}

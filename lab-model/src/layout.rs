@@ -40,6 +40,7 @@ pub struct SdLayout {
 
 /// Where each partition sits, in bytes from the start of the image.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Placement {
     pub firmware_start: u64,
     pub firmware_size: u64,
