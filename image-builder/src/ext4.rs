@@ -82,7 +82,9 @@ impl Mkfs<'_> {
             .args(["-N", &self.inodes.to_string()])
             // orphan_file (e2fsprogs 1.47) is refused by the U-Boot that reads
             // extlinux.conf from this filesystem; metadata_csum_seed likewise.
-            .args(["-O", "^orphan_file,^metadata_csum_seed"])
+            // metadata_csum is what lets normalize() verify every inode it
+            // touches, so it is asked for explicitly, not left to mke2fs.conf.
+            .args(["-O", "metadata_csum,^orphan_file,^metadata_csum_seed"])
             .arg("-E")
             .arg(format!("root_owner=0:0,hash_seed={},offset={}", self.hash_seed, self.offset))
             .arg("-d")
@@ -198,14 +200,21 @@ pub struct Normalized {
 pub fn normalize(image: &File, offset: u64, epoch: u64, builder: (u32, u32)) -> Result<Normalized, Error> {
     let sb = Superblock::read(image, offset)?;
     let mut out = Normalized::default();
-    let epoch32 = u32::try_from(epoch).map_err(|_| Error::Layout(format!("SOURCE_DATE_EPOCH {epoch} beyond 2106")))?;
+    // Times from 2038 on need ext4's extra epoch bits; nobody builds images
+    // dated that far, so refuse rather than half-support them.
+    let epoch32 = i32::try_from(epoch)
+        .map(|e| e as u32)
+        .map_err(|_| Error::Layout(format!("SOURCE_DATE_EPOCH {epoch} is after 2038-01-19, which labimg does not support")))?;
     let isz = sb.inode_size as usize;
     for group in 0..sb.groups {
         let desc = sb.group_desc(image, offset, group)?;
         if desc.flags & BG_INODE_UNINIT != 0 {
             continue;
         }
-        let used = sb.inodes_per_group - desc.itable_unused;
+        let used = sb
+            .inodes_per_group
+            .checked_sub(desc.itable_unused)
+            .ok_or_else(|| Error::Layout(format!("group {group} claims more unused inodes than it has")))?;
         if used == 0 {
             continue;
         }
@@ -294,6 +303,13 @@ impl Superblock {
         let first_data_block = le32(&s, 0x14) as u64;
         let incompat = le32(&s, 0x60);
         let ro_compat = le32(&s, 0x64);
+        // Layouts this patcher does not walk: refuse instead of guessing.
+        if incompat & 0x10 != 0 {
+            return Err(Error::Layout("meta_bg group descriptors".into()));
+        }
+        if ro_compat & 0x400 == 0 {
+            return Err(Error::Layout("no metadata_csum, so inodes cannot be verified before patching".into()));
+        }
         let desc_size = if incompat & 0x80 != 0 { le16(&s, 0xfe) as u64 } else { 32 };
         let mut uuid = [0u8; 16];
         uuid.copy_from_slice(&s[0x68..0x78]);

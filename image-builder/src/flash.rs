@@ -23,8 +23,17 @@ const ALIGN: usize = 4096;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("cannot read image {path}: {source}")]
+    #[error("cannot read image {path}: {source}. If writing had started, the target is incomplete: run the command again")]
     Image { path: PathBuf, source: io::Error },
+    #[error(
+        "block map {bmap} does not belong to {image}: bytes {start}-{end} of the image differ from its checksum \
+         ({written} bytes were already written; the target is incomplete). Use the .bmap built with this image, or --no-bmap"
+    )]
+    WrongMap { image: PathBuf, bmap: PathBuf, start: u64, end: u64, written: u64 },
+    #[error("{path} is empty: nothing to write")]
+    Empty { path: PathBuf },
+    #[error("verification of {path} was interrupted; the write itself had completed. Run `labimg verify` to check it")]
+    VerifyInterrupted { path: PathBuf },
     #[error("cannot read block map {path}: {source}")]
     BmapRead { path: PathBuf, source: io::Error },
     #[error("block map {path}: {source}")]
@@ -69,7 +78,7 @@ impl Error {
     pub fn exit_code(&self) -> u8 {
         match self {
             Error::Mismatch { .. } => 3,
-            Error::Interrupted { .. } => 130,
+            Error::Interrupted { .. } | Error::VerifyInterrupted { .. } => 130,
             _ => 1,
         }
     }
@@ -143,6 +152,9 @@ impl Image {
             let size = file.metadata().map_err(img_err)?.len();
             (Source::Raw(file), size)
         };
+        if size == 0 {
+            return Err(Error::Empty { path: path.to_path_buf() });
+        }
         if let Some(m) = &map {
             if m.image_size != size {
                 return Err(Error::BmapMismatch {
@@ -312,7 +324,9 @@ pub fn flash(image: &mut Image, target_path: &Path, opts: &FlashOptions) -> Resu
     if is_block {
         oo.custom_flags(nix::libc::O_EXCL);
     } else {
-        oo.create(true);
+        // A new file gets no more access than its owner's: the image may
+        // hold a host key.
+        oo.create(true).mode(0o600);
     }
     let out = oo.open(target_path).map_err(open_err)?;
     // Aligned chunks go straight to the device (O_DIRECT), so the card is
@@ -341,12 +355,14 @@ pub fn flash(image: &mut Image, target_path: &Path, opts: &FlashOptions) -> Resu
     let mut written = 0u64;
     let mut computed = Vec::with_capacity(image.ranges.len());
     let image_path = image.path.clone();
+    let bmap_path = image.bmap_path.clone();
+    let size = image.size;
     let ranges = image.ranges.clone();
     let source = &mut image.source;
     std::thread::scope(|scope| -> Result<(), Error> {
         let (tx, rx) = std::sync::mpsc::sync_channel::<Piece>(3);
         let (free_tx, free_rx) = std::sync::mpsc::channel::<Aligned>();
-        scope.spawn(move || read_source(source, &ranges, tx, free_rx));
+        scope.spawn(move || read_source(source, size, &ranges, tx, free_rx));
         for piece in rx {
             match piece {
                 Piece::Data(pos, buf, len) => {
@@ -361,6 +377,7 @@ pub fn flash(image: &mut Image, target_path: &Path, opts: &FlashOptions) -> Resu
                     let _ = free_tx.send(buf);
                 }
                 Piece::RangeDone(sum) => computed.push(sum),
+                Piece::WrongMap(start, end) => return Err(wrong_map(&image_path, bmap_path.as_deref(), start, end, written)),
                 Piece::Failed(source) => return Err(Error::Image { path: image_path.clone(), source }),
             }
         }
@@ -380,7 +397,6 @@ pub fn flash(image: &mut Image, target_path: &Path, opts: &FlashOptions) -> Resu
         let _ = blockdev::reread_partitions(&out);
     }
     let write_seconds = started.elapsed().as_secs_f64();
-    drop(out);
 
     let (verify, verify_seconds) = if opts.verify {
         let ranges: Vec<(u64, u64, String)> =
@@ -391,6 +407,9 @@ pub fn flash(image: &mut Image, target_path: &Path, opts: &FlashOptions) -> Resu
     } else {
         ("skipped", 0.0)
     };
+    // Held (O_EXCL) until verification is done: the partition re-read above
+    // wakes automounters, and a mounted card would fail the read-back.
+    drop(out);
     Ok(Report {
         image: image.path.clone(),
         target,
@@ -406,12 +425,24 @@ pub fn flash(image: &mut Image, target_path: &Path, opts: &FlashOptions) -> Resu
     })
 }
 
+fn wrong_map(image: &Path, bmap: Option<&Path>, start: u64, end: u64, written: u64) -> Error {
+    Error::WrongMap {
+        image: image.to_path_buf(),
+        bmap: bmap.map(Path::to_path_buf).unwrap_or_default(),
+        start,
+        end,
+        written,
+    }
+}
+
 /// What the reading thread hands the writing one.
 enum Piece {
     /// Bytes for offset `.0`: the first `.2` bytes of the buffer.
     Data(u64, Aligned, usize),
-    /// A range is complete: its sha256 (from the map, or computed).
+    /// A range is complete: its sha256.
     RangeDone(String),
+    /// The image's bytes in this range differ from the block map's checksum.
+    WrongMap(u64, u64),
     Failed(io::Error),
 }
 
@@ -419,13 +450,17 @@ enum Piece {
 /// buffers the writer returns. Stops quietly when the writer hangs up.
 fn read_source(
     source: &mut Source,
+    size: u64,
     ranges: &[(u64, u64, Option<String>)],
     tx: std::sync::mpsc::SyncSender<Piece>,
     free: std::sync::mpsc::Receiver<Aligned>,
 ) {
     let mut stream_pos = 0u64;
     for (start, end, sum) in ranges {
-        let mut hasher = sum.is_none().then(Sha256::new);
+        // Every range is hashed: without a map the sum is the one verify
+        // checks; with one, a range that does not match proves the map
+        // belongs to another image (not that the card is bad).
+        let mut hasher = Sha256::new();
         if let Source::Zstd(dec) = source {
             // Streams only go forward: decompress and drop up to the range.
             if let Err(e) = io::copy(&mut dec.by_ref().take(start - stream_pos), &mut io::sink()) {
@@ -445,18 +480,39 @@ fn read_source(
                 let _ = tx.send(Piece::Failed(e));
                 return;
             }
-            if let Some(h) = hasher.as_mut() {
-                h.update(buf.view(n));
-            }
+            hasher.update(buf.view(n));
             if tx.send(Piece::Data(pos, buf, n)).is_err() {
                 return;
             }
             pos += n as u64;
         }
         stream_pos = *end;
-        let sum = sum.clone().unwrap_or_else(|| hex::encode(hasher.expect("hashing without a map").finalize()));
-        if tx.send(Piece::RangeDone(sum)).is_err() {
+        let computed = hex::encode(hasher.finalize());
+        if sum.as_ref().is_some_and(|expected| *expected != computed) {
+            let _ = tx.send(Piece::WrongMap(*start, *end));
             return;
+        }
+        if tx.send(Piece::RangeDone(computed)).is_err() {
+            return;
+        }
+    }
+    // A stream must end exactly where the image does: a multi-frame .zst
+    // whose first frame declared less, or a map for a larger image, would
+    // otherwise be written short and still verify.
+    if let Source::Zstd(dec) = source {
+        match io::copy(dec, &mut io::sink()) {
+            Ok(rest) if stream_pos + rest == size => {}
+            Ok(rest) => {
+                let msg = format!(
+                    "the compressed image holds {} bytes but its size was taken as {size} \
+                     (a multi-frame .zst? pass the image's .bmap with --bmap)",
+                    stream_pos + rest
+                );
+                let _ = tx.send(Piece::Failed(io::Error::new(io::ErrorKind::InvalidData, msg)));
+            }
+            Err(e) => {
+                let _ = tx.send(Piece::Failed(e));
+            }
         }
     }
 }
@@ -469,17 +525,20 @@ pub fn verify(image: &mut Image, target_path: &Path, progress: Progress) -> Resu
         image.ranges.iter().map(|r| r.2.clone().expect("checked")).collect()
     } else {
         let ranges = image.ranges.clone();
+        let size = image.size;
+        let (image_path, bmap_path) = (image.path.clone(), image.bmap_path.clone());
         let source = &mut image.source;
         let (tx, rx) = std::sync::mpsc::sync_channel::<Piece>(3);
         let (free_tx, free_rx) = std::sync::mpsc::channel::<Aligned>();
         let mut sums = Vec::new();
         std::thread::scope(|scope| -> Result<(), Error> {
-            scope.spawn(move || read_source(source, &ranges, tx, free_rx));
+            scope.spawn(move || read_source(source, size, &ranges, tx, free_rx));
             for piece in rx {
                 match piece {
                     Piece::Data(_, buf, _) => drop(free_tx.send(buf)),
                     Piece::RangeDone(sum) => sums.push(sum),
-                    Piece::Failed(source) => return Err(Error::Image { path: image.path.clone(), source }),
+                    Piece::WrongMap(start, end) => return Err(wrong_map(&image_path, bmap_path.as_deref(), start, end, 0)),
+                    Piece::Failed(source) => return Err(Error::Image { path: image_path.clone(), source }),
                 }
             }
             Ok(())
@@ -562,7 +621,7 @@ fn verify_ranges(path: &Path, ranges: &[(u64, u64, String)], progress: Progress)
             let mut pos = *start;
             while pos < *end {
                 if interrupt::check().is_err() {
-                    return Err(Error::Interrupted { path: path.to_path_buf(), written: 0, total: 0 });
+                    return Err(Error::VerifyInterrupted { path: path.to_path_buf() });
                 }
                 let (mut buf, n) = rx.recv().map_err(|_| read_err(pos, io::Error::other("reader stopped")))?.map_err(|(at, e)| read_err(at, e))?;
                 h.update(&buf.slice(n)[..]);

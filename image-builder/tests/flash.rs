@@ -324,3 +324,59 @@ fn devices_lists_disks_as_json() {
     let plain = ok(labimg().arg("devices"));
     assert!(!String::from_utf8_lossy(&plain.stdout).contains("mounted: /\n"));
 }
+
+#[test]
+fn a_multi_frame_zstd_image_is_never_written_short() {
+    let t = "a_multi_frame_zstd_image_is_never_written_short";
+    if !have("zstd") {
+        return skip(t, "zstd is not installed (apt-get install zstd)");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    // Two frames, as pzstd or `cat a.zst b.zst` make: the first declares 1 MiB.
+    fs::write(tmp.path().join("a"), vec![1u8; MIB as usize]).unwrap();
+    fs::write(tmp.path().join("b"), vec![2u8; 2 * MIB as usize]).unwrap();
+    for n in ["a", "b"] {
+        ok(Command::new("zstd").args(["-q", "-f"]).arg(tmp.path().join(n)));
+    }
+    let mut both = fs::read(tmp.path().join("a.zst")).unwrap();
+    both.extend(fs::read(tmp.path().join("b.zst")).unwrap());
+    let zst = tmp.path().join("ab.img.zst");
+    fs::write(&zst, both).unwrap();
+    let res = flash(&["--yes"], &zst, &tmp.path().join("out.raw"));
+    assert!(!res.status.success(), "a truncated write was reported as success");
+    assert!(stderr(&res).contains("multi-frame"), "{}", stderr(&res));
+}
+
+#[test]
+fn a_block_map_of_another_image_is_named_as_such_not_blamed_on_the_card() {
+    let t = "a_block_map_of_another_image_is_named_as_such_not_blamed_on_the_card";
+    if !have("bmaptool") {
+        return skip(t, "bmaptool is not installed (apt-get install bmap-tools)");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let img = test_image(tmp.path());
+    let other = tmp.path().join("other.img");
+    let mut bytes = fs::read(&img).unwrap();
+    bytes[(MIB + 100) as usize] ^= 0xff;
+    fs::write(&other, bytes).unwrap();
+    let map = tmp.path().join("test.img.bmap");
+    ok(Command::new("bmaptool").args(["create", "-o"]).arg(&map).arg(&img));
+    let res = flash(&["--yes", "--bmap", map.to_str().unwrap()], &other, &tmp.path().join("out.raw"));
+    assert_eq!(res.status.code(), Some(1), "{}", stderr(&res));
+    let err = stderr(&res);
+    assert!(err.contains("does not belong to") && !err.contains("counterfeit"), "{err}");
+}
+
+#[test]
+fn a_new_file_target_is_private_and_an_empty_image_is_refused() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = test_image(tmp.path());
+    let out = tmp.path().join("vm-disk.raw");
+    ok(labimg().args(["flash", "--yes"]).arg(&img).arg(&out));
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(fs::metadata(&out).unwrap().permissions().mode() & 0o077, 0, "the copy may hold a host key");
+    let empty = tmp.path().join("empty.img");
+    fs::write(&empty, b"").unwrap();
+    let res = flash(&["--yes"], &empty, &tmp.path().join("e.raw"));
+    assert!(!res.status.success() && stderr(&res).contains("empty"), "{}", stderr(&res));
+}
