@@ -26,10 +26,11 @@ pub enum Error {
     #[error("cannot read image {path}: {source}. If writing had started, the target is incomplete: run the command again")]
     Image { path: PathBuf, source: io::Error },
     #[error(
-        "block map {bmap} does not belong to {image}: bytes {start}-{end} of the image differ from its checksum \
-         ({written} bytes were already written; the target is incomplete). Use the .bmap built with this image, or --no-bmap"
+        "block map {bmap} does not belong to {image}: bytes {start}-{end} of the image itself differ from the map's \
+         checksum, so the target now holds this image but cannot be verified with that map. \
+         Use the .bmap built with this image, or --no-bmap"
     )]
-    WrongMap { image: PathBuf, bmap: PathBuf, start: u64, end: u64, written: u64 },
+    WrongMap { image: PathBuf, bmap: PathBuf, start: u64, end: u64 },
     #[error("{path} is empty: nothing to write")]
     Empty { path: PathBuf },
     #[error("verification of {path} was interrupted; the write itself had completed. Run `labimg verify` to check it")]
@@ -355,7 +356,6 @@ pub fn flash(image: &mut Image, target_path: &Path, opts: &FlashOptions) -> Resu
     let mut written = 0u64;
     let mut computed = Vec::with_capacity(image.ranges.len());
     let image_path = image.path.clone();
-    let bmap_path = image.bmap_path.clone();
     let size = image.size;
     let ranges = image.ranges.clone();
     let source = &mut image.source;
@@ -377,7 +377,6 @@ pub fn flash(image: &mut Image, target_path: &Path, opts: &FlashOptions) -> Resu
                     let _ = free_tx.send(buf);
                 }
                 Piece::RangeDone(sum) => computed.push(sum),
-                Piece::WrongMap(start, end) => return Err(wrong_map(&image_path, bmap_path.as_deref(), start, end, written)),
                 Piece::Failed(source) => return Err(Error::Image { path: image_path.clone(), source }),
             }
         }
@@ -402,7 +401,7 @@ pub fn flash(image: &mut Image, target_path: &Path, opts: &FlashOptions) -> Resu
         let ranges: Vec<(u64, u64, String)> =
             image.ranges.iter().zip(computed).map(|((s, e, _), sum)| (*s, *e, sum)).collect();
         let t = Instant::now();
-        verify_ranges(target_path, &ranges, opts.progress)?;
+        verify_ranges(target_path, &ranges, opts.progress).map_err(|e| blame(image, e))?;
         ("ok", t.elapsed().as_secs_f64())
     } else {
         ("skipped", 0.0)
@@ -425,14 +424,53 @@ pub fn flash(image: &mut Image, target_path: &Path, opts: &FlashOptions) -> Resu
     })
 }
 
-fn wrong_map(image: &Path, bmap: Option<&Path>, start: u64, end: u64, written: u64) -> Error {
-    Error::WrongMap {
-        image: image.to_path_buf(),
-        bmap: bmap.map(Path::to_path_buf).unwrap_or_default(),
-        start,
-        end,
-        written,
+/// A verify mismatch on a range whose checksum came from the block map:
+/// if the image's own bytes do not match the map either, the map belongs
+/// to another image, and the medium is not to blame.
+fn blame(image: &Image, err: Error) -> Error {
+    let Error::Mismatch { start, end, .. } = err else { return err };
+    let from_map = image.ranges.iter().any(|(s, e, sum)| *s == start && *e == end && sum.is_some());
+    if from_map {
+        let expected = image.ranges.iter().find(|(s, _, _)| *s == start).and_then(|r| r.2.clone());
+        if let Ok(actual) = source_range_sha256(image, start, end) {
+            if Some(actual) != expected {
+                return Error::WrongMap {
+                    image: image.path.clone(),
+                    bmap: image.bmap_path.clone().unwrap_or_default(),
+                    start,
+                    end,
+                };
+            }
+        }
     }
+    err
+}
+
+/// The sha256 of `[start, end)` of the image, read afresh.
+fn source_range_sha256(image: &Image, start: u64, end: u64) -> io::Result<String> {
+    let file = File::open(&image.path)?;
+    let mut h = Sha256::new();
+    let mut reader: Box<dyn Read> = match image.source {
+        Source::Raw(_) => {
+            let mut f = file;
+            io::Seek::seek(&mut f, io::SeekFrom::Start(start))?;
+            Box::new(f)
+        }
+        Source::Zstd(_) => {
+            let mut dec = zstd::stream::read::Decoder::new(file)?;
+            io::copy(&mut dec.by_ref().take(start), &mut io::sink())?;
+            Box::new(dec)
+        }
+    };
+    let mut buf = vec![0u8; CHUNK];
+    let mut left = end - start;
+    while left > 0 {
+        let n = (left as usize).min(CHUNK);
+        reader.read_exact(&mut buf[..n])?;
+        h.update(&buf[..n]);
+        left -= n as u64;
+    }
+    Ok(hex::encode(h.finalize()))
 }
 
 /// What the reading thread hands the writing one.
@@ -441,8 +479,6 @@ enum Piece {
     Data(u64, Aligned, usize),
     /// A range is complete: its sha256.
     RangeDone(String),
-    /// The image's bytes in this range differ from the block map's checksum.
-    WrongMap(u64, u64),
     Failed(io::Error),
 }
 
@@ -457,10 +493,10 @@ fn read_source(
 ) {
     let mut stream_pos = 0u64;
     for (start, end, sum) in ranges {
-        // Every range is hashed: without a map the sum is the one verify
-        // checks; with one, a range that does not match proves the map
-        // belongs to another image (not that the card is bad).
-        let mut hasher = Sha256::new();
+        // Without a map, the sum verify will check is computed here. With
+        // one, the map's sums are trusted on the way (no second pass over
+        // the data); a verify mismatch is then traced to map or medium.
+        let mut hasher = sum.is_none().then(Sha256::new);
         if let Source::Zstd(dec) = source {
             // Streams only go forward: decompress and drop up to the range.
             if let Err(e) = io::copy(&mut dec.by_ref().take(start - stream_pos), &mut io::sink()) {
@@ -480,19 +516,17 @@ fn read_source(
                 let _ = tx.send(Piece::Failed(e));
                 return;
             }
-            hasher.update(buf.view(n));
+            if let Some(h) = hasher.as_mut() {
+                h.update(buf.view(n));
+            }
             if tx.send(Piece::Data(pos, buf, n)).is_err() {
                 return;
             }
             pos += n as u64;
         }
         stream_pos = *end;
-        let computed = hex::encode(hasher.finalize());
-        if sum.as_ref().is_some_and(|expected| *expected != computed) {
-            let _ = tx.send(Piece::WrongMap(*start, *end));
-            return;
-        }
-        if tx.send(Piece::RangeDone(computed)).is_err() {
+        let sum = sum.clone().unwrap_or_else(|| hex::encode(hasher.expect("hashing without a map").finalize()));
+        if tx.send(Piece::RangeDone(sum)).is_err() {
             return;
         }
     }
@@ -526,7 +560,7 @@ pub fn verify(image: &mut Image, target_path: &Path, progress: Progress) -> Resu
     } else {
         let ranges = image.ranges.clone();
         let size = image.size;
-        let (image_path, bmap_path) = (image.path.clone(), image.bmap_path.clone());
+        let image_path = image.path.clone();
         let source = &mut image.source;
         let (tx, rx) = std::sync::mpsc::sync_channel::<Piece>(3);
         let (free_tx, free_rx) = std::sync::mpsc::channel::<Aligned>();
@@ -537,7 +571,6 @@ pub fn verify(image: &mut Image, target_path: &Path, progress: Progress) -> Resu
                 match piece {
                     Piece::Data(_, buf, _) => drop(free_tx.send(buf)),
                     Piece::RangeDone(sum) => sums.push(sum),
-                    Piece::WrongMap(start, end) => return Err(wrong_map(&image_path, bmap_path.as_deref(), start, end, 0)),
                     Piece::Failed(source) => return Err(Error::Image { path: image_path.clone(), source }),
                 }
             }
@@ -546,7 +579,7 @@ pub fn verify(image: &mut Image, target_path: &Path, progress: Progress) -> Resu
         sums
     };
     let ranges: Vec<(u64, u64, String)> = image.ranges.iter().zip(sums).map(|((s, e, _), sum)| (*s, *e, sum)).collect();
-    verify_ranges(target_path, &ranges, progress)?;
+    verify_ranges(target_path, &ranges, progress).map_err(|e| blame(image, e))?;
     Ok(Report {
         image: image.path.clone(),
         target: Target { path: target_path.to_path_buf(), kind: "verified only", disk: None },
