@@ -247,6 +247,11 @@ fn file_info(name: &str, content: &[u8]) -> FileInfo {
     FileInfo { name: name.to_string(), size: content.len() as u64, sha256: firmware::sha256_hex(content) }
 }
 
+/// A verified firmware file already carries its checksum: no second hash.
+fn firmware_info(f: &firmware::Verified) -> FileInfo {
+    FileInfo { name: f.name.clone(), size: f.content.len() as u64, sha256: f.sha256.clone() }
+}
+
 fn root_info(opts: &BuildOptions, tree: &RootTree, sizing: &ext4::Sizing) -> RootInfo {
     RootInfo {
         source: tree.source.display().to_string(),
@@ -269,7 +274,7 @@ pub fn plan(opts: &BuildOptions) -> Result<BuildPlan, Error> {
         image: opts.out_dir.join(format!("{}.img", opts.host.name)),
         placement: p.place,
         root: root_info(opts, &p.tree, &p.sizing),
-        firmware: p.firmware.iter().map(|f| file_info(&f.name, &f.content)).collect(),
+        firmware: p.firmware.iter().map(firmware_info).collect(),
         bootloader: file_info(&p.bootloader_name, &p.bootloader),
         host_key: p.key.as_ref().map(key_info),
         dry_run: true,
@@ -382,7 +387,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary, Error> {
                 id: root_uuid,
             },
         ],
-        firmware: firmware.iter().map(|f| file_info(&f.name, &f.content)).collect(),
+        firmware: firmware.iter().map(firmware_info).collect(),
         bootloader: file_info(&bootloader_name, &bootloader),
         config_txt: file_info("config.txt", config_txt.as_bytes()),
         root: root_info(opts, &tree, &sizing),
