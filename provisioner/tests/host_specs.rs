@@ -33,6 +33,50 @@ fn plan_json(host: &str) -> Value {
     serde_json::from_str(&out).unwrap_or_else(|e| panic!("plan of {host} is not JSON ({e}):\n{out}"))
 }
 
+/// Opens and closes the loop devices of an image file over and over until
+/// dropped, as udev's or blkid's probes do.
+struct Prober {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<u64>>,
+}
+
+impl Prober {
+    fn start(image: &Path) -> Prober {
+        use std::sync::atomic::Ordering;
+        let out = Command::new("losetup").arg("-j").arg(image).output().expect("losetup -j");
+        let devs: Vec<PathBuf> = String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.split(':').next()).map(PathBuf::from).collect();
+        assert!(!devs.is_empty(), "{} is not attached to any loop device", image.display());
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let mut opens = 0;
+            while !flag.load(Ordering::Relaxed) {
+                for d in &devs {
+                    // Fails once the device is gone: that is the point.
+                    // Held open a moment, as a probe reading signatures is.
+                    if let Ok(mut f) = std::fs::File::open(d) {
+                        let _ = std::io::Read::read(&mut f, &mut [0u8; 4096]);
+                        std::thread::sleep(std::time::Duration::from_millis(3));
+                        opens += 1;
+                    }
+                }
+            }
+            opens
+        });
+        Prober { stop, thread: Some(thread) }
+    }
+}
+
+impl Drop for Prober {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let opens = t.join().unwrap_or(0);
+            assert!(opens > 0 || std::thread::panicking(), "the prober never opened a loop device");
+        }
+    }
+}
+
 fn sparse(path: &Path, bytes: u64) {
     std::fs::File::create(path).expect("create image").set_len(bytes).expect("size image");
 }
@@ -237,7 +281,12 @@ fn host_specs_apply_mount_unmount_on_loop_devices() {
             Ok(())
         };
         let result = checks();
+        // Something else opening the loop devices while they are detached
+        // (udev, blkid, a file manager) defers the kernel's teardown; CI once
+        // failed on exactly that. Keep opening them during the unmount.
+        let prober = Prober::start(&img);
         let (uok, uout, uerr) = cmd("unmount", &[]);
+        drop(prober);
         let (uok2, uout2, _) = cmd("unmount", &[]);
         if let Err(e) = result {
             panic!("{host}: {e}");

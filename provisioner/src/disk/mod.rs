@@ -436,9 +436,31 @@ fn block_device_for(target: &Path, loops: &mut BTreeMap<PathBuf, PathBuf>) -> Re
 
 /// The loop device an image file is attached to, if any.
 pub fn attached_loop(image: &Path) -> Result<Option<PathBuf>, DiskError> {
+    Ok(attached_loops(image)?.into_iter().next())
+}
+
+/// Every loop device backed by an image file: the whole-disk one and any
+/// per-partition ones at an offset.
+pub fn attached_loops(image: &Path) -> Result<Vec<PathBuf>, DiskError> {
     let out = Command::new("losetup").arg("-j").arg(image).output().map_err(|e| tool_error("losetup", "util-linux", e))?;
     let text = String::from_utf8_lossy(&out.stdout);
-    Ok(text.lines().next().and_then(|l| l.split(':').next()).map(PathBuf::from))
+    Ok(text.lines().filter_map(|l| l.split(':').next()).filter(|d| !d.is_empty()).map(PathBuf::from).collect())
+}
+
+/// Detaches `dev`. Returns false when the kernel was already tearing it
+/// down: `losetup -d` only marks a device for release and the teardown
+/// finishes after the last close, so a second detach in that window gets
+/// ENXIO, which means "already going", not failure.
+fn detach_loop(dev: &Path) -> Result<bool, DiskError> {
+    let out = Command::new("losetup").arg("-d").arg(dev).output().map_err(|e| tool_error("losetup", "util-linux", e))?;
+    if out.status.success() {
+        return Ok(true);
+    }
+    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
+    if stderr.contains("No such device or address") {
+        return Ok(false);
+    }
+    Err(DiskError::Command { cmd: format!("losetup -d {}", dev.display()), status: out.status.to_string(), stderr })
 }
 
 /// The kernel's node for partition `n` of `dev` (`sda1`, `nvme0n1p1`, `loop0p1`).
@@ -531,20 +553,17 @@ fn has_signature(dev: &Path) -> Result<bool, DiskError> {
 
 fn refuse_mounted(target: &Path) -> Result<(), DiskError> {
     let meta = std::fs::metadata(target).map_err(|source| DiskError::Io { path: target.to_path_buf(), source })?;
-    let dev = if meta.is_file() {
-        match attached_loop(target)? {
-            Some(d) => d,
-            None => return Ok(()),
+    // An image file may be attached whole and, where the kernel shows no
+    // partitions, once per partition at an offset: check every one.
+    let devs = if meta.is_file() { attached_loops(target)? } else { vec![target.to_path_buf()] };
+    for dev in devs {
+        // The same check labimg flash makes: the device, its partitions and
+        // anything stacked on them (device mapper, md), mounts and swap.
+        let mounts = lab_model::blockdev::mounts_of(&dev)
+            .map_err(|e| DiskError::Io { path: dev.clone(), source: std::io::Error::other(e.to_string()) })?;
+        if !mounts.is_empty() {
+            return Err(DiskError::Mounted { path: target.to_path_buf(), at: mounts.join(", ") });
         }
-    } else {
-        target.to_path_buf()
-    };
-    // The same check labimg flash makes: the device, its partitions and
-    // anything stacked on them (device mapper, md), mounts and swap.
-    let mounts = lab_model::blockdev::mounts_of(&dev)
-        .map_err(|e| DiskError::Io { path: dev.clone(), source: std::io::Error::other(e.to_string()) })?;
-    if !mounts.is_empty() {
-        return Err(DiskError::Mounted { path: target.to_path_buf(), at: mounts.join(", ") });
     }
     Ok(())
 }
@@ -659,9 +678,24 @@ pub fn unmount(devices: &Devices, opts: &ApplyOptions) -> Result<Vec<Action>, Di
     }
     for path in opts.disks.values() {
         if std::fs::metadata(path).map(|m| m.is_file()).unwrap_or(false) {
-            while let Some(l) = attached_loop(path)? {
-                run("losetup", &["-d".into(), l.display().to_string()])?;
-                actions.push(Action { what: format!("detach {}", l.display()), done: true, detail: path.display().to_string() });
+            for l in attached_loops(path)? {
+                let done = detach_loop(&l)?;
+                let detail = if done { path.display().to_string() } else { "already detaching".into() };
+                actions.push(Action { what: format!("detach {}", l.display()), done, detail });
+            }
+            // Wait out the kernel's teardown, so that a re-run right after
+            // this one never picks up a device that is going away.
+            let mut waited = 0;
+            while !attached_loops(path)?.is_empty() {
+                if waited == 100 {
+                    return Err(DiskError::Command {
+                        cmd: format!("losetup -d (loop devices of {})", path.display()),
+                        status: "still attached after 5 s".into(),
+                        stderr: "something still holds it open; the kernel detaches it when that closes (see `losetup -l`, `fuser -v`)".into(),
+                    });
+                }
+                std::thread::sleep(std::time::Duration::from_millis(50));
+                waited += 1;
             }
         }
     }
