@@ -57,6 +57,8 @@ pub enum Error {
     Fixed { path: PathBuf, what: String },
     #[error("refusing {path}: it holds {device_size} bytes, the image needs {image_size}")]
     TooSmall { path: PathBuf, device_size: u64, image_size: u64 },
+    #[error("{path} changed while you were asked ({what}): nothing was written. Check which device is which (`labimg devices`) and run the command again")]
+    Changed { path: PathBuf, what: String },
     #[error("not confirmed: nothing was written to {path}")]
     NotConfirmed { path: PathBuf },
     #[error("cannot open {path} for writing: {source}{hint}")]
@@ -310,26 +312,34 @@ impl Aligned {
 
 pub fn flash(image: &mut Image, target_path: &Path, opts: &FlashOptions) -> Result<Report, Error> {
     let target = preflight(target_path, image.size, opts.allow_fixed)?;
-    if !(opts.confirm)(&target) {
-        return Err(Error::NotConfirmed { path: target_path.to_path_buf() });
-    }
     let is_block = target.disk.is_some();
     let open_err = |source: io::Error| {
         let hint = if source.raw_os_error() == Some(16) { " (busy: something has it open or mounted)" } else { "" };
         Error::Open { path: target_path.to_path_buf(), source, hint }
     };
-    // O_EXCL on a block device: the kernel refuses while anything has it
-    // mounted, and nothing can mount it while we hold it.
-    let mut oo = OpenOptions::new();
-    oo.write(true).read(true);
-    if is_block {
-        oo.custom_flags(nix::libc::O_EXCL);
+    // A block device is held exclusively from before the question until
+    // verification ends: the kernel refuses O_EXCL while anything has it
+    // mounted, and nothing can mount it while we hold it. A file target is
+    // only created once confirmed.
+    let held = if is_block {
+        Some(OpenOptions::new().write(true).read(true).custom_flags(nix::libc::O_EXCL).open(target_path).map_err(open_err)?)
     } else {
+        None
+    };
+    if !(opts.confirm)(&target) {
+        return Err(Error::NotConfirmed { path: target_path.to_path_buf() });
+    }
+    let out = match held {
+        Some(f) => {
+            // The operator confirmed what was shown; a card swapped or a
+            // stick replugged meanwhile must not receive the image.
+            same_device(&target, &f)?;
+            f
+        }
         // A new file gets no more access than its owner's: the image may
         // hold a host key.
-        oo.create(true).mode(0o600);
-    }
-    let out = oo.open(target_path).map_err(open_err)?;
+        None => OpenOptions::new().write(true).read(true).create(true).mode(0o600).open(target_path).map_err(open_err)?,
+    };
     // Aligned chunks go straight to the device (O_DIRECT), so the card is
     // busy while the next chunk is read instead of all at the final fsync;
     // an unaligned tail, or a filesystem without O_DIRECT, goes through `out`.
@@ -422,6 +432,29 @@ pub fn flash(image: &mut Image, target_path: &Path, opts: &FlashOptions) -> Resu
         ranges: image.ranges.len(),
         alignment: align,
     })
+}
+
+/// Whether the device `held` is still the one `target` showed the operator:
+/// the same node, device number, size, model, serial and loop backing file.
+fn same_device(target: &Target, held: &File) -> Result<(), Error> {
+    use std::os::unix::fs::MetadataExt;
+    let Some(shown) = &target.disk else { return Ok(()) };
+    let changed = |what: String| Error::Changed { path: target.path.clone(), what };
+    let held_rdev = held.metadata().map_err(|e| changed(format!("cannot stat the open device: {e}")))?.rdev();
+    let node_rdev = std::fs::metadata(&target.path).map_err(|e| changed(format!("the node is gone: {e}")))?.rdev();
+    if held_rdev != node_rdev {
+        return Err(changed("the node now names another device".into()));
+    }
+    let now = blockdev::describe(&target.path)?;
+    let size_now = blockdev::size(held).map_err(|e| changed(format!("cannot read its size: {e}")))?;
+    if size_now != shown.size || now.size != shown.size {
+        return Err(changed(format!("{} bytes then, {} now", shown.size, size_now)));
+    }
+    if (&now.model, &now.serial, &now.loop_backing) != (&shown.model, &shown.serial, &shown.loop_backing) {
+        let name = |d: &Disk| Target { path: d.path.clone(), kind: "", disk: Some(d.clone()) }.describe();
+        return Err(changed(format!("{} then, {} now", name(shown), name(&now))));
+    }
+    Ok(())
 }
 
 /// A verify mismatch on a range whose checksum came from the block map:

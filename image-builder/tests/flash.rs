@@ -380,3 +380,36 @@ fn a_new_file_target_is_private_and_an_empty_image_is_refused() {
     let res = flash(&["--yes"], &empty, &tmp.path().join("e.raw"));
     assert!(!res.status.success() && stderr(&res).contains("empty"), "{}", stderr(&res));
 }
+
+#[test]
+fn a_device_that_changes_while_the_operator_is_asked_gets_nothing() {
+    let t = "a_device_that_changes_while_the_operator_is_asked_gets_nothing";
+    let tmp = tempfile::tempdir().unwrap();
+    let img = test_image(tmp.path());
+    let backing = tmp.path().join("disk.raw");
+    fs::write(&backing, vec![0x3cu8; 80 * MIB as usize]).unwrap();
+    let Some(dev) = Loop::attach(&backing, t) else { return };
+    let mut image = image_builder::flash::Image::open(&img, None, false).unwrap();
+    // While the question is on screen the "card" becomes another one: here
+    // the loop device grows, as a different card in the same reader would
+    // show another size.
+    let swap = |target: &image_builder::flash::Target| {
+        assert_eq!(target.disk.as_ref().map(|d| d.size), Some(80 * MIB));
+        fs::OpenOptions::new().write(true).open(&backing).unwrap().set_len(96 * MIB).unwrap();
+        ok(Command::new("losetup").arg("-c").arg(dev.path()));
+        true
+    };
+    let opts = image_builder::flash::FlashOptions {
+        verify: true,
+        allow_fixed: false,
+        progress: image_builder::progress::Progress::hidden(),
+        confirm: &swap,
+    };
+    let err = match image_builder::flash::flash(&mut image, dev.path(), &opts) {
+        Ok(_) => panic!("a device that changed after confirmation was written"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains("changed while you were asked") && err.contains(&format!("{} bytes then", 80 * MIB)), "{err}");
+    let after = fs::read(&backing).unwrap();
+    assert!(after[..80 * MIB as usize].iter().all(|&b| b == 0x3c), "bytes were written to the changed device");
+}
