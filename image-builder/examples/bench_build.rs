@@ -163,12 +163,7 @@ fn measure(mut cmd: Command, work: &Path) -> (f64, u64) {
     stop.store(true, Ordering::Relaxed);
     sampler.join().unwrap();
     peak.fetch_max(allocated(work), Ordering::Relaxed);
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{cmd:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (secs, peak.load(Ordering::Relaxed))
 }
 

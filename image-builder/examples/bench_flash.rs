@@ -112,13 +112,7 @@ fn main() {
     for run in 1..=runs {
         let (t, cleanup) = target(&dir, "target-labimg", size, use_loop);
         drop_caches();
-        let a = timed(&format!(
-            "{} flash --yes --bmap {} {} {}",
-            labimg.display(),
-            bmap.display(),
-            image.display(),
-            t.display()
-        ));
+        let a = timed(&format!("{} flash --yes --bmap {} {} {}", labimg.display(), bmap.display(), image.display(), t.display()));
         cleanup.map(|c| sh(&c));
         let (t, cleanup) = target(&dir, "target-bmaptool", size, use_loop);
         drop_caches();
@@ -135,11 +129,7 @@ fn main() {
             t.display()
         ));
         cleanup.map(|c| sh(&c));
-        println!(
-            "run {run}: labimg flash+verify {a:.2} s | bmaptool copy {b:.2} s | dd+cmp {c:.2} s | vs bmaptool {:.2}x, vs dd+cmp {:.2}x",
-            a / b,
-            a / c
-        );
+        println!("run {run}: labimg flash+verify {a:.2} s | bmaptool copy {b:.2} s | dd+cmp {c:.2} s | vs bmaptool {:.2}x, vs dd+cmp {:.2}x", a / b, a / c);
         ours.push(a);
         bmaptool.push(b);
         dd.push(c);

@@ -294,10 +294,7 @@ mod tests {
         let b = Bmap {
             image_size: 10 * 4096 + 100,
             block_size: 4096,
-            ranges: vec![
-                Range { first: 0, last: 0, sha256: "ab".repeat(32) },
-                Range { first: 3, last: 10, sha256: "cd".repeat(32) },
-            ],
+            ranges: vec![Range { first: 0, last: 0, sha256: "ab".repeat(32) }, Range { first: 3, last: 10, sha256: "cd".repeat(32) }],
         };
         assert_eq!(Bmap::parse(&b.to_xml()).unwrap(), b);
         assert_eq!(b.span(&b.ranges[1]), (3 * 4096, 10 * 4096 + 100));

@@ -208,8 +208,7 @@ fn prepare(opts: &BuildOptions) -> Result<Prepared, Error> {
     let fw_dir = opts.firmware_dir.clone().unwrap_or_else(firmware::default_cache);
     let firmware = firmware::load_verified(&manifest, &board, &fw_dir)?;
     let template_path = opts.lab_root.join(firmware::CONFIG_TEMPLATE);
-    let template = fs::read_to_string(&template_path)
-        .map_err(|source| Error::Read { what: "config.txt template", path: template_path.clone(), source })?;
+    let template = fs::read_to_string(&template_path).map_err(|source| Error::Read { what: "config.txt template", path: template_path.clone(), source })?;
     let key = match &opts.host_key {
         Some(path) => Some(HostKey::load(path)?),
         // The lab holds the host's key (`labprov keys new`): decrypted in
@@ -224,8 +223,7 @@ fn prepare(opts: &BuildOptions) -> Result<Prepared, Error> {
     ensure_dir(&opts.out_dir)?;
     let (tree, bootloader_path) = root_tree(opts, &board)?;
     let bootloader_path = bootloader_path.ok_or_else(|| Error::BootloaderRequired { board: board.clone() })?;
-    let bootloader = fs::read(&bootloader_path)
-        .map_err(|source| Error::Read { what: "bootloader", path: bootloader_path.clone(), source })?;
+    let bootloader = fs::read(&bootloader_path).map_err(|source| Error::Read { what: "bootloader", path: bootloader_path.clone(), source })?;
     let bootloader_name = format!("u-boot-{board}.bin");
     let config_txt = firmware::render_config(&template, &bootloader_name);
 
@@ -350,8 +348,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary, Error> {
     image.sync_data().map_err(|source| Error::Write { what: "the image", source })?;
     interrupt::check()?;
 
-    let (bmap, sha256) = bmap::digest(image, place.total, opts.progress)
-        .map_err(|source| Error::Write { what: "the block map", source })?;
+    let (bmap, sha256) = bmap::digest(image, place.total, opts.progress).map_err(|source| Error::Write { what: "the block map", source })?;
     let image_file = format!("{name}.img");
     let manifest = ImageManifest {
         labimg: env!("CARGO_PKG_VERSION"),
@@ -401,11 +398,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary, Error> {
         manifest: opts.out_dir.join(format!("{name}.manifest.json")),
     };
     let manifest_json = serde_json::to_string_pretty(&manifest).expect("manifest serialises") + "\n";
-    let small = [
-        (&outputs.bmap, bmap.to_xml()),
-        (&outputs.sha256, format!("{sha256}  {image_file}\n")),
-        (&outputs.manifest, manifest_json),
-    ];
+    let small = [(&outputs.bmap, bmap.to_xml()), (&outputs.sha256, format!("{sha256}  {image_file}\n")), (&outputs.manifest, manifest_json)];
     let mut done = Vec::new();
     for (path, text) in small {
         let mut p = Pending::create(path, 0o644)?;
@@ -423,8 +416,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary, Error> {
 
 fn write_mbr(image: &File, place: &Placement, disk_id: u32) -> io::Result<()> {
     let mut f = image;
-    let mut mbr = mbrman::MBR::new_from(&mut f, SECTOR as u32, disk_id.to_le_bytes())
-        .map_err(|e| io::Error::other(e.to_string()))?;
+    let mut mbr = mbrman::MBR::new_from(&mut f, SECTOR as u32, disk_id.to_le_bytes()).map_err(|e| io::Error::other(e.to_string()))?;
     let entry = |start: u64, size: u64, sys: u8, boot: bool| mbrman::MBRPartitionEntry {
         boot: if boot { mbrman::BOOT_ACTIVE } else { mbrman::BOOT_INACTIVE },
         first_chs: mbrman::CHS::empty(),
@@ -514,10 +506,8 @@ mod nixos {
         dump.extend(&paths);
         let registration = nix(&dump)?;
 
-        let dir = tempfile::Builder::new()
-            .prefix(".labimg-system.")
-            .tempdir_in(scratch)
-            .map_err(|source| Error::Write { what: "the staging directory", source })?;
+        let dir =
+            tempfile::Builder::new().prefix(".labimg-system.").tempdir_in(scratch).map_err(|source| Error::Write { what: "the staging directory", source })?;
         let store = dir.path().join("nix/store");
         fs::create_dir_all(&store).map_err(|source| Error::Write { what: "the staging directory", source })?;
         let mut cp = vec!["cp", "-a", "--reflink=auto", "-t"];
@@ -540,10 +530,8 @@ mod nixos {
     /// What NixOS's generic-extlinux-compatible builder writes, pointing at
     /// the store paths on the same filesystem (U-Boot reads them in place).
     fn extlinux_conf(toplevel: &Path) -> Result<String, Error> {
-        let read_link = |name: &str| {
-            fs::canonicalize(toplevel.join(name))
-                .map_err(|source| Error::Read { what: "the system's", path: toplevel.join(name), source })
-        };
+        let read_link =
+            |name: &str| fs::canonicalize(toplevel.join(name)).map_err(|source| Error::Read { what: "the system's", path: toplevel.join(name), source });
         let kernel = read_link("kernel")?;
         let initrd = read_link("initrd")?;
         let dtbs = read_link("dtbs").ok();

@@ -149,8 +149,7 @@ pub fn inject(image: &Path, offset: u64, tree: &RootTree, files: &[Inject], epoc
             script.push_str(&format!("rm /{rel}\n"));
         }
         // Not close-on-exec: debugfs inherits it and reads /proc/self/fd/N.
-        let fd = memfd_create(c"labimg-inject", MFdFlags::empty())
-            .map_err(|source| Error::Memfd { what: f.path.to_string(), source })?;
+        let fd = memfd_create(c"labimg-inject", MFdFlags::empty()).map_err(|source| Error::Memfd { what: f.path.to_string(), source })?;
         let mut mem = File::from(fd);
         mem.write_all(f.content)?;
         script.push_str(&format!(
@@ -211,10 +210,8 @@ pub fn normalize(image: &File, offset: u64, epoch: u64, builder: (u32, u32)) -> 
         if desc.flags & BG_INODE_UNINIT != 0 {
             continue;
         }
-        let used = sb
-            .inodes_per_group
-            .checked_sub(desc.itable_unused)
-            .ok_or_else(|| Error::Layout(format!("group {group} claims more unused inodes than it has")))?;
+        let used =
+            sb.inodes_per_group.checked_sub(desc.itable_unused).ok_or_else(|| Error::Layout(format!("group {group} claims more unused inodes than it has")))?;
         if used == 0 {
             continue;
         }
@@ -297,8 +294,7 @@ impl Superblock {
             return Err(Error::Layout("no ext4 superblock after mkfs".into()));
         }
         let block_size = 1024u64 << le32(&s, 0x18);
-        let blocks = le32(&s, 0x04) as u64
-            | if le32(&s, 0x60) & 0x80 != 0 { (le32(&s, 0x150) as u64) << 32 } else { 0 };
+        let blocks = le32(&s, 0x04) as u64 | if le32(&s, 0x60) & 0x80 != 0 { (le32(&s, 0x150) as u64) << 32 } else { 0 };
         let blocks_per_group = le32(&s, 0x20) as u64;
         let first_data_block = le32(&s, 0x14) as u64;
         let incompat = le32(&s, 0x60);

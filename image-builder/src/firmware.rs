@@ -81,8 +81,7 @@ pub struct FirmwareFile {
 impl Manifest {
     pub fn load(path: &Path) -> Result<Manifest, Error> {
         let text = fs::read_to_string(path).map_err(|source| Error::ManifestRead { path: path.to_path_buf(), source })?;
-        let m: Manifest = toml::from_str(&text)
-            .map_err(|source| Error::ManifestParse { path: path.to_path_buf(), source: Box::new(source) })?;
+        let m: Manifest = toml::from_str(&text).map_err(|source| Error::ManifestParse { path: path.to_path_buf(), source: Box::new(source) })?;
         for f in &m.file {
             if !m.archive.iter().any(|a| a.id == f.archive) {
                 return Err(Error::ManifestArchive { archive: f.archive.clone(), file: f.name.clone() });
@@ -154,13 +153,7 @@ pub struct FetchReport {
 /// Makes sure the cache holds a verified copy of every file the `boards`
 /// need, downloading only the archives of files that are missing or wrong.
 /// `mirror` replaces the scheme and host of every archive URL.
-pub fn fetch(
-    manifest: &Manifest,
-    boards: &[String],
-    cache: &Path,
-    mirror: Option<&str>,
-    progress: Progress,
-) -> Result<FetchReport, Error> {
+pub fn fetch(manifest: &Manifest, boards: &[String], cache: &Path, mirror: Option<&str>, progress: Progress) -> Result<FetchReport, Error> {
     ensure_dir(cache)?;
     let mut report = FetchReport { cache: cache.to_path_buf(), ..Default::default() };
     let mut wanted: Vec<&FirmwareFile> = Vec::new();
@@ -291,10 +284,7 @@ mod tests {
 
     #[test]
     fn mirror_keeps_the_path() {
-        assert_eq!(
-            rebase("https://deb.debian.org/debian/pool/x.deb", Some("http://127.0.0.1:8080/")),
-            "http://127.0.0.1:8080/debian/pool/x.deb"
-        );
+        assert_eq!(rebase("https://deb.debian.org/debian/pool/x.deb", Some("http://127.0.0.1:8080/")), "http://127.0.0.1:8080/debian/pool/x.deb");
     }
 
     #[test]

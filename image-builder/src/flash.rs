@@ -12,10 +12,10 @@ use std::time::Instant;
 use serde::Serialize;
 use sha2::{Digest, Sha256};
 
-use lab_model::blockdev::{self, Disk};
 use crate::bmap::{self, Bmap, ParseError};
 use crate::interrupt;
 use crate::progress::Progress;
+use lab_model::blockdev::{self, Disk};
 
 /// Large, aligned I/O: 8 MiB per request keeps a USB stick's queue full.
 const CHUNK: usize = 8 << 20;
@@ -170,10 +170,13 @@ impl Image {
         }
         let (ranges, how) = match (&map, &source) {
             (Some(m), _) => (
-                m.ranges.iter().map(|r| {
-                    let (s, e) = m.span(r);
-                    (s, e, Some(r.sha256.clone()))
-                }).collect(),
+                m.ranges
+                    .iter()
+                    .map(|r| {
+                        let (s, e) = m.span(r);
+                        (s, e, Some(r.sha256.clone()))
+                    })
+                    .collect(),
                 "block map",
             ),
             (None, Source::Raw(f)) => (
@@ -261,7 +264,13 @@ pub fn preflight(path: &Path, image_size: u64, allow_fixed: bool) -> Result<Targ
     if disk.size < image_size {
         return Err(Error::TooSmall { path: path.to_path_buf(), device_size: disk.size, image_size });
     }
-    let kind = if is_loop { "loop device" } else if disk.removable { "removable disk" } else { "fixed disk" };
+    let kind = if is_loop {
+        "loop device"
+    } else if disk.removable {
+        "removable disk"
+    } else {
+        "fixed disk"
+    };
     Ok(Target { path: path.to_path_buf(), kind, disk: Some(disk) })
 }
 
@@ -321,11 +330,8 @@ pub fn flash(image: &mut Image, target_path: &Path, opts: &FlashOptions) -> Resu
     // verification ends: the kernel refuses O_EXCL while anything has it
     // mounted, and nothing can mount it while we hold it. A file target is
     // only created once confirmed.
-    let held = if is_block {
-        Some(OpenOptions::new().write(true).read(true).custom_flags(nix::libc::O_EXCL).open(target_path).map_err(open_err)?)
-    } else {
-        None
-    };
+    let held =
+        if is_block { Some(OpenOptions::new().write(true).read(true).custom_flags(nix::libc::O_EXCL).open(target_path).map_err(open_err)?) } else { None };
     if !(opts.confirm)(&target) {
         return Err(Error::NotConfirmed { path: target_path.to_path_buf() });
     }
@@ -408,8 +414,7 @@ pub fn flash(image: &mut Image, target_path: &Path, opts: &FlashOptions) -> Resu
     let write_seconds = started.elapsed().as_secs_f64();
 
     let (verify, verify_seconds) = if opts.verify {
-        let ranges: Vec<(u64, u64, String)> =
-            image.ranges.iter().zip(computed).map(|((s, e, _), sum)| (*s, *e, sum)).collect();
+        let ranges: Vec<(u64, u64, String)> = image.ranges.iter().zip(computed).map(|((s, e, _), sum)| (*s, *e, sum)).collect();
         let t = Instant::now();
         verify_ranges(target_path, &ranges, opts.progress).map_err(|e| blame(image, e))?;
         ("ok", t.elapsed().as_secs_f64())
@@ -467,12 +472,7 @@ fn blame(image: &Image, err: Error) -> Error {
         let expected = image.ranges.iter().find(|(s, _, _)| *s == start).and_then(|r| r.2.clone());
         if let Ok(actual) = source_range_sha256(image, start, end) {
             if Some(actual) != expected {
-                return Error::WrongMap {
-                    image: image.path.clone(),
-                    bmap: image.bmap_path.clone().unwrap_or_default(),
-                    start,
-                    end,
-                };
+                return Error::WrongMap { image: image.path.clone(), bmap: image.bmap_path.clone().unwrap_or_default(), start, end };
             }
         }
     }

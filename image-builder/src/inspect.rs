@@ -73,8 +73,7 @@ pub fn inspect(path: &Path) -> Result<Report, Error> {
     let file = File::open(path).map_err(read_err)?;
     let meta = file.metadata().map_err(read_err)?;
     let mut f = &file;
-    let mbr = mbrman::MBR::read_from(&mut f, SECTOR as u32)
-        .map_err(|e| Error::NoTable { path: path.to_path_buf(), reason: e.to_string() })?;
+    let mbr = mbrman::MBR::read_from(&mut f, SECTOR as u32).map_err(|e| Error::NoTable { path: path.to_path_buf(), reason: e.to_string() })?;
     let mut report = Report {
         image: path.to_path_buf(),
         size: meta.len(),
@@ -147,20 +146,14 @@ fn ext4_identity(file: &File, start: u64) -> Option<(String, String)> {
 /// The key's owner and mode, and the public half, read with debugfs.
 fn host_key(image: &Path, offset: u64) -> Option<HostKeyInfo> {
     let run = |cmd: &str| -> Option<String> {
-        let out = Command::new("debugfs")
-            .args(["-c", "-R", cmd])
-            .arg(format!("{}?offset={offset}", image.display()))
-            .output()
-            .ok()?;
+        let out = Command::new("debugfs").args(["-c", "-R", cmd]).arg(format!("{}?offset={offset}", image.display())).output().ok()?;
         Some(String::from_utf8_lossy(&out.stdout).into_owned())
     };
     let stat = run(&format!("stat {HOST_KEY_PATH}"))?;
     if !stat.contains("Inode:") {
         return None;
     }
-    let field = |name: &str| -> Option<String> {
-        stat.split_whitespace().skip_while(|w| *w != name).nth(1).map(str::to_string)
-    };
+    let field = |name: &str| -> Option<String> { stat.split_whitespace().skip_while(|w| *w != name).nth(1).map(str::to_string) };
     let public = run(&format!("cat {HOST_KEY_PATH}.pub")).filter(|p| p.starts_with("ssh-"));
     Some(HostKeyInfo {
         path: HOST_KEY_PATH,

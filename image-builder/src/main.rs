@@ -118,7 +118,9 @@ are not removable (unless --allow-fixed). Exit code 3: verification failed.")]
         json: bool,
     },
     /// Check a written device (or file) against an image, range by range
-    #[command(after_help = "Examples:\n  labimg verify out/nixpi.img /dev/sdb\n  labimg verify nixpi.img.zst /dev/sdb --bmap nixpi.img.bmap\n\nExit code 3: the device differs from the image.")]
+    #[command(
+        after_help = "Examples:\n  labimg verify out/nixpi.img /dev/sdb\n  labimg verify nixpi.img.zst /dev/sdb --bmap nixpi.img.bmap\n\nExit code 3: the device differs from the image."
+    )]
     Verify {
         image: PathBuf,
         device: PathBuf,
@@ -195,10 +197,7 @@ fn lab(cli_lab: &Option<PathBuf>) -> Result<Lab> {
 
 fn epoch() -> Result<u64> {
     match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) if !v.is_empty() => v
-            .trim()
-            .parse()
-            .with_context(|| format!("SOURCE_DATE_EPOCH must be seconds since 1970 as an integer, not `{v}`")),
+        Ok(v) if !v.is_empty() => v.trim().parse().with_context(|| format!("SOURCE_DATE_EPOCH must be seconds since 1970 as an integer, not `{v}`")),
         _ => Ok(DEFAULT_EPOCH),
     }
 }
@@ -297,10 +296,7 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Devices { all, json } => {
-            let disks: Vec<_> = blockdev::list()
-                .into_iter()
-                .filter(|d| all || (d.removable && !d.system))
-                .collect();
+            let disks: Vec<_> = blockdev::list().into_iter().filter(|d| all || (d.removable && !d.system)).collect();
             if json {
                 println!("{}", serde_json::to_string_pretty(&disks)?);
             } else if disks.is_empty() {
@@ -394,15 +390,7 @@ fn print_summary(s: &build::BuildSummary) {
     println!("built {} for {} ({}) in {:.1} s", s.outputs.image.display(), m.host, m.board, s.seconds);
     println!("  size      {} MiB, {} MiB of it data", m.image.size >> 20, m.image.mapped_bytes >> 20);
     for p in &m.partitions {
-        println!(
-            "  part {}    {} {} {} MiB at {} MiB ({})",
-            p.number,
-            p.filesystem,
-            p.label,
-            p.size >> 20,
-            p.start >> 20,
-            p.id
-        );
+        println!("  part {}    {} {} {} MiB at {} MiB ({})", p.number, p.filesystem, p.label, p.size >> 20, p.start >> 20, p.id);
     }
     println!("  root      {} ({} files, {} MiB)", m.root.source, m.root.stats.files, m.root.stats.bytes >> 20);
     match &m.host_key {

@@ -64,10 +64,8 @@ impl RootTree {
         let (dir, unpacked) = if meta.is_dir() {
             (path.to_path_buf(), None)
         } else {
-            let tmp = tempfile::Builder::new()
-                .prefix(".labimg-rootfs.")
-                .tempdir_in(scratch)
-                .map_err(|source| Error::Unpack { path: path.to_path_buf(), source })?;
+            let tmp =
+                tempfile::Builder::new().prefix(".labimg-rootfs.").tempdir_in(scratch).map_err(|source| Error::Unpack { path: path.to_path_buf(), source })?;
             unpack_tar(path, tmp.path())?;
             (tmp.path().to_path_buf(), Some(tmp))
         };

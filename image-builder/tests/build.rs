@@ -39,8 +39,7 @@ fn image_reads_back_with_the_standard_tools() {
     let m = manifest(&out);
 
     // Partition table: MBR, FAT bootable at 8 MiB, ext4 after it to the end, 1 MiB aligned.
-    let table: serde_json::Value =
-        serde_json::from_str(&tool_output(Command::new("sfdisk").arg("--json").arg(&img))).unwrap();
+    let table: serde_json::Value = serde_json::from_str(&tool_output(Command::new("sfdisk").arg("--json").arg(&img))).unwrap();
     let t_ = &table["partitiontable"];
     assert_eq!(t_["label"], "dos");
     assert_eq!(t_["id"], m["image"]["diskId"]);
@@ -110,8 +109,7 @@ fn image_reads_back_with_the_standard_tools() {
     assert!(fs::read(&copy).unwrap() == bytes, "bmaptool's copy equals the image");
 
     // inspect reads it all back.
-    let inspect: serde_json::Value =
-        serde_json::from_slice(&ok(labimg().args(["inspect", "--json"]).arg(&img)).stdout).unwrap();
+    let inspect: serde_json::Value = serde_json::from_slice(&ok(labimg().args(["inspect", "--json"]).arg(&img)).stdout).unwrap();
     assert_eq!(inspect["hostKey"]["mode"], "0600");
     assert_eq!(inspect["hostKey"]["uid"], 0);
     assert_eq!(inspect["hostKey"]["fingerprint"], m["hostKey"]["fingerprint"]);
@@ -226,9 +224,7 @@ fn tampered_firmware_is_refused_and_nothing_is_written() {
 }
 
 fn facts_with(host_extra: &str) -> String {
-    format!(
-        r#"{{ hosts = {{ pi = {{ name = "pi"; system = "aarch64-linux"; class = "nixos"; sshHostKey = null; {host_extra} }}; }}; }}"#
-    )
+    format!(r#"{{ hosts = {{ pi = {{ name = "pi"; system = "aarch64-linux"; class = "nixos"; sshHostKey = null; {host_extra} }}; }}; }}"#)
 }
 
 /// Runs a build that must fail; returns stderr after checking nothing was left.
@@ -313,10 +309,7 @@ fn unreadable_firmware_dir_is_refused() {
     tool_output(Command::new("cp").arg("-r").arg(repo().join("hosts")).arg(repo().join("firmware")).arg(work));
     let rootfs = standin.join("rootfs").to_string_lossy().into_owned();
     let uboot = standin.join("u-boot/rpi_4/u-boot.bin").to_string_lossy().into_owned();
-    let res = labimg_as_nobody(
-        work,
-        &["build", "nixpi", "--rootfs", &rootfs, "--bootloader", &uboot, "--firmware-dir", "fw", "--out", "out"],
-    );
+    let res = labimg_as_nobody(work, &["build", "nixpi", "--rootfs", &rootfs, "--bootloader", &uboot, "--firmware-dir", "fw", "--out", "out"]);
     assert!(!res.status.success());
     let err = stderr(&res);
     assert!(err.contains("firmware directory") && err.contains("not readable"), "{err}");
@@ -363,21 +356,9 @@ fn the_image_boots_and_the_first_boot_finds_the_key() {
     let before = fs::read(&img).unwrap();
     for machine in ["raspi3b", "virt"] {
         let log = tmp.path().join(format!("{machine}.log"));
-        let res = Command::new("bash")
-            .arg(repo().join("tests/standin/boot.sh"))
-            .arg(&img)
-            .arg(&standin)
-            .arg(machine)
-            .env("BOOT_LOG", &log)
-            .output()
-            .unwrap();
+        let res = Command::new("bash").arg(repo().join("tests/standin/boot.sh")).arg(&img).arg(&standin).arg(machine).env("BOOT_LOG", &log).output().unwrap();
         let stdout = String::from_utf8_lossy(&res.stdout);
-        assert!(
-            res.status.success(),
-            "{machine}: {stdout}{}\n{}",
-            stderr(&res),
-            fs::read_to_string(&log).unwrap_or_default()
-        );
+        assert!(res.status.success(), "{machine}: {stdout}{}\n{}", stderr(&res), fs::read_to_string(&log).unwrap_or_default());
         assert!(stdout.contains("LABIMG-FIRSTBOOT-OK"), "{stdout}");
         let expected_root = if machine == "virt" { "root=/dev/vda2" } else { "root=/dev/mmcblk0p2" };
         assert!(stdout.contains(expected_root) && stdout.contains("key=0:0:600"), "{stdout}");
@@ -468,7 +449,11 @@ fn a_nix_store_system_becomes_the_root_with_its_registration_and_extlinux() {
     let conf = tool_output(Command::new("debugfs").args(["-R", "cat /boot/extlinux/extlinux.conf"]).arg(&root));
     assert!(conf.contains(&format!("APPEND init={toplevel}/init console=ttyS0 loglevel=4")), "{conf}");
     assert!(conf.contains("-linux-standin/Image") && conf.contains("-initrd-standin/initrd") && conf.contains("FDTDIR"), "{conf}");
-    let kernel = tool_output(Command::new("debugfs").args(["-R", &format!("cat {}", conf.lines().find(|l| l.trim().starts_with("LINUX")).unwrap().trim().trim_start_matches("LINUX ").trim())]).arg(&root));
+    let kernel = tool_output(
+        Command::new("debugfs")
+            .args(["-R", &format!("cat {}", conf.lines().find(|l| l.trim().starts_with("LINUX")).unwrap().trim().trim_start_matches("LINUX ").trim())])
+            .arg(&root),
+    );
     assert_eq!(kernel.trim(), "kernel", "the LINUX path resolves inside the image");
     assert_eq!(manifest(&out)["root"]["kind"], "nixos-system");
     assert_eq!(listing(&out), ["nixpi.img", "nixpi.img.bmap", "nixpi.img.sha256", "nixpi.manifest.json"], "the staging copy is gone");

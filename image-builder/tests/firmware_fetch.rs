@@ -61,9 +61,7 @@ fn mirror(debs: &Path, into: &Path, tamper: Option<&str>) {
 }
 
 fn debs(test: &str) -> Option<std::path::PathBuf> {
-    let dir = std::env::var_os("LABIMG_FIRMWARE_DEBS")
-        .map(Into::into)
-        .unwrap_or_else(|| repo().join("target/firmware-debs"));
+    let dir = std::env::var_os("LABIMG_FIRMWARE_DEBS").map(Into::into).unwrap_or_else(|| repo().join("target/firmware-debs"));
     let manifest = fs::read_to_string(repo().join("firmware/manifest.toml")).unwrap();
     let missing = manifest
         .lines()
@@ -126,9 +124,7 @@ fn an_unreachable_mirror_is_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
     // A port nothing listens on.
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let res = run(labimg()
-        .args(["firmware", "fetch", "--board", "rpi5", "--mirror", &format!("http://127.0.0.1:{port}"), "--cache"])
-        .arg(tmp.path()));
+    let res = run(labimg().args(["firmware", "fetch", "--board", "rpi5", "--mirror", &format!("http://127.0.0.1:{port}"), "--cache"]).arg(tmp.path()));
     assert!(!res.status.success());
     let err = stderr(&res);
     assert!(err.contains("download of http://127.0.0.1") && err.contains("--mirror"), "{err}");

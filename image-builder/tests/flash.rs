@@ -296,13 +296,7 @@ fn ctrl_c_says_the_target_is_incomplete_and_a_rerun_repairs_it() {
     let img = tmp.path().join("big.img");
     fs::write(&img, vec![0x3cu8; 600 * MIB as usize]).unwrap();
     let target = tmp.path().join("t.raw");
-    let child = labimg()
-        .args(["flash", "--yes", "--no-bmap"])
-        .arg(&img)
-        .arg(&target)
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let child = labimg().args(["flash", "--yes", "--no-bmap"]).arg(&img).arg(&target).stderr(Stdio::piped()).spawn().unwrap();
     std::thread::sleep(std::time::Duration::from_millis(150));
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
     let res = child.wait_with_output().unwrap();
@@ -399,12 +393,7 @@ fn a_device_that_changes_while_the_operator_is_asked_gets_nothing() {
         ok(Command::new("losetup").arg("-c").arg(dev.path()));
         true
     };
-    let opts = image_builder::flash::FlashOptions {
-        verify: true,
-        allow_fixed: false,
-        progress: image_builder::progress::Progress::hidden(),
-        confirm: &swap,
-    };
+    let opts = image_builder::flash::FlashOptions { verify: true, allow_fixed: false, progress: image_builder::progress::Progress::hidden(), confirm: &swap };
     let err = match image_builder::flash::flash(&mut image, dev.path(), &opts) {
         Ok(_) => panic!("a device that changed after confirmation was written"),
         Err(e) => e.to_string(),

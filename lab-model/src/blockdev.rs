@@ -80,19 +80,8 @@ pub fn reread_partitions(file: &fs::File) -> io::Result<()> {
 /// does). Where a re-read of the whole table shows no partitions (loop
 /// devices in some containers), adding them one by one still works.
 pub fn add_partition(file: &fs::File, number: u32, start_bytes: u64, length_bytes: u64) -> io::Result<()> {
-    let mut part = ioctl::BlkpgPartition {
-        start: start_bytes as i64,
-        length: length_bytes as i64,
-        pno: number as i32,
-        devname: [0; 64],
-        volname: [0; 64],
-    };
-    let arg = ioctl::BlkpgIoctlArg {
-        op: ioctl::BLKPG_ADD_PARTITION,
-        flags: 0,
-        datalen: std::mem::size_of::<ioctl::BlkpgPartition>() as i32,
-        data: &mut part,
-    };
+    let mut part = ioctl::BlkpgPartition { start: start_bytes as i64, length: length_bytes as i64, pno: number as i32, devname: [0; 64], volname: [0; 64] };
+    let arg = ioctl::BlkpgIoctlArg { op: ioctl::BLKPG_ADD_PARTITION, flags: 0, datalen: std::mem::size_of::<ioctl::BlkpgPartition>() as i32, data: &mut part };
     // SAFETY: BLKPG reads the argument struct and the partition struct it
     // points to; both live on this stack frame for the whole call.
     unsafe { ioctl::blkpg(file.as_raw_fd(), &arg) }.map(drop).map_err(io::Error::from)
@@ -197,8 +186,7 @@ pub enum Error {
 fn sysfs_dir(path: &Path) -> Result<PathBuf, Error> {
     let meta = fs::metadata(path).map_err(|source| Error::Stat { path: path.to_path_buf(), source })?;
     let num = format!("{}:{}", major(meta.rdev()), minor(meta.rdev()));
-    fs::canonicalize(format!("/sys/dev/block/{num}"))
-        .map_err(|source| Error::Stat { path: PathBuf::from(format!("/sys/dev/block/{num}")), source })
+    fs::canonicalize(format!("/sys/dev/block/{num}")).map_err(|source| Error::Stat { path: PathBuf::from(format!("/sys/dev/block/{num}")), source })
 }
 
 /// Mount points (and "[swap]") of the block device at `path` (a disk or a
@@ -224,9 +212,7 @@ fn disk_from_sys(sys: &Path, path: PathBuf, mounts: &[(String, String)]) -> Disk
     let mine: Vec<String> = mounts.iter().filter(|(d, _)| numbers.contains(d)).map(|(_, m)| m.clone()).collect();
     let system = mine.iter().any(|m| SYSTEM_MOUNTS.contains(&m.as_str()) || m == "[swap]");
     let udev = read_trim(&PathBuf::from(format!("/run/udev/data/b{}", read_trim(&sys.join("dev")).unwrap_or_default())));
-    let udev_prop = |key: &str| {
-        udev.as_deref().and_then(|u| u.lines().find_map(|l| l.strip_prefix(&format!("E:{key}=")).map(str::to_string)))
-    };
+    let udev_prop = |key: &str| udev.as_deref().and_then(|u| u.lines().find_map(|l| l.strip_prefix(&format!("E:{key}=")).map(str::to_string)));
     Disk {
         path,
         size: read_trim(&sys.join("size")).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0) * 512,

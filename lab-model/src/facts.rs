@@ -88,10 +88,7 @@ pub fn eval_json(path: &Path) -> Result<Vec<u8>, Error> {
             _ => Error::NixSpawn { path: path.to_path_buf(), source },
         })?;
     if !output.status.success() {
-        return Err(Error::NixEval {
-            path: path.to_path_buf(),
-            stderr: String::from_utf8_lossy(&output.stderr).trim().to_string(),
-        });
+        return Err(Error::NixEval { path: path.to_path_buf(), stderr: String::from_utf8_lossy(&output.stderr).trim().to_string() });
     }
     Ok(output.stdout)
 }
@@ -109,10 +106,7 @@ impl Facts {
     }
 
     pub fn host(&self, name: &str) -> Result<&Host, Error> {
-        self.hosts.get(name).ok_or_else(|| Error::UnknownHost {
-            name: name.to_string(),
-            known: self.hosts.keys().cloned().collect::<Vec<_>>().join(", "),
-        })
+        self.hosts.get(name).ok_or_else(|| Error::UnknownHost { name: name.to_string(), known: self.hosts.keys().cloned().collect::<Vec<_>>().join(", ") })
     }
 }
 

@@ -32,15 +32,12 @@ pub struct HostKey {
 impl HostKey {
     pub fn load(path: &Path) -> Result<HostKey, Error> {
         let mut text = Zeroizing::new(String::new());
-        std::fs::File::open(path)
-            .and_then(|mut f| f.read_to_string(&mut text))
-            .map_err(|source| Error::Read { path: path.to_path_buf(), source })?;
+        std::fs::File::open(path).and_then(|mut f| f.read_to_string(&mut text)).map_err(|source| Error::Read { path: path.to_path_buf(), source })?;
         Self::from_openssh(&text, path)
     }
 
     pub fn from_openssh(text: &str, origin: &Path) -> Result<HostKey, Error> {
-        let key = PrivateKey::from_openssh(text)
-            .map_err(|source| Error::Parse { path: origin.to_path_buf(), source })?;
+        let key = PrivateKey::from_openssh(text).map_err(|source| Error::Parse { path: origin.to_path_buf(), source })?;
         if key.algorithm() != Algorithm::Ed25519 {
             return Err(Error::NotEd25519 { path: origin.to_path_buf(), algorithm: key.algorithm().to_string() });
         }
@@ -68,8 +65,7 @@ impl HostKey {
 
     /// A fresh ed25519 host key from the OS random source.
     pub fn generate(comment: &str) -> HostKey {
-        let mut key = PrivateKey::random(&mut ssh_key::rand_core::OsRng, Algorithm::Ed25519)
-            .expect("ed25519 key generation from the OS random source");
+        let mut key = PrivateKey::random(&mut ssh_key::rand_core::OsRng, Algorithm::Ed25519).expect("ed25519 key generation from the OS random source");
         key.set_comment(comment);
         HostKey { key }
     }
@@ -98,8 +94,7 @@ pub struct PublicHostKey {
 impl PublicHostKey {
     /// Parses one `ssh-ed25519 AAAA... comment` line; only ed25519.
     pub fn parse(line: &str) -> Result<PublicHostKey, PublicKeyError> {
-        let key = ssh_key::PublicKey::from_openssh(line.trim())
-            .map_err(|e| PublicKeyError::Parse { line: abbreviate(line), reason: e.to_string() })?;
+        let key = ssh_key::PublicKey::from_openssh(line.trim()).map_err(|e| PublicKeyError::Parse { line: abbreviate(line), reason: e.to_string() })?;
         if key.algorithm() != Algorithm::Ed25519 {
             return Err(PublicKeyError::NotEd25519 { algorithm: key.algorithm().to_string() });
         }

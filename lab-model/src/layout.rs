@@ -91,23 +91,13 @@ impl SdLayout {
             Some(total) => {
                 let room = total.saturating_sub(root_start);
                 if root_need > room {
-                    return Err(Error::TooSmall {
-                        need_mib: root_need.div_ceil(MIB),
-                        size_mib: total / MIB,
-                        room_mib: room / MIB,
-                    });
+                    return Err(Error::TooSmall { need_mib: root_need.div_ceil(MIB), size_mib: total / MIB, room_mib: room / MIB });
                 }
                 room / MIB * MIB
             }
             None => (root_need + self.root_headroom).div_ceil(MIB) * MIB,
         };
-        Ok(Placement {
-            firmware_start: self.gap,
-            firmware_size: self.firmware_size,
-            root_start,
-            root_size,
-            total: root_start + root_size,
-        })
+        Ok(Placement { firmware_start: self.gap, firmware_size: self.firmware_size, root_start, root_size, total: root_start + root_size })
     }
 }
 

@@ -67,7 +67,8 @@ fn main() {
     println!("{:<20} {:<9} {:>12} {:>12} {:>7}", "fixture", "phase", "disko way", "labprov", "ratio");
     let mut totals = BTreeMap::<&str, (Duration, Duration)>::new();
     for name in &cases {
-        let raw: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(fixtures.join(format!("{name}.input.json"))).expect("read input")).expect("input json");
+        let raw: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(fixtures.join(format!("{name}.input.json"))).expect("read input")).expect("input json");
         let mut normalized = disko::normalize(&raw).unwrap_or_else(|e| panic!("{name}: {e}"));
         let commands = std::fs::read_to_string(fixtures.join(format!("{name}.partition-commands.txt"))).expect("read partition commands");
         let commands: Vec<Vec<String>> = commands.lines().filter(|l| !l.trim().is_empty()).map(shell_words).collect();
@@ -86,7 +87,8 @@ fn main() {
             run_all(&commands, &spec_disk.device, &img);
             ref_times.push(t.elapsed());
             fresh(&img);
-            let opts = ApplyOptions { disks: [(disk_name.clone(), img.clone())].into(), only_partition: true, wipe: false, root: scratch.path().join("unused") };
+            let opts =
+                ApplyOptions { disks: [(disk_name.clone(), img.clone())].into(), only_partition: true, wipe: false, root: scratch.path().join("unused") };
             let t = Instant::now();
             disk::apply(&devices, &opts).unwrap_or_else(|e| panic!("{name}: labprov: {e}"));
             our_times.push(t.elapsed());
@@ -103,7 +105,9 @@ fn main() {
         let text = normalized.to_string();
         if text.contains("quota\"") && !xfs_quota_mounts(scratch.path()) {
             println!("NOTE: {name}: this kernel mounts no XFS with quota: the quota mount options are dropped in both ways");
-            let text = ["\"pquota\"", "\"uquota\"", "\"gquota\"", "\"prjquota\"", "\"usrquota\"", "\"grpquota\""].iter().fold(text, |t, q| t.replace(q, "\"defaults\""));
+            let text = ["\"pquota\"", "\"uquota\"", "\"gquota\"", "\"prjquota\"", "\"usrquota\"", "\"grpquota\""]
+                .iter()
+                .fold(text, |t, q| t.replace(q, "\"defaults\""));
             normalized = serde_json::from_str(&text).unwrap();
         }
         let devices: Devices = serde_json::from_value(normalized).expect("model");
@@ -202,7 +206,12 @@ fn probe(dev: &Path) -> bool {
 
 /// disko's probe before mkfs: `blkid DEV -o export | grep -q '^TYPE='`.
 fn has_fs(dev: &Path) -> bool {
-    Command::new("blkid").arg(dev).args(["-o", "export"]).output().map(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.starts_with("TYPE="))).unwrap_or(false)
+    Command::new("blkid")
+        .arg(dev)
+        .args(["-o", "export"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).lines().any(|l| l.starts_with("TYPE=")))
+        .unwrap_or(false)
 }
 
 /// Runs the recorded commands with the spec's disk path swapped for `target`.
@@ -276,7 +285,16 @@ fn disko_way(img: &Path, commands: &[Vec<String>], spec_device: &str, steps: &[S
                 let target = root.join(mountpoint.trim_start_matches('/'));
                 sh(
                     "mount",
-                    &["-t".into(), fs_type.clone(), node(device).display().to_string(), target.display().to_string(), "-o".into(), options.join(","), "-o".into(), "X-mount.mkdir".into()],
+                    &[
+                        "-t".into(),
+                        fs_type.clone(),
+                        node(device).display().to_string(),
+                        target.display().to_string(),
+                        "-o".into(),
+                        options.join(","),
+                        "-o".into(),
+                        "X-mount.mkdir".into(),
+                    ],
                 );
             }
             Step::Partition { .. } | Step::Unsupported { .. } => {}

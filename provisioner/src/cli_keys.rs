@@ -27,7 +27,9 @@ pub enum KeysCmd {
         json: bool,
     },
     /// Any ed25519 key to age: a public key gives the recipient, a private key the identity (like ssh-to-age).
-    #[command(after_help = "Examples:\n  labprov keys derive --ssh-key ~/.ssh/id_ed25519.pub\n  labprov keys derive --ssh-key ~/.ssh/id_ed25519 > ~/.config/sops/age/keys.txt")]
+    #[command(
+        after_help = "Examples:\n  labprov keys derive --ssh-key ~/.ssh/id_ed25519.pub\n  labprov keys derive --ssh-key ~/.ssh/id_ed25519 > ~/.config/sops/age/keys.txt"
+    )]
     Derive {
         /// The key file (`-` for stdin).
         #[arg(long, value_name = "PATH")]
@@ -61,7 +63,9 @@ pub enum SecretsCmd {
 }
 
 #[derive(Args, Debug)]
-#[command(after_help = "Examples:\n  labprov enrol nixpi --address 192.168.1.40\n  labprov enrol nixpi --address 192.168.1.40 --fingerprint SHA256:...\n  labprov enrol nixpi --address 192.168.1.40 --report /media/FIRMWARE/enrolment.txt")]
+#[command(
+    after_help = "Examples:\n  labprov enrol nixpi --address 192.168.1.40\n  labprov enrol nixpi --address 192.168.1.40 --fingerprint SHA256:...\n  labprov enrol nixpi --address 192.168.1.40 --report /media/FIRMWARE/enrolment.txt"
+)]
 pub struct EnrolArgs {
     /// The host (as named in hosts/).
     pub host: String,
@@ -203,8 +207,7 @@ pub fn run_enrol(lab: Option<&Path>, args: EnrolArgs) -> Result<()> {
         replace: args.replace,
         dry_run: args.dry_run,
     };
-    let done = enrol::enrol(&lab, &opts, &identity, &mut confirm_on_terminal)
-        .with_context(|| format!("enrol {} at {}", args.host, args.address))?;
+    let done = enrol::enrol(&lab, &opts, &identity, &mut confirm_on_terminal).with_context(|| format!("enrol {} at {}", args.host, args.address))?;
     if args.json {
         return print_json(&done);
     }

@@ -157,13 +157,10 @@ fn check_fingerprint(fp: &str) -> Result<String> {
 
 /// The ed25519 key `ssh-keyscan` sees at the address: a candidate only.
 pub fn keyscan(address: &str, port: u16) -> Result<PublicHostKey> {
-    let out = Command::new("ssh-keyscan")
-        .args(["-T", "10", "-t", "ed25519", "-p", &port.to_string(), address])
-        .output()
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::ToolMissing { tool: "ssh-keyscan".into() },
-            _ => Error::Io(e),
-        })?;
+    let out = Command::new("ssh-keyscan").args(["-T", "10", "-t", "ed25519", "-p", &port.to_string(), address]).output().map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => Error::ToolMissing { tool: "ssh-keyscan".into() },
+        _ => Error::Io(e),
+    })?;
     let mut keys: Vec<PublicHostKey> = Vec::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         if line.starts_with('#') || line.trim().is_empty() {
@@ -217,15 +214,24 @@ pub fn pinned_read_key(opts: &EnrolOptions, key: &PublicHostKey) -> Result<Publi
     let alias = format!("labprov-enrol-{}", opts.host);
     std::fs::write(&known, format!("{alias} {}\n", key.openssh()))?;
     let mut cmd = Command::new("ssh");
-    cmd.arg("-o").arg("StrictHostKeyChecking=yes")
-        .arg("-o").arg(format!("UserKnownHostsFile={}", known.display()))
-        .arg("-o").arg("GlobalKnownHostsFile=/dev/null")
-        .arg("-o").arg(format!("HostKeyAlias={alias}"))
-        .arg("-o").arg("HostKeyAlgorithms=ssh-ed25519")
-        .arg("-o").arg("UpdateHostKeys=no")
-        .arg("-o").arg("BatchMode=yes")
-        .arg("-o").arg("ConnectTimeout=10")
-        .arg("-p").arg(opts.port.to_string());
+    cmd.arg("-o")
+        .arg("StrictHostKeyChecking=yes")
+        .arg("-o")
+        .arg(format!("UserKnownHostsFile={}", known.display()))
+        .arg("-o")
+        .arg("GlobalKnownHostsFile=/dev/null")
+        .arg("-o")
+        .arg(format!("HostKeyAlias={alias}"))
+        .arg("-o")
+        .arg("HostKeyAlgorithms=ssh-ed25519")
+        .arg("-o")
+        .arg("UpdateHostKeys=no")
+        .arg("-o")
+        .arg("BatchMode=yes")
+        .arg("-o")
+        .arg("ConnectTimeout=10")
+        .arg("-p")
+        .arg(opts.port.to_string());
     if let Some(id) = &opts.ssh_identity {
         cmd.arg("-i").arg(id).arg("-o").arg("IdentitiesOnly=yes");
     }
@@ -235,11 +241,7 @@ pub fn pinned_read_key(opts: &EnrolOptions, key: &PublicHostKey) -> Result<Publi
         _ => Error::Io(e),
     })?;
     if !out.status.success() {
-        return Err(Error::Ssh {
-            user: opts.user.clone(),
-            address: opts.address.clone(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
+        return Err(Error::Ssh { user: opts.user.clone(), address: opts.address.clone(), stderr: String::from_utf8_lossy(&out.stderr).trim().to_string() });
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let found = PublicHostKey::parse(text.trim()).map_err(|e| Error::RemoteKeyMismatch {
@@ -261,12 +263,7 @@ pub fn pinned_read_key(opts: &EnrolOptions, key: &PublicHostKey) -> Result<Publi
 
 /// The whole enrolment. `confirm` is asked only when neither `--fingerprint`
 /// nor `--report` gives the expected fingerprint.
-pub fn enrol(
-    lab: &Lab,
-    opts: &EnrolOptions,
-    identity: &AdminIdentity,
-    confirm: &mut dyn FnMut(&Candidate) -> Result<bool>,
-) -> Result<Enrolled> {
+pub fn enrol(lab: &Lab, opts: &EnrolOptions, identity: &AdminIdentity, confirm: &mut dyn FnMut(&Candidate) -> Result<bool>) -> Result<Enrolled> {
     let keys = LabKeys::load(lab)?;
     keys.host(&opts.host)?;
     keys.admin_recipients()?;

@@ -54,7 +54,9 @@ enum DiskCommand {
         spec: SpecArgs,
     },
     /// Partition, format (where nothing is found) and mount under the root.
-    #[command(after_help = "Examples:\n  labprov disk apply rydev --disk main=/dev/vda\n  labprov disk apply --spec disko.json --disk main=disk.img --only partition --yes")]
+    #[command(
+        after_help = "Examples:\n  labprov disk apply rydev --disk main=/dev/vda\n  labprov disk apply --spec disko.json --disk main=disk.img --only partition --yes"
+    )]
     Apply {
         #[command(flatten)]
         spec: SpecArgs,

@@ -49,11 +49,18 @@ fn apply_mount_unmount_reapply_keeps_data() {
     // Some kernels (this CI's) cannot mount vfat: the ESP is then ext4, and
     // the test says so.
     let fs = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
-    let esp = if fs.contains("vfat") { "vfat" } else {
+    let esp = if fs.contains("vfat") {
+        "vfat"
+    } else {
         eprintln!("NOTE: apply_mount_unmount_reapply_keeps_data: the kernel has no vfat; the ESP is ext4 here");
         "ext4"
     };
-    std::fs::write(&spec, SPEC.replace("\"format\": \"vfat\"", &format!("\"format\": \"{esp}\"")).replace("[\"umask=0077\"]", if esp == "vfat" { "[\"umask=0077\"]" } else { "[\"noatime\"]" })).unwrap();
+    std::fs::write(
+        &spec,
+        SPEC.replace("\"format\": \"vfat\"", &format!("\"format\": \"{esp}\""))
+            .replace("[\"umask=0077\"]", if esp == "vfat" { "[\"umask=0077\"]" } else { "[\"noatime\"]" }),
+    )
+    .unwrap();
     let img = dir.path().join("disk.img");
     std::fs::File::create(&img).unwrap().set_len(512 << 20).unwrap();
     let root = dir.path().join("mnt");
@@ -88,7 +95,8 @@ fn apply_mount_unmount_reapply_keeps_data() {
             return Err(format!("/ is mounted as `{root_mnt}`"));
         }
         let boot = findmnt(&root.join("boot"));
-        let boot_ok = if esp == "vfat" { boot.starts_with("vfat ") && boot.contains("fmask=0077") } else { boot.starts_with("ext4 ") && boot.contains("noatime") };
+        let boot_ok =
+            if esp == "vfat" { boot.starts_with("vfat ") && boot.contains("fmask=0077") } else { boot.starts_with("ext4 ") && boot.contains("noatime") };
         if !boot_ok {
             return Err(format!("/boot is mounted as `{boot}`"));
         }
@@ -113,7 +121,12 @@ fn apply_mount_unmount_reapply_keeps_data() {
     };
     let names: Vec<String> = parts.iter().map(|p| p["name"].as_str().unwrap_or_default().to_string()).collect();
     let got = (names, blkid(0), blkid(1), blkid(2));
-    let want = (vec!["disk-main-ESP".to_string(), "disk-main-swap".to_string(), "disk-main-root".to_string()], esp.to_string(), "swap".to_string(), "btrfs".to_string());
+    let want = (
+        vec!["disk-main-ESP".to_string(), "disk-main-swap".to_string(), "disk-main-root".to_string()],
+        esp.to_string(),
+        "swap".to_string(),
+        "btrfs".to_string(),
+    );
     if got != want {
         cleanup();
         panic!("image shows {got:?}, want {want:?}");
@@ -132,7 +145,6 @@ fn apply_mount_unmount_reapply_keeps_data() {
     cleanup();
     assert_eq!(kept.ok().as_deref(), Some("survives"));
 }
-
 
 #[test]
 fn refuses_a_disk_holding_something_else_without_wipe() {

@@ -114,7 +114,11 @@ fn second_disk_does_not_fit_and_the_first_is_not_written_either() {
     let b = image(dir.path(), "b.img");
     let s = spec(dir.path(), &TWO_DISKS.replace("SIZE", "100M"));
     let disks = [format!("main={}", a.display()), format!("second={}", b.display())];
-    refused(&apply_args(s.to_str().unwrap(), &disks, &["--only", "partition", "--yes"]), &[&a, &b], &["disko.devices.disk.second.content.partitions.data", "does not fit"]);
+    refused(
+        &apply_args(s.to_str().unwrap(), &disks, &["--only", "partition", "--yes"]),
+        &[&a, &b],
+        &["disko.devices.disk.second.content.partitions.data", "does not fit"],
+    );
 }
 
 #[test]
@@ -124,7 +128,10 @@ fn msdos_with_a_fifth_primary_partition() {
     let parts: Vec<String> = (0..5).map(|i| format!(r#"{{"start": "{}MiB", "end": "{}MiB"}}"#, 1 + i * 4, 5 + i * 4)).collect();
     let s = spec(
         dir.path(),
-        &format!(r#"{{"disk": {{"main": {{"type": "disk", "device": "/dev/vda", "content": {{"type": "table", "format": "msdos", "partitions": [{}]}}}}}}}}"#, parts.join(",")),
+        &format!(
+            r#"{{"disk": {{"main": {{"type": "disk", "device": "/dev/vda", "content": {{"type": "table", "format": "msdos", "partitions": [{}]}}}}}}}}"#,
+            parts.join(",")
+        ),
     );
     let disks = [format!("main={}", img.display())];
     refused(&apply_args(s.to_str().unwrap(), &disks, &["--only", "partition", "--yes"]), &[&img], &["partitions.[4]", "4 primary partitions", "gpt"]);
@@ -136,7 +143,11 @@ fn a_disk_left_out_of_the_mapping() {
     let a = image(dir.path(), "a.img");
     let s = spec(dir.path(), &TWO_DISKS.replace("SIZE", "16M"));
     let disks = [format!("main={}", a.display())];
-    refused(&apply_args(s.to_str().unwrap(), &disks, &["--only", "partition", "--yes"]), &[&a], &["spec disk `second` has no --disk mapping", "/dev/vdb", "--disk second="]);
+    refused(
+        &apply_args(s.to_str().unwrap(), &disks, &["--only", "partition", "--yes"]),
+        &[&a],
+        &["spec disk `second` has no --disk mapping", "/dev/vdb", "--disk second="],
+    );
 }
 
 #[test]
@@ -180,7 +191,11 @@ fn malformed_json() {
     refused(&apply_args(s.to_str().unwrap(), &disks, &["--only", "partition", "--yes"]), &[&img], &["not valid JSON", "spec.json", "line 1"]);
     // Valid JSON of the wrong shape names where.
     let s = spec(dir.path(), r#"{"disk": {"main": {"type": "disk", "device": "/dev/vda", "content": {"type": "gpt", "partitions": []}}}}"#);
-    refused(&apply_args(s.to_str().unwrap(), &disks, &["--only", "partition", "--yes"]), &[&img], &["disko.devices.disk.main.content.partitions", "attribute set"]);
+    refused(
+        &apply_args(s.to_str().unwrap(), &disks, &["--only", "partition", "--yes"]),
+        &[&img],
+        &["disko.devices.disk.main.content.partitions", "attribute set"],
+    );
     let s = spec(dir.path(), r#"{"disk": {"main": {"type": "disk", "device": "/dev/vda", "contnet": {}}}}"#);
     refused(&apply_args(s.to_str().unwrap(), &disks, &["--only", "partition", "--yes"]), &[&img], &["disko.devices.disk.main.contnet", "does not exist"]);
 }
@@ -191,16 +206,29 @@ fn a_spec_path_that_does_not_exist() {
     let img = image(dir.path(), "a.img");
     let missing = dir.path().join("nope.json");
     let disks = [format!("main={}", img.display())];
-    refused(&apply_args(missing.to_str().unwrap(), &disks, &["--only", "partition", "--yes"]), &[&img], &["spec file", "nope.json", "No such file", "nix eval --json"]);
+    refused(
+        &apply_args(missing.to_str().unwrap(), &disks, &["--only", "partition", "--yes"]),
+        &[&img],
+        &["spec file", "nope.json", "No such file", "nix eval --json"],
+    );
 }
 
 #[test]
 fn unsupported_content_is_refused_before_partitioning() {
     let dir = tempfile::tempdir().unwrap();
     let img = image(dir.path(), "a.img");
-    let s = spec(dir.path(), &one_disk(r#"{"crypt": {"size": "100%", "content": {"type": "luks", "name": "crypted", "content": {"type": "filesystem", "format": "ext4", "mountpoint": "/"}}}}"#));
+    let s = spec(
+        dir.path(),
+        &one_disk(
+            r#"{"crypt": {"size": "100%", "content": {"type": "luks", "name": "crypted", "content": {"type": "filesystem", "format": "ext4", "mountpoint": "/"}}}}"#,
+        ),
+    );
     let disks = [format!("main={}", img.display())];
-    refused(&apply_args(s.to_str().unwrap(), &disks, &["--yes"]), &[&img], &["disko.devices.disk.main.content.partitions.crypt.content", "luks", "cannot create it yet"]);
+    refused(
+        &apply_args(s.to_str().unwrap(), &disks, &["--yes"]),
+        &[&img],
+        &["disko.devices.disk.main.content.partitions.crypt.content", "luks", "cannot create it yet"],
+    );
 }
 
 #[test]
@@ -244,16 +272,27 @@ fn a_hybrid_mbr_is_refused_not_left_out() {
     let img = image(dir.path(), "a.img");
     let s = spec(dir.path(), &one_disk(r#"{"ESP": {"size": "16M", "type": "EF00", "hybrid": {"mbrPartitionType": "0x0c"}}, "root": {"size": "100%"}}"#));
     let disks = [format!("main={}", img.display())];
-    refused(&apply_args(s.to_str().unwrap(), &disks, &["--only", "partition", "--yes"]), &[&img], &["disko.devices.disk.main.content.partitions.ESP.hybrid", "hybrid MBR"]);
+    refused(
+        &apply_args(s.to_str().unwrap(), &disks, &["--only", "partition", "--yes"]),
+        &[&img],
+        &["disko.devices.disk.main.content.partitions.ESP.hybrid", "hybrid MBR"],
+    );
 }
 
 #[test]
 fn a_hook_is_refused_not_skipped() {
     let dir = tempfile::tempdir().unwrap();
     let img = image(dir.path(), "a.img");
-    let s = spec(dir.path(), &one_disk(r#"{"root": {"size": "100%", "content": {"type": "filesystem", "format": "ext4", "mountpoint": "/", "postCreateHook": "touch /tmp/x"}}}"#));
+    let s = spec(
+        dir.path(),
+        &one_disk(r#"{"root": {"size": "100%", "content": {"type": "filesystem", "format": "ext4", "mountpoint": "/", "postCreateHook": "touch /tmp/x"}}}"#),
+    );
     let disks = [format!("main={}", img.display())];
-    refused(&apply_args(s.to_str().unwrap(), &disks, &["--only", "partition", "--yes"]), &[&img], &["disko.devices.disk.main.content.partitions.root.content.postCreateHook", "hook"]);
+    refused(
+        &apply_args(s.to_str().unwrap(), &disks, &["--only", "partition", "--yes"]),
+        &[&img],
+        &["disko.devices.disk.main.content.partitions.root.content.postCreateHook", "hook"],
+    );
     let (ok, out, _) = labprov(&["disk", "plan", "--spec", s.to_str().unwrap()]);
     assert!(ok && out.contains("NOT SUPPORTED YET: hook at disko.devices.disk.main.content.partitions.root.content.postCreateHook"), "{out}");
 }

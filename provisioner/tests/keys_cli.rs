@@ -9,11 +9,7 @@ use keys_support::{require, run, run_ok, TestLab};
 
 fn labprov(lab: &TestLab, identity: &std::path::Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_labprov"));
-    c.env("LAB_ROOT", lab.root())
-        .env("HOME", &lab.home)
-        .env("XDG_CONFIG_HOME", &lab.home)
-        .env_remove("SOPS_AGE_KEY")
-        .env("SOPS_AGE_KEY_FILE", identity);
+    c.env("LAB_ROOT", lab.root()).env("HOME", &lab.home).env("XDG_CONFIG_HOME", &lab.home).env_remove("SOPS_AGE_KEY").env("SOPS_AGE_KEY_FILE", identity);
     c
 }
 
@@ -33,8 +29,7 @@ fn new_show_sync_rotate_through_the_binary() {
     assert_eq!(std::fs::metadata(&enc).unwrap().permissions().mode() & 0o777, 0o600);
     assert!(!std::fs::read_to_string(&enc).unwrap().contains("OPENSSH"), "stored in clear");
 
-    let show: serde_json::Value =
-        serde_json::from_str(&run_ok(labprov(&lab, &admin).args(["keys", "show", "nixpi", "--json"]))).unwrap();
+    let show: serde_json::Value = serde_json::from_str(&run_ok(labprov(&lab, &admin).args(["keys", "show", "nixpi", "--json"]))).unwrap();
     let pub_file = lab.root().join("hosts/nixpi/ssh_host_ed25519_key.pub");
     let fp = run_ok(Command::new("ssh-keygen").arg("-lf").arg(&pub_file));
     assert_eq!(show["fingerprint"].as_str(), fp.split_whitespace().nth(1));

@@ -69,13 +69,7 @@ pub fn run(cmd: &mut Command) -> Output {
 
 pub fn ok(cmd: &mut Command) -> Output {
     let out = run(cmd);
-    assert!(
-        out.status.success(),
-        "{:?} failed:\nstdout: {}\nstderr: {}",
-        cmd,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(out.status.success(), "{:?} failed:\nstdout: {}\nstderr: {}", cmd, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     out
 }
 

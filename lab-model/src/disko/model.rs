@@ -116,10 +116,7 @@ impl Gpt {
     pub fn sorted(&self) -> Vec<(u32, &GptPartition)> {
         let mut parts: Vec<&GptPartition> = self.partitions.values().collect();
         parts.sort_by_key(|p| p.priority);
-        let numbers: Vec<u32> = parts
-            .iter()
-            .map(|p| parts.iter().position(|q| q.name == p.name).map(|i| i as u32 + 1).unwrap_or(0))
-            .collect();
+        let numbers: Vec<u32> = parts.iter().map(|p| parts.iter().position(|q| q.name == p.name).map(|i| i as u32 + 1).unwrap_or(0)).collect();
         numbers.into_iter().zip(parts).collect()
     }
 }

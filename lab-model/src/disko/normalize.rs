@@ -15,14 +15,7 @@ use sha2::{Digest, Sha256};
 use super::SpecError;
 
 /// The hook options every disko device type carries (all default to "").
-const HOOKS: [&str; 6] = [
-    "postCreateHook",
-    "postMountHook",
-    "postUnmountHook",
-    "preCreateHook",
-    "preMountHook",
-    "preUnmountHook",
-];
+const HOOKS: [&str; 6] = ["postCreateHook", "postMountHook", "postUnmountHook", "preCreateHook", "preMountHook", "preUnmountHook"];
 
 /// GPT partition names hold 36 UTF-16 units; disko hashes longer labels.
 const LABEL_LIMIT: usize = 36;
@@ -224,10 +217,9 @@ fn content(v: &Value, path: &str, device: &str, parent: &Parent, pos: Position) 
         "luks" => luks(v, path, device, parent),
         "lvm_pv" => simple(v, path, device, "lvm_pv", &["vg"]),
         "mdraid" => simple(v, path, device, "mdraid", &["name"]),
-        "zfs" | "bcachefs" | "bcache" | "verity" => Err(SpecError::unsupported(
-            format!("{path}.type"),
-            format!("content type `{ty}` is not supported by labprov; use disko itself for this host"),
-        )),
+        "zfs" | "bcachefs" | "bcache" | "verity" => {
+            Err(SpecError::unsupported(format!("{path}.type"), format!("content type `{ty}` is not supported by labprov; use disko itself for this host")))
+        }
         other => Err(SpecError::invalid(
             format!("{path}.type"),
             format!("unknown content type `{other}`; disko knows gpt, table, filesystem, swap, btrfs, luks, lvm_pv, mdraid, zfs, bcachefs"),
@@ -265,17 +257,10 @@ fn gpt(v: &Value, path: &str, device: &str, parent: &Parent) -> Result<Value, Sp
             return Err(SpecError::invalid(format!("{ppath}.size"), format!("`{size}` is neither \"100%\" nor a size like 512M ([0-9]+[KMGTP]?)")));
         }
         pout.insert("size".into(), size.clone().into());
-        let content_is_swap = p
-            .peek("content")
-            .and_then(|c| c.get("type"))
-            .and_then(Value::as_str)
-            == Some("swap");
+        let content_is_swap = p.peek("content").and_then(|c| c.get("type")).and_then(Value::as_str) == Some("swap");
         let ty = p.string("type", Some(if content_is_swap { "8200" } else { "8300" }))?;
         if !is_type_code(&ty) {
-            return Err(SpecError::invalid(
-                format!("{ppath}.type"),
-                format!("`{ty}` is neither a 4-digit sgdisk type code (see `sgdisk -L`) nor a type GUID"),
-            ));
+            return Err(SpecError::invalid(format!("{ppath}.type"), format!("`{ty}` is neither a 4-digit sgdisk type code (see `sgdisk -L`) nor a type GUID")));
         }
         pout.insert("type".into(), ty.clone().into());
         let default_prio = if size == "100%" {
@@ -301,11 +286,7 @@ fn gpt(v: &Value, path: &str, device: &str, parent: &Parent) -> Result<Value, Sp
             }
         }
         let label = format!("{}-{}-{}", parent.kind, parent.name, name);
-        let label = if label.len() > LABEL_LIMIT {
-            hex::encode(Sha256::digest(label.as_bytes()))[..LABEL_LIMIT].to_string()
-        } else {
-            label
-        };
+        let label = if label.len() > LABEL_LIMIT { hex::encode(Sha256::digest(label.as_bytes()))[..LABEL_LIMIT].to_string() } else { label };
         let label = p.string("label", Some(&label))?;
         pout.insert("label".into(), label.into());
         match p.take("hybrid") {
@@ -367,9 +348,7 @@ fn table(v: &Value, path: &str, device: &str) -> Result<Value, SpecError> {
     let list = match o.take("partitions") {
         None => Vec::new(),
         Some(Value::Array(a)) => a,
-        Some(other) => {
-            return Err(SpecError::invalid(format!("{path}.partitions"), format!("expected a list of partitions, found {}", kind_of(&other))))
-        }
+        Some(other) => return Err(SpecError::invalid(format!("{path}.partitions"), format!("expected a list of partitions, found {}", kind_of(&other)))),
     };
     let mut parts = Vec::new();
     for (i, pv) in list.iter().enumerate() {
@@ -390,7 +369,10 @@ fn table(v: &Value, path: &str, device: &str) -> Result<Value, SpecError> {
             )
         })?;
         let c = p.take("content");
-        pout.insert("content".into(), content_value(c, &format!("{ppath}.content"), &pdev, &Parent { kind: "table", name: String::new() }, Position::Partition)?);
+        pout.insert(
+            "content".into(),
+            content_value(c, &format!("{ppath}.content"), &pdev, &Parent { kind: "table", name: String::new() }, Position::Partition)?,
+        );
         p.finish()?;
         parts.push(Value::Object(pout));
     }

@@ -30,11 +30,7 @@ fn parse(value: &str, total: u64, sector_size: u64) -> Result<Parsed, PartedErro
     let bad = || PartedError::BadPosition(value.to_string());
     let v = value.trim();
     let negative = v.starts_with('-');
-    let num_end = v
-        .char_indices()
-        .find(|&(i, c)| !(c.is_ascii_digit() || c == '.' || (i == 0 && (c == '-' || c == '+'))))
-        .map(|(i, _)| i)
-        .unwrap_or(v.len());
+    let num_end = v.char_indices().find(|&(i, c)| !(c.is_ascii_digit() || c == '.' || (i == 0 && (c == '-' || c == '+')))).map(|(i, _)| i).unwrap_or(v.len());
     let num: f64 = v[..num_end].parse().map_err(|_| bad())?;
     let suffix = v[num_end..].trim();
     // parse_unit_suffix: one letter is a shorthand, else a unit name; no

@@ -87,11 +87,7 @@ pub fn plan(devices: &Devices) -> Result<Vec<Step>, SpecError> {
         }
     }
     for (key, md) in &devices.mdadm {
-        steps.push(Step::Unsupported {
-            device: format!("/dev/md/{}", md.name),
-            kind: "mdadm".into(),
-            spec_path: format!("disko.devices.mdadm.{key}"),
-        });
+        steps.push(Step::Unsupported { device: format!("/dev/md/{}", md.name), kind: "mdadm".into(), spec_path: format!("disko.devices.mdadm.{key}") });
     }
     for (key, vg) in &devices.lvm_vg {
         steps.push(Step::Unsupported { device: format!("/dev/{}", vg.name), kind: "lvm_vg".into(), spec_path: format!("disko.devices.lvm_vg.{key}") });
@@ -237,11 +233,17 @@ fn table_plan(t: &Table, path: &str) -> Result<TablePlan, SpecError> {
     let mut partitions = Vec::new();
     for (i, p) in t.partitions.iter().enumerate() {
         if p.part_type != "primary" {
-            return Err(SpecError::unsupported(format!("{path}.partitions.[{i}].part-type"), "only primary partitions are supported by labprov; use `gpt` or primary partitions"));
+            return Err(SpecError::unsupported(
+                format!("{path}.partitions.[{i}].part-type"),
+                "only primary partitions are supported by labprov; use `gpt` or primary partitions",
+            ));
         }
         for f in &p.flags {
             if parted_flag(&t.format, f).is_none() {
-                return Err(SpecError::unsupported(format!("{path}.partitions.[{i}].flags"), format!("parted flag `{f}` is not supported by labprov on a {} table", t.format)));
+                return Err(SpecError::unsupported(
+                    format!("{path}.partitions.[{i}].flags"),
+                    format!("parted flag `{f}` is not supported by labprov on a {} table", t.format),
+                ));
             }
         }
         partitions.push(PartedPart {
@@ -326,7 +328,12 @@ impl ResolveError {
     /// The partition (gpt number or table index) the error is about.
     pub fn partition(&self) -> Option<u32> {
         match self {
-            ResolveError::Gpt(GeometryError::BadPosition { number, .. } | GeometryError::DoesNotFit { number, .. } | GeometryError::NumberInUse { number } | GeometryError::NoSpace { number }) => Some(*number),
+            ResolveError::Gpt(
+                GeometryError::BadPosition { number, .. }
+                | GeometryError::DoesNotFit { number, .. }
+                | GeometryError::NumberInUse { number }
+                | GeometryError::NoSpace { number },
+            ) => Some(*number),
             ResolveError::Parted(PartedError::DoesNotFit { index, .. } | PartedError::Msdos { index, .. }) => Some(*index as u32),
             ResolveError::Parted(PartedError::BadPosition(_)) => None,
         }
@@ -377,10 +384,16 @@ pub fn resolve_table(table: &TablePlan, sector_size: u64, total_sectors: u64, ex
                 if format == "msdos" {
                     // An MBR holds four primary slots of 32-bit sectors.
                     if p.index > 4 {
-                        return Err(PartedError::Msdos { index: p.index, message: "an msdos table holds only 4 primary partitions; use a `gpt` table".into() }.into());
+                        return Err(
+                            PartedError::Msdos { index: p.index, message: "an msdos table holds only 4 primary partitions; use a `gpt` table".into() }.into()
+                        );
                     }
                     if last > u64::from(u32::MAX) {
-                        return Err(PartedError::Msdos { index: p.index, message: "an msdos table cannot address past 2 TiB (of 512-byte sectors); use a `gpt` table".into() }.into());
+                        return Err(PartedError::Msdos {
+                            index: p.index,
+                            message: "an msdos table cannot address past 2 TiB (of 512-byte sectors); use a `gpt` table".into(),
+                        }
+                        .into());
                     }
                 }
                 let mut type_id = if format == "gpt" {

@@ -42,12 +42,7 @@ pub struct Layout {
 impl Layout {
     pub fn new(sector_size: u64, total_sectors: u64) -> Layout {
         let entry_sectors = ENTRIES_BYTES.div_ceil(sector_size);
-        Layout {
-            sector_size,
-            total_sectors,
-            first_usable: 2 + entry_sectors,
-            last_usable: total_sectors.saturating_sub(2 + entry_sectors),
-        }
+        Layout { sector_size, total_sectors, first_usable: 2 + entry_sectors, last_usable: total_sectors.saturating_sub(2 + entry_sectors) }
     }
 }
 
@@ -92,9 +87,7 @@ impl Table {
     }
 
     fn is_free(&self, sector: u64) -> bool {
-        sector >= self.layout.first_usable
-            && sector <= self.layout.last_usable
-            && !self.slots.iter().any(|s| sector >= s.first && sector <= s.last)
+        sector >= self.layout.first_usable && sector <= self.layout.last_usable && !self.slots.iter().any(|s| sector >= s.first && sector <= s.last)
     }
 
     /// `FindFirstAvailable(start)`

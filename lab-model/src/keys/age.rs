@@ -59,9 +59,7 @@ pub fn identity_from_private(key: &PrivateKey) -> Result<Zeroizing<String>, Erro
     let mut scalar = Zeroizing::new([0u8; 32]);
     scalar.copy_from_slice(&digest[..32]);
     digest.as_mut_slice().zeroize();
-    let lower = Zeroizing::new(
-        bech32::encode::<Bech32>(Hrp::parse_unchecked(IDENTITY_HRP), scalar.as_slice()).expect("32 bytes fit a bech32 string"),
-    );
+    let lower = Zeroizing::new(bech32::encode::<Bech32>(Hrp::parse_unchecked(IDENTITY_HRP), scalar.as_slice()).expect("32 bytes fit a bech32 string"));
     let identity = Zeroizing::new(lower.to_uppercase());
     // FACTS self-check: X25519(clamped scalar, 9) must be the converted public key.
     let recipient = recipient_from_public(key.public_key())?;

@@ -36,9 +36,7 @@ impl AdminIdentity {
         if let Some(path) = var("SOPS_AGE_KEY_FILE") {
             let path = PathBuf::from(path);
             if !path.is_file() {
-                return Err(Error::NoAdminIdentity {
-                    tried: format!("SOPS_AGE_KEY_FILE is set to {}, which does not exist", path.display()),
-                });
+                return Err(Error::NoAdminIdentity { tried: format!("SOPS_AGE_KEY_FILE is set to {}, which does not exist", path.display()) });
             }
             return Ok(AdminIdentity::File(path));
         }
@@ -72,10 +70,9 @@ impl AdminIdentity {
     /// The identities for the age crate.
     pub fn load(&self) -> Result<Vec<Box<dyn age::Identity + Send + Sync>>> {
         let text = match self {
-            AdminIdentity::File(path) => Zeroizing::new(
-                std::fs::read_to_string(path)
-                    .map_err(|e| Error::BadAdminIdentity { path: path.display().to_string(), reason: e.to_string() })?,
-            ),
+            AdminIdentity::File(path) => {
+                Zeroizing::new(std::fs::read_to_string(path).map_err(|e| Error::BadAdminIdentity { path: path.display().to_string(), reason: e.to_string() })?)
+            }
             AdminIdentity::Inline(text) => text.clone(),
         };
         let bad = |reason: String| Error::BadAdminIdentity { path: self.describe(), reason };

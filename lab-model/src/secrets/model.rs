@@ -55,21 +55,17 @@ impl LabKeys {
     pub fn load(lab: &Lab) -> Result<LabKeys> {
         let json = lab.facts_json()?;
         Self::from_json(&json).map_err(|e| match e {
-            Error::Facts(crate::facts::Error::Shape { source, .. }) => {
-                Error::Facts(crate::facts::Error::Shape { path: lab.facts_path(), source })
-            }
+            Error::Facts(crate::facts::Error::Shape { source, .. }) => Error::Facts(crate::facts::Error::Shape { path: lab.facts_path(), source }),
             other => other,
         })
     }
 
     pub fn from_json(json: &[u8]) -> Result<LabKeys> {
-        let raw: RawFacts = serde_json::from_slice(json)
-            .map_err(|source| crate::facts::Error::Shape { path: crate::facts::FACTS_FILE.into(), source })?;
+        let raw: RawFacts = serde_json::from_slice(json).map_err(|source| crate::facts::Error::Shape { path: crate::facts::FACTS_FILE.into(), source })?;
         let mut admins = Vec::new();
         for (name, admin) in &raw.admins {
             for r in &admin.age_recipients {
-                crate::keys::age::parse_recipient(r)
-                    .map_err(|source| Error::AdminRecipient { admin: name.clone(), source })?;
+                crate::keys::age::parse_recipient(r).map_err(|source| Error::AdminRecipient { admin: name.clone(), source })?;
                 admins.push((name.clone(), r.trim().to_string()));
             }
         }
@@ -80,9 +76,7 @@ impl LabKeys {
                 check_name("shared secret", s)?;
             }
             let key = match h.ssh_host_key.as_deref().map(str::trim).filter(|k| !k.is_empty()) {
-                Some(line) => Some(
-                    PublicHostKey::parse(line).map_err(|source| Error::HostKeyFact { host: name.clone(), source })?,
-                ),
+                Some(line) => Some(PublicHostKey::parse(line).map_err(|source| Error::HostKeyFact { host: name.clone(), source })?),
                 None => None,
             };
             hosts.insert(name, HostKeys { key, shared_secrets: h.shared_secrets });
@@ -92,10 +86,7 @@ impl LabKeys {
 
     pub fn host(&self, name: &str) -> Result<&HostKeys> {
         self.hosts.get(name).ok_or_else(|| {
-            Error::Facts(crate::facts::Error::UnknownHost {
-                name: name.to_string(),
-                known: self.hosts.keys().cloned().collect::<Vec<_>>().join(", "),
-            })
+            Error::Facts(crate::facts::Error::UnknownHost { name: name.to_string(), known: self.hosts.keys().cloned().collect::<Vec<_>>().join(", ") })
         })
     }
 

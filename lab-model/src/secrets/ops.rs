@@ -8,9 +8,7 @@ use serde::Serialize;
 
 use super::store::{decrypt_host_key, encrypt_host_key};
 use super::sync::{sync, SyncOptions, SyncReport};
-use super::{
-    age_recipient_path, encrypted_key_path, fsutil, public_key_path, AdminIdentity, Error, LabKeys, Result,
-};
+use super::{age_recipient_path, encrypted_key_path, fsutil, public_key_path, AdminIdentity, Error, LabKeys, Result};
 use crate::facts::Lab;
 use crate::keys::{HostKey, PublicHostKey};
 
@@ -41,10 +39,7 @@ impl KeyInfo {
 /// `keys show HOST`.
 pub fn show(root: &Path, keys: &LabKeys, host: &str) -> Result<KeyInfo> {
     let h = keys.host(host)?;
-    let key = h.key.as_ref().ok_or_else(|| Error::HostWithoutKey {
-        host: host.to_string(),
-        file: format!("hosts/{host}/{}", super::PUBLIC_KEY_FILE),
-    })?;
+    let key = h.key.as_ref().ok_or_else(|| Error::HostWithoutKey { host: host.to_string(), file: format!("hosts/{host}/{}", super::PUBLIC_KEY_FILE) })?;
     Ok(KeyInfo::of(root, host, key))
 }
 
@@ -98,11 +93,7 @@ pub struct KeyFilesBackup {
 impl KeyFilesBackup {
     pub fn take(root: &Path, host: &str) -> Result<KeyFilesBackup> {
         let mut files = Vec::new();
-        for (path, mode) in [
-            (encrypted_key_path(root, host), 0o600),
-            (public_key_path(root, host), 0o644),
-            (age_recipient_path(root, host), 0o644),
-        ] {
+        for (path, mode) in [(encrypted_key_path(root, host), 0o600), (public_key_path(root, host), 0o644), (age_recipient_path(root, host), 0o644)] {
             let bytes = fsutil::read_optional(&path)?;
             files.push((path, bytes, mode));
         }

@@ -22,8 +22,7 @@ const SOPS_SUFFIXES: [&str; 3] = [".sops.yaml", ".sops.yml", ".sops.json"];
 /// The rules for the lab, in sops' match order.
 pub fn rules(keys: &LabKeys) -> Result<Vec<Rule>> {
     let admins = keys.admin_recipients()?;
-    let admin_entries: Vec<(String, String)> =
-        admins.iter().map(|r| (keys.label(r).unwrap_or_else(|| "admin".into()), r.clone())).collect();
+    let admin_entries: Vec<(String, String)> = admins.iter().map(|r| (keys.label(r).unwrap_or_else(|| "admin".into()), r.clone())).collect();
     let mut rules = Vec::new();
     for (name, host) in &keys.hosts {
         // A host without a key gets no rule: its file (if any) is refused in
@@ -52,11 +51,7 @@ pub fn rules(keys: &LabKeys) -> Result<Vec<Rule>> {
             about: format!("shared secret {secret}: used by {}", users.join(", ")),
         });
     }
-    rules.push(Rule {
-        path_regex: "\\.sops\\.(yaml|yml|json)$".into(),
-        recipients: admin_entries,
-        about: "everything else: admins only".into(),
-    });
+    rules.push(Rule { path_regex: "\\.sops\\.(yaml|yml|json)$".into(), recipients: admin_entries, about: "everything else: admins only".into() });
     Ok(rules)
 }
 

@@ -12,12 +12,8 @@ use crate::keys::HostKey;
 
 /// The host key's OpenSSH private text, encrypted to every recipient.
 pub fn encrypt_host_key(key: &HostKey, recipients: &[String]) -> Result<Vec<u8>> {
-    let parsed = recipients
-        .iter()
-        .map(|r| crate::keys::age::parse_recipient(r).map_err(|e| Error::Encrypt(e.to_string())))
-        .collect::<Result<Vec<_>>>()?;
-    let encryptor = age::Encryptor::with_recipients(parsed.iter().map(|r| r as &dyn age::Recipient))
-        .map_err(|e| Error::Encrypt(e.to_string()))?;
+    let parsed = recipients.iter().map(|r| crate::keys::age::parse_recipient(r).map_err(|e| Error::Encrypt(e.to_string()))).collect::<Result<Vec<_>>>()?;
+    let encryptor = age::Encryptor::with_recipients(parsed.iter().map(|r| r as &dyn age::Recipient)).map_err(|e| Error::Encrypt(e.to_string()))?;
     let io = |e: std::io::Error| Error::Encrypt(e.to_string());
     let armored = ArmoredWriter::wrap_output(Vec::new(), Format::AsciiArmor).map_err(io)?;
     let mut writer = encryptor.wrap_output(armored).map_err(io)?;

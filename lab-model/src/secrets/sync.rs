@@ -155,10 +155,7 @@ fn run_sops(opts: &SyncOptions, stage: &Path, rel: &Path, args: &[&str]) -> Resu
         _ => Error::Io { path: PathBuf::from(&opts.sops), source: e },
     })?;
     if !out.status.success() {
-        return Err(Error::Sops {
-            file: rel.display().to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
+        return Err(Error::Sops { file: rel.display().to_string(), stderr: String::from_utf8_lossy(&out.stderr).trim().to_string() });
     }
     Ok(())
 }

@@ -135,12 +135,18 @@ pub fn check_mapping(devices: &Devices, opts: &ApplyOptions) -> Result<(), DiskE
         match opts.disks.get(name) {
             Some(path) => match std::fs::metadata(path) {
                 Ok(m) if m.is_file() || m.file_type().is_block_device() => {}
-                Ok(_) => return Err(DiskError::BadTarget { disk: name.clone(), path: path.clone(), why: "is neither an image file nor a block device".into() }),
+                Ok(_) => {
+                    return Err(DiskError::BadTarget { disk: name.clone(), path: path.clone(), why: "is neither an image file nor a block device".into() })
+                }
                 Err(e) if e.kind() == io::ErrorKind::NotFound => {
                     return Err(DiskError::BadTarget {
                         disk: name.clone(),
                         path: path.clone(),
-                        why: format!("does not exist; create the image first (`truncate -s {} {}`) or name an existing block device", disk.image_size, path.display()),
+                        why: format!(
+                            "does not exist; create the image first (`truncate -s {} {}`) or name an existing block device",
+                            disk.image_size,
+                            path.display()
+                        ),
                     })
                 }
                 Err(source) => return Err(DiskError::Io { path: path.clone(), source }),
@@ -154,7 +160,10 @@ pub fn check_mapping(devices: &Devices, opts: &ApplyOptions) -> Result<(), DiskE
             None => {
                 let ok = std::fs::metadata(&disk.device).map(|m| m.file_type().is_block_device()).unwrap_or(false);
                 if !ok {
-                    return Err(DiskError::MissingMapping { disk: name.clone(), why: format!("its spec device {} is not a block device on this machine", disk.device) });
+                    return Err(DiskError::MissingMapping {
+                        disk: name.clone(),
+                        why: format!("its spec device {} is not a block device on this machine", disk.device),
+                    });
                 }
             }
         }
@@ -249,10 +258,12 @@ fn prepare_tables(devices: &Devices, opts: &ApplyOptions, steps: &[Step]) -> Res
             DiskError::Geometry { disk: disk.clone(), path: target.clone(), spec_path: at, message: e.to_string(), bytes: total * sector_size }
         })?;
         let up_to_date = match &existing {
-            Existing::Gpt(slots) if wants_gpt => resolved.iter().all(|r| {
-                slots.iter().any(|(s, name, _)| s.number == r.number && s.first == r.first && s.last == r.last && name == &truncate36(&r.name))
-            }),
-            Existing::Msdos(slots) if !wants_gpt => resolved.iter().all(|r| slots.iter().any(|s| s.number == r.number && s.first == r.first && s.last == r.last)),
+            Existing::Gpt(slots) if wants_gpt => resolved
+                .iter()
+                .all(|r| slots.iter().any(|(s, name, _)| s.number == r.number && s.first == r.first && s.last == r.last && name == &truncate36(&r.name))),
+            Existing::Msdos(slots) if !wants_gpt => {
+                resolved.iter().all(|r| slots.iter().any(|s| s.number == r.number && s.first == r.first && s.last == r.last))
+            }
             _ => false,
         };
         let write = if up_to_date {
@@ -305,7 +316,11 @@ pub fn apply(devices: &Devices, opts: &ApplyOptions) -> Result<Vec<Action>, Disk
                     table::write_msdos(&target, sector_size, &resolved)?;
                 }
                 notify_kernel(&target);
-                actions.push(Action { what: format!("partition {disk}"), done: true, detail: format!("wrote {} partitions to {}", resolved.len(), target.display()) });
+                actions.push(Action {
+                    what: format!("partition {disk}"),
+                    done: true,
+                    detail: format!("wrote {} partitions to {}", resolved.len(), target.display()),
+                });
             }
         }
         if !opts.only_partition {
@@ -486,7 +501,10 @@ pub fn partition_device(target: &Path, dev: &Path, n: u32, sector_size: u64) -> 
         Existing::Msdos(s) => s,
         _ => Vec::new(),
     };
-    let slot = slots.into_iter().find(|s| s.number == n).ok_or_else(|| DiskError::Table { path: target.to_path_buf(), message: format!("partition {n} is not in the table") })?;
+    let slot = slots
+        .into_iter()
+        .find(|s| s.number == n)
+        .ok_or_else(|| DiskError::Table { path: target.to_path_buf(), message: format!("partition {n} is not in the table") })?;
     let offset = slot.first * sector_size;
     let size = (slot.last - slot.first + 1) * sector_size;
     // The kernel did not pick the partition up from the table: add it.
@@ -498,11 +516,15 @@ pub fn partition_device(target: &Path, dev: &Path, n: u32, sector_size: u64) -> 
         Err(e) if dev == target => return Err(e),
         Err(_) => {}
     }
-    let out = Command::new("losetup").args(["-j"]).arg(target).args(["-o", &offset.to_string()]).output().map_err(|e| tool_error("losetup", "util-linux", e))?;
+    let out =
+        Command::new("losetup").args(["-j"]).arg(target).args(["-o", &offset.to_string()]).output().map_err(|e| tool_error("losetup", "util-linux", e))?;
     if let Some(existing) = String::from_utf8_lossy(&out.stdout).lines().next().and_then(|l| l.split(':').next()) {
         return Ok(PathBuf::from(existing));
     }
-    let dev = run("losetup", &["-f".into(), "--show".into(), "--offset".into(), offset.to_string(), "--sizelimit".into(), size.to_string(), target.display().to_string()])?;
+    let dev = run(
+        "losetup",
+        &["-f".into(), "--show".into(), "--offset".into(), offset.to_string(), "--sizelimit".into(), size.to_string(), target.display().to_string()],
+    )?;
     Ok(PathBuf::from(dev.trim()))
 }
 
@@ -559,8 +581,7 @@ fn refuse_mounted(target: &Path) -> Result<(), DiskError> {
     for dev in devs {
         // The same check labimg flash makes: the device, its partitions and
         // anything stacked on them (device mapper, md), mounts and swap.
-        let mounts = lab_model::blockdev::mounts_of(&dev)
-            .map_err(|e| DiskError::Io { path: dev.clone(), source: std::io::Error::other(e.to_string()) })?;
+        let mounts = lab_model::blockdev::mounts_of(&dev).map_err(|e| DiskError::Io { path: dev.clone(), source: std::io::Error::other(e.to_string()) })?;
         if !mounts.is_empty() {
             return Err(DiskError::Mounted { path: target.to_path_buf(), at: mounts.join(", ") });
         }
@@ -749,7 +770,15 @@ pub fn describe_plan(steps: &[Step], root: &Path) -> Vec<String> {
                 TablePlan::Parted { format, partitions } => {
                     lines.push(format!("disk {disk} ({device}): {format} table (parted)"));
                     for p in partitions {
-                        lines.push(format!("  {}: {} {}..{} flags={:?} bootable={}", p.index, p.name.as_deref().unwrap_or(&p.part_type), p.start, p.end, p.flags, p.bootable));
+                        lines.push(format!(
+                            "  {}: {} {}..{} flags={:?} bootable={}",
+                            p.index,
+                            p.name.as_deref().unwrap_or(&p.part_type),
+                            p.start,
+                            p.end,
+                            p.flags,
+                            p.bootable
+                        ));
                     }
                 }
             },

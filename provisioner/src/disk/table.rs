@@ -137,8 +137,10 @@ pub fn write_msdos(path: &Path, sector_size: u64, parts: &[Resolved]) -> Result<
             first_chs: mbrman::CHS::empty(),
             sys,
             last_chs: mbrman::CHS::empty(),
-            starting_lba: u32::try_from(p.first).map_err(|_| DiskError::Table { path: path.to_path_buf(), message: "partition starts past 2 TiB: use gpt".into() })?,
-            sectors: u32::try_from(p.last - p.first + 1).map_err(|_| DiskError::Table { path: path.to_path_buf(), message: "partition larger than 2 TiB: use gpt".into() })?,
+            starting_lba: u32::try_from(p.first)
+                .map_err(|_| DiskError::Table { path: path.to_path_buf(), message: "partition starts past 2 TiB: use gpt".into() })?,
+            sectors: u32::try_from(p.last - p.first + 1)
+                .map_err(|_| DiskError::Table { path: path.to_path_buf(), message: "partition larger than 2 TiB: use gpt".into() })?,
         };
     }
     mbr.write_into(&mut file).map_err(table_err)?;

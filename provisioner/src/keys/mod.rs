@@ -6,11 +6,11 @@ use std::io::Read;
 use std::path::Path;
 
 use anyhow::{bail, Context, Result};
+use lab_model::keys::Zeroizing;
 use lab_model::keys::{age as ssh_age, HostKey, PublicHostKey};
 use lab_model::secrets::KeyInfo;
 use lab_model::Lab;
 use serde::Serialize;
-use lab_model::keys::Zeroizing;
 
 /// The lab from `--lab`/`LAB_ROOT`, else the nearest parent with hosts/facts.nix.
 pub fn locate(lab: Option<&Path>) -> Result<Lab> {
@@ -36,9 +36,7 @@ pub fn derive(path: &Path) -> Result<Derived> {
     if path == Path::new("-") {
         std::io::stdin().read_to_string(&mut text).context("read the key from stdin")?;
     } else {
-        std::fs::File::open(path)
-            .and_then(|mut f| f.read_to_string(&mut text))
-            .with_context(|| format!("read {}", path.display()))?;
+        std::fs::File::open(path).and_then(|mut f| f.read_to_string(&mut text)).with_context(|| format!("read {}", path.display()))?;
     }
     if text.contains(concat!("BEGIN OPENSSH ", "PRIVATE KEY")) {
         let key = HostKey::from_openssh(&text, path)?;

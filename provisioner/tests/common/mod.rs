@@ -8,11 +8,7 @@ use std::path::PathBuf;
 pub fn fixtures_dir() -> PathBuf {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let dir = repo.join("../shared/fixtures/disko");
-    assert!(
-        dir.is_dir(),
-        "golden fixtures missing: {} does not exist; copy shared/ next to the repository (CI does)",
-        dir.display()
-    );
+    assert!(dir.is_dir(), "golden fixtures missing: {} does not exist; copy shared/ next to the repository (CI does)", dir.display());
     dir
 }
 

@@ -111,11 +111,8 @@ impl TestLab {
         let dir = self.root().join("hosts").join(name);
         std::fs::create_dir_all(&dir).unwrap();
         let shared: Vec<String> = shared.iter().map(|s| format!("\"{s}\"")).collect();
-        std::fs::write(
-            dir.join("facts.nix"),
-            format!("{{ system = \"aarch64-linux\"; class = \"nixos\"; sharedSecrets = [ {} ]; }}\n", shared.join(" ")),
-        )
-        .unwrap();
+        std::fs::write(dir.join("facts.nix"), format!("{{ system = \"aarch64-linux\"; class = \"nixos\"; sharedSecrets = [ {} ]; }}\n", shared.join(" ")))
+            .unwrap();
     }
 
     /// Writes `plain` YAML to `rel` and encrypts it in place to the admin only.
@@ -195,11 +192,7 @@ pub fn data_key(lab: &TestLab, rel: &str, recipient: &str, identity: &Path) -> V
     let at = text.find(&format!("recipient: {recipient}")).expect("the recipient is in the file");
     let start = text[at..].find("-----BEGIN AGE ENCRYPTED FILE-----").unwrap() + at;
     let end = text[start..].find("-----END AGE ENCRYPTED FILE-----").unwrap() + start;
-    let block: String = text[start..end + "-----END AGE ENCRYPTED FILE-----".len()]
-        .lines()
-        .map(|l| l.trim())
-        .collect::<Vec<_>>()
-        .join("\n");
+    let block: String = text[start..end + "-----END AGE ENCRYPTED FILE-----".len()].lines().map(|l| l.trim()).collect::<Vec<_>>().join("\n");
     let armored = lab.home.join("stanza.age");
     std::fs::write(&armored, block + "\n").unwrap();
     let out = run(Command::new("age").arg("-d").arg("-i").arg(identity).arg(&armored));
