@@ -103,7 +103,7 @@ fn main() {
     println!(
         "image {}: {mib} MiB, {} MiB mapped (bmaptool create); targets: {}; caches dropped: {}",
         image.display(),
-        mapped.parse::<u64>().unwrap_or(0) * 4096 >> 20,
+        (mapped.parse::<u64>().unwrap_or(0) * 4096) >> 20,
         if use_loop { "loop devices over fresh files" } else { "fresh files" },
         drop_caches()
     );

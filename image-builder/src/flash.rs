@@ -343,8 +343,9 @@ pub fn flash(image: &mut Image, target_path: &Path, opts: &FlashOptions) -> Resu
             f
         }
         // A new file gets no more access than its owner's: the image may
-        // hold a host key.
-        None => OpenOptions::new().write(true).read(true).create(true).mode(0o600).open(target_path).map_err(open_err)?,
+        // hold a host key. An existing file (a VM disk) keeps its length,
+        // as a disk would: only the image's mapped ranges are written.
+        None => OpenOptions::new().write(true).read(true).create(true).truncate(false).mode(0o600).open(target_path).map_err(open_err)?,
     };
     // Aligned chunks go straight to the device (O_DIRECT), so the card is
     // busy while the next chunk is read instead of all at the final fsync;

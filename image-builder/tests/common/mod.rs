@@ -63,8 +63,7 @@ pub fn labimg() -> Command {
 }
 
 pub fn run(cmd: &mut Command) -> Output {
-    let out = cmd.output().expect("command starts");
-    out
+    cmd.output().expect("command starts")
 }
 
 pub fn ok(cmd: &mut Command) -> Output {

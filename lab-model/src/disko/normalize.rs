@@ -26,7 +26,7 @@ pub fn normalize(raw: &Value) -> Result<Value, SpecError> {
     let mut out = Map::new();
     for key in ["bcachefs_filesystems", "zpool"] {
         let v = top.attrs(key)?;
-        if let Some((name, _)) = v.iter().next() {
+        if let Some((name, _)) = v.first() {
             return Err(SpecError::unsupported(
                 format!("disko.devices.{key}.{name}"),
                 format!("`{key}` (ZFS/bcachefs) is not supported by labprov; use disko itself for this host"),
@@ -389,9 +389,11 @@ pub fn device_numbering(dev: &str, index: usize) -> Option<String> {
         Some(format!("{dev}{index}"))
     } else if after("disk/") || after("zvol/") {
         Some(format!("{dev}-part{index}"))
-    } else if after("nvme") || after("md/") || after("mmcblk") {
-        Some(format!("{dev}p{index}"))
-    } else if rest.strip_prefix("loop").is_some_and(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_digit())) {
+    } else if after("nvme")
+        || after("md/")
+        || after("mmcblk")
+        || rest.strip_prefix("loop").is_some_and(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_digit()))
+    {
         Some(format!("{dev}p{index}"))
     } else {
         None

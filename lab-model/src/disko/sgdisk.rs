@@ -135,7 +135,7 @@ impl Table {
     /// `GPTData::Align`: move `sector` to an alignment boundary, earlier if
     /// the sectors in between are free, else later.
     fn align(&self, sector: u64, alignment: u64) -> u64 {
-        if sector % alignment == 0 {
+        if sector.is_multiple_of(alignment) {
             return sector;
         }
         let earlier = sector / alignment * alignment;
@@ -222,9 +222,7 @@ pub fn ieee_to_int(value: &str, sector_size: u64, low: u64, high: u64, def: u64)
     match sign {
         '+' => {
             if def == high {
-                if response > 0 {
-                    response -= 1;
-                }
+                response = response.saturating_sub(1);
                 response.checked_add(low)
             } else {
                 response.checked_add(def)
