@@ -98,6 +98,7 @@ impl EnrolOptions {
 
 /// What the operator is asked to confirm.
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Candidate {
     pub host: String,
     pub address: String,
@@ -107,6 +108,7 @@ pub struct Candidate {
 }
 
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Enrolled {
     #[serde(flatten)]
     pub candidate: Candidate,

@@ -125,7 +125,7 @@ fn disko_sgdisk(img: &Path, parts: &[Value]) {
             format!("--new={n}:{}:{}", p["start"].as_str().unwrap(), p["end"].as_str().unwrap()),
             format!("--partition-guid={n}:R"),
             format!("--change-name={n}:{}", p["label"].as_str().unwrap()),
-            format!("--typecode={n}:{}", p["type_code"].as_str().unwrap()),
+            format!("--typecode={n}:{}", p["typeCode"].as_str().unwrap()),
             format!("--attributes={n}:=:{}", if attrs.is_empty() { "0".to_string() } else { attrs.join(",") }),
         ];
         if p["alignment"].as_u64().unwrap_or(0) > 0 {
@@ -147,14 +147,14 @@ fn host_specs_plan() {
         let labels: Vec<&str> = parts.iter().map(|p| p["label"].as_str().unwrap()).collect();
         assert_eq!(labels.first(), Some(&"disk-main-ESP"), "{host}: the ESP comes first: {labels:?}");
         assert_eq!(labels.last(), Some(&"disk-main-root"), "{host}: the 100% root comes last: {labels:?}");
-        assert_eq!(parts[0]["type_code"], "EF00", "{host}");
-        assert!(parts.iter().all(|p| p["type_known"] == true), "{host}: unknown type code in {parts:?}");
+        assert_eq!(parts[0]["typeCode"], "EF00", "{host}");
+        assert!(parts.iter().all(|p| p["typeKnown"] == true), "{host}: unknown type code in {parts:?}");
         let mounts: Vec<(String, String)> = plan
             .as_array()
             .unwrap()
             .iter()
             .filter(|s| s["step"] == "mount")
-            .map(|s| (s["mountpoint"].as_str().unwrap().to_string(), s["fs_type"].as_str().unwrap().to_string()))
+            .map(|s| (s["mountpoint"].as_str().unwrap().to_string(), s["fsType"].as_str().unwrap().to_string()))
             .collect();
         assert_eq!(mounts.first().map(|m| m.0.as_str()), Some("/"), "{host}: / is mounted first: {mounts:?}");
         assert!(mounts.contains(&("/boot".into(), "vfat".into())), "{host}: {mounts:?}");

@@ -33,6 +33,11 @@ fn new_show_sync_rotate_through_the_binary() {
     let pub_file = lab.root().join("hosts/nixpi/ssh_host_ed25519_key.pub");
     let fp = run_ok(Command::new("ssh-keygen").arg("-lf").arg(&pub_file));
     assert_eq!(show["fingerprint"].as_str(), fp.split_whitespace().nth(1));
+    // The same JSON field style as labimg's (camelCase) across the toolkit.
+    let pub_line = std::fs::read_to_string(&pub_file).unwrap();
+    assert_eq!(show["publicKey"].as_str().map(str::trim), Some(pub_line.trim()), "{show}");
+    let age_pub = std::fs::read_to_string(lab.root().join("hosts/nixpi/age.pub")).unwrap();
+    assert_eq!(show["ageRecipient"].as_str(), Some(age_pub.trim()), "{show}");
     let derived = run_ok(labprov(&lab, &admin).args(["keys", "derive", "--ssh-key"]).arg(&pub_file));
     let recorded = std::fs::read_to_string(lab.root().join("hosts/nixpi/age.pub")).unwrap();
     assert!(derived.contains(recorded.trim()), "{derived} vs {recorded}");

@@ -12,7 +12,7 @@ use super::SpecError;
 
 /// One step, in the order disko runs them.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "step", rename_all = "snake_case")]
+#[serde(tag = "step", rename_all = "snake_case", rename_all_fields = "camelCase")]
 pub enum Step {
     /// Write (or complete) the partition table of a spec disk.
     Partition { disk: String, device: String, table: TablePlan },
@@ -30,7 +30,7 @@ pub enum Step {
 
 /// A partition table to write, in the words of the tool disko would call.
 #[derive(Debug, Clone, PartialEq, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
+#[serde(tag = "kind", rename_all = "snake_case", rename_all_fields = "camelCase")]
 pub enum TablePlan {
     /// disko's `gpt` type: one `sgdisk --new` per partition.
     Gpt { partitions: Vec<GptPart>, hybrid: Vec<u32>, efi_gpt_partition_first: bool },
@@ -39,6 +39,7 @@ pub enum TablePlan {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct GptPart {
     pub number: u32,
     /// The partition's option path (`disko.devices.disk.main.content.partitions.ESP`),
@@ -60,6 +61,7 @@ pub struct GptPart {
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct PartedPart {
     pub index: usize,
     /// The partition's option path (`...content.partitions.[0]`).
@@ -303,6 +305,7 @@ impl TablePlan {
 
 /// A partition with its sectors, ready to be written.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Resolved {
     pub number: u32,
     pub first: u64,

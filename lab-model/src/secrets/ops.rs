@@ -14,6 +14,7 @@ use crate::keys::{HostKey, PublicHostKey};
 
 /// What `keys show` prints: public material only.
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct KeyInfo {
     pub host: String,
     pub public_key: String,
@@ -44,6 +45,7 @@ pub fn show(root: &Path, keys: &LabKeys, host: &str) -> Result<KeyInfo> {
 }
 
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct NewKey {
     pub key: KeyInfo,
     /// False when the host already had this key (re-run after success).
@@ -112,6 +114,7 @@ impl KeyFilesBackup {
 }
 
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Rotated {
     pub old: KeyInfo,
     pub new: KeyInfo,

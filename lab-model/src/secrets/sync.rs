@@ -37,6 +37,7 @@ impl<'a> SyncOptions<'a> {
 }
 
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct SyncReport {
     pub config: PathBuf,
     pub config_changed: bool,
@@ -45,6 +46,7 @@ pub struct SyncReport {
 }
 
 #[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct FileSync {
     /// Relative to the lab root.
     pub path: PathBuf,

@@ -115,6 +115,7 @@ pub struct ApplyOptions {
 
 /// One line of the report of an apply, mount or unmount.
 #[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Action {
     pub what: String,
     pub done: bool,

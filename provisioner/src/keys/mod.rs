@@ -21,6 +21,7 @@ pub fn locate(lab: Option<&Path>) -> Result<Lab> {
 /// What `keys derive` found: a public key gives a recipient; a private key
 /// gives the identity as well.
 #[derive(Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Derived {
     pub kind: &'static str,
     pub fingerprint: String,
