@@ -1,4 +1,4 @@
-# labimg: builds SD images and installer ISOs, flashes and verifies them.
+# labimg: builds Raspberry Pi SD images, flashes and verifies them.
 { lib
 , rustPlatform
 , makeWrapper
@@ -34,7 +34,7 @@ rustPlatform.buildRustPackage {
   '';
 
   meta = {
-    description = "Raspberry Pi SD images, installer ISOs, flashing and verifying for the home lab";
+    description = "Raspberry Pi SD images for the home lab, and safe, verified flashing";
     license = lib.licenses.mit;
     mainProgram = "labimg";
     platforms = lib.platforms.linux;

@@ -1,10 +1,16 @@
-# labprov: partitions, installs and enrols hosts; manages host keys and secrets.
+# labprov: partitions disks from disko specs, enrols hosts; manages host keys and secrets.
 { lib
+, stdenv
 , rustPlatform
 , makeWrapper
 , nix
 , openssh
 , sops
+, util-linux
+, e2fsprogs
+, dosfstools
+, btrfs-progs
+, xfsprogs
 }:
 rustPlatform.buildRustPackage {
   pname = "labprov";
@@ -21,15 +27,22 @@ rustPlatform.buildRustPackage {
 
   nativeBuildInputs = [ makeWrapper ];
 
-  # ssh/scp to reach targets, sops for `secrets sync`, nix to read the host
-  # facts and disk specs (`nix eval`). Suffixed: the user's own come first.
-  postFixup = ''
-    wrapProgram $out/bin/labprov \
-      --suffix PATH : ${lib.makeBinPath [ nix openssh sops ]}
-  '';
+  # ssh for enrolment, sops for `secrets sync`, nix to read the host facts
+  # and disk specs (`nix eval`); on Linux, what `labprov disk` runs after
+  # writing the partition table itself: blkid, losetup, mount, mkswap and the
+  # mkfs of each supported filesystem. Suffixed: the user's own come first.
+  postFixup =
+    let
+      tools = [ nix openssh sops ]
+        ++ lib.optionals stdenv.hostPlatform.isLinux [ util-linux e2fsprogs dosfstools btrfs-progs xfsprogs ];
+    in
+    ''
+      wrapProgram $out/bin/labprov \
+        --suffix PATH : ${lib.makeBinPath tools}
+    '';
 
   meta = {
-    description = "Provision home lab hosts: disks from disko specs, installs over SSH, host keys and secrets";
+    description = "Provision home lab hosts: disks from disko specs, host keys, secrets and first-boot enrolment";
     license = lib.licenses.mit;
     mainProgram = "labprov";
     platforms = lib.platforms.unix;
