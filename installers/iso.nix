@@ -20,8 +20,10 @@
   users.users.root.openssh.authorizedKeys.keys = config.homelab.adminSshKeys;
   users.users.nixos.openssh.authorizedKeys.keys = config.homelab.adminSshKeys;
 
-  # What labprov runs on the target: partitioning, formatting, copying.
+  # `labprov install` drives the installer's own labprov (it applies the
+  # host's disko spec here); its wrapper brings blkid, mount and every mkfs.
   environment.systemPackages = with pkgs; [
+    labprov
     btrfs-progs
     dosfstools
     e2fsprogs

@@ -20,6 +20,8 @@ use lab_model::secrets::{ops, sync, AdminIdentity, LabKeys, SyncOptions, SyncRep
 use lab_model::Lab;
 use serde::Serialize;
 
+use crate::ssh::{quote, Pinned, Target};
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
@@ -147,7 +149,8 @@ pub fn parse_report(path: &Path) -> Result<Report> {
     Ok(r)
 }
 
-fn check_fingerprint(fp: &str) -> Result<String> {
+/// `SHA256:` and 43 base64 characters, as `ssh-keygen -l` prints it.
+pub fn check_fingerprint(fp: &str) -> Result<String> {
     let fp = fp.trim();
     let ok = fp.strip_prefix("SHA256:").is_some_and(|b| b.len() == 43 && b.chars().all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/'));
     if ok {
@@ -188,56 +191,12 @@ pub fn keyscan(address: &str, port: u16) -> Result<PublicHostKey> {
     }
 }
 
-/// A private temporary directory, removed on drop.
-struct TempDir(PathBuf);
-
-impl TempDir {
-    fn new() -> Result<TempDir> {
-        use std::os::unix::fs::DirBuilderExt;
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-        let dir = std::env::temp_dir().join(format!("labprov-enrol-{}-{nanos}", std::process::id()));
-        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
-        Ok(TempDir(dir))
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
-/// Logs in trusting exactly `key` and returns the host's key file. Host key
-/// checking stays on: a temporary known_hosts under a fixed alias holds the
-/// confirmed key and nothing else, and ssh may not add to it.
+/// Logs in trusting exactly `key` and returns the host's key file: the host
+/// proves it holds the key, and that sops-nix's key is the one sshd serves.
 pub fn pinned_read_key(opts: &EnrolOptions, key: &PublicHostKey) -> Result<PublicHostKey> {
-    let tmp = TempDir::new()?;
-    let known = tmp.0.join("known_hosts");
-    let alias = format!("labprov-enrol-{}", opts.host);
-    std::fs::write(&known, format!("{alias} {}\n", key.openssh()))?;
-    let mut cmd = Command::new("ssh");
-    cmd.arg("-o")
-        .arg("StrictHostKeyChecking=yes")
-        .arg("-o")
-        .arg(format!("UserKnownHostsFile={}", known.display()))
-        .arg("-o")
-        .arg("GlobalKnownHostsFile=/dev/null")
-        .arg("-o")
-        .arg(format!("HostKeyAlias={alias}"))
-        .arg("-o")
-        .arg("HostKeyAlgorithms=ssh-ed25519")
-        .arg("-o")
-        .arg("UpdateHostKeys=no")
-        .arg("-o")
-        .arg("BatchMode=yes")
-        .arg("-o")
-        .arg("ConnectTimeout=10")
-        .arg("-p")
-        .arg(opts.port.to_string());
-    if let Some(id) = &opts.ssh_identity {
-        cmd.arg("-i").arg(id).arg("-o").arg("IdentitiesOnly=yes");
-    }
-    cmd.arg("-l").arg(&opts.user).arg(&opts.address).arg("--").arg("cat").arg(&opts.remote_key);
+    let target = Target { address: opts.address.clone(), port: opts.port, user: opts.user.clone(), identity: opts.ssh_identity.clone() };
+    let pinned = Pinned::new(&target, &format!("labprov-enrol-{}", opts.host), key)?;
+    let mut cmd = pinned.command(&format!("cat {}", quote(&opts.remote_key)));
     let out = cmd.output().map_err(|e| match e.kind() {
         std::io::ErrorKind::NotFound => Error::ToolMissing { tool: "ssh".into() },
         _ => Error::Io(e),

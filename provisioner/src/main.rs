@@ -9,7 +9,7 @@ use clap::{Args, Parser, Subcommand};
 use provisioner::disk::{self, ApplyOptions, SpecSource};
 
 #[derive(Parser)]
-#[command(name = "labprov", version, about = "Provision lab machines: disks from disko specs, host keys, secrets, enrolment")]
+#[command(name = "labprov", version, about = "Provision lab machines: disks from disko specs, installs over SSH, host keys, secrets, enrolment")]
 struct Cli {
     /// The lab repository (default: the nearest parent holding hosts/facts.nix, or $LAB_ROOT).
     #[arg(long, global = true, env = "LAB_ROOT")]
@@ -31,6 +31,8 @@ enum Command {
     Secrets(provisioner::cli_keys::SecretsCmd),
     /// Pin and record a host that made its own key at first boot, then sync.
     Enrol(provisioner::cli_keys::EnrolArgs),
+    /// Install a NixOS host on a machine running the lab's installer, over pinned SSH.
+    Install(provisioner::cli_install::InstallArgs),
 }
 
 #[derive(Subcommand)]
@@ -159,6 +161,7 @@ fn main() -> Result<()> {
         Command::Keys(c) => return provisioner::cli_keys::run_keys(cli.lab.as_deref(), c),
         Command::Secrets(c) => return provisioner::cli_keys::run_secrets(cli.lab.as_deref(), c),
         Command::Enrol(a) => return provisioner::cli_keys::run_enrol(cli.lab.as_deref(), a),
+        Command::Install(a) => return provisioner::cli_install::run_install(cli.lab.as_deref(), a),
     };
     match cmd {
         DiskCommand::Plan { spec, json, root } => {

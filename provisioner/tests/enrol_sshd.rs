@@ -3,17 +3,17 @@
 //! (run as written, with `ssh-to-age` played by tests/keys/ssh_to_age.py).
 
 mod keys_support;
+mod sshd_support;
 
 use provisioner::{cli_keys, enrol, keys};
 
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Command;
 
 use keys_support::{python_helper, repo, require, run_ok, TestLab};
 use lab_model::keys::PublicHostKey;
 use lab_model::secrets::ops;
+use sshd_support::{start_sshd, whoami, write_exec};
 
 /// The `script` of the enrolment module with its Nix interpolations filled in.
 fn first_boot_script(host_key: &Path, hostname: &str, report_dir: &Path) -> String {
@@ -49,78 +49,6 @@ fn first_boot(dir: &Path, hostname: &str) -> (PathBuf, PathBuf) {
     (key, firmware.join("enrolment.txt"))
 }
 
-fn write_exec(path: &Path, text: &str) {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::write(path, text).unwrap();
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755)).unwrap();
-}
-
-struct Sshd(Child);
-
-impl Drop for Sshd {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
-fn sshd_binary() -> Option<PathBuf> {
-    ["/usr/sbin/sshd", "/usr/bin/sshd", "/sbin/sshd"].iter().map(PathBuf::from).find(|p| p.is_file())
-}
-
-/// sshd on 127.0.0.1 with `host_key`, admitting `client_pub` for the current user.
-fn start_sshd(dir: &Path, host_key: &Path, client_pub: &Path) -> Result<(Sshd, u16), String> {
-    let sshd = sshd_binary().ok_or("no sshd binary")?;
-    // Debian's sshd insists on its privilege separation directory.
-    let _ = std::fs::create_dir_all("/run/sshd");
-    let port = free_port();
-    let config = dir.join("sshd_config");
-    std::fs::write(
-        &config,
-        format!(
-            "Port {port}\nListenAddress 127.0.0.1\nHostKey {}\nPidFile {}\nAuthorizedKeysFile {}\n\
-             StrictModes no\nUsePAM no\nPasswordAuthentication no\nKbdInteractiveAuthentication no\n\
-             PermitRootLogin prohibit-password\nLogLevel ERROR\n",
-            host_key.display(),
-            dir.join("sshd.pid").display(),
-            client_pub.display()
-        ),
-    )
-    .unwrap();
-    let child = Command::new(&sshd)
-        .arg("-D")
-        .arg("-e")
-        .arg("-f")
-        .arg(&config)
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|e| format!("start sshd: {e}"))?;
-    let mut server = Sshd(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline {
-        if TcpStream::connect(("127.0.0.1", port)).is_ok() {
-            return Ok((server, port));
-        }
-        if let Ok(Some(status)) = server.0.try_wait() {
-            let mut err = String::new();
-            use std::io::Read;
-            server.0.stderr.take().map(|mut s| s.read_to_string(&mut err));
-            return Err(format!("sshd exited ({status}): {err}"));
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    Err("sshd did not listen within 10 s".into())
-}
-
-fn whoami() -> String {
-    run_ok(Command::new("id").arg("-un")).trim().to_string()
-}
-
 #[test]
 fn enrolment_against_a_real_sshd() {
     let name = "enrolment_against_a_real_sshd";
@@ -132,7 +60,7 @@ fn enrolment_against_a_real_sshd() {
     let (host_key, report) = first_boot(&machine, "nixpi");
     let client = lab.home.join("client");
     run_ok(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&client));
-    let (_sshd, port) = match start_sshd(&machine, &host_key, &client.with_extension("pub")) {
+    let (_sshd, port) = match start_sshd(&machine, &host_key, &client.with_extension("pub"), "") {
         Ok(s) => s,
         Err(reason) if std::env::var("LAB_REQUIRE_ALL").as_deref() != Ok("1") => {
             println!("SKIP: {name}: {reason}");

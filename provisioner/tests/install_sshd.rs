@@ -1,0 +1,274 @@
+//! `labprov install` end to end against a real OpenSSH server on loopback
+//! standing in for the installer ISO: this machine plays the installer (root
+//! over SSH, `labprov` on the session's PATH), a sparse image file on a loop
+//! device plays its disk, and a system closure built by the real Nix here from
+//! plain derivations plays the NixOS toplevel. `nix copy` is real; only
+//! `nixos-install` is a stand-in script (it needs a NixOS closure), named so
+//! in its output. The reboot phase is never run: it would reboot this machine.
+//! After the install, a second sshd serves the key the install placed in the
+//! target root, and `--phases verify` must accept it and nothing else.
+
+mod common;
+mod keys_support;
+mod sshd_support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use keys_support::{require, run_ok, TestLab};
+use sshd_support::{start_sshd, write_exec};
+
+/// The test lab's disk spec for the host (pure data, like hosts/*/disko.nix):
+/// GPT, a boot and a root partition.
+/// ext4 for both, since this kernel may lack vfat (the real hosts' ESPs are
+/// vfat; their specs are exercised by host_specs.rs).
+const DISKO: &str = r#"{
+  disk.main = {
+    type = "disk";
+    device = "/dev/vda";
+    content = {
+      type = "gpt";
+      partitions = {
+        boot = { size = "64M"; type = "8300"; content = { type = "filesystem"; format = "ext4"; mountpoint = "/boot"; }; };
+        root = { size = "100%"; content = { type = "filesystem"; format = "ext4"; mountpoint = "/"; }; };
+      };
+    };
+  };
+}
+"#;
+
+/// Stands in for a NixOS toplevel: `init` and `nixos-version`, and one
+/// dependency so the copy is a closure of more than one path.
+const SYSTEM: &str = r#"
+let
+  mk = name: script: derivation {
+    inherit name;
+    system = builtins.currentSystem;
+    builder = "/bin/sh";
+    args = [ "-c" script ];
+    PATH = "/usr/bin:/bin";
+  };
+  dep = mk "install-test-dep" "mkdir -p $out; echo dep > $out/dep";
+in
+mk "nixos-system-rydev-standin" ''
+  mkdir -p $out
+  printf '#!/bin/sh\n' > $out/init
+  echo 26.05-standin > $out/nixos-version
+  ln -s ${dep}/dep $out/dep
+''
+"#;
+
+/// `nixos-install` stand-in: checks what the real one would need and says
+/// what it was asked to do.
+const NIXOS_INSTALL: &str = r#"#!/bin/sh
+set -eu
+root=/mnt system=
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --root) root=$2; shift ;;
+    --system) system=$2; shift ;;
+  esac
+  shift
+done
+test -e "$root$system/init" || { echo "nixos-install (stand-in): $system is not in $root/nix/store" >&2; exit 1; }
+test -d "$root/tmp" || { echo "nixos-install (stand-in): $root/tmp missing" >&2; exit 1; }
+mkdir -p "$root/nix/var/nix/profiles"
+ln -sfn "$system" "$root/nix/var/nix/profiles/system"
+echo "nixos-install (stand-in): installed $system into $root"
+"#;
+
+fn labprov() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_labprov"))
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn fingerprint(pub_key: &Path) -> String {
+    run_ok(Command::new("ssh-keygen").arg("-lf").arg(pub_key)).split_whitespace().nth(1).unwrap().to_string()
+}
+
+/// Every byte of the image is still zero (a sparse file nobody wrote to).
+fn untouched(img: &Path) -> bool {
+    use std::io::Read;
+    let mut f = std::fs::File::open(img).unwrap();
+    let mut buf = vec![0u8; 1 << 20];
+    // The table and the first filesystem's superblock are in the first MiBs.
+    for _ in 0..80 {
+        let n = f.read(&mut buf).unwrap();
+        if n == 0 {
+            return true;
+        }
+        if buf[..n].iter().any(|&b| b != 0) {
+            return false;
+        }
+    }
+    true
+}
+
+#[test]
+fn install_over_pinned_ssh_partitions_injects_copies_and_verifies() {
+    let name = "install_over_pinned_ssh_partitions_injects_copies_and_verifies";
+    let tools = ["nix", "nix-build", "nix-store", "sops", "age-keygen", "ssh", "ssh-keygen", "ssh-keyscan", "losetup", "mkfs.ext4", "findmnt"];
+    if !require(name, &tools) {
+        return;
+    }
+    if let Err(reason) = common::loop_devices_available() {
+        common::skip(name, &format!("{reason} (the installer's disk is a loop device, its login root)"));
+        return;
+    }
+    let lab = TestLab::new(&[("rydev", &[])]);
+    std::fs::write(lab.root().join("hosts/rydev/disko.nix"), DISKO).unwrap();
+    let env = |c: &mut Command| {
+        c.env("LAB_ROOT", lab.root()).env("HOME", &lab.home).env("SOPS_AGE_KEY_FILE", &lab.admin_key).env_remove("SOPS_AGE_KEY");
+    };
+    let mut keys_new = labprov();
+    env(&mut keys_new);
+    run_ok(keys_new.args(["keys", "new", "rydev"]));
+    let recorded_fp = lab_model::secrets::ops::show(lab.root(), &lab.keys(), "rydev").unwrap().fingerprint;
+
+    // The system closure, built by the real Nix here.
+    let work = lab.home.join("work");
+    std::fs::create_dir_all(&work).unwrap();
+    std::fs::write(work.join("system.nix"), SYSTEM).unwrap();
+    let built = Command::new("nix-build").arg(work.join("system.nix")).arg("--no-out-link").output().unwrap();
+    assert!(built.status.success(), "nix-build: {}", stderr(&built));
+    let system = String::from_utf8_lossy(&built.stdout).trim().to_string();
+
+    // The installer: sshd with its own random key; the session's PATH has
+    // labprov (this build) and the nixos-install stand-in first.
+    let installer = lab.home.join("installer");
+    let bin = installer.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    write_exec(&bin.join("nixos-install"), NIXOS_INSTALL);
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_labprov"), bin.join("labprov")).unwrap();
+    let installer_key = installer.join("ssh_host_ed25519_key");
+    run_ok(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&installer_key));
+    let client = lab.home.join("client");
+    run_ok(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&client));
+    let session_path = format!("SetEnv PATH={}:{}\n", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let (_installer_sshd, port) =
+        start_sshd(&installer, &installer_key, &client.with_extension("pub"), &session_path).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let installer_fp = fingerprint(&installer_key.with_extension("pub"));
+
+    // Its disk, and the root the install mounts it on.
+    let img = work.join("disk.img");
+    std::fs::File::create(&img).unwrap().set_len(1 << 30).unwrap();
+    let root = work.join("target");
+    let install = |extra: &[&str]| -> Output {
+        let mut c = labprov();
+        env(&mut c);
+        c.args(["install", "rydev", "--address", "127.0.0.1", "--port", &port.to_string()])
+            .arg("--ssh-identity")
+            .arg(&client)
+            .arg("--disk")
+            .arg(format!("main={}", img.display()))
+            .arg("--root")
+            .arg(&root)
+            .args(["--system", &system])
+            .args(extra)
+            .stdin(std::process::Stdio::null());
+        c.output().unwrap()
+    };
+    struct Unmount(Vec<String>);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new(env!("CARGO_BIN_EXE_labprov")).args(&self.0).output();
+        }
+    }
+    let _cleanup = Unmount(vec![
+        "--lab".into(),
+        lab.root().display().to_string(),
+        "disk".into(),
+        "unmount".into(),
+        "rydev".into(),
+        "--disk".into(),
+        format!("main={}", img.display()),
+        "--root".into(),
+        root.display().to_string(),
+    ]);
+
+    // A wrong fingerprint for the installer: refused, the disk untouched.
+    let other = lab_model::keys::HostKey::generate("other").fingerprint();
+    let out = install(&["--fingerprint", &other, "--yes", "--phases", "disk,keys,install"]);
+    assert!(!out.status.success() && stderr(&out).contains("REFUSED") && stderr(&out).contains(&installer_fp), "{}", stderr(&out));
+    assert!(untouched(&img), "a refused install wrote to the disk");
+    // No fingerprint and no terminal: nothing to confirm on, nothing written.
+    let out = install(&["--yes", "--phases", "disk,keys,install"]);
+    assert!(!out.status.success() && stderr(&out).contains("--fingerprint"), "{}", stderr(&out));
+    assert!(untouched(&img));
+    // No --yes and no terminal: the disk plan cannot be confirmed.
+    let out = install(&["--fingerprint", &installer_fp, "--phases", "disk"]);
+    assert!(!out.status.success() && stderr(&out).contains("no terminal"), "{}", stderr(&out));
+    assert!(untouched(&img));
+
+    // A dry run pins, shows the plan the installer computed, changes nothing.
+    let out = install(&["--fingerprint", &installer_fp, "--dry-run", "--phases", "disk,keys,install,reboot,verify"]);
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(text.contains("would apply") && text.contains("gpt") && text.contains("would place") && text.contains("nothing was changed"), "{text}");
+    assert!(untouched(&img) && !root.exists(), "a dry run changed something");
+
+    // The install: disk, keys, the closure, nixos-install.
+    let out = install(&["--fingerprint", &installer_fp, "--yes", "--json", "--phases", "disk,keys,install"]);
+    assert!(out.status.success(), "install failed:\n{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["installer"]["fingerprint"], installer_fp.as_str());
+    assert_eq!(report["hostFingerprint"], recorded_fp.as_str());
+    let phases: Vec<&str> = report["steps"].as_array().unwrap().iter().map(|s| s["phase"].as_str().unwrap()).collect();
+    assert_eq!(phases, ["disk", "keys", "install", "install"], "{report}");
+    assert!(report["steps"].as_array().unwrap().iter().all(|s| s["done"] == true), "{report}");
+    // Mounted as the spec says.
+    for (mp, fs) in [("/", "ext4"), ("/boot", "ext4")] {
+        let o = Command::new("findmnt").args(["-rno", "FSTYPE", "--mountpoint"]).arg(root.join(mp.trim_start_matches('/'))).output().unwrap();
+        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), fs, "{mp}");
+    }
+    // The key: the lab-held one, root-owned, 0600; the public half 0644.
+    use std::os::unix::fs::MetadataExt;
+    let placed = root.join("etc/ssh/ssh_host_ed25519_key");
+    let meta = std::fs::metadata(&placed).unwrap();
+    assert_eq!((meta.mode() & 0o777, meta.uid(), meta.gid()), (0o600, 0, 0));
+    assert_eq!(std::fs::metadata(placed.with_extension("pub")).unwrap().mode() & 0o777, 0o644);
+    assert_eq!(fingerprint(&placed.with_extension("pub")), recorded_fp);
+    let derived = run_ok(Command::new("ssh-keygen").arg("-yf").arg(&placed));
+    assert_eq!(fingerprint_of_line(&derived, &work), recorded_fp, "the private key placed is not the recorded one");
+    assert!(!std::fs::read_dir(root.join("etc/ssh")).unwrap().any(|e| e.unwrap().file_name().to_string_lossy().contains("labprov-tmp")));
+    // The closure is in the target's store, registered there, and installed.
+    let target_store = format!("local?root={}", root.display());
+    let valid = run_ok(Command::new("nix-store").args(["--store", &target_store, "--check-validity", "--print-invalid", &system]));
+    assert!(valid.trim().is_empty(), "{system} is not valid in the target store");
+    assert_eq!(std::fs::read_link(root.join("nix/var/nix/profiles/system")).unwrap(), PathBuf::from(&system));
+
+    // A re-run of the same phases is harmless: the disk is kept as it is.
+    let out = install(&["--fingerprint", &installer_fp, "--yes", "--phases", "disk,keys,install"]);
+    assert!(out.status.success(), "re-run failed:\n{}", stderr(&out));
+
+    // After the "reboot": the host answers with the key the install placed.
+    let host = lab.home.join("host");
+    std::fs::create_dir_all(&host).unwrap();
+    let (host_sshd, host_port) = start_sshd(&host, &placed, &client.with_extension("pub"), "").unwrap_or_else(|e| panic!("{name}: {e}"));
+    let verify = |port: u16| -> Output {
+        let mut c = labprov();
+        env(&mut c);
+        c.args(["install", "rydev", "--address", "127.0.0.1", "--port", &port.to_string(), "--phases", "verify", "--wait", "3"])
+            .arg("--ssh-identity")
+            .arg(&client)
+            .stdin(std::process::Stdio::null());
+        c.output().unwrap()
+    };
+    let out = verify(host_port);
+    assert!(out.status.success(), "verify failed:\n{}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains(&recorded_fp));
+    drop(host_sshd);
+    // The installer's key is not the host's: verify refuses it.
+    let out = verify(port);
+    assert!(!out.status.success() && stderr(&out).contains("did not answer") && stderr(&out).contains("--phases verify"), "{}", stderr(&out));
+}
+
+/// The fingerprint of a public key line.
+fn fingerprint_of_line(line: &str, scratch: &Path) -> String {
+    let f = scratch.join("derived.pub");
+    std::fs::write(&f, line).unwrap();
+    fingerprint(&f)
+}
