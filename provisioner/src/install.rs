@@ -309,13 +309,15 @@ pub fn install(lab: &Lab, opts: &InstallOptions, identity: Option<&AdminIdentity
                 steps.begin(Phase::Keys, format!("would place {}'s key ({}) at {file} (0600)", opts.host, key.fingerprint()));
             } else {
                 steps.begin(Phase::Keys, format!("{file} ({}), 0600", key.fingerprint()));
-                // umask first: not even the temporary file is readable by others.
+                // The directories with the usual modes (the new system's /etc
+                // must stay readable), then umask 077 before any key byte
+                // lands: not even the temporary file is readable by others.
                 let put = |target: &str, mode: &str, data: &[u8]| {
                     let tmp = quote(&format!("{target}.labprov-tmp"));
                     let (d, t) = (quote(&dir), quote(target));
                     remote.run(
                         "host key",
-                        &format!("umask 077 && mkdir -p {d} && chmod 755 {d} && cat > {tmp} && chmod {mode} {tmp} && mv -f {tmp} {t}"),
+                        &format!("umask 022 && mkdir -p {d} && umask 077 && cat > {tmp} && chmod {mode} {tmp} && mv -f {tmp} {t}"),
                         Some(data),
                     )
                 };

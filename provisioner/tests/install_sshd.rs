@@ -230,6 +230,9 @@ fn install_over_pinned_ssh_partitions_injects_copies_and_verifies() {
     let meta = std::fs::metadata(&placed).unwrap();
     assert_eq!((meta.mode() & 0o777, meta.uid(), meta.gid()), (0o600, 0, 0));
     assert_eq!(std::fs::metadata(placed.with_extension("pub")).unwrap().mode() & 0o777, 0o644);
+    for dir in ["etc", "etc/ssh"] {
+        assert_eq!(std::fs::metadata(root.join(dir)).unwrap().mode() & 0o777, 0o755, "{dir} must stay readable");
+    }
     assert_eq!(fingerprint(&placed.with_extension("pub")), recorded_fp);
     let derived = run_ok(Command::new("ssh-keygen").arg("-yf").arg(&placed));
     assert_eq!(fingerprint_of_line(&derived, &work), recorded_fp, "the private key placed is not the recorded one");
