@@ -9,8 +9,7 @@ use anyhow::{Context, Result};
 use clap::Args;
 use lab_model::secrets::AdminIdentity;
 
-use crate::enrol::Candidate;
-use crate::install::{self, Confirm, InstallOptions, Phase};
+use crate::install::{self, Confirm, InstallOptions, Installer, Phase};
 use crate::ssh::Target;
 
 #[derive(Args, Debug)]
@@ -80,10 +79,10 @@ impl Terminal {
 }
 
 impl Confirm for Terminal {
-    fn installer_key(&mut self, c: &Candidate) -> install::Result<bool> {
+    fn installer_key(&mut self, i: &Installer) -> install::Result<bool> {
         let answer = Terminal::ask(&format!(
-            "{} at {} presents\n  fingerprint: {}\nCompare with the installer's console (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`). Type `yes` if they match: ",
-            c.host, c.address, c.fingerprint
+            "The installer at {} presents\n  fingerprint: {}\nCompare with its console (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`). Type `yes` if they match: ",
+            i.address, i.fingerprint
         ))?;
         Ok(answer == "yes")
     }
@@ -111,8 +110,9 @@ pub fn run_install(lab: Option<&Path>, args: InstallArgs) -> Result<()> {
         dry_run: args.dry_run,
         wait: Duration::from_secs(args.wait),
     };
-    // Only the keys phase decrypts; the others must not need the admin key.
-    let identity = if opts.phases.contains(&Phase::Keys) { Some(AdminIdentity::from_env()?) } else { None };
+    // Only the keys phase decrypts, and not in a dry run; nothing else needs
+    // the admin key.
+    let identity = if opts.phases.contains(&Phase::Keys) && !opts.dry_run { Some(AdminIdentity::from_env()?) } else { None };
     let json = args.json;
     let mut say = |line: &str| {
         if !json {

@@ -7,11 +7,12 @@
 //!    (`--fingerprint`, or typing `yes`); every later connection trusts
 //!    exactly that key. Host key checking is never turned off.
 //! 2. disk: the host's disko spec, normalised here, goes over that connection
-//!    to the installer's own `labprov disk apply` (the plan is shown and
-//!    confirmed first, unless `--yes`).
-//! 3. keys: the host's lab-held key, decrypted here in memory, is streamed
-//!    into `ROOT/etc/ssh` (0600, a temporary name, then a rename); it never
-//!    touches a disk on this machine.
+//!    to the installer's own `labprov disk apply`; its plan, with the model,
+//!    size and serial of every disk it will write, is shown and confirmed
+//!    first (the host name typed, or `--yes`).
+//! 3. keys: the root is (re)mounted from the spec, then the host's lab-held
+//!    key, decrypted here in memory, is streamed into `ROOT/etc/ssh` (0600, a
+//!    temporary name, then a rename); it never touches a disk on this machine.
 //! 4. install: the system closure (`--system`, else `nix build` of the
 //!    flake's toplevel) is copied into `ROOT/nix/store` with `nix copy` over
 //!    the pinned connection, then `nixos-install --system` runs there.
@@ -21,10 +22,10 @@
 //!
 //! `--phases` runs a subset (a re-run after a failure resumes where it
 //! stopped: apply keeps what it finds, the key and the closure are copied
-//! again). `--dry-run` pins, shows the plan the installer computes for its
-//! disks, and changes nothing.
+//! again, after the root is mounted from the spec). `--dry-run` pins, shows
+//! the installer's plan and the disks it would write, decrypts nothing and
+//! changes nothing.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -36,7 +37,7 @@ use lab_model::Lab;
 use serde::Serialize;
 
 use crate::disk::{self, SpecSource};
-use crate::enrol::{self, Candidate};
+use crate::enrol;
 use crate::ssh::{quote, Pinned, Target};
 
 #[derive(Debug, thiserror::Error)]
@@ -53,8 +54,21 @@ pub enum Error {
     NotNixos { host: String, class: String },
     #[error("unknown phase `{0}`; phases are disk, keys, install, reboot, verify (comma separated)")]
     BadPhase(String),
-    #[error("the installer's key was not confirmed; nothing was changed on {address}")]
+    #[error("not confirmed; nothing was changed on {address}")]
     NotConfirmed { address: String },
+    #[error(
+        "REFUSED: {address} presents {got}, but the installer's console shows {expected}. Do not install: \
+         check the address and the fingerprint (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on the installer)"
+    )]
+    InstallerMismatch { address: String, expected: String, got: String },
+    #[error("--root {root}: {why}")]
+    BadRoot { root: String, why: &'static str },
+    #[error("--address `{0}` is not a host name or address")]
+    BadAddress(String),
+    #[error("{host} has no lab-held key to install: run `labprov keys new {host}` and `labprov secrets sync` first")]
+    NoLabKey { host: String },
+    #[error("cannot pin SSH for `nix copy`: {0}")]
+    SshOpts(String),
     #[error("no terminal to confirm on: pass --fingerprint SHA256:... for the installer's key and --yes for the disks")]
     NoTerminal,
     #[error(
@@ -68,11 +82,12 @@ pub enum Error {
     Local { cmd: String, status: String, stderr: String },
     #[error("`{tool}` is not installed here; {hint}")]
     ToolMissing { tool: String, hint: String },
-    #[error("{path} is not a store path of a NixOS system (no {path}/nixos-version or it does not exist)")]
+    #[error("{path} is not a NixOS system (it has neither nixos-version nor init); pass the toplevel, `result` of `nix build .#nixosConfigurations.HOST.config.system.build.toplevel`")]
     NotASystem { path: PathBuf },
     #[error(
         "{host} did not answer at {address} with its recorded key within {seconds} s; the last attempt said:\n{last}\n\
-         Look at the machine's console; when it is up, check again with `labprov install {host} --address {address} --phases verify`"
+         Look at the machine's console. If the installer came up again, remove the installer medium (or fix the boot order) and \
+         reboot; when the host is up, check again with `labprov install {host} --address {address} --phases verify`"
     )]
     NotVerified { host: String, address: String, seconds: u64, last: String },
     #[error("the key recorded for {host} cannot be read: {reason}")]
@@ -149,28 +164,32 @@ pub struct InstallOptions {
 }
 
 impl InstallOptions {
-    pub fn new(host: &str, address: &str) -> InstallOptions {
-        InstallOptions {
-            host: host.to_string(),
-            target: Target { address: address.to_string(), port: 22, user: "root".into(), identity: None },
-            fingerprint: None,
-            disks: Vec::new(),
-            root: "/mnt".into(),
-            system: None,
-            phases: Phase::ALL.to_vec(),
-            wipe: false,
-            yes: false,
-            dry_run: false,
-            wait: Duration::from_secs(300),
+    /// What the remote shell and the store URI are given must be plain:
+    /// an absolute root other than `/` (it would be the installer's own),
+    /// an address that ssh cannot take for an option.
+    pub fn validate(&self) -> Result<()> {
+        let root = self.root.as_str();
+        let why = if !root.starts_with('/') {
+            Some("must be an absolute path")
+        } else if root.trim_end_matches('/').is_empty() {
+            Some("must not be `/`: that is the installer's own root")
+        } else if !root.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-".contains(&b)) {
+            Some("may hold only letters, digits and `/._-`")
+        } else {
+            None
+        };
+        if let Some(why) = why {
+            return Err(Error::BadRoot { root: self.root.clone(), why });
         }
+        let a = &self.target.address;
+        if a.is_empty() || a.starts_with('-') || !a.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:_[]%".contains(&b)) {
+            return Err(Error::BadAddress(a.clone()));
+        }
+        Ok(())
     }
 
     fn runs(&self, p: Phase) -> bool {
         self.phases.contains(&p)
-    }
-
-    fn needs_installer(&self) -> bool {
-        self.phases.iter().any(|p| *p != Phase::Verify)
     }
 }
 
@@ -189,17 +208,26 @@ pub struct Report {
     pub host: String,
     pub address: String,
     /// The installer's key as confirmed; `None` when only `verify` ran.
-    pub installer: Option<Candidate>,
+    pub installer: Option<Installer>,
     pub host_fingerprint: String,
     pub system: Option<PathBuf>,
     pub dry_run: bool,
     pub steps: Vec<Step>,
 }
 
+/// The installer's key, as offered and then confirmed.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Installer {
+    pub address: String,
+    pub fingerprint: String,
+    pub public_key: String,
+}
+
 /// What the caller is asked: the installer's key (when no `--fingerprint`),
 /// and the disk plan (unless `--yes`).
 pub trait Confirm {
-    fn installer_key(&mut self, candidate: &Candidate) -> Result<bool>;
+    fn installer_key(&mut self, installer: &Installer) -> Result<bool>;
     fn disks(&mut self, host: &str, plan: &str) -> Result<bool>;
 }
 
@@ -229,6 +257,7 @@ impl Steps<'_> {
 /// The whole install, in phase order.
 pub fn install(lab: &Lab, opts: &InstallOptions, identity: Option<&AdminIdentity>, confirm: &mut dyn Confirm, say: &mut dyn FnMut(&str)) -> Result<Report> {
     // Everything that can be checked here is, before the installer is touched.
+    opts.validate()?;
     let host = lab.facts()?.host(&opts.host)?.clone();
     if host.class != HostClass::Nixos {
         return Err(Error::NotNixos { host: opts.host.clone(), class: format!("{:?}", host.class).to_lowercase() });
@@ -236,7 +265,8 @@ pub fn install(lab: &Lab, opts: &InstallOptions, identity: Option<&AdminIdentity
     let keys = LabKeys::load(lab)?;
     let recorded = ops::show(&lab.root, &keys, &opts.host)?;
     let host_key = PublicHostKey::parse(&recorded.public_key).map_err(|e| Error::BadRecordedKey { host: opts.host.clone(), reason: e.to_string() })?;
-    let spec = if opts.runs(Phase::Disk) || opts.runs(Phase::Reboot) {
+    let on_installer = [Phase::Disk, Phase::Keys, Phase::Install, Phase::Reboot];
+    let spec = if on_installer.iter().any(|p| opts.runs(*p)) {
         let (normalized, devices) = disk::load(&SpecSource::Host { lab: lab.clone(), host: opts.host.clone() })?;
         disk::check_hooks(&normalized)?;
         lab_model::disko::plan::plan(&devices).map_err(disk::DiskError::from)?;
@@ -244,49 +274,46 @@ pub fn install(lab: &Lab, opts: &InstallOptions, identity: Option<&AdminIdentity
     } else {
         None
     };
-    let private = match (opts.runs(Phase::Keys), identity) {
-        (true, Some(id)) => Some(ops::injection_material_with(&lab.root, &opts.host, id)?),
-        (true, None) => Some(ops::injection_material(lab, &opts.host)?),
-        (false, _) => None,
+    // A dry run decrypts nothing: it only checks the key is there to decrypt.
+    let private = match (opts.runs(Phase::Keys), opts.dry_run, identity) {
+        (false, _, _) => None,
+        (true, true, _) => {
+            if !lab_model::secrets::encrypted_key_path(&lab.root, &opts.host).is_file() {
+                return Err(Error::NoLabKey { host: opts.host.clone() });
+            }
+            None
+        }
+        (true, false, Some(id)) => Some(ops::injection_material_with(&lab.root, &opts.host, id)?),
+        (true, false, None) => Some(ops::injection_material(lab, &opts.host)?),
     };
-    let system = if opts.runs(Phase::Install) { Some(system_closure(lab, opts, say)?) } else { None };
+    let system = if opts.runs(Phase::Install) { system_closure(lab, opts, say)? } else { None };
 
     let mut steps = Steps { list: Vec::new(), say };
-    let mut installer_key = None;
-    if opts.needs_installer() {
-        let candidate_key = enrol::keyscan(&opts.target.address, opts.target.port)?;
-        let candidate = Candidate {
-            host: format!("the installer for {}", opts.host),
-            address: opts.target.address.clone(),
-            public_key: candidate_key.openssh(),
-            fingerprint: candidate_key.fingerprint(),
-            age_recipient: candidate_key.age_recipient(),
-        };
+    let mut installer = None;
+    if let Some(spec) = spec.as_deref() {
+        let offered = enrol::keyscan(&opts.target.address, opts.target.port)?;
+        let found = Installer { address: opts.target.address.clone(), fingerprint: offered.fingerprint(), public_key: offered.openssh() };
         match &opts.fingerprint {
             Some(fp) => {
-                let fp = enrol::check_fingerprint(fp)?;
-                if fp != candidate.fingerprint {
-                    let got = candidate.fingerprint.clone();
-                    return Err(enrol::Error::FingerprintMismatch { address: opts.target.address.clone(), expected: fp, got }.into());
+                let expected = enrol::check_fingerprint(fp)?;
+                if expected != found.fingerprint {
+                    return Err(Error::InstallerMismatch { address: found.address, expected, got: found.fingerprint });
                 }
             }
             None => {
-                if !confirm.installer_key(&candidate)? {
-                    return Err(Error::NotConfirmed { address: opts.target.address.clone() });
+                if !confirm.installer_key(&found)? {
+                    return Err(Error::NotConfirmed { address: found.address });
                 }
             }
         }
-        let installer = Pinned::new(&opts.target, &format!("labprov-installer-{}", opts.host), &candidate_key)?;
-        installer_key = Some(candidate);
-        let remote = Remote { pinned: &installer, address: &opts.target.address };
+        installer = Some(found);
+        let pinned = Pinned::new(&opts.target, &format!("labprov-installer-{}", opts.host), &offered)?;
+        let remote = Remote { pinned: &pinned, address: &opts.target.address };
         let root = quote(&opts.root);
         let maps: String = opts.disks.iter().map(|d| format!(" --disk {}", quote(d))).collect();
+        remote.require_labprov()?;
 
-        if spec.is_some() {
-            remote.run("find labprov", "command -v labprov", None).map_err(|_| Error::NoRemoteLabprov { address: opts.target.address.clone() })?;
-        }
         if opts.runs(Phase::Disk) {
-            let spec = spec.as_deref().expect("loaded for the disk phase");
             let wipe = if opts.wipe { " --wipe" } else { "" };
             let apply = format!("labprov disk apply --spec /dev/stdin --root {root}{maps}{wipe}");
             let plan = remote.run("disk plan", &format!("{apply} --dry-run"), Some(spec))?;
@@ -300,54 +327,64 @@ pub fn install(lab: &Lab, opts: &InstallOptions, identity: Option<&AdminIdentity
                 let out = remote.run("disk apply", &format!("{apply} --yes"), Some(spec))?;
                 steps.done(out.trim_end());
             }
+        } else if !opts.dry_run && (private.is_some() || system.is_some()) {
+            // Resuming: the key and the system must land on the target's
+            // disks, not in the installer's memory. Mounting is idempotent.
+            let first = if private.is_some() { Phase::Keys } else { Phase::Install };
+            steps.begin(first, format!("labprov disk mount on {} (root {})", opts.target.address, opts.root));
+            let out = remote.run("disk mount", &format!("labprov disk mount --spec /dev/stdin --root {root}{maps}"), Some(spec))?;
+            steps.done(out.trim_end());
+        }
+        let key_dir = format!("{}/etc/ssh", opts.root.trim_end_matches('/'));
+        let key_file = format!("{key_dir}/{}", Path::new(HOST_KEY_PATH).file_name().and_then(|n| n.to_str()).unwrap_or("ssh_host_ed25519_key"));
+        if opts.runs(Phase::Keys) && opts.dry_run {
+            steps.begin(Phase::Keys, format!("would place {}'s key ({}) at {key_file} (0600)", opts.host, host_key.fingerprint()));
         }
         if let Some(key) = &private {
-            let dir = format!("{}/etc/ssh", opts.root.trim_end_matches('/'));
-            let name = Path::new(HOST_KEY_PATH).file_name().and_then(|n| n.to_str()).unwrap_or("ssh_host_ed25519_key");
-            let file = format!("{dir}/{name}");
-            if opts.dry_run {
-                steps.begin(Phase::Keys, format!("would place {}'s key ({}) at {file} (0600)", opts.host, key.fingerprint()));
-            } else {
-                steps.begin(Phase::Keys, format!("{file} ({}), 0600", key.fingerprint()));
-                // The directories with the usual modes (the new system's /etc
-                // must stay readable), then umask 077 before any key byte
-                // lands: not even the temporary file is readable by others.
-                let put = |target: &str, mode: &str, data: &[u8]| {
-                    let tmp = quote(&format!("{target}.labprov-tmp"));
-                    let (d, t) = (quote(&dir), quote(target));
-                    remote.run(
-                        "host key",
-                        &format!("umask 022 && mkdir -p {d} && umask 077 && cat > {tmp} && chmod {mode} {tmp} && mv -f {tmp} {t}"),
-                        Some(data),
-                    )
-                };
-                put(&file, "600", key.private_openssh().as_bytes())?;
-                put(&format!("{file}.pub"), "644", format!("{}\n", key.public_openssh()).as_bytes())?;
-                steps.done("");
-            }
-        }
-        if let Some(system) = &system {
-            if opts.dry_run {
-                steps.begin(Phase::Install, format!("would copy {} into {}/nix/store and run nixos-install", system.display(), opts.root));
-            } else {
-                steps.begin(Phase::Install, format!("nix copy {} to {}", system.display(), opts.target.address));
-                nix_copy(&installer, &opts.root, system)?;
-                steps.done("");
-                steps.begin(Phase::Install, format!("nixos-install --root {} --system {}", opts.root, system.display()));
-                let sys = quote(&system.display().to_string());
+            steps.begin(Phase::Keys, format!("{key_file} ({}), 0600", key.fingerprint()));
+            // The directories with the usual modes (the new system's /etc
+            // must stay readable), then umask 077 before any key byte lands:
+            // not even the temporary file is readable by others, and one left
+            // by an earlier run (even a symlink) is removed, not written through.
+            let put = |target: &str, mode: &str, data: &[u8]| {
+                let (d, t, tmp) = (quote(&key_dir), quote(target), quote(&format!("{target}.labprov-tmp")));
                 remote.run(
-                    "nixos-install",
-                    &format!(
-                        "mkdir -p {root}/tmp && chmod 1777 {root}/tmp && PATH=\"$PATH:/run/current-system/sw/bin\" \
-                         nixos-install --root {root} --no-root-passwd --no-channel-copy --system {sys}"
-                    ),
-                    None,
-                )?;
-                steps.done("");
+                    "host key",
+                    &format!("umask 022 && mkdir -p {d} && umask 077 && rm -f {tmp} && cat > {tmp} && chmod {mode} {tmp} && mv -f {tmp} {t}"),
+                    Some(data),
+                )
+            };
+            put(&key_file, "600", key.private_openssh().as_bytes())?;
+            put(&format!("{key_file}.pub"), "644", format!("{}\n", key.public_openssh()).as_bytes())?;
+            steps.done("");
+        }
+        if opts.runs(Phase::Install) {
+            match &system {
+                None => steps.begin(
+                    Phase::Install,
+                    format!("would build the flake's {} toplevel, copy it into {}/nix/store and run nixos-install", opts.host, opts.root),
+                ),
+                Some(system) if opts.dry_run => {
+                    steps.begin(Phase::Install, format!("would copy {} into {}/nix/store and run nixos-install", system.display(), opts.root))
+                }
+                Some(system) => {
+                    steps.begin(Phase::Install, format!("nix copy {} to {}", system.display(), opts.target.address));
+                    nix_copy(&pinned, &opts.root, system)?;
+                    steps.done("");
+                    steps.begin(Phase::Install, format!("nixos-install --root {} --system {}", opts.root, system.display()));
+                    let sys = quote(&system.display().to_string());
+                    let out = remote.run(
+                        "nixos-install",
+                        &format!(
+                            "mkdir -p {root}/tmp && chmod 1777 {root}/tmp && nixos-install --root {root} --no-root-passwd --no-channel-copy --system {sys}"
+                        ),
+                        None,
+                    )?;
+                    steps.done(out.trim_end());
+                }
             }
         }
         if opts.runs(Phase::Reboot) {
-            let spec = spec.as_deref().expect("loaded for the reboot phase");
             if opts.dry_run {
                 steps.begin(Phase::Reboot, format!("would unmount {} and reboot {}", opts.root, opts.target.address));
             } else {
@@ -372,12 +409,19 @@ pub fn install(lab: &Lab, opts: &InstallOptions, identity: Option<&AdminIdentity
     Ok(Report {
         host: opts.host.clone(),
         address: opts.target.address.clone(),
-        installer: installer_key,
+        installer,
         host_fingerprint: host_key.fingerprint(),
         system,
         dry_run: opts.dry_run,
         steps: steps.list,
     })
+}
+
+fn ssh_missing(e: std::io::Error) -> Error {
+    match e.kind() {
+        std::io::ErrorKind::NotFound => Error::ToolMissing { tool: "ssh".into(), hint: "install the OpenSSH client".into() },
+        _ => Error::Io(e),
+    }
 }
 
 /// Commands on the pinned installer.
@@ -388,18 +432,7 @@ struct Remote<'a> {
 
 impl Remote<'_> {
     fn run(&self, step: &str, command: &str, stdin: Option<&[u8]>) -> Result<String> {
-        let mut cmd = self.pinned.command(command);
-        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn().map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::ToolMissing { tool: "ssh".into(), hint: "install the OpenSSH client".into() },
-            _ => Error::Io(e),
-        })?;
-        if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            // A remote command that fails early closes its end: its status
-            // and stderr say why, not the broken pipe.
-            let _ = pipe.write_all(data);
-        }
-        let out = child.wait_with_output()?;
+        let out = self.pinned.run(command, stdin).map_err(ssh_missing)?;
         if !out.status.success() {
             return Err(Error::Remote {
                 step: step.to_string(),
@@ -410,21 +443,37 @@ impl Remote<'_> {
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
     }
+
+    /// The installer's own labprov does the disk work. Only "not found" from
+    /// the shell means it is missing; ssh's own failures (255) say theirs.
+    fn require_labprov(&self) -> Result<()> {
+        let out = self.pinned.run("command -v labprov", None).map_err(ssh_missing)?;
+        match out.status.code() {
+            Some(0) => Ok(()),
+            Some(1) | Some(127) => Err(Error::NoRemoteLabprov { address: self.address.to_string() }),
+            _ => Err(Error::Remote {
+                step: "login".into(),
+                address: self.address.to_string(),
+                status: out.status.to_string(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            }),
+        }
+    }
 }
 
-/// `--system`, checked, or the flake's toplevel for the host, built here.
-fn system_closure(lab: &Lab, opts: &InstallOptions, say: &mut dyn FnMut(&str)) -> Result<PathBuf> {
+/// `--system`, checked, or the flake's toplevel for the host, built here
+/// (`None` in a dry run: nothing is built).
+fn system_closure(lab: &Lab, opts: &InstallOptions, say: &mut dyn FnMut(&str)) -> Result<Option<PathBuf>> {
     if let Some(path) = &opts.system {
         if !path.join("nixos-version").is_file() && !path.join("init").exists() {
             return Err(Error::NotASystem { path: path.clone() });
         }
-        return Ok(path.clone());
+        return Ok(Some(path.clone()));
+    }
+    if opts.dry_run {
+        return Ok(None);
     }
     let attr = format!("{}#nixosConfigurations.{}.config.system.build.toplevel", lab.root.display(), opts.host);
-    if opts.dry_run {
-        say(&format!("install: would build {attr}"));
-        return Ok(PathBuf::from(format!("<{attr}>")));
-    }
     say(&format!("install: nix build {attr}"));
     let out = Command::new("nix")
         .args(["--extra-experimental-features", "nix-command flakes", "build", "--no-link", "--print-out-paths"])
@@ -439,18 +488,19 @@ fn system_closure(lab: &Lab, opts: &InstallOptions, say: &mut dyn FnMut(&str)) -
         return Err(Error::Local { cmd: format!("nix build {attr}"), status: out.status.to_string(), stderr: "(its output is above)".into() });
     }
     let path = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().trim().to_string();
-    Ok(PathBuf::from(path))
+    Ok(Some(PathBuf::from(path)))
 }
 
 /// `nix copy` of the closure into ROOT's store over the pinned connection.
+/// The root was validated to plain characters, so one level of encoding
+/// inside the store URI is enough.
 fn nix_copy(pinned: &Pinned, root: &str, system: &Path) -> Result<()> {
-    let encoded_root: String =
-        root.bytes().map(|b| if b.is_ascii_alphanumeric() || b"-._~".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect();
-    let store = format!("ssh://{}?remote-store=local%3Froot%3D{encoded_root}&compress=true", pinned.destination());
+    let sshopts = pinned.nix_sshopts().map_err(Error::SshOpts)?;
+    let store = format!("ssh://{}?remote-store=local%3Froot%3D{}&compress=true", pinned.destination(), root.replace('/', "%2F"));
     let out = Command::new("nix")
         .args(["--extra-experimental-features", "nix-command", "copy", "--substitute-on-destination", "--to", &store])
         .arg(system)
-        .env("NIX_SSHOPTS", pinned.nix_sshopts())
+        .env("NIX_SSHOPTS", sshopts)
         .output()
         .map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => Error::ToolMissing { tool: "nix".into(), hint: "install Nix to copy the system".into() },
@@ -471,12 +521,10 @@ fn verify(opts: &InstallOptions, key: &PublicHostKey) -> Result<()> {
     let pinned = Pinned::new(&opts.target, &format!("labprov-host-{}", opts.host), key)?;
     let started = Instant::now();
     loop {
-        let last = match pinned.command("true").stdin(Stdio::null()).output() {
+        let last = match pinned.run("true", None) {
             Ok(o) if o.status.success() => return Ok(()),
             Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                return Err(Error::ToolMissing { tool: "ssh".into(), hint: "install the OpenSSH client".into() });
-            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ssh_missing(e)),
             Err(e) => e.to_string(),
         };
         if started.elapsed() >= opts.wait {
@@ -489,6 +537,31 @@ fn verify(opts: &InstallOptions, key: &PublicHostKey) -> Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn roots_and_addresses_are_plain_or_refused() {
+        let opts = |root: &str, address: &str| InstallOptions {
+            host: "rydev".into(),
+            target: Target { address: address.into(), port: 22, user: "root".into(), identity: None },
+            fingerprint: None,
+            disks: Vec::new(),
+            root: root.into(),
+            system: None,
+            phases: Phase::ALL.to_vec(),
+            wipe: false,
+            yes: false,
+            dry_run: false,
+            wait: Duration::from_secs(1),
+        };
+        assert!(opts("/mnt", "10.0.0.23").validate().is_ok());
+        assert!(opts("/mnt/target-1", "fe80::1%eth0").validate().is_ok());
+        for root in ["mnt", "/", "//", "/mnt/a b", "/mnt&x", "/mnt?y", "/m%2F"] {
+            assert!(matches!(opts(root, "10.0.0.23").validate(), Err(Error::BadRoot { .. })), "{root}");
+        }
+        for address in ["", "-oProxyCommand=x", "a b", "host;reboot"] {
+            assert!(matches!(opts("/mnt", address).validate(), Err(Error::BadAddress(_))), "{address}");
+        }
+    }
 
     #[test]
     fn phases_parse_in_install_order_and_refuse_unknown_words() {

@@ -190,7 +190,8 @@ fn main() -> Result<()> {
             opts.wipe = wipe;
             disk::check_mapping(&devices, &opts)?;
             let steps = lab_model::disko::plan::plan(&devices)?;
-            let lines = disk::describe_plan(&steps, &opts.root);
+            let mut lines = disk::describe_plan(&steps, &opts.root);
+            lines.extend(disk::describe_targets(&devices, &opts));
             if dry_run {
                 for l in &lines {
                     println!("{l}");
@@ -203,9 +204,6 @@ fn main() -> Result<()> {
                 }
                 for l in &lines {
                     eprintln!("{l}");
-                }
-                for (name, path) in &opts.disks {
-                    eprintln!("disk {name} -> {}", path.display());
                 }
                 eprint!("Write these disks{}? Type yes: ", if wipe { " (WIPING them)" } else { "" });
                 std::io::stderr().flush().ok();

@@ -67,6 +67,13 @@ impl Pinned {
             format!("HostKeyAlias={}", self.alias),
             "HostKeyAlgorithms=ssh-ed25519".into(),
             "UpdateHostKeys=no".into(),
+            // Nothing from the user's ssh_config may trust another key or
+            // reuse a connection that was never checked against this one.
+            "KnownHostsCommand=none".into(),
+            "VerifyHostKeyDNS=no".into(),
+            "CheckHostIP=no".into(),
+            "ControlMaster=no".into(),
+            "ControlPath=none".into(),
             "BatchMode=yes".into(),
             "ConnectTimeout=10".into(),
             "ServerAliveInterval=15".into(),
@@ -89,11 +96,30 @@ impl Pinned {
         cmd
     }
 
-    /// The options as one string, for `NIX_SSHOPTS` (nix splits it on
-    /// spaces, so the paths in it must not hold any: the temporary
-    /// directory's name has none unless TMPDIR does).
-    pub fn nix_sshopts(&self) -> String {
-        self.options().join(" ")
+    /// Runs one remote command line, with `stdin` fed to it.
+    pub fn run(&self, remote: &str, stdin: Option<&[u8]>) -> std::io::Result<std::process::Output> {
+        use std::io::Write;
+        use std::process::Stdio;
+        let mut cmd = self.command(remote);
+        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn()?;
+        if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            // A remote command that fails early closes its end: its status
+            // and stderr say why, not the broken pipe.
+            let _ = pipe.write_all(data);
+        }
+        child.wait_with_output()
+    }
+
+    /// The options as one string, for `NIX_SSHOPTS`. Nix splits it on
+    /// whitespace, so an option holding any (a TMPDIR or `--ssh-identity`
+    /// path with a space) would fall apart and the pinning with it: refused.
+    pub fn nix_sshopts(&self) -> Result<String, String> {
+        let options = self.options();
+        match options.iter().find(|o| o.chars().any(char::is_whitespace)) {
+            Some(bad) => Err(format!("`{bad}` holds whitespace, which NIX_SSHOPTS cannot carry; use a TMPDIR and an --ssh-identity path without spaces")),
+            None => Ok(options.join(" ")),
+        }
     }
 
     /// `user@address` for store URIs.
@@ -114,7 +140,72 @@ pub fn quote(word: &str) -> String {
 
 #[cfg(test)]
 mod tests {
-    use super::quote;
+    use super::*;
+
+    fn pinned(identity: Option<&str>) -> Pinned {
+        let key = lab_model::keys::HostKey::generate("t").public();
+        let target = Target { address: "192.0.2.1".into(), port: 2222, user: "root".into(), identity: identity.map(PathBuf::from) };
+        Pinned::new(&target, "labprov-test", &key).unwrap()
+    }
+
+    #[test]
+    fn options_pin_one_key_and_shut_out_the_users_config() {
+        let p = pinned(None);
+        let o = p.options().join(" ");
+        for want in [
+            "StrictHostKeyChecking=yes",
+            "GlobalKnownHostsFile=/dev/null",
+            "HostKeyAlias=labprov-test",
+            "KnownHostsCommand=none",
+            "VerifyHostKeyDNS=no",
+            "ControlMaster=no",
+            "ControlPath=none",
+            "UpdateHostKeys=no",
+            "-p 2222",
+        ] {
+            assert!(o.contains(want), "{want} missing from {o}");
+        }
+        let known = std::fs::read_to_string(&p.known_hosts).unwrap();
+        assert_eq!(known.lines().count(), 1);
+        assert!(known.starts_with("labprov-test ssh-ed25519 "), "{known}");
+    }
+
+    #[test]
+    fn ssh_keeps_the_pin_against_a_hostile_user_config() {
+        let p = pinned(None);
+        let cfg = p._dir.path().join("config");
+        std::fs::write(
+            &cfg,
+            "Host *\n  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  KnownHostsCommand /bin/echo\n  \
+             VerifyHostKeyDNS yes\n  ControlMaster auto\n  ControlPath /tmp/labprov-test-%C\n  CheckHostIP yes\n",
+        )
+        .unwrap();
+        let out = match std::process::Command::new("ssh").arg("-G").arg("-F").arg(&cfg).args(p.options()).arg("host").output() {
+            Ok(o) if o.status.success() => o,
+            // The client is what the enrolment and install tests need anyway;
+            // without it (or too old for these options) they fail loudly.
+            other => {
+                println!("SKIP: ssh -G unavailable here: {other:?}");
+                return;
+            }
+        };
+        let g = String::from_utf8_lossy(&out.stdout).to_lowercase();
+        let known = format!("userknownhostsfile {}", p.known_hosts.display()).to_lowercase();
+        for want in ["stricthostkeychecking true", "controlmaster false", "verifyhostkeydns false", &known] {
+            assert!(g.lines().any(|l| l == want), "`{want}` not in ssh -G output:\n{g}");
+        }
+        // `none` unsets these: ssh -G then prints no line for them at all.
+        for unset in ["controlpath ", "knownhostscommand "] {
+            assert!(!g.lines().any(|l| l.starts_with(unset)), "`{unset}` still set:\n{g}");
+        }
+    }
+
+    #[test]
+    fn nix_sshopts_refuse_whitespace_instead_of_losing_the_pin() {
+        assert!(pinned(None).nix_sshopts().unwrap().contains("StrictHostKeyChecking=yes"));
+        let err = pinned(Some("/home/me/my keys/id")).nix_sshopts().unwrap_err();
+        assert!(err.contains("whitespace") && err.contains("my keys"), "{err}");
+    }
 
     #[test]
     fn quoting_keeps_plain_words_and_wraps_the_rest() {

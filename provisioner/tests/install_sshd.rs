@@ -58,20 +58,23 @@ mk "nixos-system-rydev-standin" ''
 ''
 "#;
 
-/// `nixos-install` stand-in: checks what the real one would need and says
-/// what it was asked to do.
+/// `nixos-install` stand-in: takes only the options the real one knows (the
+/// real one refuses unknown ones too), records them, checks the closure is in
+/// the target's store and says what it did.
 const NIXOS_INSTALL: &str = r#"#!/bin/sh
 set -eu
 root=/mnt system=
+echo "$*" > "${0%/*}/nixos-install.args"
 while [ $# -gt 0 ]; do
   case "$1" in
     --root) root=$2; shift ;;
     --system) system=$2; shift ;;
+    --no-root-passwd|--no-channel-copy) ;;
+    *) echo "nixos-install (stand-in): unknown option $1" >&2; exit 1 ;;
   esac
   shift
 done
 test -e "$root$system/init" || { echo "nixos-install (stand-in): $system is not in $root/nix/store" >&2; exit 1; }
-test -d "$root/tmp" || { echo "nixos-install (stand-in): $root/tmp missing" >&2; exit 1; }
 mkdir -p "$root/nix/var/nix/profiles"
 ln -sfn "$system" "$root/nix/var/nix/profiles/system"
 echo "nixos-install (stand-in): installed $system into $root"
@@ -152,10 +155,11 @@ fn install_over_pinned_ssh_partitions_injects_copies_and_verifies() {
         start_sshd(&installer, &installer_key, &client.with_extension("pub"), &session_path).unwrap_or_else(|e| panic!("{name}: {e}"));
     let installer_fp = fingerprint(&installer_key.with_extension("pub"));
 
-    // Its disk, and the root the install mounts it on.
-    let img = work.join("disk.img");
+    // Its disk (a name that needs quoting on the remote shell), and the root
+    // the install mounts it on (roots must be plain: validated).
+    let img = work.join("the installer's disk.img");
     std::fs::File::create(&img).unwrap().set_len(1 << 30).unwrap();
-    let root = work.join("target");
+    let root = lab.home.join("target");
     let install = |extra: &[&str]| -> Output {
         let mut c = labprov();
         env(&mut c);
@@ -208,6 +212,8 @@ fn install_over_pinned_ssh_partitions_injects_copies_and_verifies() {
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(text.contains("would apply") && text.contains("gpt") && text.contains("would place") && text.contains("nothing was changed"), "{text}");
+    // The disk it would write is named with what it is, before any question.
+    assert!(text.contains(&format!("WRITES disk main: {} (image file, 1073741824 bytes)", img.display())), "{text}");
     assert!(untouched(&img) && !root.exists(), "a dry run changed something");
 
     // The install: disk, keys, the closure, nixos-install.
@@ -242,10 +248,26 @@ fn install_over_pinned_ssh_partitions_injects_copies_and_verifies() {
     let valid = run_ok(Command::new("nix-store").args(["--store", &target_store, "--check-validity", "--print-invalid", &system]));
     assert!(valid.trim().is_empty(), "{system} is not valid in the target store");
     assert_eq!(std::fs::read_link(root.join("nix/var/nix/profiles/system")).unwrap(), PathBuf::from(&system));
+    let args = std::fs::read_to_string(bin.join("nixos-install.args")).unwrap();
+    assert_eq!(args.trim(), format!("--root {} --no-root-passwd --no-channel-copy --system {system}", root.display()));
 
     // A re-run of the same phases is harmless: the disk is kept as it is.
+    std::fs::write(root.join("kept"), "from the first run").unwrap();
     let out = install(&["--fingerprint", &installer_fp, "--yes", "--phases", "disk,keys,install"]);
     assert!(out.status.success(), "re-run failed:\n{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(root.join("kept")).unwrap(), "from the first run", "the re-run reformatted the disk");
+
+    // Resuming after the installer lost its mounts (a reboot of the ISO):
+    // keys and install mount the root from the spec first, so nothing lands
+    // in the installer's own memory.
+    let mut unmount = labprov();
+    env(&mut unmount);
+    run_ok(unmount.args(["disk", "unmount", "rydev", "--disk"]).arg(format!("main={}", img.display())).arg("--root").arg(&root));
+    std::fs::remove_dir_all(&root).unwrap();
+    let out = install(&["--fingerprint", &installer_fp, "--phases", "keys,install"]);
+    assert!(out.status.success(), "resume failed:\n{}", stderr(&out));
+    assert_eq!(std::fs::read_to_string(root.join("kept")).unwrap(), "from the first run", "resumed onto something else than the disk");
+    assert!(root.join("etc/ssh/ssh_host_ed25519_key").is_file());
 
     // After the "reboot": the host answers with the key the install placed.
     let host = lab.home.join("host");
@@ -266,7 +288,9 @@ fn install_over_pinned_ssh_partitions_injects_copies_and_verifies() {
     drop(host_sshd);
     // The installer's key is not the host's: verify refuses it.
     let out = verify(port);
-    assert!(!out.status.success() && stderr(&out).contains("did not answer") && stderr(&out).contains("--phases verify"), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(!out.status.success() && err.contains("did not answer") && err.contains("--phases verify"), "{err}");
+    assert!(err.contains("Host key verification failed") || err.contains("REMOTE HOST IDENTIFICATION"), "refused for another reason: {err}");
 }
 
 /// The fingerprint of a public key line.

@@ -755,6 +755,33 @@ pub fn run(tool: &str, args: &[String]) -> Result<String, DiskError> {
     Ok(String::from_utf8_lossy(&out.stdout).to_string())
 }
 
+/// What each spec disk will be written to, as the operator must see it
+/// before confirming: the path and, for a block device, its model, size and
+/// serial; for an image file, its size.
+pub fn describe_targets(devices: &Devices, opts: &ApplyOptions) -> Vec<String> {
+    devices
+        .disk
+        .iter()
+        .map(|(name, disk)| {
+            let path = opts.disks.get(name).cloned().unwrap_or_else(|| PathBuf::from(&disk.device));
+            let what = match std::fs::metadata(&path) {
+                Ok(m) if m.is_file() => format!("image file, {} bytes", m.len()),
+                Ok(_) => match lab_model::blockdev::describe(&path) {
+                    Ok(d) => format!(
+                        "{} {:.1} GB, serial {}",
+                        d.model.as_deref().unwrap_or("unknown model"),
+                        d.size as f64 / 1e9,
+                        d.serial.as_deref().unwrap_or("unknown")
+                    ),
+                    Err(e) => e.to_string(),
+                },
+                Err(e) => format!("not found: {e}"),
+            };
+            format!("WRITES disk {name}: {} ({what})", path.display())
+        })
+        .collect()
+}
+
 /// The plan as human-readable lines: the commands disko would run.
 pub fn describe_plan(steps: &[Step], root: &Path) -> Vec<String> {
     let mut lines = Vec::new();
