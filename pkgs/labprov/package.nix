@@ -1,4 +1,4 @@
-# labprov: partitions disks from disko specs, enrols hosts; manages host keys and secrets.
+# labprov: partitions disks from disko specs, installs and enrols hosts; manages host keys and secrets.
 { lib
 , stdenv
 , rustPlatform
@@ -27,7 +27,7 @@ rustPlatform.buildRustPackage {
 
   nativeBuildInputs = [ makeWrapper ];
 
-  # ssh for enrolment, sops for `secrets sync`, nix to read the host facts
+  # ssh for installs and enrolment, sops for `secrets sync`, nix to read the host facts
   # and disk specs (`nix eval`); on Linux, what `labprov disk` runs after
   # writing the partition table itself: blkid, losetup, mount, mkswap and the
   # mkfs of each supported filesystem. Suffixed: the user's own come first.
@@ -42,7 +42,7 @@ rustPlatform.buildRustPackage {
     '';
 
   meta = {
-    description = "Provision home lab hosts: disks from disko specs, host keys, secrets and first-boot enrolment";
+    description = "Provision home lab hosts: disks from disko specs, installs over pinned SSH, host keys, secrets and first-boot enrolment";
     license = lib.licenses.mit;
     mainProgram = "labprov";
     platforms = lib.platforms.unix;
