@@ -27,10 +27,11 @@ rustPlatform.buildRustPackage {
 
   nativeBuildInputs = [ makeWrapper ];
 
-  # ssh for installs and enrolment, sops for `secrets sync`, nix to read the host facts
-  # and disk specs (`nix eval`); on Linux, what `labprov disk` runs after
-  # writing the partition table itself: blkid, losetup, mount, mkswap and the
-  # mkfs of each supported filesystem. Suffixed: the user's own come first.
+  # ssh for installs and enrolment, sops for `secrets sync`, nix to read the
+  # host facts and disk specs (`nix eval`) and to build and copy a system
+  # (`install`); on Linux, what `labprov disk` runs after writing the
+  # partition table itself: blkid, losetup, mount, mkswap and the mkfs of each
+  # supported filesystem. Suffixed: the user's own come first.
   postFixup =
     let
       tools = [ nix openssh sops ]
