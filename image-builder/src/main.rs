@@ -379,7 +379,10 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Completions { shell } => {
-            clap_complete::generate(shell, &mut Cli::command(), "labimg", &mut std::io::stdout());
+            // Generated whole, then written: a closed pipe (`| head`) is not an error.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "labimg", &mut script);
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
             Ok(())
         }
     }

@@ -5,7 +5,7 @@ use std::io::{IsTerminal, Write};
 use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, Parser, Subcommand};
 use provisioner::disk::{self, ApplyOptions, SpecSource};
 
 #[derive(Parser)]
@@ -33,6 +33,9 @@ enum Command {
     Enrol(provisioner::cli_keys::EnrolArgs),
     /// Install a NixOS host on a machine running the lab's installer, over pinned SSH.
     Install(provisioner::cli_install::InstallArgs),
+    /// Print shell completions.
+    #[command(after_help = "Example:\n  labprov completions bash > /etc/bash_completion.d/labprov")]
+    Completions { shell: clap_complete::Shell },
 }
 
 #[derive(Subcommand)]
@@ -162,6 +165,13 @@ fn main() -> Result<()> {
         Command::Secrets(c) => return provisioner::cli_keys::run_secrets(cli.lab.as_deref(), c),
         Command::Enrol(a) => return provisioner::cli_keys::run_enrol(cli.lab.as_deref(), a),
         Command::Install(a) => return provisioner::cli_install::run_install(cli.lab.as_deref(), a),
+        Command::Completions { shell } => {
+            // Generated whole, then written: a closed pipe (`| head`) is not an error.
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut Cli::command(), "labprov", &mut script);
+            let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
+            return Ok(());
+        }
     };
     match cmd {
         DiskCommand::Plan { spec, json, root } => {
