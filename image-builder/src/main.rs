@@ -379,10 +379,15 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Cmd::Completions { shell } => {
-            // Generated whole, then written: a closed pipe (`| head`) is not an error.
+            // Generated whole, then written: a closed pipe (`| head`) is not an
+            // error, a full disk under `> file` is.
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "labimg", &mut script);
-            let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
+            let mut out = std::io::stdout().lock();
+            match std::io::Write::write_all(&mut out, &script).and_then(|()| std::io::Write::flush(&mut out)) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e).context("write the completions"),
+                _ => {}
+            }
             Ok(())
         }
     }

@@ -166,10 +166,15 @@ fn main() -> Result<()> {
         Command::Enrol(a) => return provisioner::cli_keys::run_enrol(cli.lab.as_deref(), a),
         Command::Install(a) => return provisioner::cli_install::run_install(cli.lab.as_deref(), a),
         Command::Completions { shell } => {
-            // Generated whole, then written: a closed pipe (`| head`) is not an error.
+            // Generated whole, then written: a closed pipe (`| head`) is not an
+            // error, a full disk under `> file` is.
             let mut script = Vec::new();
             clap_complete::generate(shell, &mut Cli::command(), "labprov", &mut script);
-            let _ = std::io::Write::write_all(&mut std::io::stdout(), &script);
+            let mut out = std::io::stdout().lock();
+            match std::io::Write::write_all(&mut out, &script).and_then(|()| std::io::Write::flush(&mut out)) {
+                Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => return Err(e).context("write the completions"),
+                _ => {}
+            }
             return Ok(());
         }
     };
