@@ -344,13 +344,30 @@ pub fn flash(image: &mut Image, target_path: &Path, opts: &FlashOptions) -> Resu
         }
         // A new file gets no more access than its owner's: the image may
         // hold a host key. An existing file (a VM disk) keeps its length,
-        // as a disk would: only the image's mapped ranges are written.
-        None => OpenOptions::new().write(true).read(true).create(true).truncate(false).mode(0o600).open(target_path).map_err(open_err)?,
+        // as a disk would: only the image's mapped ranges are written. A
+        // symlink put in its place while the operator was asked is not
+        // followed: it could point at a disk no check has seen.
+        None => {
+            let f = OpenOptions::new()
+                .write(true)
+                .read(true)
+                .create(true)
+                .truncate(false)
+                .mode(0o600)
+                .custom_flags(nix::libc::O_NOFOLLOW)
+                .open(target_path)
+                .map_err(open_err)?;
+            if !f.metadata().map_err(open_err)?.is_file() {
+                return Err(Error::Changed { path: target_path.to_path_buf(), what: "it is no longer a regular file".into() });
+            }
+            f
+        }
     };
     // Aligned chunks go straight to the device (O_DIRECT), so the card is
     // busy while the next chunk is read instead of all at the final fsync;
     // an unaligned tail, or a filesystem without O_DIRECT, goes through `out`.
-    let direct = OpenOptions::new().write(true).custom_flags(nix::libc::O_DIRECT).open(target_path).ok();
+    // Opened by path, so it must prove it is the file or device checked.
+    let direct = OpenOptions::new().write(true).custom_flags(nix::libc::O_DIRECT).open(target_path).ok().filter(|d| same_target(d, &out));
     // Direct I/O must be aligned to the device's logical sector as well.
     let mut align = ALIGN as u64;
     if is_block {
@@ -417,7 +434,7 @@ pub fn flash(image: &mut Image, target_path: &Path, opts: &FlashOptions) -> Resu
     let (verify, verify_seconds) = if opts.verify {
         let ranges: Vec<(u64, u64, String)> = image.ranges.iter().zip(computed).map(|((s, e, _), sum)| (*s, *e, sum)).collect();
         let t = Instant::now();
-        verify_ranges(target_path, &ranges, opts.progress).map_err(|e| blame(image, e))?;
+        verify_ranges(target_path, Some(&out), &ranges, opts.progress).map_err(|e| blame(image, e))?;
         ("ok", t.elapsed().as_secs_f64())
     } else {
         ("skipped", 0.0)
@@ -441,17 +458,24 @@ pub fn flash(image: &mut Image, target_path: &Path, opts: &FlashOptions) -> Resu
 }
 
 /// Whether the device `held` is still the one `target` showed the operator:
-/// the same node, device number, size, model, serial and loop backing file.
+/// the same node, device number, medium, size, model, serial and loop
+/// backing file.
 fn same_device(target: &Target, held: &File) -> Result<(), Error> {
     use std::os::unix::fs::MetadataExt;
     let Some(shown) = &target.disk else { return Ok(()) };
     let changed = |what: String| Error::Changed { path: target.path.clone(), what };
     let held_rdev = held.metadata().map_err(|e| changed(format!("cannot stat the open device: {e}")))?.rdev();
     let node_rdev = std::fs::metadata(&target.path).map_err(|e| changed(format!("the node is gone: {e}")))?.rdev();
-    if held_rdev != node_rdev {
-        return Err(changed("the node now names another device".into()));
+    let number = |rdev: u64| format!("{}:{}", nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev));
+    if held_rdev != node_rdev || number(held_rdev) != shown.dev {
+        return Err(changed(format!("device {} then, {} now", shown.dev, number(held_rdev))));
     }
     let now = blockdev::describe(&target.path)?;
+    // A card swapped in the same reader keeps the reader's number, model
+    // and serial; the kernel's media sequence number moves on.
+    if now.diskseq != shown.diskseq {
+        return Err(changed(format!("another medium (sequence {:?} then, {:?} now)", shown.diskseq, now.diskseq)));
+    }
     let size_now = blockdev::size(held).map_err(|e| changed(format!("cannot read its size: {e}")))?;
     if size_now != shown.size || now.size != shown.size {
         return Err(changed(format!("{} bytes then, {} now", shown.size, size_now)));
@@ -461,6 +485,15 @@ fn same_device(target: &Target, held: &File) -> Result<(), Error> {
         return Err(changed(format!("{} then, {} now", name(shown), name(&now))));
     }
     Ok(())
+}
+
+/// Whether two open files are the same file or the same device.
+fn same_target(a: &File, b: &File) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    match (a.metadata(), b.metadata()) {
+        (Ok(a), Ok(b)) => (a.dev(), a.ino(), a.rdev()) == (b.dev(), b.ino(), b.rdev()),
+        _ => false,
+    }
 }
 
 /// A verify mismatch on a range whose checksum came from the block map:
@@ -613,7 +646,7 @@ pub fn verify(image: &mut Image, target_path: &Path, progress: Progress) -> Resu
         sums
     };
     let ranges: Vec<(u64, u64, String)> = image.ranges.iter().zip(sums).map(|((s, e, _), sum)| (*s, *e, sum)).collect();
-    verify_ranges(target_path, &ranges, progress).map_err(|e| blame(image, e))?;
+    verify_ranges(target_path, None, &ranges, progress).map_err(|e| blame(image, e))?;
     Ok(Report {
         image: image.path.clone(),
         target: Target { path: target_path.to_path_buf(), kind: "verified only", disk: None },
@@ -632,7 +665,7 @@ pub fn verify(image: &mut Image, target_path: &Path, progress: Progress) -> Resu
 /// Reads each range from the target past the page cache (O_DIRECT, or a
 /// cache drop where the filesystem has no O_DIRECT) and compares sha256.
 /// A thread reads while this one hashes.
-fn verify_ranges(path: &Path, ranges: &[(u64, u64, String)], progress: Progress) -> Result<(), Error> {
+fn verify_ranges(path: &Path, written: Option<&File>, ranges: &[(u64, u64, String)], progress: Progress) -> Result<(), Error> {
     let read_err = |offset, source| Error::ReadBack { path: path.to_path_buf(), offset, source };
     let (file, direct) = match OpenOptions::new().read(true).custom_flags(nix::libc::O_DIRECT).open(path) {
         Ok(f) => (f, true),
@@ -642,6 +675,11 @@ fn verify_ranges(path: &Path, ranges: &[(u64, u64, String)], progress: Progress)
             (f, false)
         }
     };
+    // Reopened by path: it must be what was written, not what the path
+    // names now.
+    if written.is_some_and(|w| !same_target(&file, w)) {
+        return Err(Error::Changed { path: path.to_path_buf(), what: "it names another file or device than the one written".into() });
+    }
     let total: u64 = ranges.iter().map(|(s, e, _)| e - s).sum();
     let bar = progress.bytes("verify", total);
     let (tx, rx) = std::sync::mpsc::sync_channel::<Result<(Aligned, usize), (u64, io::Error)>>(3);

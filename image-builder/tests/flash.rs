@@ -402,3 +402,27 @@ fn a_device_that_changes_while_the_operator_is_asked_gets_nothing() {
     let after = fs::read(&backing).unwrap();
     assert!(after[..80 * MIB as usize].iter().all(|&b| b == 0x3c), "bytes were written to the changed device");
 }
+
+#[test]
+fn a_file_target_swapped_for_a_link_while_asked_is_not_followed() {
+    let tmp = tempfile::tempdir().unwrap();
+    let img = test_image(tmp.path());
+    let target = tmp.path().join("vm-disk.raw");
+    fs::write(&target, vec![0x11u8; MIB as usize]).unwrap();
+    let other = tmp.path().join("precious.raw");
+    fs::write(&other, vec![0x22u8; 80 * MIB as usize]).unwrap();
+    let mut image = image_builder::flash::Image::open(&img, None, false).unwrap();
+    // While the question is on screen, the file becomes a link elsewhere.
+    let swap = |_: &image_builder::flash::Target| {
+        fs::remove_file(&target).unwrap();
+        std::os::unix::fs::symlink(&other, &target).unwrap();
+        true
+    };
+    let opts = image_builder::flash::FlashOptions { verify: true, allow_fixed: false, progress: image_builder::progress::Progress::hidden(), confirm: &swap };
+    let err = match image_builder::flash::flash(&mut image, &target, &opts) {
+        Ok(_) => panic!("the image went through a link that appeared after the checks"),
+        Err(e) => e.to_string(),
+    };
+    assert!(err.contains(&target.display().to_string()), "{err}");
+    assert!(fs::read(&other).unwrap().iter().all(|&b| b == 0x22), "the link's target was written");
+}

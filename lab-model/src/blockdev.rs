@@ -104,6 +104,12 @@ pub struct Disk {
     pub mounts: Vec<String>,
     /// The device holds /, /boot or swap of the running system.
     pub system: bool,
+    /// `major:minor`, as sysfs has it.
+    pub dev: String,
+    /// The kernel's sequence number for the medium (Linux 5.15+): it changes
+    /// when a card is swapped in the same reader, where the device number,
+    /// model and serial (the reader's) stay the same.
+    pub diskseq: Option<u64>,
 }
 
 fn read_trim(p: &Path) -> Option<String> {
@@ -224,6 +230,8 @@ fn disk_from_sys(sys: &Path, path: PathBuf, mounts: &[(String, String)]) -> Disk
         mounts: mine,
         system,
         name,
+        dev: read_trim(&sys.join("dev")).unwrap_or_default(),
+        diskseq: read_trim(&sys.join("diskseq")).and_then(|s| s.parse().ok()),
     }
 }
 
