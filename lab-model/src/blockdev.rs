@@ -41,6 +41,30 @@ mod ioctl {
     }
 
     pub const BLKPG_ADD_PARTITION: i32 = 1;
+
+    // linux/loop.h
+    nix::ioctl_read_bad!(loop_get_status64, 0x4C05, LoopInfo64);
+    nix::ioctl_none_bad!(loop_clr_fd, 0x4C01);
+
+    /// `struct loop_info64`
+    #[repr(C)]
+    pub struct LoopInfo64 {
+        pub lo_device: u64,
+        pub lo_inode: u64,
+        pub lo_rdevice: u64,
+        pub lo_offset: u64,
+        pub lo_sizelimit: u64,
+        pub lo_number: u32,
+        pub lo_encrypt_type: u32,
+        pub lo_encrypt_key_size: u32,
+        pub lo_flags: u32,
+        pub lo_file_name: [u8; 64],
+        pub lo_crypt_name: [u8; 64],
+        pub lo_encrypt_key: [u8; 32],
+        pub lo_init: [u64; 2],
+    }
+
+    pub const LO_FLAGS_AUTOCLEAR: u32 = 4;
 }
 
 /// Size in bytes of the open block device.
@@ -85,6 +109,34 @@ pub fn add_partition(file: &fs::File, number: u32, start_bytes: u64, length_byte
     // SAFETY: BLKPG reads the argument struct and the partition struct it
     // points to; both live on this stack frame for the whole call.
     unsafe { ioctl::blkpg(file.as_raw_fd(), &arg) }.map(drop).map_err(io::Error::from)
+}
+
+/// What an open loop device is attached to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LoopStatus {
+    /// The backing file's `st_dev` and `st_ino`.
+    pub backing: (u64, u64),
+    pub offset: u64,
+    /// Marked to detach at its last close (by `losetup -d` while it was
+    /// open, or by `mount -o loop`).
+    pub detaching: bool,
+}
+
+/// The loop device's binding; ENXIO when it is bound to nothing.
+pub fn loop_status(file: &fs::File) -> io::Result<LoopStatus> {
+    // SAFETY: all-zero is a valid loop_info64 (integers and byte arrays).
+    let mut info: ioctl::LoopInfo64 = unsafe { std::mem::zeroed() };
+    // SAFETY: LOOP_GET_STATUS64 fills the struct through the pointer, a live local.
+    unsafe { ioctl::loop_get_status64(file.as_raw_fd(), &mut info) }.map_err(io::Error::from)?;
+    Ok(LoopStatus { backing: (info.lo_device, info.lo_inode), offset: info.lo_offset, detaching: info.lo_flags & ioctl::LO_FLAGS_AUTOCLEAR != 0 })
+}
+
+/// Detaches the loop device (`losetup -d`) through the open `file`: the
+/// number cannot be handed to another image between checking what it is
+/// bound to and detaching it. The kernel finishes at the last close.
+pub fn loop_detach(file: &fs::File) -> io::Result<()> {
+    // SAFETY: LOOP_CLR_FD takes no argument.
+    unsafe { ioctl::loop_clr_fd(file.as_raw_fd()) }.map(drop).map_err(io::Error::from)
 }
 
 /// A whole disk as sysfs describes it.

@@ -134,6 +134,25 @@ fn apply_mount_unmount_reapply_keeps_data() {
     // mount twice is a no-op
     let out = run("mount", &[]);
     assert!(!out.contains("done"), "second mount did something: {out}");
+    // A new table is refused while btrfs is mounted from the disk. mountinfo
+    // names btrfs by an anonymous device number, so only the kernel's
+    // exclusive-open check can see it: leave nothing else mounted.
+    for sub in ["tmp", "boot"] {
+        assert!(Command::new("umount").arg(root.join(sub)).status().unwrap().success());
+    }
+    let before = std::fs::read(&img).map(|b| b[..1 << 20].to_vec()).unwrap();
+    // Another partition name: the table must be rewritten (disko keeps
+    // existing partitions' ranges, not their names).
+    let renamed = dir.path().join("renamed.json");
+    std::fs::write(&renamed, std::fs::read_to_string(&spec).unwrap().replace("\"ESP\":", "\"EFI\":")).unwrap();
+    let (ok, out, err) = labprov(&["disk", "apply", "--spec", renamed.to_str().unwrap(), "--disk", &disk, "--root", &root_s, "--only", "partition", "--yes"]);
+    let after = std::fs::read(&img).map(|b| b[..1 << 20].to_vec()).unwrap();
+    if ok || !err.contains("in use") || before != after {
+        cleanup();
+        panic!("a new table was not refused on a disk with btrfs mounted (ok={ok}, table changed={}):\n{out}{err}", before != after);
+    }
+    let out = run("mount", &[]);
+    assert!(out.contains("done mount /boot"), "{out}");
     std::fs::write(root.join("home/keep.txt"), "survives").unwrap();
     run("unmount", &[]);
     let out = run("unmount", &[]);

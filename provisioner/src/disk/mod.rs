@@ -6,7 +6,7 @@ pub mod table;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::FileTypeExt;
+use std::os::unix::fs::{FileTypeExt, MetadataExt};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
@@ -458,25 +458,50 @@ pub fn attached_loop(image: &Path) -> Result<Option<PathBuf>, DiskError> {
 /// Every loop device backed by an image file: the whole-disk one and any
 /// per-partition ones at an offset.
 pub fn attached_loops(image: &Path) -> Result<Vec<PathBuf>, DiskError> {
-    let out = Command::new("losetup").arg("-j").arg(image).output().map_err(|e| tool_error("losetup", "util-linux", e))?;
+    let out = Command::new("losetup").env("LC_ALL", "C").arg("-j").arg(image).output().map_err(|e| tool_error("losetup", "util-linux", e))?;
+    if !out.status.success() {
+        return Err(DiskError::Command {
+            cmd: format!("losetup -j {}", image.display()),
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
     let text = String::from_utf8_lossy(&out.stdout);
     Ok(text.lines().filter_map(|l| l.split(':').next()).filter(|d| !d.is_empty()).map(PathBuf::from).collect())
 }
 
-/// Detaches `dev`. Returns false when the kernel was already tearing it
-/// down: `losetup -d` only marks a device for release and the teardown
-/// finishes after the last close, so a second detach in that window gets
-/// ENXIO, which means "already going", not failure.
-fn detach_loop(dev: &Path) -> Result<bool, DiskError> {
-    let out = Command::new("losetup").arg("-d").arg(dev).output().map_err(|e| tool_error("losetup", "util-linux", e))?;
-    if out.status.success() {
-        return Ok(true);
-    }
-    let stderr = String::from_utf8_lossy(&out.stderr).trim().to_string();
-    if stderr.contains("No such device or address") {
+/// Detaches `dev` if, once open, it is still bound to `image`: holding it
+/// open keeps its number from going to another image meanwhile. Refuses a
+/// device something outside the spec still has mounted. Returns false when
+/// there was nothing to do: bound elsewhere by now, or already detaching
+/// (the kernel finishes a detach at the last close, so a device another
+/// program had open stays listed for a while).
+fn detach_loop(dev: &Path, image: &Path) -> Result<bool, DiskError> {
+    let io_err = |source| DiskError::Io { path: dev.to_path_buf(), source };
+    let backing = std::fs::metadata(image).map_err(|source| DiskError::Io { path: image.to_path_buf(), source })?;
+    let f = match File::open(dev) {
+        Ok(f) => f,
+        // Gone between the listing and now.
+        Err(e) if matches!(e.raw_os_error(), Some(nix::libc::ENXIO) | Some(nix::libc::ENOENT)) => return Ok(false),
+        Err(e) => return Err(io_err(e)),
+    };
+    let status = match lab_model::blockdev::loop_status(&f) {
+        Ok(s) => s,
+        Err(e) if e.raw_os_error() == Some(nix::libc::ENXIO) => return Ok(false),
+        Err(e) => return Err(io_err(e)),
+    };
+    if status.backing != (backing.dev(), backing.ino()) || status.detaching {
         return Ok(false);
     }
-    Err(DiskError::Command { cmd: format!("losetup -d {}", dev.display()), status: out.status.to_string(), stderr })
+    let mounts = lab_model::blockdev::mounts_of(dev).map_err(|e| io_err(io::Error::other(e.to_string())))?;
+    if !mounts.is_empty() {
+        return Err(DiskError::Mounted { path: dev.to_path_buf(), at: mounts.join(", ") });
+    }
+    match lab_model::blockdev::loop_detach(&f) {
+        Ok(()) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(nix::libc::ENXIO) => Ok(false),
+        Err(e) => Err(io_err(e)),
+    }
 }
 
 /// The kernel's node for partition `n` of `dev` (`sda1`, `nvme0n1p1`, `loop0p1`).
@@ -538,7 +563,6 @@ fn sysfs_has(node: &Path) -> bool {
 }
 
 fn ensure_node(node: &Path) -> Result<(), DiskError> {
-    use std::os::unix::fs::MetadataExt;
     let Some(name) = node.file_name().and_then(|n| n.to_str()) else { return Ok(()) };
     let sys = PathBuf::from("/sys/class/block").join(name).join("dev");
     // The kernel may still be adding the partition after BLKRRPART.
@@ -585,6 +609,16 @@ fn refuse_mounted(target: &Path) -> Result<(), DiskError> {
         let mounts = lab_model::blockdev::mounts_of(&dev).map_err(|e| DiskError::Io { path: dev.clone(), source: std::io::Error::other(e.to_string()) })?;
         if !mounts.is_empty() {
             return Err(DiskError::Mounted { path: target.to_path_buf(), at: mounts.join(", ") });
+        }
+        // The kernel's word as well: some mounts (btrfs) show an anonymous
+        // device number in mountinfo, but a mounted filesystem, or any
+        // mounted partition of a disk, makes an exclusive open fail.
+        use std::os::unix::fs::OpenOptionsExt;
+        if let Err(e) = std::fs::OpenOptions::new().read(true).custom_flags(nix::libc::O_EXCL).open(&dev) {
+            if e.raw_os_error() == Some(nix::libc::EBUSY) {
+                let at = format!("{} is in use: mounted, or held by another program (`lsblk {}` shows what)", dev.display(), dev.display());
+                return Err(DiskError::Mounted { path: target.to_path_buf(), at });
+            }
         }
     }
     Ok(())
@@ -701,8 +735,8 @@ pub fn unmount(devices: &Devices, opts: &ApplyOptions) -> Result<Vec<Action>, Di
     for path in opts.disks.values() {
         if std::fs::metadata(path).map(|m| m.is_file()).unwrap_or(false) {
             for l in attached_loops(path)? {
-                let done = detach_loop(&l)?;
-                let detail = if done { path.display().to_string() } else { "already detaching".into() };
+                let done = detach_loop(&l, path)?;
+                let detail = if done { path.display().to_string() } else { "already detached or detaching".into() };
                 actions.push(Action { what: format!("detach {}", l.display()), done, detail });
             }
             // Wait out the kernel's teardown, so that a re-run right after
