@@ -388,30 +388,6 @@ fn ctrl_c_stops_the_build_and_leaves_nothing() {
     assert!(listing(&out).is_empty(), "left behind: {:?}", listing(&out));
 }
 
-/// A tiny NixOS-shaped system closure, built by the real Nix here (no
-/// nixpkgs: plain derivations with /bin/sh), standing in for a toplevel.
-const STANDIN_SYSTEM: &str = r#"
-let
-  mk = name: script: derivation {
-    inherit name;
-    system = builtins.currentSystem;
-    builder = "/bin/sh";
-    args = [ "-c" script ];
-    PATH = "/usr/bin:/bin";
-  };
-  kernel = mk "linux-standin" "mkdir -p $out/dtbs/broadcom; echo kernel > $out/Image; echo dtb > $out/dtbs/broadcom/bcm2711-rpi-4-b.dtb";
-  initrd = mk "initrd-standin" "mkdir -p $out; echo initrd > $out/initrd";
-in
-mk "nixos-system-nixpi-standin" ''
-  mkdir -p $out
-  printf '#!/bin/sh\n' > $out/init
-  ln -s ${kernel}/Image $out/kernel
-  ln -s ${initrd}/initrd $out/initrd
-  ln -s ${kernel}/dtbs $out/dtbs
-  echo 'console=ttyS0 loglevel=4' > $out/kernel-params
-''
-"#;
-
 #[test]
 fn a_nix_store_system_becomes_the_root_with_its_registration_and_extlinux() {
     let t = "a_nix_store_system_becomes_the_root_with_its_registration_and_extlinux";
@@ -420,8 +396,9 @@ fn a_nix_store_system_becomes_the_root_with_its_registration_and_extlinux() {
         return skip(t, "nix-build is not installed (apt-get install nix-bin)");
     }
     let tmp = tempfile::tempdir().unwrap();
-    fs::write(tmp.path().join("system.nix"), STANDIN_SYSTEM).unwrap();
-    let built = Command::new("nix-build").arg(tmp.path().join("system.nix")).arg("--no-out-link").output().unwrap();
+    // The stand-in toplevel (tests/standin/nixos-system.nix), built by the real Nix here.
+    let built =
+        Command::new("nix-build").arg(repo().join("tests/standin/nixos-system.nix")).args(["--argstr", "host", "nixpi", "--no-out-link"]).output().unwrap();
     if !built.status.success() {
         return skip(t, &format!("nix-build cannot build here: {}", String::from_utf8_lossy(&built.stderr).trim()));
     }

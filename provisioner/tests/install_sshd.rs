@@ -1,8 +1,8 @@
 //! `labprov install` end to end against a real OpenSSH server on loopback
 //! standing in for the installer ISO: this machine plays the installer (root
 //! over SSH, `labprov` on the session's PATH), a sparse image file on a loop
-//! device plays its disk, and a system closure built by the real Nix here from
-//! plain derivations plays the NixOS toplevel. `nix copy` is real; only
+//! device plays its disk, and tests/standin/nixos-system.nix, built by the
+//! real Nix here, plays the NixOS toplevel. `nix copy` is real; only
 //! `nixos-install` is a stand-in script (it needs a NixOS closure), named so
 //! in its output. The reboot phase is never run: it would reboot this machine.
 //! After the install, a second sshd serves the key the install placed in the
@@ -35,27 +35,6 @@ const DISKO: &str = r#"{
     };
   };
 }
-"#;
-
-/// Stands in for a NixOS toplevel: `init` and `nixos-version`, and one
-/// dependency so the copy is a closure of more than one path.
-const SYSTEM: &str = r#"
-let
-  mk = name: script: derivation {
-    inherit name;
-    system = builtins.currentSystem;
-    builder = "/bin/sh";
-    args = [ "-c" script ];
-    PATH = "/usr/bin:/bin";
-  };
-  dep = mk "install-test-dep" "mkdir -p $out; echo dep > $out/dep";
-in
-mk "nixos-system-rydev-standin" ''
-  mkdir -p $out
-  printf '#!/bin/sh\n' > $out/init
-  echo 26.05-standin > $out/nixos-version
-  ln -s ${dep}/dep $out/dep
-''
 "#;
 
 /// `nixos-install` stand-in: takes only the options the real one knows (the
@@ -134,8 +113,8 @@ fn install_over_pinned_ssh_partitions_injects_copies_and_verifies() {
     // The system closure, built by the real Nix here.
     let work = lab.home.join("work");
     std::fs::create_dir_all(&work).unwrap();
-    std::fs::write(work.join("system.nix"), SYSTEM).unwrap();
-    let built = Command::new("nix-build").arg(work.join("system.nix")).arg("--no-out-link").output().unwrap();
+    let standin = keys_support::repo().join("tests/standin/nixos-system.nix");
+    let built = Command::new("nix-build").arg(standin).args(["--argstr", "host", "rydev", "--no-out-link"]).output().unwrap();
     assert!(built.status.success(), "nix-build: {}", stderr(&built));
     let system = String::from_utf8_lossy(&built.stdout).trim().to_string();
 
