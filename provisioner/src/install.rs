@@ -434,14 +434,18 @@ impl Remote<'_> {
     fn run(&self, step: &str, command: &str, stdin: Option<&[u8]>) -> Result<String> {
         let out = self.pinned.run(command, stdin).map_err(ssh_missing)?;
         if !out.status.success() {
-            return Err(Error::Remote {
-                step: step.to_string(),
-                address: self.address.to_string(),
-                status: out.status.to_string(),
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            });
+            return Err(self.failed(step, &out));
         }
         Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    }
+
+    fn failed(&self, step: &str, out: &std::process::Output) -> Error {
+        Error::Remote {
+            step: step.to_string(),
+            address: self.address.to_string(),
+            status: out.status.to_string(),
+            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        }
     }
 
     /// The installer's own labprov does the disk work. Only "not found" from
@@ -451,12 +455,7 @@ impl Remote<'_> {
         match out.status.code() {
             Some(0) => Ok(()),
             Some(1) | Some(127) => Err(Error::NoRemoteLabprov { address: self.address.to_string() }),
-            _ => Err(Error::Remote {
-                step: "login".into(),
-                address: self.address.to_string(),
-                status: out.status.to_string(),
-                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-            }),
+            _ => Err(self.failed("login", &out)),
         }
     }
 }
