@@ -6,7 +6,17 @@ let
   root = ../.;
   # The crates, plus firmware/: no blobs there, only the pinned manifest that
   # image-builder's unit tests read as ../firmware/manifest.toml.
-  sourceDirs = [ "lab-model" "image-builder" "provisioner" "firmware" ];
+  sourceDirs = [
+    "lab-cli"
+    "lab-facts"
+    "lab-keys"
+    "lab-blockdev"
+    "lab-disko"
+    "lab-testkit"
+    "image-builder"
+    "provisioner"
+    "firmware"
+  ];
   sourceFiles = [ "Cargo.toml" "Cargo.lock" ];
 in
 lib.cleanSourceWith {

@@ -7,7 +7,7 @@ use std::os::unix::fs::FileExt;
 
 use sha2::{Digest, Sha256};
 
-use crate::progress::Progress;
+use lab_cli::progress::Progress;
 
 pub const BLOCK_SIZE: u64 = 4096;
 
@@ -255,7 +255,7 @@ pub fn digest(file: &File, size: u64, progress: Progress) -> io::Result<(Bmap, S
         let mut range = Sha256::new();
         let mut pos = start;
         while pos < end {
-            crate::interrupt::check().map_err(io::Error::other)?;
+            lab_cli::interrupt::check().map_err(io::Error::other)?;
             let n = (end - pos).min(buf.len() as u64) as usize;
             file.read_exact_at(&mut buf[..n], pos)?;
             range.update(&buf[..n]);

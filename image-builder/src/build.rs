@@ -5,23 +5,23 @@
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 use std::time::Instant;
 
-use lab_model::ids;
-use lab_model::keys::{HostKey, HOST_KEY_PATH};
-use lab_model::layout::{Placement, SdLayout, FIRMWARE_PARTITION_TYPE, ROOT_PARTITION_TYPE, SECTOR};
-use lab_model::{secrets, Host};
+use crate::ids;
+use crate::layout::{Placement, SdLayout, FIRMWARE_PARTITION_TYPE, ROOT_PARTITION_TYPE, SECTOR};
+use lab_facts::Host;
+use lab_keys::secrets;
+use lab_keys::{HostKey, HOST_KEY_PATH};
 use serde::Serialize;
 
 use crate::bmap;
 use crate::ext4::{self, Inject};
 use crate::fat::{self, FatFile};
 use crate::firmware::{self, Manifest as FirmwareManifest};
-use crate::interrupt;
-use crate::output::{ensure_dir, Pending};
-use crate::progress::Progress;
 use crate::rootfs::{self, RootTree};
+use lab_cli::files::{ensure_dir, Pending};
+use lab_cli::interrupt;
+use lab_cli::progress::Progress;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -34,10 +34,10 @@ pub enum Error {
     BootloaderRequired { board: String },
     #[error("cannot read {what} {path}: {source}")]
     Read { what: &'static str, path: PathBuf, source: io::Error },
-    #[error("`{cmd}` failed: {stderr}\nWhere the flake cannot be built (no nixpkgs), pass --rootfs DIR with a stand-in root tree")]
-    Nix { cmd: String, stderr: String },
-    #[error("`nix` is not installed; it is needed to build the system from the flake. Pass --rootfs DIR to use a prepared root tree instead")]
-    NixMissing,
+    #[error("{source}\nWhere the flake cannot be built (no Nix or no nixpkgs), pass --rootfs DIR with a prepared root tree")]
+    Nix { source: lab_cli::ToolError },
+    #[error("staging the system's closure failed: {source}")]
+    Stage { source: lab_cli::ToolError },
     #[error(
         "not enough free space in {dir}: the image needs about {need_mib} MiB, {free_mib} MiB are free. \
          Free some space or pass --out on another disk"
@@ -46,11 +46,11 @@ pub enum Error {
     #[error("writing {what} failed: {source}")]
     Write { what: &'static str, source: io::Error },
     #[error(transparent)]
-    Layout(#[from] lab_model::layout::Error),
+    Layout(#[from] crate::layout::Error),
     #[error(transparent)]
-    Key(#[from] lab_model::keys::Error),
+    Key(#[from] lab_keys::Error),
     #[error(transparent)]
-    Secrets(#[from] lab_model::secrets::Error),
+    Secrets(#[from] lab_keys::secrets::Error),
     #[error(transparent)]
     Firmware(#[from] firmware::Error),
     #[error(transparent)]
@@ -60,9 +60,19 @@ pub enum Error {
     #[error(transparent)]
     Fat(#[from] fat::Error),
     #[error(transparent)]
-    Output(#[from] crate::output::Error),
-    #[error(transparent)]
+    Output(#[from] lab_cli::files::Error),
+    #[error("{0}: nothing was left behind; run the same command again to start over")]
     Interrupted(#[from] interrupt::Interrupted),
+}
+
+impl lab_cli::Classify for Error {
+    fn class(&self) -> lab_cli::Class {
+        match self {
+            Error::Interrupted(_) => lab_cli::Class::Interrupted,
+            Error::Nix { source } | Error::Stage { source } => source.class(),
+            _ => lab_cli::Class::Failure,
+        }
+    }
 }
 
 /// Where the root filesystem's content comes from.
@@ -470,20 +480,20 @@ fn root_tree(opts: &BuildOptions, board: &str) -> Result<(RootTree, Option<PathB
 mod nixos {
     use super::*;
 
-    fn nix(args: &[&str]) -> Result<String, Error> {
-        let out = Command::new(args[0]).args(&args[1..]).output().map_err(|e| match e.kind() {
-            io::ErrorKind::NotFound => Error::NixMissing,
-            _ => Error::Nix { cmd: args.join(" "), stderr: e.to_string() },
-        })?;
-        if !out.status.success() {
-            return Err(Error::Nix { cmd: args.join(" "), stderr: String::from_utf8_lossy(&out.stderr).trim().to_string() });
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    /// A Nix query or build; builds take minutes, so their output streams.
+    fn nix(args: &[&str], label: Option<&str>) -> Result<String, Error> {
+        let cmd = lab_cli::Cmd::new(args[0]).args(&args[1..]);
+        let out = match label {
+            Some(l) => cmd.label(l).stream(),
+            None => cmd.run(),
+        };
+        out.map(|o| o.text().trim().to_string()).map_err(|source| Error::Nix { source })
     }
 
     pub fn build_toplevel(lab: &Path, host: &str) -> Result<PathBuf, Error> {
         let attr = format!("{}#nixosConfigurations.{host}.config.system.build.toplevel", lab.display());
-        Ok(PathBuf::from(nix(&["nix", "build", "--no-link", "--print-out-paths", &attr])?))
+        let label = format!("building {host}'s system");
+        Ok(PathBuf::from(nix(&["nix", "build", "--no-link", "--print-out-paths", &attr], Some(&label))?))
     }
 
     /// U-Boot for the board from the host's own nixpkgs.
@@ -494,27 +504,29 @@ mod nixos {
             _ => return Ok(None),
         };
         let attr = format!("{}#nixosConfigurations.{host}.pkgs.{pkg}", lab.display());
-        let out = nix(&["nix", "build", "--no-link", "--print-out-paths", &attr])?;
+        let out = nix(&["nix", "build", "--no-link", "--print-out-paths", &attr], Some("building U-Boot"))?;
         Ok(Some(PathBuf::from(out).join("u-boot.bin")))
     }
 
     pub fn stage(toplevel: &Path, scratch: &Path) -> Result<RootTree, Error> {
         let top = toplevel.display().to_string();
-        let closure = nix(&["nix-store", "--query", "--requisites", &top])?;
+        let closure = nix(&["nix-store", "--query", "--requisites", &top], None)?;
         let paths: Vec<&str> = closure.lines().collect();
         let mut dump = vec!["nix-store", "--dump-db"];
         dump.extend(&paths);
-        let registration = nix(&dump)?;
+        let registration = nix(&dump, None)?;
 
         let dir =
             tempfile::Builder::new().prefix(".labimg-system.").tempdir_in(scratch).map_err(|source| Error::Write { what: "the staging directory", source })?;
         let store = dir.path().join("nix/store");
         fs::create_dir_all(&store).map_err(|source| Error::Write { what: "the staging directory", source })?;
-        let mut cp = vec!["cp", "-a", "--reflink=auto", "-t"];
-        let store_s = store.display().to_string();
-        cp.push(&store_s);
-        cp.extend(&paths);
-        nix(&cp)?;
+        lab_cli::Cmd::new("cp")
+            .args(["-a", "--reflink=auto", "-t"])
+            .arg(&store)
+            .args(&paths)
+            .label(format!("copying {} store paths", paths.len()))
+            .stream()
+            .map_err(|source| Error::Stage { source })?;
         let write = |rel: &str, text: &str| {
             let p = dir.path().join(rel);
             fs::create_dir_all(p.parent().expect("has a parent"))

@@ -8,7 +8,6 @@ use std::io::{self, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 
 use crate::rootfs::{RootTree, TreeStats, BLOCK};
 
@@ -16,10 +15,8 @@ const INODE_SIZE: u64 = 256;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("`{tool}` is not installed; install e2fsprogs (Debian: apt-get install e2fsprogs)")]
-    ToolMissing { tool: &'static str },
-    #[error("could not run {tool}: {source}")]
-    Spawn { tool: &'static str, source: io::Error },
+    #[error(transparent)]
+    Tool(#[from] lab_cli::ToolError),
     #[error(
         "the root tree does not fit in the {size_mib} MiB root filesystem: mkfs.ext4 ran out of space. \
          Raise image.sizeMiB in the host facts (or drop it to size the image to its content)"
@@ -77,7 +74,7 @@ pub struct Mkfs<'a> {
 impl Mkfs<'_> {
     pub fn run(&self) -> Result<(), Error> {
         let blocks = self.size / BLOCK;
-        let output = Command::new("mkfs.ext4")
+        let result = lab_cli::Cmd::new("mkfs.ext4")
             .args(["-q", "-F", "-b", "4096", "-I", "256", "-L", self.label, "-U", self.uuid])
             .args(["-N", &self.inodes.to_string()])
             // orphan_file (e2fsprogs 1.47) is refused by the U-Boot that reads
@@ -93,13 +90,13 @@ impl Mkfs<'_> {
             .arg(blocks.to_string())
             .env("E2FSPROGS_FAKE_TIME", self.epoch.to_string())
             .env("MKE2FS_SYNC", "0")
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|source| spawn_error("mkfs.ext4", source))?;
-        if output.status.success() {
-            return Ok(());
-        }
-        let stderr = String::from_utf8_lossy(&output.stderr).trim().to_string();
+            .label(format!("writing the root filesystem ({} MiB)", self.size >> 20))
+            .stream();
+        let stderr = match result {
+            Ok(_) => return Ok(()),
+            Err(lab_cli::ToolError::Failed { stderr, .. }) => stderr.trim().to_string(),
+            Err(other) => return Err(other.into()),
+        };
         if stderr.contains("No space left on device") {
             return Err(Error::DiskFull { stderr });
         }
@@ -107,14 +104,6 @@ impl Mkfs<'_> {
             return Err(Error::NoSpace { size_mib: self.size >> 20 });
         }
         Err(Error::Mkfs { stderr })
-    }
-}
-
-fn spawn_error(tool: &'static str, source: io::Error) -> Error {
-    if source.kind() == io::ErrorKind::NotFound {
-        Error::ToolMissing { tool }
-    } else {
-        Error::Spawn { tool, source }
     }
 }
 
@@ -159,23 +148,19 @@ pub fn inject(image: &Path, offset: u64, tree: &RootTree, files: &[Inject], epoc
         ));
         memfds.push(mem);
     }
-    let mut child = Command::new("debugfs")
+    // The memfds are inherited (not close-on-exec); the script goes on stdin.
+    let output = lab_cli::Cmd::new("debugfs")
         .args(["-w", "-f", "-"])
         .arg(format!("{}?offset={offset}", image.display()))
         .env("E2FSPROGS_FAKE_TIME", epoch.to_string())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .map_err(|source| spawn_error("debugfs", source))?;
-    child.stdin.take().expect("piped stdin").write_all(script.as_bytes())?;
-    let output = child.wait_with_output()?;
+        .stdin(script.as_bytes())
+        .probe()?;
     drop(memfds);
     // debugfs exits 0 even when a command fails; its errors go to stderr
     // after the version banner.
-    let stderr = String::from_utf8_lossy(&output.stderr);
+    let stderr = &output.stderr;
     let problems: Vec<&str> = stderr.lines().filter(|l| !l.starts_with("debugfs ") && !l.trim().is_empty()).collect();
-    if !output.status.success() || !problems.is_empty() {
+    if !output.success() || !problems.is_empty() {
         let what = files.iter().map(|f| f.path).collect::<Vec<_>>().join(", ");
         return Err(Error::Inject { what, stderr: problems.join("\n") });
     }

@@ -10,8 +10,8 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::output::{ensure_dir, Pending};
-use crate::progress::Progress;
+use lab_cli::files::{ensure_dir, Pending};
+use lab_cli::progress::Progress;
 
 pub const MANIFEST: &str = "firmware/manifest.toml";
 pub const CONFIG_TEMPLATE: &str = "firmware/config.txt";
@@ -29,6 +29,8 @@ pub enum Error {
     UnknownBoard { board: String },
     #[error("firmware directory {dir} is not readable: {source}")]
     DirUnreadable { dir: PathBuf, source: io::Error },
+    #[error("firmware directory {dir} does not exist yet: run `labimg firmware fetch --board {board}` once (it downloads and checks the pinned files), or pass --firmware-dir DIR")]
+    NoCache { dir: PathBuf, board: String },
     #[error("firmware file {name} is missing from {dir}; run `labimg firmware fetch` or pass --firmware-dir with the files")]
     Missing { name: String, dir: PathBuf },
     #[error("cannot read firmware file {path}: {source}")]
@@ -47,7 +49,7 @@ pub enum Error {
     #[error("cannot unpack {archive}: {source}")]
     Unpack { archive: String, source: io::Error },
     #[error(transparent)]
-    Output(#[from] crate::output::Error),
+    Output(#[from] lab_cli::files::Error),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -122,7 +124,10 @@ pub struct Verified {
 /// partition) and checks each against its pin. Nothing unverified is returned.
 pub fn load_verified(manifest: &Manifest, board: &str, dir: &Path) -> Result<Vec<Verified>, Error> {
     let files = manifest.files_for(board)?;
-    fs::read_dir(dir).map_err(|source| Error::DirUnreadable { dir: dir.to_path_buf(), source })?;
+    fs::read_dir(dir).map_err(|source| match source.kind() {
+        io::ErrorKind::NotFound => Error::NoCache { dir: dir.to_path_buf(), board: board.to_string() },
+        _ => Error::DirUnreadable { dir: dir.to_path_buf(), source },
+    })?;
     files
         .into_iter()
         .map(|f| {
@@ -215,7 +220,7 @@ fn download(client: &reqwest::blocking::Client, url: &str, archive: &Archive, pr
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
     loop {
-        crate::interrupt::check().map_err(|e| fail(e.to_string()))?;
+        lab_cli::interrupt::check().map_err(|e| fail(e.to_string()))?;
         let n = resp.read(&mut buf).map_err(|e| fail(e.to_string()))?;
         if n == 0 {
             break;

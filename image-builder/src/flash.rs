@@ -13,9 +13,9 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::bmap::{self, Bmap, ParseError};
-use crate::interrupt;
-use crate::progress::Progress;
-use lab_model::blockdev::{self, Disk};
+use lab_blockdev::{self, Disk};
+use lab_cli::interrupt;
+use lab_cli::progress::Progress;
 
 /// Large, aligned I/O: 8 MiB per request keeps a USB stick's queue full.
 const CHUNK: usize = 8 << 20;
@@ -48,7 +48,7 @@ pub enum Error {
     #[error("{path} is neither a block device nor a regular file")]
     NotADisk { path: PathBuf },
     #[error(transparent)]
-    Device(#[from] blockdev::Error),
+    Device(#[from] lab_blockdev::Error),
     #[error("refusing {path}: it holds the running system ({mounts}). Pick another device (`labimg devices`)")]
     SystemDisk { path: PathBuf, mounts: String },
     #[error("refusing {path}: it is mounted ({mounts}); unmount it first (for example `umount {path}*`)")]
@@ -59,8 +59,8 @@ pub enum Error {
     TooSmall { path: PathBuf, device_size: u64, image_size: u64 },
     #[error("{path} changed while you were asked ({what}): nothing was written. Check which device is which (`labimg devices`) and run the command again")]
     Changed { path: PathBuf, what: String },
-    #[error("not confirmed: nothing was written to {path}")]
-    NotConfirmed { path: PathBuf },
+    #[error("nothing was written to {path}: {source}")]
+    NotConfirmed { path: PathBuf, source: lab_cli::prompt::Declined },
     #[error("cannot open {path} for writing: {source}{hint}")]
     Open { path: PathBuf, source: io::Error, hint: &'static str },
     #[error("writing {path} failed at byte {offset}: {source}. {path} is incomplete: run the command again")]
@@ -76,13 +76,19 @@ pub enum Error {
     Interrupted { path: PathBuf, written: u64, total: u64 },
 }
 
-impl Error {
-    /// Distinct exit codes for what scripts must tell apart.
-    pub fn exit_code(&self) -> u8 {
+impl lab_cli::Classify for Error {
+    fn class(&self) -> lab_cli::Class {
+        use lab_cli::Class;
         match self {
-            Error::Mismatch { .. } => 3,
-            Error::Interrupted { .. } | Error::VerifyInterrupted { .. } => 130,
-            _ => 1,
+            Error::Mismatch { .. } => Class::Mismatch,
+            Error::Interrupted { .. } | Error::VerifyInterrupted { .. } => Class::Interrupted,
+            Error::SystemDisk { .. }
+            | Error::Mounted { .. }
+            | Error::Fixed { .. }
+            | Error::TooSmall { .. }
+            | Error::Changed { .. }
+            | Error::NotConfirmed { .. } => Class::Refused,
+            _ => Class::Failure,
         }
     }
 }
@@ -240,7 +246,7 @@ pub fn preflight(path: &Path, image_size: u64, allow_fixed: bool) -> Result<Targ
             }
             return Err(Error::NoTarget { path: path.to_path_buf() });
         }
-        Err(source) => return Err(Error::Device(blockdev::Error::Stat { path: path.to_path_buf(), source })),
+        Err(source) => return Err(Error::Device(lab_blockdev::Error::Stat { path: path.to_path_buf(), source })),
     };
     if meta.file_type().is_file() {
         return Ok(Target { path: path.to_path_buf(), kind: "regular file", disk: None });
@@ -248,7 +254,7 @@ pub fn preflight(path: &Path, image_size: u64, allow_fixed: bool) -> Result<Targ
     if !meta.file_type().is_block_device() {
         return Err(Error::NotADisk { path: path.to_path_buf() });
     }
-    let disk = blockdev::describe(path)?;
+    let disk = lab_blockdev::describe(path)?;
     let mounts = disk.mounts.join(", ");
     if disk.system {
         return Err(Error::SystemDisk { path: path.to_path_buf(), mounts });
@@ -296,7 +302,8 @@ pub struct FlashOptions<'a> {
     pub allow_fixed: bool,
     pub progress: Progress,
     /// Asked once every check passed; false stops before anything is written.
-    pub confirm: &'a dyn Fn(&Target) -> bool,
+    /// Asks the operator (or takes `--yes`); an error declines.
+    pub confirm: &'a dyn Fn(&Target) -> Result<(), lab_cli::prompt::Declined>,
 }
 
 /// A 4 KiB-aligned buffer, as O_DIRECT reads need.
@@ -332,9 +339,7 @@ pub fn flash(image: &mut Image, target_path: &Path, opts: &FlashOptions) -> Resu
     // only created once confirmed.
     let held =
         if is_block { Some(OpenOptions::new().write(true).read(true).custom_flags(nix::libc::O_EXCL).open(target_path).map_err(open_err)?) } else { None };
-    if !(opts.confirm)(&target) {
-        return Err(Error::NotConfirmed { path: target_path.to_path_buf() });
-    }
+    (opts.confirm)(&target).map_err(|source| Error::NotConfirmed { path: target_path.to_path_buf(), source })?;
     let out = match held {
         Some(f) => {
             // The operator confirmed what was shown; a card swapped or a
@@ -371,11 +376,11 @@ pub fn flash(image: &mut Image, target_path: &Path, opts: &FlashOptions) -> Resu
     // Direct I/O must be aligned to the device's logical sector as well.
     let mut align = ALIGN as u64;
     if is_block {
-        let size = blockdev::size(&out).map_err(open_err)?;
+        let size = lab_blockdev::size(&out).map_err(open_err)?;
         if size < image.size {
             return Err(Error::TooSmall { path: target_path.to_path_buf(), device_size: size, image_size: image.size });
         }
-        align = align.max(blockdev::sector_size(&out).map_err(open_err)?);
+        align = align.max(lab_blockdev::sector_size(&out).map_err(open_err)?);
     } else if out.metadata().map_err(open_err)?.len() < image.size {
         out.set_len(image.size).map_err(open_err)?;
     }
@@ -426,8 +431,8 @@ pub fn flash(image: &mut Image, target_path: &Path, opts: &FlashOptions) -> Resu
     bar.finish_and_clear();
     if is_block {
         // Flushing is required; re-reading the table only tells the kernel.
-        blockdev::flush_buffers(&out).map_err(|e| write_err(written, e))?;
-        let _ = blockdev::reread_partitions(&out);
+        lab_blockdev::flush_buffers(&out).map_err(|e| write_err(written, e))?;
+        let _ = lab_blockdev::reread_partitions(&out);
     }
     let write_seconds = started.elapsed().as_secs_f64();
 
@@ -470,13 +475,13 @@ fn same_device(target: &Target, held: &File) -> Result<(), Error> {
     if held_rdev != node_rdev || number(held_rdev) != shown.dev {
         return Err(changed(format!("device {} then, {} now", shown.dev, number(held_rdev))));
     }
-    let now = blockdev::describe(&target.path)?;
+    let now = lab_blockdev::describe(&target.path)?;
     // A card swapped in the same reader keeps the reader's number, model
     // and serial; the kernel's media sequence number moves on.
     if now.diskseq != shown.diskseq {
         return Err(changed(format!("another medium (sequence {:?} then, {:?} now)", shown.diskseq, now.diskseq)));
     }
-    let size_now = blockdev::size(held).map_err(|e| changed(format!("cannot read its size: {e}")))?;
+    let size_now = lab_blockdev::size(held).map_err(|e| changed(format!("cannot read its size: {e}")))?;
     if size_now != shown.size || now.size != shown.size {
         return Err(changed(format!("{} bytes then, {} now", shown.size, size_now)));
     }

@@ -7,10 +7,9 @@ use std::fs::File;
 use std::io::{self, Read};
 use std::os::unix::fs::{FileExt, PermissionsExt};
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use lab_model::keys::{public_fingerprint, HOST_KEY_PATH};
-use lab_model::layout::SECTOR;
+use crate::layout::SECTOR;
+use lab_keys::{public_fingerprint, HOST_KEY_PATH};
 use serde::Serialize;
 
 use crate::fat::Slice;
@@ -140,14 +139,15 @@ fn ext4_identity(file: &File, start: u64) -> Option<(String, String)> {
     let label = String::from_utf8_lossy(&sb[0x78..0x88]).trim_end_matches('\0').to_string();
     let mut uuid = [0u8; 16];
     uuid.copy_from_slice(&sb[0x68..0x78]);
-    Some((label, lab_model::ids::uuid_string(&uuid)))
+    Some((label, crate::ids::uuid_string(&uuid)))
 }
 
 /// The key's owner and mode, and the public half, read with debugfs.
 fn host_key(image: &Path, offset: u64) -> Option<HostKeyInfo> {
     let run = |cmd: &str| -> Option<String> {
-        let out = Command::new("debugfs").args(["-c", "-R", cmd]).arg(format!("{}?offset={offset}", image.display())).output().ok()?;
-        Some(String::from_utf8_lossy(&out.stdout).into_owned())
+        // A missing debugfs or an unreadable filesystem shows as "no key".
+        let out = lab_cli::Cmd::new("debugfs").args(["-c", "-R", cmd]).arg(format!("{}?offset={offset}", image.display())).probe().ok()?;
+        Some(out.text())
     };
     let stat = run(&format!("stat {HOST_KEY_PATH}"))?;
     if !stat.contains("Inode:") {

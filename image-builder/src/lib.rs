@@ -1,5 +1,5 @@
-//! labimg's library: everything the `labimg` binary does, so that the binary
-//! only parses its command line.
+//! labimg's library: SD images (layout, FAT, ext4, bmap), firmware, flashing
+//! and verifying. The `labimg` binary only parses its command line.
 
 pub mod bmap;
 pub mod build;
@@ -7,8 +7,7 @@ pub mod ext4;
 pub mod fat;
 pub mod firmware;
 pub mod flash;
+pub mod ids;
 pub mod inspect;
-pub mod interrupt;
-pub mod output;
-pub mod progress;
+pub mod layout;
 pub mod rootfs;

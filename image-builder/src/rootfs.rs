@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
-use crate::interrupt;
+use lab_cli::interrupt;
 
 pub const BLOCK: u64 = 4096;
 

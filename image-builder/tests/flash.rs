@@ -145,7 +145,7 @@ fn bmaps_travel_both_ways_with_bmaptool() {
     assert!(digest(&out, len) == digest(&img, len));
     // Ours into theirs: a built image's .bmap is checked in tests/build.rs;
     // here a bmap labimg derives for a plain image file.
-    let (bmap, _) = image_builder::bmap::digest(&fs::File::open(&img).unwrap(), len, image_builder::progress::Progress::hidden()).unwrap();
+    let (bmap, _) = image_builder::bmap::digest(&fs::File::open(&img).unwrap(), len, lab_cli::progress::Progress::hidden()).unwrap();
     let ours = tmp.path().join("ours.bmap");
     fs::write(&ours, bmap.to_xml()).unwrap();
     let copy = tmp.path().join("theirs.raw");
@@ -391,9 +391,9 @@ fn a_device_that_changes_while_the_operator_is_asked_gets_nothing() {
         assert_eq!(target.disk.as_ref().map(|d| d.size), Some(80 * MIB));
         fs::OpenOptions::new().write(true).open(&backing).unwrap().set_len(96 * MIB).unwrap();
         ok(Command::new("losetup").arg("-c").arg(dev.path()));
-        true
+        Ok(())
     };
-    let opts = image_builder::flash::FlashOptions { verify: true, allow_fixed: false, progress: image_builder::progress::Progress::hidden(), confirm: &swap };
+    let opts = image_builder::flash::FlashOptions { verify: true, allow_fixed: false, progress: lab_cli::progress::Progress::hidden(), confirm: &swap };
     let err = match image_builder::flash::flash(&mut image, dev.path(), &opts) {
         Ok(_) => panic!("a device that changed after confirmation was written"),
         Err(e) => e.to_string(),
@@ -416,9 +416,9 @@ fn a_file_target_swapped_for_a_link_while_asked_is_not_followed() {
     let swap = |_: &image_builder::flash::Target| {
         fs::remove_file(&target).unwrap();
         std::os::unix::fs::symlink(&other, &target).unwrap();
-        true
+        Ok(())
     };
-    let opts = image_builder::flash::FlashOptions { verify: true, allow_fixed: false, progress: image_builder::progress::Progress::hidden(), confirm: &swap };
+    let opts = image_builder::flash::FlashOptions { verify: true, allow_fixed: false, progress: lab_cli::progress::Progress::hidden(), confirm: &swap };
     let err = match image_builder::flash::flash(&mut image, &target, &opts) {
         Ok(_) => panic!("the image went through a link that appeared after the checks"),
         Err(e) => e.to_string(),

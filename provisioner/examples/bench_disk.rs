@@ -25,8 +25,8 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-use lab_model::disko::plan::{self, Step, TablePlan};
-use lab_model::disko::{self, Devices};
+use lab_disko::plan::{self, Step, TablePlan};
+use lab_disko::Devices;
 use provisioner::disk::{self, ApplyOptions};
 
 const IMAGE_BYTES: u64 = 4 << 30;
@@ -69,7 +69,7 @@ fn main() {
     for name in &cases {
         let raw: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(fixtures.join(format!("{name}.input.json"))).expect("read input")).expect("input json");
-        let mut normalized = disko::normalize(&raw).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let mut normalized = lab_disko::normalize(&raw).unwrap_or_else(|e| panic!("{name}: {e}"));
         let commands = std::fs::read_to_string(fixtures.join(format!("{name}.partition-commands.txt"))).expect("read partition commands");
         let commands: Vec<Vec<String>> = commands.lines().filter(|l| !l.trim().is_empty()).map(shell_words).collect();
         let devices: Devices = serde_json::from_value(normalized.clone()).expect("model");

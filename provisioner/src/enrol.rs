@@ -13,11 +13,10 @@
 //!    facts and `secrets sync` runs; if the sync fails the record is undone.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
-use lab_model::keys::PublicHostKey;
-use lab_model::secrets::{ops, sync, AdminIdentity, LabKeys, SyncOptions, SyncReport};
-use lab_model::Lab;
+use lab_facts::Lab;
+use lab_keys::secrets::{ops, sync, AdminIdentity, LabKeys, SyncOptions, SyncReport};
+use lab_keys::PublicHostKey;
 use serde::Serialize;
 
 use crate::ssh::{quote, Pinned, Target};
@@ -25,9 +24,9 @@ use crate::ssh::{quote, Pinned, Target};
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error(transparent)]
-    Secrets(#[from] lab_model::secrets::Error),
-    #[error("`{tool}` is not installed; enrolment needs the OpenSSH client (Debian: apt-get install openssh-client)")]
-    ToolMissing { tool: String },
+    Secrets(#[from] lab_keys::secrets::Error),
+    #[error(transparent)]
+    Tool(#[from] lab_cli::ToolError),
     #[error("{address} port {port} offered no ed25519 host key ({detail}); is the host up with sshd running?")]
     NoKey { address: String, port: u16, detail: String },
     #[error("{address} offered several different ed25519 keys; refusing to guess which is the host's")]
@@ -63,6 +62,18 @@ pub enum Error {
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
+impl lab_cli::Classify for Error {
+    fn class(&self) -> lab_cli::Class {
+        use lab_cli::Class;
+        match self {
+            Error::FingerprintMismatch { .. } | Error::NotConfirmed | Error::NoTerminal => Class::Refused,
+            Error::RemoteKeyMismatch { .. } | Error::ReportAge { .. } | Error::ReportHost { .. } => Class::Mismatch,
+            Error::BadFingerprint { .. } => Class::Usage,
+            _ => Class::Failure,
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct EnrolOptions {
     pub host: String,
@@ -91,7 +102,7 @@ impl EnrolOptions {
             ssh_identity: None,
             fingerprint: None,
             report: None,
-            remote_key: format!("{}.pub", lab_model::keys::HOST_KEY_PATH),
+            remote_key: format!("{}.pub", lab_keys::HOST_KEY_PATH),
             replace: false,
             dry_run: false,
         }
@@ -162,10 +173,9 @@ pub fn check_fingerprint(fp: &str) -> Result<String> {
 
 /// The ed25519 key `ssh-keyscan` sees at the address: a candidate only.
 pub fn keyscan(address: &str, port: u16) -> Result<PublicHostKey> {
-    let out = Command::new("ssh-keyscan").args(["-T", "10", "-t", "ed25519", "-p", &port.to_string(), address]).output().map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::ToolMissing { tool: "ssh-keyscan".into() },
-        _ => Error::Io(e),
-    })?;
+    // Its exit status says nothing useful (1 when one of several types is
+    // missing); what it printed decides.
+    let out = lab_cli::Cmd::new("ssh-keyscan").args(["-T", "10", "-t", "ed25519", "-p", &port.to_string(), address]).probe()?;
     let mut keys: Vec<PublicHostKey> = Vec::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         if line.starts_with('#') || line.trim().is_empty() {
@@ -182,7 +192,7 @@ pub fn keyscan(address: &str, port: u16) -> Result<PublicHostKey> {
         0 => Err(Error::NoKey {
             address: address.into(),
             port,
-            detail: Some(String::from_utf8_lossy(&out.stderr).lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("; "))
+            detail: Some(out.stderr.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("; "))
                 .filter(|d| !d.trim().is_empty())
                 .unwrap_or_else(|| "nothing answered".into()),
         }),
@@ -196,13 +206,9 @@ pub fn keyscan(address: &str, port: u16) -> Result<PublicHostKey> {
 pub fn pinned_read_key(opts: &EnrolOptions, key: &PublicHostKey) -> Result<PublicHostKey> {
     let target = Target { address: opts.address.clone(), port: opts.port, user: opts.user.clone(), identity: opts.ssh_identity.clone() };
     let pinned = Pinned::new(&target, &format!("labprov-enrol-{}", opts.host), key)?;
-    let mut cmd = pinned.command(&format!("cat {}", quote(&opts.remote_key)));
-    let out = cmd.output().map_err(|e| match e.kind() {
-        std::io::ErrorKind::NotFound => Error::ToolMissing { tool: "ssh".into() },
-        _ => Error::Io(e),
-    })?;
-    if !out.status.success() {
-        return Err(Error::Ssh { user: opts.user.clone(), address: opts.address.clone(), stderr: String::from_utf8_lossy(&out.stderr).trim().to_string() });
+    let out = pinned.run(&format!("cat {}", quote(&opts.remote_key)), None)?;
+    if !out.success() {
+        return Err(Error::Ssh { user: opts.user.clone(), address: opts.address.clone(), stderr: out.stderr.trim().to_string() });
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let found = PublicHostKey::parse(text.trim()).map_err(|e| Error::RemoteKeyMismatch {

@@ -27,13 +27,12 @@
 //! changes nothing.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use lab_model::facts::HostClass;
-use lab_model::keys::{PublicHostKey, HOST_KEY_PATH};
-use lab_model::secrets::{ops, AdminIdentity, LabKeys};
-use lab_model::Lab;
+use lab_facts::HostClass;
+use lab_facts::Lab;
+use lab_keys::secrets::{ops, AdminIdentity, LabKeys};
+use lab_keys::{PublicHostKey, HOST_KEY_PATH};
 use serde::Serialize;
 
 use crate::disk::{self, SpecSource};
@@ -45,11 +44,12 @@ pub enum Error {
     #[error(transparent)]
     Enrol(#[from] enrol::Error),
     #[error(transparent)]
-    Secrets(#[from] lab_model::secrets::Error),
+    Secrets(#[from] lab_keys::secrets::Error),
     #[error(transparent)]
-    Facts(#[from] lab_model::facts::Error),
+    Facts(#[from] lab_facts::Error),
     #[error(transparent)]
-    Disk(#[from] disk::DiskError),
+    // Boxed: the disk errors are large and every install result carries this.
+    Disk(Box<disk::DiskError>),
     #[error("{host} is a {class} host; `labprov install` installs NixOS hosts (for a Mac: darwin-rebuild, see docs/onboarding.md)")]
     NotNixos { host: String, class: String },
     #[error("unknown phase `{0}`; phases are disk, keys, install, reboot, verify (comma separated)")]
@@ -78,10 +78,8 @@ pub enum Error {
     NoRemoteLabprov { address: String },
     #[error("{step} on {address} failed ({status}):\n{stderr}\nFix the cause and run the same command again: each phase can be re-run (`--phases`)")]
     Remote { step: String, address: String, status: String, stderr: String },
-    #[error("`{cmd}` failed ({status}):\n{stderr}")]
-    Local { cmd: String, status: String, stderr: String },
-    #[error("`{tool}` is not installed here; {hint}")]
-    ToolMissing { tool: String, hint: String },
+    #[error(transparent)]
+    Tool(#[from] lab_cli::ToolError),
     #[error("{path} is not a NixOS system (it has neither nixos-version nor init); pass the toplevel, `result` of `nix build .#nixosConfigurations.HOST.config.system.build.toplevel`")]
     NotASystem { path: PathBuf },
     #[error(
@@ -97,6 +95,28 @@ pub enum Error {
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl From<disk::DiskError> for Error {
+    fn from(e: disk::DiskError) -> Error {
+        Error::Disk(Box::new(e))
+    }
+}
+
+impl lab_cli::Classify for Error {
+    fn class(&self) -> lab_cli::Class {
+        use lab_cli::Class;
+        match self {
+            Error::Enrol(e) => e.class(),
+            Error::Disk(e) => e.class(),
+            Error::Tool(e) => e.class(),
+            Error::InstallerMismatch { .. } | Error::NotConfirmed { .. } | Error::NoTerminal => Class::Refused,
+            // Another key answered: a mismatch. Nothing answering is a failure.
+            Error::NotVerified { last, .. } if last.contains("Host key verification failed") || last.contains("REMOTE HOST IDENTIFICATION") => Class::Mismatch,
+            Error::BadPhase(_) | Error::BadRoot { .. } | Error::BadAddress(_) => Class::Usage,
+            _ => Class::Failure,
+        }
+    }
+}
 
 /// The parts of an install, in order.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -269,7 +289,7 @@ pub fn install(lab: &Lab, opts: &InstallOptions, identity: Option<&AdminIdentity
     let spec = if on_installer.iter().any(|p| opts.runs(*p)) {
         let (normalized, devices) = disk::load(&SpecSource::Host { lab: lab.clone(), host: opts.host.clone() })?;
         disk::check_hooks(&normalized)?;
-        lab_model::disko::plan::plan(&devices).map_err(disk::DiskError::from)?;
+        lab_disko::plan::plan(&devices).map_err(disk::DiskError::from)?;
         Some(serde_json::to_vec(&normalized).map_err(|e| std::io::Error::other(e.to_string()))?)
     } else {
         None
@@ -278,7 +298,7 @@ pub fn install(lab: &Lab, opts: &InstallOptions, identity: Option<&AdminIdentity
     let private = match (opts.runs(Phase::Keys), opts.dry_run, identity) {
         (false, _, _) => None,
         (true, true, _) => {
-            if !lab_model::secrets::encrypted_key_path(&lab.root, &opts.host).is_file() {
+            if !lab_keys::secrets::encrypted_key_path(&lab.root, &opts.host).is_file() {
                 return Err(Error::NoLabKey { host: opts.host.clone() });
             }
             None
@@ -324,7 +344,7 @@ pub fn install(lab: &Lab, opts: &InstallOptions, identity: Option<&AdminIdentity
                     return Err(Error::NotConfirmed { address: opts.target.address.clone() });
                 }
                 steps.begin(Phase::Disk, format!("labprov disk apply on {} (root {})", opts.target.address, opts.root));
-                let out = remote.run("disk apply", &format!("{apply} --yes"), Some(spec))?;
+                let out = remote.stream("disk apply", &format!("{apply} --yes"), Some(spec))?;
                 steps.done(out.trim_end());
             }
         } else if !opts.dry_run && (private.is_some() || system.is_some()) {
@@ -373,7 +393,7 @@ pub fn install(lab: &Lab, opts: &InstallOptions, identity: Option<&AdminIdentity
                     steps.done("");
                     steps.begin(Phase::Install, format!("nixos-install --root {} --system {}", opts.root, system.display()));
                     let sys = quote(&system.display().to_string());
-                    let out = remote.run(
+                    let out = remote.stream(
                         "nixos-install",
                         &format!(
                             "mkdir -p {root}/tmp && chmod 1777 {root}/tmp && nixos-install --root {root} --no-root-passwd --no-channel-copy --system {sys}"
@@ -417,13 +437,6 @@ pub fn install(lab: &Lab, opts: &InstallOptions, identity: Option<&AdminIdentity
     })
 }
 
-fn ssh_missing(e: std::io::Error) -> Error {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => Error::ToolMissing { tool: "ssh".into(), hint: "install the OpenSSH client".into() },
-        _ => Error::Io(e),
-    }
-}
-
 /// Commands on the pinned installer.
 struct Remote<'a> {
     pinned: &'a Pinned,
@@ -432,30 +445,34 @@ struct Remote<'a> {
 
 impl Remote<'_> {
     fn run(&self, step: &str, command: &str, stdin: Option<&[u8]>) -> Result<String> {
-        let out = self.pinned.run(command, stdin).map_err(ssh_missing)?;
-        if !out.status.success() {
-            return Err(self.failed(step, &out));
+        let out = self.pinned.run(command, stdin)?;
+        if !out.success() {
+            return Err(self.failed(step, &out.status.map(|s| s.to_string()).unwrap_or_default(), &out.stderr));
         }
-        Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+        Ok(out.text())
     }
 
-    fn failed(&self, step: &str, out: &std::process::Output) -> Error {
-        Error::Remote {
-            step: step.to_string(),
-            address: self.address.to_string(),
-            status: out.status.to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+    /// A long remote step (disk apply, nixos-install): its output streams.
+    fn stream(&self, step: &str, command: &str, stdin: Option<&[u8]>) -> Result<String> {
+        match self.pinned.stream(command, stdin, &format!("{step} on {}", self.address)) {
+            Ok(out) => Ok(out.text()),
+            Err(lab_cli::ToolError::Failed { status, stderr, .. }) => Err(self.failed(step, &status, &stderr)),
+            Err(other) => Err(other.into()),
         }
+    }
+
+    fn failed(&self, step: &str, status: &str, stderr: &str) -> Error {
+        Error::Remote { step: step.to_string(), address: self.address.to_string(), status: status.to_string(), stderr: stderr.trim().to_string() }
     }
 
     /// The installer's own labprov does the disk work. Only "not found" from
     /// the shell means it is missing; ssh's own failures (255) say theirs.
     fn require_labprov(&self) -> Result<()> {
-        let out = self.pinned.run("command -v labprov", None).map_err(ssh_missing)?;
-        match out.status.code() {
+        let out = self.pinned.run("command -v labprov", None)?;
+        match out.status.and_then(|s| s.code()) {
             Some(0) => Ok(()),
             Some(1) | Some(127) => Err(Error::NoRemoteLabprov { address: self.address.to_string() }),
-            _ => Err(self.failed("login", &out)),
+            _ => Err(self.failed("login", &out.status.map(|s| s.to_string()).unwrap_or_default(), &out.stderr)),
         }
     }
 }
@@ -474,19 +491,12 @@ fn system_closure(lab: &Lab, opts: &InstallOptions, say: &mut dyn FnMut(&str)) -
     }
     let attr = format!("{}#nixosConfigurations.{}.config.system.build.toplevel", lab.root.display(), opts.host);
     say(&format!("install: nix build {attr}"));
-    let out = Command::new("nix")
+    let out = lab_cli::Cmd::new("nix")
         .args(["--extra-experimental-features", "nix-command flakes", "build", "--no-link", "--print-out-paths"])
         .arg(&attr)
-        .stderr(Stdio::inherit())
-        .output()
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::ToolMissing { tool: "nix".into(), hint: "install Nix, or pass --system with a built system".into() },
-            _ => Error::Io(e),
-        })?;
-    if !out.status.success() {
-        return Err(Error::Local { cmd: format!("nix build {attr}"), status: out.status.to_string(), stderr: "(its output is above)".into() });
-    }
-    let path = String::from_utf8_lossy(&out.stdout).lines().last().unwrap_or_default().trim().to_string();
+        .label(format!("building {}'s system", opts.host))
+        .stream()?;
+    let path = out.text().lines().last().unwrap_or_default().trim().to_string();
     Ok(Some(PathBuf::from(path)))
 }
 
@@ -496,22 +506,12 @@ fn system_closure(lab: &Lab, opts: &InstallOptions, say: &mut dyn FnMut(&str)) -
 fn nix_copy(pinned: &Pinned, root: &str, system: &Path) -> Result<()> {
     let sshopts = pinned.nix_sshopts().map_err(Error::SshOpts)?;
     let store = format!("ssh://{}?remote-store=local%3Froot%3D{}&compress=true", pinned.destination(), root.replace('/', "%2F"));
-    let out = Command::new("nix")
+    lab_cli::Cmd::new("nix")
         .args(["--extra-experimental-features", "nix-command", "copy", "--substitute-on-destination", "--to", &store])
         .arg(system)
         .env("NIX_SSHOPTS", sshopts)
-        .output()
-        .map_err(|e| match e.kind() {
-            std::io::ErrorKind::NotFound => Error::ToolMissing { tool: "nix".into(), hint: "install Nix to copy the system".into() },
-            _ => Error::Io(e),
-        })?;
-    if !out.status.success() {
-        return Err(Error::Local {
-            cmd: format!("nix copy --to {store} {}", system.display()),
-            status: out.status.to_string(),
-            stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
-        });
-    }
+        .label(format!("copying {} to the target", system.display()))
+        .stream()?;
     Ok(())
 }
 
@@ -521,9 +521,9 @@ fn verify(opts: &InstallOptions, key: &PublicHostKey) -> Result<()> {
     let started = Instant::now();
     loop {
         let last = match pinned.run("true", None) {
-            Ok(o) if o.status.success() => return Ok(()),
-            Ok(o) => String::from_utf8_lossy(&o.stderr).trim().to_string(),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Err(ssh_missing(e)),
+            Ok(o) if o.success() => return Ok(()),
+            Ok(o) => o.stderr.trim().to_string(),
+            Err(e @ lab_cli::ToolError::Missing { .. }) => return Err(e.into()),
             Err(e) => e.to_string(),
         };
         if started.elapsed() >= opts.wait {

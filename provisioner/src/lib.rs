@@ -1,10 +1,10 @@
-//! labprov's library: everything the `labprov` binary does lives here.
+//! labprov's library: disks from disko specs ([`disk`]), pinned SSH
+//! ([`ssh`]), enrolment ([`enrol`]), installs ([`install`]) and reading key
+//! files ([`keys`]). The `labprov` binary only parses its command line and
+//! renders results.
 
-pub mod cli_install;
-pub mod cli_keys;
 pub mod disk;
 pub mod enrol;
 pub mod install;
 pub mod keys;
-pub mod secrets;
 pub mod ssh;

@@ -4,10 +4,10 @@
 //! by enrolment (the host's own key) and by install (the installer's key,
 //! then the installed host's recorded key).
 
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use lab_cli::tool::{Cmd, Output, ToolError};
+use std::path::PathBuf;
 
-use lab_model::keys::PublicHostKey;
+use lab_keys::PublicHostKey;
 
 /// Where and as whom to log in.
 #[derive(Debug, Clone)]
@@ -19,40 +19,18 @@ pub struct Target {
     pub identity: Option<PathBuf>,
 }
 
-/// A private temporary directory (0700), removed on drop.
-pub struct TempDir(PathBuf);
-
-impl TempDir {
-    pub fn new(purpose: &str) -> std::io::Result<TempDir> {
-        use std::os::unix::fs::DirBuilderExt;
-        let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
-        let dir = std::env::temp_dir().join(format!("labprov-{purpose}-{}-{nanos}", std::process::id()));
-        std::fs::DirBuilder::new().mode(0o700).create(&dir)?;
-        Ok(TempDir(dir))
-    }
-
-    pub fn path(&self) -> &Path {
-        &self.0
-    }
-}
-
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 /// ssh to `target` trusting exactly `key`.
 pub struct Pinned {
     target: Target,
     alias: String,
     known_hosts: PathBuf,
-    _dir: TempDir,
+    _dir: tempfile::TempDir,
 }
 
 impl Pinned {
     pub fn new(target: &Target, alias: &str, key: &PublicHostKey) -> std::io::Result<Pinned> {
-        let dir = TempDir::new("ssh")?;
+        // Private (0700) and removed on drop, with the pinned key in it.
+        let dir = tempfile::Builder::new().prefix("labprov-ssh-").tempdir()?;
         let known_hosts = dir.path().join("known_hosts");
         std::fs::write(&known_hosts, format!("{alias} {}\n", key.openssh()))?;
         Ok(Pinned { target: target.clone(), alias: alias.to_string(), known_hosts, _dir: dir })
@@ -90,25 +68,28 @@ impl Pinned {
 
     /// `ssh ... user@address -- remote`, where `remote` is one shell command
     /// line for the remote shell (quote its words with [`quote`]).
-    pub fn command(&self, remote: &str) -> Command {
-        let mut cmd = Command::new("ssh");
-        cmd.args(self.options()).arg("-l").arg(&self.target.user).arg(&self.target.address).arg("--").arg(remote);
-        cmd
+    pub fn command(&self, remote: &str) -> Cmd {
+        Cmd::new("ssh").args(self.options()).arg("-l").arg(&self.target.user).arg(&self.target.address).arg("--").arg(remote)
     }
 
-    /// Runs one remote command line, with `stdin` fed to it.
-    pub fn run(&self, remote: &str, stdin: Option<&[u8]>) -> std::io::Result<std::process::Output> {
-        use std::io::Write;
-        use std::process::Stdio;
-        let mut cmd = self.command(remote);
-        cmd.stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() }).stdout(Stdio::piped()).stderr(Stdio::piped());
-        let mut child = cmd.spawn()?;
-        if let (Some(data), Some(mut pipe)) = (stdin, child.stdin.take()) {
-            // A remote command that fails early closes its end: its status
-            // and stderr say why, not the broken pipe.
-            let _ = pipe.write_all(data);
+    /// Runs one remote command line, with `stdin` fed to it; its exit status
+    /// is the caller's to judge (ssh's own failures exit 255).
+    pub fn run(&self, remote: &str, stdin: Option<&[u8]>) -> Result<Output, ToolError> {
+        self.with_stdin(remote, stdin).probe()
+    }
+
+    /// Like [`Pinned::run`] for long remote steps: their stderr is shown as
+    /// it comes (progress), its tail kept; a failure is an error.
+    pub fn stream(&self, remote: &str, stdin: Option<&[u8]>, label: &str) -> Result<Output, ToolError> {
+        self.with_stdin(remote, stdin).label(label).stream()
+    }
+
+    fn with_stdin(&self, remote: &str, stdin: Option<&[u8]>) -> Cmd {
+        let cmd = self.command(remote);
+        match stdin {
+            Some(data) => cmd.stdin(data),
+            None => cmd,
         }
-        child.wait_with_output()
     }
 
     /// The options as one string, for `NIX_SSHOPTS`. Nix splits it on
@@ -143,7 +124,7 @@ mod tests {
     use super::*;
 
     fn pinned(identity: Option<&str>) -> Pinned {
-        let key = lab_model::keys::HostKey::generate("t").public();
+        let key = lab_keys::HostKey::generate("t").public();
         let target = Target { address: "192.0.2.1".into(), port: 2222, user: "root".into(), identity: identity.map(PathBuf::from) };
         Pinned::new(&target, "labprov-test", &key).unwrap()
     }

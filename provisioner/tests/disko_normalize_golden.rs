@@ -3,15 +3,13 @@
 
 mod common;
 
-use lab_model::disko;
-
 #[test]
 fn normalize_matches_disko_for_every_fixture() {
     let mut failures = Vec::new();
     for name in common::fixture_names() {
         let raw = common::read_json(&format!("{name}.input.json"));
         let want = common::read_json(&format!("{name}.normalized.json"));
-        match disko::normalize(&raw) {
+        match lab_disko::normalize(&raw) {
             Ok(got) if got == want => {}
             Ok(got) => failures.push(format!("{name}: differs\n{}", diff(&want, &got, ""))),
             Err(e) => failures.push(format!("{name}: error {e}")),
@@ -24,7 +22,7 @@ fn normalize_matches_disko_for_every_fixture() {
 fn normalize_is_idempotent_on_disko_output() {
     for name in common::fixture_names() {
         let want = common::read_json(&format!("{name}.normalized.json"));
-        let got = disko::normalize(&want).unwrap_or_else(|e| panic!("{name}: {e}"));
+        let got = lab_disko::normalize(&want).unwrap_or_else(|e| panic!("{name}: {e}"));
         assert_eq!(got, want, "{name}: normalising disko's own output changed it");
     }
 }

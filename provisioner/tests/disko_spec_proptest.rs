@@ -8,7 +8,7 @@
 
 mod common;
 
-use lab_model::disko::{self, plan, Devices};
+use lab_disko::{plan, Devices};
 use proptest::prelude::*;
 use serde_json::{json, Value};
 
@@ -124,8 +124,8 @@ fn mutate(v: &mut Value, op: u8, pick: usize, arg: usize) {
 }
 
 fn check(text: &str) {
-    let Ok(normalized) = disko::normalize_str(text) else { return };
-    assert_eq!(disko::normalize(&normalized).as_ref(), Ok(&normalized), "not a fixed point: {text}");
+    let Ok(normalized) = lab_disko::normalize_str(text) else { return };
+    assert_eq!(lab_disko::normalize(&normalized).as_ref(), Ok(&normalized), "not a fixed point: {text}");
     let devices: Devices = serde_json::from_value(normalized).expect("a normalised spec reads into the model");
     let Ok(steps) = plan::plan(&devices) else { return };
     for step in &steps {

@@ -108,7 +108,7 @@ fn install_over_pinned_ssh_partitions_injects_copies_and_verifies() {
     let mut keys_new = labprov();
     env(&mut keys_new);
     run_ok(keys_new.args(["keys", "new", "rydev"]));
-    let recorded_fp = lab_model::secrets::ops::show(lab.root(), &lab.keys(), "rydev").unwrap().fingerprint;
+    let recorded_fp = lab_keys::secrets::ops::show(lab.root(), &lab.keys(), "rydev").unwrap().fingerprint;
 
     // The system closure, built by the real Nix here.
     let work = lab.home.join("work");
@@ -173,9 +173,10 @@ fn install_over_pinned_ssh_partitions_injects_copies_and_verifies() {
     ]);
 
     // A wrong fingerprint for the installer: refused, the disk untouched.
-    let other = lab_model::keys::HostKey::generate("other").fingerprint();
+    let other = lab_keys::HostKey::generate("other").fingerprint();
     let out = install(&["--fingerprint", &other, "--yes", "--phases", "disk,keys,install"]);
     assert!(!out.status.success() && stderr(&out).contains("REFUSED") && stderr(&out).contains(&installer_fp), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(4), "a refused fingerprint exits 4 (refused)");
     assert!(untouched(&img), "a refused install wrote to the disk");
     // No fingerprint and no terminal: nothing to confirm on, nothing written.
     let out = install(&["--yes", "--phases", "disk,keys,install"]);
@@ -184,6 +185,7 @@ fn install_over_pinned_ssh_partitions_injects_copies_and_verifies() {
     // No --yes and no terminal: the disk plan cannot be confirmed.
     let out = install(&["--fingerprint", &installer_fp, "--phases", "disk"]);
     assert!(!out.status.success() && stderr(&out).contains("no terminal"), "{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(4), "an unconfirmed disk plan exits 4 (refused)");
     assert!(untouched(&img));
 
     // A dry run pins, shows the plan the installer computed, changes nothing.
@@ -270,6 +272,7 @@ fn install_over_pinned_ssh_partitions_injects_copies_and_verifies() {
     let err = stderr(&out);
     assert!(!out.status.success() && err.contains("did not answer") && err.contains("--phases verify"), "{err}");
     assert!(err.contains("Host key verification failed") || err.contains("REMOTE HOST IDENTIFICATION"), "refused for another reason: {err}");
+    assert_eq!(out.status.code(), Some(3), "another key than the recorded one exits 3 (mismatch)");
 }
 
 /// The fingerprint of a public key line.

@@ -69,3 +69,62 @@ fn new_show_sync_rotate_through_the_binary() {
     let pi2 = lab.host_identity("nixpi", "second");
     assert!(lab.decrypts(&pi2, "hosts/nixpi/secrets.sops.yaml", "pi-secret"));
 }
+
+/// The lab tree read-only for the guard's lifetime (a read-only bind mount
+/// of itself: even root cannot write there), unmounted however the test ends.
+struct ReadOnly(std::path::PathBuf);
+
+impl ReadOnly {
+    fn mount(dir: &std::path::Path) -> Result<ReadOnly, String> {
+        let bind = run(Command::new("mount").arg("--bind").arg(dir).arg(dir));
+        if !bind.status.success() {
+            return Err(format!("mount --bind failed: {}", String::from_utf8_lossy(&bind.stderr)));
+        }
+        let guard = ReadOnly(dir.to_path_buf());
+        let ro = run(Command::new("mount").args(["-o", "remount,bind,ro"]).arg(dir));
+        if !ro.status.success() {
+            return Err(format!("remount read-only failed: {}", String::from_utf8_lossy(&ro.stderr)));
+        }
+        Ok(guard)
+    }
+}
+
+impl Drop for ReadOnly {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn rotate_dry_run_writes_nothing_even_on_a_read_only_lab() {
+    let t = "rotate_dry_run_writes_nothing_even_on_a_read_only_lab";
+    if !require(t, &["sops", "age", "age-keygen", "ssh-keygen", "python3", "pynacl", "nix", "mount"]) {
+        return;
+    }
+    let lab = TestLab::new(&[("nixpi", &[])]);
+    let admin = lab.admin_key.clone();
+    run_ok(labprov(&lab, &admin).args(["keys", "new", "nixpi"]));
+    lab.write_secret("hosts/nixpi/secrets.sops.yaml", "wifi: pi-secret\n");
+    run_ok(labprov(&lab, &admin).args(["secrets", "sync"]));
+    let old_fp = run_ok(labprov(&lab, &admin).args(["keys", "show", "nixpi", "--json"]));
+    let before = lab.snapshot();
+
+    let guard = match ReadOnly::mount(lab.root()) {
+        Ok(g) => g,
+        Err(why) => {
+            lab_testkit::skip(t, &why);
+            return;
+        }
+    };
+    // The mount really refuses writes, so a dry run that wrote would fail.
+    assert!(std::fs::write(lab.root().join("probe"), b"x").is_err(), "the read-only mount accepts writes");
+    let out = run_ok(labprov(&lab, &admin).args(["keys", "rotate", "nixpi", "--dry-run", "--json"]));
+    drop(guard);
+    let report: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    assert_eq!(report["sync"]["dryRun"], serde_json::Value::Bool(true), "{report}");
+    assert_ne!(report["old"]["fingerprint"], report["new"]["fingerprint"], "{report}");
+    let secrets_file = report["sync"]["files"][0].clone();
+    assert_eq!(secrets_file["changed"], serde_json::Value::Bool(true), "the dry run must show the re-encryption: {report}");
+    assert!(lab.snapshot() == before, "a dry run changed the lab");
+    assert_eq!(run_ok(labprov(&lab, &admin).args(["keys", "show", "nixpi", "--json"])), old_fp);
+}

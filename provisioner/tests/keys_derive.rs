@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 
 use keys_support::{python_helper, require, run_ok};
-use lab_model::keys::{age as ssh_age, HostKey, PublicHostKey};
+use lab_keys::{age as ssh_age, HostKey, PublicHostKey};
 
 fn derive_with_lab_model(private: &Path, public: &Path) -> (String, String) {
     let key = HostKey::load(private).unwrap();

@@ -8,7 +8,7 @@
 mod keys_support;
 
 use keys_support::{data_key, require, TestLab};
-use lab_model::secrets::{self, ops, sync, AdminIdentity, SyncOptions};
+use lab_keys::secrets::{self, ops, sync, AdminIdentity, SyncOptions};
 
 const TOOLS: &[&str] = &["nix", "sops", "age", "age-keygen", "python3", "pynacl"];
 

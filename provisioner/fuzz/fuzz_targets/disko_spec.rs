@@ -6,7 +6,7 @@
 //! a panic: a bad size is an error there, not an overflow.
 #![no_main]
 
-use lab_model::disko::{self, plan, Devices};
+use lab_disko::{self, plan, Devices};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

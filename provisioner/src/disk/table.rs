@@ -1,5 +1,5 @@
 //! Writing partition tables in-process: GPT with the `gpt` crate, MBR with
-//! `mbrman`, at the sectors `lab_model::disko::plan::resolve_table` chose.
+//! `mbrman`, at the sectors `lab_disko::plan::resolve_table` chose.
 
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
@@ -8,8 +8,9 @@ use std::path::Path;
 
 use gpt::disk::LogicalBlockSize;
 use gpt::partition_types::{OperatingSystem, Type};
-use lab_model::disko::plan::Resolved;
-use lab_model::disko::sgdisk::Slot;
+use lab_cli::Cmd;
+use lab_disko::plan::Resolved;
+use lab_disko::sgdisk::Slot;
 
 use super::DiskError;
 
@@ -60,9 +61,10 @@ pub fn read_existing(path: &Path, sector_size: u64) -> Result<Existing, DiskErro
         }
     }
     // Anything else blkid can name (a filesystem on the bare disk, LUKS...).
-    let out = std::process::Command::new("blkid").args(["-p", "-o", "value", "-s", "TYPE"]).arg(path).output();
-    match out {
-        Ok(o) if o.status.success() && !o.stdout.is_empty() => Ok(Existing::Other(String::from_utf8_lossy(&o.stdout).trim().to_string())),
+    // blkid exits non-zero when it finds nothing; a blkid that cannot run
+    // finds nothing either.
+    match Cmd::new("blkid").args(["-p", "-o", "value", "-s", "TYPE"]).arg(path).probe() {
+        Ok(o) if o.success() && !o.stdout.is_empty() => Ok(Existing::Other(o.text().trim().to_string())),
         _ => Ok(Existing::Blank),
     }
 }
@@ -170,7 +172,7 @@ pub fn device_bytes(f: &File, path: &Path) -> Result<u64, DiskError> {
     if meta.is_file() {
         Ok(meta.len())
     } else {
-        lab_model::blockdev::size(f).map_err(|source| DiskError::Io { path: path.to_path_buf(), source })
+        lab_blockdev::size(f).map_err(|source| DiskError::Io { path: path.to_path_buf(), source })
     }
 }
 
@@ -178,7 +180,8 @@ fn parse_uuid(s: &str, path: &Path) -> Result<uuid::Uuid, DiskError> {
     uuid::Uuid::parse_str(s).map_err(|e| DiskError::Table { path: path.to_path_buf(), message: format!("`{s}` is not a GUID: {e}") })
 }
 
-fn truncate_utf16(s: &str, max: usize) -> String {
+/// `s` cut to at most `max` UTF-16 units (a GPT name holds 36).
+pub(super) fn truncate_utf16(s: &str, max: usize) -> String {
     let mut out = String::new();
     let mut units = 0;
     for c in s.chars() {

@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-use lab_model::secrets::AdminIdentity;
+use lab_keys::secrets::AdminIdentity;
 
 pub fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -86,12 +86,12 @@ impl TestLab {
         self.dir.path()
     }
 
-    pub fn lab(&self) -> lab_model::Lab {
-        lab_model::Lab::locate(Some(self.root()), self.root()).unwrap()
+    pub fn lab(&self) -> lab_facts::Lab {
+        lab_facts::Lab::locate(Some(self.root()), self.root()).unwrap()
     }
 
-    pub fn keys(&self) -> lab_model::secrets::LabKeys {
-        lab_model::secrets::LabKeys::load(&self.lab()).unwrap()
+    pub fn keys(&self) -> lab_keys::secrets::LabKeys {
+        lab_keys::secrets::LabKeys::load(&self.lab()).unwrap()
     }
 
     pub fn identity(&self) -> AdminIdentity {
@@ -149,7 +149,7 @@ impl TestLab {
     /// The host's age identity file, derived INDEPENDENTLY (Python, libsodium)
     /// from the private key the lab injects.
     pub fn host_identity(&self, host: &str, label: &str) -> PathBuf {
-        let key = lab_model::secrets::injection_material_with(self.root(), host, &self.identity()).unwrap();
+        let key = lab_keys::secrets::injection_material_with(self.root(), host, &self.identity()).unwrap();
         let key_path = self.home.join(format!("{host}-{label}.key"));
         std::fs::write(&key_path, key.private_openssh().as_bytes()).unwrap();
         let identity = run_ok(Command::new("python3").arg(python_helper()).args(["-private-key", "-i"]).arg(&key_path));

@@ -1,0 +1,136 @@
+//! `labimg build HOST`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, Result};
+use clap::Args;
+use image_builder::build::{self, BuildOptions, BuildPlan, BuildSummary, RootInput};
+use lab_cli::output;
+use lab_cli::progress::Progress;
+
+use crate::JsonArg;
+
+/// Default for SOURCE_DATE_EPOCH: 1980-01-01, the earliest time FAT can hold,
+/// so both filesystems carry the same timestamp.
+const DEFAULT_EPOCH: u64 = 315_532_800;
+
+/// Build a host's bootable SD image: OUT/HOST.img with .bmap, .sha256 and a manifest
+#[derive(Args)]
+#[command(after_help = "Examples:
+  labimg build nixpi                                   # system from the flake (needs Nix and nixpkgs)
+  labimg build nixpi --rootfs ./standin --bootloader u-boot.bin --host-key ./key
+  labimg build nixpi --system /nix/store/...-nixos-system-nixpi --json
+  SOURCE_DATE_EPOCH=1700000000 labimg build nixpi --rootfs root.tar --out /tmp/img
+  labimg build nixpi --rootfs ./standin --bootloader u-boot.bin --dry-run   # checks and layout only
+
+The image is byte-identical for the same inputs and SOURCE_DATE_EPOCH (default 1980-01-01).")]
+pub struct BuildArgs {
+    /// Host name from hosts/facts.nix (must have a `board`).
+    host: String,
+    /// A prepared root tree (directory or plain .tar) instead of the NixOS system.
+    #[arg(long, conflicts_with = "system", value_name = "PATH")]
+    rootfs: Option<PathBuf>,
+    /// A NixOS system already in the Nix store (the host's toplevel).
+    #[arg(long, value_name = "STORE_PATH")]
+    system: Option<PathBuf>,
+    /// The host's SSH ed25519 private key, placed at /etc/ssh/ssh_host_ed25519_key (0600, root).
+    /// Default: the lab-held key (decrypted in memory with the admin identity), if the host has one.
+    #[arg(long, value_name = "PATH")]
+    host_key: Option<PathBuf>,
+    /// Output directory.
+    #[arg(long, default_value = "out", value_name = "DIR")]
+    out: PathBuf,
+    /// Firmware files (flat, as on the partition) instead of the fetch cache; works offline.
+    #[arg(long, value_name = "DIR")]
+    firmware_dir: Option<PathBuf>,
+    /// The file config.txt boots (U-Boot); built from the flake when not given with --system.
+    #[arg(long, value_name = "PATH")]
+    bootloader: Option<PathBuf>,
+    /// Check every input and print the layout; no image is written.
+    #[arg(long)]
+    dry_run: bool,
+    #[command(flatten)]
+    json: JsonArg,
+}
+
+impl BuildArgs {
+    pub fn run(self, lab: Option<&Path>) -> Result<()> {
+        let json = self.json.init();
+        let lab = crate::locate(lab)?;
+        let host = lab.facts()?.host(&self.host)?.clone();
+        let root = match (self.rootfs, self.system) {
+            (Some(r), _) => RootInput::Tree(r),
+            (None, Some(s)) => RootInput::System(s),
+            (None, None) => RootInput::Flake,
+        };
+        let opts = BuildOptions {
+            lab_root: lab.root.clone(),
+            host,
+            root,
+            host_key: self.host_key,
+            out_dir: self.out,
+            firmware_dir: self.firmware_dir,
+            bootloader: self.bootloader,
+            epoch: epoch()?,
+            progress: Progress::default(),
+        };
+        if self.dry_run {
+            return output::report(json, &build::plan(&opts)?, render_plan);
+        }
+        output::report(json, &build::build(&opts)?, render_summary)
+    }
+}
+
+fn epoch() -> Result<u64> {
+    match std::env::var("SOURCE_DATE_EPOCH") {
+        Ok(v) if !v.is_empty() => v.trim().parse().with_context(|| format!("SOURCE_DATE_EPOCH must be seconds since 1970 as an integer, not `{v}`")),
+        _ => Ok(DEFAULT_EPOCH),
+    }
+}
+
+fn render_plan(plan: &BuildPlan) -> String {
+    let p = &plan.placement;
+    format!(
+        "would build {} for {} ({}): {} MiB; FAT {} MiB at {} MiB, root {} MiB at {} MiB \
+         ({} files, {} MiB from {}); {} firmware files, bootloader {}; host key {}\n",
+        plan.image.display(),
+        plan.host,
+        plan.board,
+        p.total >> 20,
+        p.firmware_size >> 20,
+        p.firmware_start >> 20,
+        p.root_size >> 20,
+        p.root_start >> 20,
+        plan.root.stats.files,
+        plan.root.stats.bytes >> 20,
+        plan.root.source,
+        plan.firmware.len(),
+        plan.bootloader.name,
+        plan.host_key.as_ref().map(|k| k.fingerprint.as_str()).unwrap_or("none (made at first boot)")
+    )
+}
+
+fn render_summary(s: &BuildSummary) -> String {
+    use std::fmt::Write;
+    let m = &s.manifest;
+    let mut t = String::new();
+    let _ = writeln!(t, "built {} for {} ({}) in {:.1} s", s.outputs.image.display(), m.host, m.board, s.seconds);
+    let _ = writeln!(t, "  size      {} MiB, {} MiB of it data", m.image.size >> 20, m.image.mapped_bytes >> 20);
+    for p in &m.partitions {
+        let _ = writeln!(t, "  part {}    {} {} {} MiB at {} MiB ({})", p.number, p.filesystem, p.label, p.size >> 20, p.start >> 20, p.id);
+    }
+    let _ = writeln!(t, "  root      {} ({} files, {} MiB)", m.root.source, m.root.stats.files, m.root.stats.bytes >> 20);
+    match &m.host_key {
+        Some(k) => {
+            let _ = writeln!(t, "  host key  {} at {}", k.fingerprint, k.path);
+        }
+        None => {
+            let _ = writeln!(t, "  host key  none: the first boot generates one (enrol it with `labprov enrol`)");
+        }
+    }
+    let _ = writeln!(t, "  sha256    {}", m.image.sha256);
+    for p in [&s.outputs.bmap, &s.outputs.sha256, &s.outputs.manifest] {
+        let _ = writeln!(t, "  wrote     {}", p.display());
+    }
+    t
+}

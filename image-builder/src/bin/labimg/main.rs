@@ -1,0 +1,100 @@
+//! `labimg`: builds, inspects and flashes the lab's SD images. This file
+//! only composes the commands; each command owns its arguments and its run
+//! (beside it), and the work is in the `image_builder` library.
+
+mod build;
+mod devices;
+mod firmware;
+mod flash;
+mod inspect;
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Args, CommandFactory, Parser, Subcommand};
+use lab_cli::exit::link;
+use lab_facts::Lab;
+
+#[derive(Parser)]
+#[command(name = "labimg", version, about = "Build, inspect and flash the lab's SD images")]
+#[command(after_help = "Exit codes: 0 done, 1 failed, 2 usage, 3 verification mismatch, 4 refused by a safety check \
+                        or not confirmed, 130 interrupted.")]
+pub struct Cli {
+    /// The lab repository (default: the nearest parent of the current directory with hosts/facts.nix).
+    #[arg(long, global = true, env = "LAB_ROOT", value_name = "DIR")]
+    lab: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    Build(build::BuildArgs),
+    Inspect(inspect::InspectArgs),
+    #[command(subcommand)]
+    Firmware(firmware::FirmwareCommand),
+    Devices(devices::DevicesArgs),
+    Flash(flash::FlashArgs),
+    Verify(flash::VerifyArgs),
+    Completions(CompletionsArgs),
+}
+
+/// The `--json` switch every reporting command shares.
+#[derive(Args, Clone, Copy)]
+pub struct JsonArg {
+    /// Print the result as JSON on stdout (progress and narration off).
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl JsonArg {
+    pub fn init(self) -> bool {
+        lab_cli::output::set_quiet(self.json);
+        self.json
+    }
+}
+
+/// Print shell completions
+#[derive(Args)]
+#[command(after_help = "Example:\n  labimg completions bash > /etc/bash_completion.d/labimg")]
+struct CompletionsArgs {
+    /// The shell to complete for.
+    shell: clap_complete::Shell,
+}
+
+fn main() -> ExitCode {
+    let links = [link::<image_builder::flash::Error>, link::<image_builder::build::Error>];
+    lab_cli::exit::main("labimg", &links, || {
+        let cli = Cli::parse();
+        let lab = cli.lab.as_deref();
+        match cli.command {
+            Command::Build(a) => a.run(lab),
+            Command::Inspect(a) => a.run(),
+            Command::Firmware(c) => c.run(lab),
+            Command::Devices(a) => a.run(),
+            Command::Flash(a) => a.run(),
+            Command::Verify(a) => a.run(),
+            Command::Completions(a) => {
+                let mut script = Vec::new();
+                clap_complete::generate(a.shell, &mut Cli::command(), "labimg", &mut script);
+                lab_cli::output::stdout(&script)
+            }
+        }
+    })
+}
+
+/// The lab from `--lab`/`LAB_ROOT`, else the nearest parent with hosts/facts.nix.
+pub fn locate(lab: Option<&Path>) -> Result<Lab> {
+    let cwd = std::env::current_dir().context("cannot read the current directory")?;
+    Ok(Lab::locate(lab, &cwd)?)
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_argument_has_a_help_line() {
+        let undocumented = lab_testkit::undocumented(&<super::Cli as clap::CommandFactory>::command());
+        assert!(undocumented.is_empty(), "arguments without a help line: {undocumented:?}");
+    }
+}

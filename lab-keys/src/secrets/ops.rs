@@ -1,0 +1,234 @@
+//! The key commands as library calls: new, show, rotate, recording an
+//! enrolled host's key, and the injection material the image builder and the
+//! installer place at `/etc/ssh/ssh_host_ed25519_key`.
+
+use std::path::{Path, PathBuf};
+
+use serde::Serialize;
+
+use super::store::{decrypt_host_key, encrypt_host_key};
+use super::sync::{sync, SyncOptions, SyncReport};
+use super::{age_recipient_path, encrypted_key_path, fsutil, public_key_path, AdminIdentity, Error, LabKeys, Result};
+use crate::{HostKey, PublicHostKey};
+use lab_facts::Lab;
+
+/// What `keys show` prints: public material only.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct KeyInfo {
+    pub host: String,
+    pub public_key: String,
+    pub fingerprint: String,
+    pub age_recipient: String,
+    /// The encrypted private key, when the lab holds one (not for enrolled hosts).
+    pub encrypted_key: Option<PathBuf>,
+}
+
+impl KeyInfo {
+    fn of(root: &Path, host: &str, key: &PublicHostKey) -> KeyInfo {
+        let enc = encrypted_key_path(root, host);
+        KeyInfo {
+            host: host.to_string(),
+            public_key: key.openssh(),
+            fingerprint: key.fingerprint(),
+            age_recipient: key.age_recipient(),
+            encrypted_key: enc.is_file().then_some(enc),
+        }
+    }
+}
+
+/// `keys show HOST`.
+pub fn show(root: &Path, keys: &LabKeys, host: &str) -> Result<KeyInfo> {
+    let h = keys.host(host)?;
+    let key = h.key.as_ref().ok_or_else(|| Error::HostWithoutKey { host: host.to_string(), file: format!("hosts/{host}/{}", super::PUBLIC_KEY_FILE) })?;
+    Ok(KeyInfo::of(root, host, key))
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NewKey {
+    pub key: KeyInfo,
+    /// False when the host already had this key (re-run after success).
+    pub created: bool,
+}
+
+/// `keys new HOST`: a fresh key, its private half encrypted to the admins
+/// (0600, atomic), then the public files the facts read. Re-running after a
+/// crash between the two writes finishes the job (needs the admin identity).
+pub fn new_key(root: &Path, keys: &LabKeys, host: &str, identity: Option<&AdminIdentity>) -> Result<NewKey> {
+    let h = keys.host(host)?;
+    let admins = keys.admin_recipients()?;
+    let enc_path = encrypted_key_path(root, host);
+    match (&h.key, enc_path.is_file()) {
+        (Some(key), true) => return Ok(NewKey { key: KeyInfo::of(root, host, key), created: false }),
+        (Some(key), false) => {
+            return Err(Error::AlreadyHasKey { host: host.to_string(), fingerprint: key.fingerprint() });
+        }
+        (None, true) => {
+            // Resume: the private key was stored, the public files were not.
+            let identity = identity.ok_or_else(|| Error::NoAdminIdentity {
+                tried: format!("{} exists without its public key; decrypting it to finish needs the admin identity", enc_path.display()),
+            })?;
+            let bytes = std::fs::read(&enc_path).map_err(Error::io(&enc_path))?;
+            let key = decrypt_host_key(&bytes, identity, &enc_path, host)?;
+            write_public(root, host, &key.public())?;
+            return Ok(NewKey { key: KeyInfo::of(root, host, &key.public()), created: true });
+        }
+        (None, false) => {}
+    }
+    let key = HostKey::generate(&format!("root@{host}"));
+    fsutil::atomic_write(&enc_path, &encrypt_host_key(&key, &admins)?, 0o600)?;
+    write_public(root, host, &key.public())?;
+    Ok(NewKey { key: KeyInfo::of(root, host, &key.public()), created: true })
+}
+
+fn write_public(root: &Path, host: &str, key: &PublicHostKey) -> Result<()> {
+    fsutil::atomic_write(&public_key_path(root, host), format!("{}\n", key.openssh()).as_bytes(), 0o644)?;
+    fsutil::atomic_write(&age_recipient_path(root, host), format!("{}\n", key.age_recipient()).as_bytes(), 0o644)
+}
+
+/// The three per-host key files as they were, to put back if a later step fails.
+pub struct KeyFilesBackup {
+    files: Vec<(PathBuf, Option<Vec<u8>>, u32)>,
+}
+
+impl KeyFilesBackup {
+    pub fn take(root: &Path, host: &str) -> Result<KeyFilesBackup> {
+        let mut files = Vec::new();
+        for (path, mode) in [(encrypted_key_path(root, host), 0o600), (public_key_path(root, host), 0o644), (age_recipient_path(root, host), 0o644)] {
+            let bytes = fsutil::read_optional(&path)?;
+            files.push((path, bytes, mode));
+        }
+        Ok(KeyFilesBackup { files })
+    }
+
+    pub fn restore(&self) -> Result<()> {
+        for (path, bytes, mode) in &self.files {
+            match bytes {
+                Some(b) => fsutil::atomic_write(path, b, *mode)?,
+                None => fsutil::remove_if_exists(path)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Rotated {
+    pub old: KeyInfo,
+    pub new: KeyInfo,
+    pub sync: SyncReport,
+}
+
+/// `keys rotate HOST`: a new key replaces the old one, then every secrets file
+/// is re-encrypted (the old recipient removed, the data key replaced). If the
+/// sync fails, the old key files are put back and no secrets file changed.
+pub fn rotate(lab: &Lab, host: &str, opts: &SyncOptions) -> Result<Rotated> {
+    let keys = LabKeys::load(lab)?;
+    let old = show(&lab.root, &keys, host)?;
+    let admins = keys.admin_recipients()?;
+    let key = HostKey::generate(&format!("root@{host}"));
+    if opts.dry_run {
+        // Nothing is written, not even for a moment: the new key exists only
+        // in memory and the sync runs on copies outside the lab.
+        let mut planned = keys.clone();
+        planned.hosts.entry(host.to_string()).or_default().key = Some(key.public());
+        let mut new = KeyInfo::of(&lab.root, host, &key.public());
+        new.encrypted_key = Some(encrypted_key_path(&lab.root, host));
+        let report = sync(&lab.root, &planned, opts)?;
+        return Ok(Rotated { old, new, sync: report });
+    }
+    let backup = KeyFilesBackup::take(&lab.root, host)?;
+    let result = (|| {
+        fsutil::atomic_write(&encrypted_key_path(&lab.root, host), &encrypt_host_key(&key, &admins)?, 0o600)?;
+        write_public(&lab.root, host, &key.public())?;
+        let keys = LabKeys::load(lab)?;
+        let new = show(&lab.root, &keys, host)?;
+        if new.fingerprint != key.fingerprint() {
+            // The facts did not pick up the file we wrote: facts.nix must read
+            // hosts/<host>/ssh_host_ed25519_key.pub.
+            return Err(Error::HostWithoutKey { host: host.to_string(), file: public_key_path(&lab.root, host).display().to_string() });
+        }
+        let report = sync(&lab.root, &keys, opts)?;
+        Ok(Rotated { old, new, sync: report })
+    })();
+    if result.is_err() {
+        backup.restore()?;
+    }
+    result
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Recorded {
+    /// The facts already held this key.
+    Unchanged,
+    /// The host had no key.
+    Recorded,
+    /// A different key was replaced (`replace` was given).
+    Replaced,
+}
+
+/// Records a host's public key (enrolment: the host made its own key, so the
+/// lab stores no private half; a stale encrypted one is removed).
+pub fn record_public_key(root: &Path, keys: &LabKeys, host: &str, key: &PublicHostKey, replace: bool) -> Result<Recorded> {
+    let h = keys.host(host)?;
+    let outcome = match &h.key {
+        Some(old) if old.same_key(key) => Recorded::Unchanged,
+        Some(old) if !replace => {
+            return Err(Error::AlreadyHasKey { host: host.to_string(), fingerprint: old.fingerprint() });
+        }
+        Some(_) => Recorded::Replaced,
+        None => Recorded::Recorded,
+    };
+    if outcome != Recorded::Unchanged {
+        write_public(root, host, key)?;
+        fsutil::remove_if_exists(&encrypted_key_path(root, host))?;
+    } else if !age_recipient_path(root, host).is_file() {
+        write_public(root, host, key)?;
+    }
+    Ok(outcome)
+}
+
+/// The host's private key for injection, decrypted with the admin identity
+/// sops would use (`SOPS_AGE_KEY_FILE`, `SOPS_AGE_KEY`, `~/.config/sops/age/keys.txt`).
+pub fn injection_material(lab: &Lab, host: &str) -> Result<HostKey> {
+    injection_material_with(&lab.root, host, &AdminIdentity::from_env()?)
+}
+
+/// [`injection_material`] with an explicit identity. The decrypted key must be
+/// the one the facts record, so an image never carries a key sops-nix's
+/// recipients do not match.
+pub fn injection_material_with(root: &Path, host: &str, identity: &AdminIdentity) -> Result<HostKey> {
+    super::check_name("host", host)?;
+    let enc_path = encrypted_key_path(root, host);
+    let pub_path = public_key_path(root, host);
+    let recorded = fsutil::read_optional(&pub_path)?;
+    let Some(bytes) = fsutil::read_optional(&enc_path)? else {
+        let hint = if recorded.is_some() {
+            format!(
+                ": the host was enrolled and its key lives only on the host. \
+                 Boot it without injection, or make a lab-held key with `labprov keys rotate {host}`"
+            )
+        } else {
+            format!(": run `labprov keys new {host}` first")
+        };
+        return Err(Error::NoPrivateKey { host: host.to_string(), path: enc_path, hint });
+    };
+    let key = decrypt_host_key(&bytes, identity, &enc_path, host)?;
+    if let Some(line) = recorded {
+        let line = String::from_utf8_lossy(&line);
+        let public = PublicHostKey::parse(&line).map_err(|source| Error::HostKeyFact { host: host.to_string(), source })?;
+        if !public.same_key(&key.public()) {
+            return Err(Error::KeyMismatch {
+                path: enc_path,
+                public: pub_path,
+                host: host.to_string(),
+                found: key.fingerprint(),
+                recorded: public.fingerprint(),
+            });
+        }
+    }
+    Ok(key)
+}
