@@ -92,6 +92,8 @@ pub enum Error {
     BadRecordedKey { host: String, reason: String },
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+    #[error("{0} between phases; run the same command again with --phases from the one that was next (each phase can be re-run)")]
+    Interrupted(#[from] lab_cli::interrupt::Interrupted),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;
@@ -108,6 +110,7 @@ impl lab_cli::Classify for Error {
         match self {
             Error::Enrol(e) => e.class(),
             Error::Disk(e) => e.class(),
+            Error::Interrupted(_) => Class::Interrupted,
             Error::Tool(e) => e.class(),
             Error::InstallerMismatch { .. } | Error::NotConfirmed { .. } | Error::NoTerminal => Class::Refused,
             // Another key answered: a mismatch. Nothing answering is a failure.
@@ -251,32 +254,110 @@ pub trait Confirm {
     fn disks(&mut self, host: &str, plan: &str) -> Result<bool>;
 }
 
-/// The steps so far; `say` hears each as it starts.
-struct Steps<'a> {
-    list: Vec<Step>,
+/// Everything the phases share: what was checked and loaded before the
+/// installer is touched, the pinned connection, and the steps so far.
+struct Ctx<'a> {
+    opts: &'a InstallOptions,
+    host_key: PublicHostKey,
+    /// The normalised disko spec, when a phase runs on the installer.
+    spec: Option<Vec<u8>>,
+    /// The lab-held key, decrypted in memory (not in a dry run).
+    private: Option<lab_keys::HostKey>,
+    /// The system to install (`None` in a dry run that would build it).
+    system: Option<PathBuf>,
+    installer: Option<Installer>,
+    pinned: Option<Pinned>,
+    /// Whether the target's root is known to be mounted from the spec.
+    mounted: bool,
+    steps: Vec<Step>,
     say: &'a mut dyn FnMut(&str),
 }
 
-impl Steps<'_> {
-    fn begin(&mut self, phase: Phase, what: String) {
-        (self.say)(&format!("{}: {what}", phase.name()));
-        self.list.push(Step { phase, what, done: false });
-    }
+/// The phases in install order. Each is small and does its work through
+/// [`Ctx::change`], the one place a dry run is decided.
+type PhaseFn = fn(&mut Ctx, &mut dyn Confirm) -> Result<()>;
 
-    /// The last step is done; `detail` (a remote tool's own report) is kept.
-    fn done(&mut self, detail: &str) {
-        if let Some(s) = self.list.last_mut() {
+const PHASES: [(Phase, PhaseFn); 5] =
+    [(Phase::Disk, disk_phase), (Phase::Keys, keys_phase), (Phase::Install, install_phase), (Phase::Reboot, reboot_phase), (Phase::Verify, verify_phase)];
+
+impl Ctx<'_> {
+    /// One change to the target: in a dry run it is described ("would ..."),
+    /// otherwise announced, done, and its tool's report kept.
+    fn change(&mut self, phase: Phase, what: String, act: impl FnOnce(&mut Self) -> Result<String>) -> Result<()> {
+        if self.opts.dry_run {
+            self.note(phase, format!("would {what}"), false);
+            return Ok(());
+        }
+        (self.say)(&format!("{}: {what}", phase.name()));
+        self.steps.push(Step { phase, what: what.clone(), done: false });
+        let detail = act(self)?;
+        if let Some(s) = self.steps.last_mut() {
             s.done = true;
-            if !detail.is_empty() {
-                s.what = format!("{}\n{detail}", s.what);
+            if !detail.trim().is_empty() {
+                s.what = format!("{what}\n{}", detail.trim_end());
             }
         }
+        Ok(())
+    }
+
+    fn note(&mut self, phase: Phase, what: String, done: bool) {
+        (self.say)(&format!("{}: {what}", phase.name()));
+        self.steps.push(Step { phase, what, done });
+    }
+
+    fn remote(&self) -> Remote<'_> {
+        Remote { pinned: self.pinned.as_ref().expect("the installer is pinned before its phases run"), address: &self.opts.target.address }
+    }
+
+    fn spec(&self) -> &[u8] {
+        self.spec.as_deref().unwrap_or_default()
+    }
+
+    /// `--root R --disk N=P ...` for the installer's labprov.
+    fn disk_args(&self) -> String {
+        let maps: String = self.opts.disks.iter().map(|d| format!(" --disk {}", quote(d))).collect();
+        format!("--spec /dev/stdin --root {}{maps}", quote(&self.opts.root))
+    }
+
+    /// Resuming without the disk phase: the key and the system must land on
+    /// the target's disks, not in the installer's memory. Idempotent.
+    fn ensure_mounted(&mut self, phase: Phase) -> Result<()> {
+        if self.mounted {
+            return Ok(());
+        }
+        let what = format!("mount the target's root on {} (labprov disk mount, root {})", self.opts.target.address, self.opts.root);
+        self.change(phase, what, |ctx| ctx.remote().run("disk mount", &format!("labprov disk mount {}", ctx.disk_args()), Some(ctx.spec())))?;
+        self.mounted = true;
+        Ok(())
     }
 }
 
-/// The whole install, in phase order.
+/// The whole install: local checks, then the installer pinned, then the
+/// chosen phases in order.
 pub fn install(lab: &Lab, opts: &InstallOptions, identity: Option<&AdminIdentity>, confirm: &mut dyn Confirm, say: &mut dyn FnMut(&str)) -> Result<Report> {
-    // Everything that can be checked here is, before the installer is touched.
+    let mut ctx = prepare(lab, opts, identity, say)?;
+    if ctx.spec.is_some() {
+        pin_installer(&mut ctx, confirm)?;
+    }
+    for (phase, run) in PHASES {
+        if opts.runs(phase) {
+            lab_cli::interrupt::check()?;
+            run(&mut ctx, confirm)?;
+        }
+    }
+    Ok(Report {
+        host: opts.host.clone(),
+        address: opts.target.address.clone(),
+        installer: ctx.installer,
+        host_fingerprint: ctx.host_key.fingerprint(),
+        system: ctx.system,
+        dry_run: opts.dry_run,
+        steps: ctx.steps,
+    })
+}
+
+/// Everything that can be checked here is, before the installer is touched.
+fn prepare<'a>(lab: &'a Lab, opts: &'a InstallOptions, identity: Option<&AdminIdentity>, say: &'a mut dyn FnMut(&str)) -> Result<Ctx<'a>> {
     opts.validate()?;
     let host = lab.facts()?.host(&opts.host)?.clone();
     if host.class != HostClass::Nixos {
@@ -307,133 +388,119 @@ pub fn install(lab: &Lab, opts: &InstallOptions, identity: Option<&AdminIdentity
         (true, false, None) => Some(ops::injection_material(lab, &opts.host)?),
     };
     let system = if opts.runs(Phase::Install) { system_closure(lab, opts, say)? } else { None };
+    Ok(Ctx { opts, host_key, spec, private, system, installer: None, pinned: None, mounted: false, steps: Vec::new(), say })
+}
 
-    let mut steps = Steps { list: Vec::new(), say };
-    let mut installer = None;
-    if let Some(spec) = spec.as_deref() {
-        let offered = enrol::keyscan(&opts.target.address, opts.target.port)?;
-        let found = Installer { address: opts.target.address.clone(), fingerprint: offered.fingerprint(), public_key: offered.openssh() };
-        match &opts.fingerprint {
-            Some(fp) => {
-                let expected = enrol::check_fingerprint(fp)?;
-                if expected != found.fingerprint {
-                    return Err(Error::InstallerMismatch { address: found.address, expected, got: found.fingerprint });
-                }
-            }
-            None => {
-                if !confirm.installer_key(&found)? {
-                    return Err(Error::NotConfirmed { address: found.address });
-                }
+/// The installer's key is a candidate until `--fingerprint` or the operator
+/// confirms it; every later connection trusts exactly that key.
+fn pin_installer(ctx: &mut Ctx, confirm: &mut dyn Confirm) -> Result<()> {
+    let opts = ctx.opts;
+    let offered = enrol::keyscan(&opts.target.address, opts.target.port)?;
+    let found = Installer { address: opts.target.address.clone(), fingerprint: offered.fingerprint(), public_key: offered.openssh() };
+    match &opts.fingerprint {
+        Some(fp) => {
+            let expected = enrol::check_fingerprint(fp)?;
+            if expected != found.fingerprint {
+                return Err(Error::InstallerMismatch { address: found.address, expected, got: found.fingerprint });
             }
         }
-        installer = Some(found);
-        let pinned = Pinned::new(&opts.target, &format!("labprov-installer-{}", opts.host), &offered)?;
-        let remote = Remote { pinned: &pinned, address: &opts.target.address };
-        let root = quote(&opts.root);
-        let maps: String = opts.disks.iter().map(|d| format!(" --disk {}", quote(d))).collect();
-        remote.require_labprov()?;
-
-        if opts.runs(Phase::Disk) {
-            let wipe = if opts.wipe { " --wipe" } else { "" };
-            let apply = format!("labprov disk apply --spec /dev/stdin --root {root}{maps}{wipe}");
-            let plan = remote.run("disk plan", &format!("{apply} --dry-run"), Some(spec))?;
-            if opts.dry_run {
-                steps.begin(Phase::Disk, format!("would apply on {}:\n{}", opts.target.address, plan.trim_end()));
-            } else {
-                if !opts.yes && !confirm.disks(&opts.host, &plan)? {
-                    return Err(Error::NotConfirmed { address: opts.target.address.clone() });
-                }
-                steps.begin(Phase::Disk, format!("labprov disk apply on {} (root {})", opts.target.address, opts.root));
-                let out = remote.stream("disk apply", &format!("{apply} --yes"), Some(spec))?;
-                steps.done(out.trim_end());
-            }
-        } else if !opts.dry_run && (private.is_some() || system.is_some()) {
-            // Resuming: the key and the system must land on the target's
-            // disks, not in the installer's memory. Mounting is idempotent.
-            let first = if private.is_some() { Phase::Keys } else { Phase::Install };
-            steps.begin(first, format!("labprov disk mount on {} (root {})", opts.target.address, opts.root));
-            let out = remote.run("disk mount", &format!("labprov disk mount --spec /dev/stdin --root {root}{maps}"), Some(spec))?;
-            steps.done(out.trim_end());
-        }
-        let key_dir = format!("{}/etc/ssh", opts.root.trim_end_matches('/'));
-        let key_file = format!("{key_dir}/{}", Path::new(HOST_KEY_PATH).file_name().and_then(|n| n.to_str()).unwrap_or("ssh_host_ed25519_key"));
-        if opts.runs(Phase::Keys) && opts.dry_run {
-            steps.begin(Phase::Keys, format!("would place {}'s key ({}) at {key_file} (0600)", opts.host, host_key.fingerprint()));
-        }
-        if let Some(key) = &private {
-            steps.begin(Phase::Keys, format!("{key_file} ({}), 0600", key.fingerprint()));
-            // The directories with the usual modes (the new system's /etc
-            // must stay readable), then umask 077 before any key byte lands:
-            // not even the temporary file is readable by others, and one left
-            // by an earlier run (even a symlink) is removed, not written through.
-            let put = |target: &str, mode: &str, data: &[u8]| {
-                let (d, t, tmp) = (quote(&key_dir), quote(target), quote(&format!("{target}.labprov-tmp")));
-                remote.run(
-                    "host key",
-                    &format!("umask 022 && mkdir -p {d} && umask 077 && rm -f {tmp} && cat > {tmp} && chmod {mode} {tmp} && mv -f {tmp} {t}"),
-                    Some(data),
-                )
-            };
-            put(&key_file, "600", key.private_openssh().as_bytes())?;
-            put(&format!("{key_file}.pub"), "644", format!("{}\n", key.public_openssh()).as_bytes())?;
-            steps.done("");
-        }
-        if opts.runs(Phase::Install) {
-            match &system {
-                None => steps.begin(
-                    Phase::Install,
-                    format!("would build the flake's {} toplevel, copy it into {}/nix/store and run nixos-install", opts.host, opts.root),
-                ),
-                Some(system) if opts.dry_run => {
-                    steps.begin(Phase::Install, format!("would copy {} into {}/nix/store and run nixos-install", system.display(), opts.root))
-                }
-                Some(system) => {
-                    steps.begin(Phase::Install, format!("nix copy {} to {}", system.display(), opts.target.address));
-                    nix_copy(&pinned, &opts.root, system)?;
-                    steps.done("");
-                    steps.begin(Phase::Install, format!("nixos-install --root {} --system {}", opts.root, system.display()));
-                    let sys = quote(&system.display().to_string());
-                    let out = remote.stream(
-                        "nixos-install",
-                        &format!(
-                            "mkdir -p {root}/tmp && chmod 1777 {root}/tmp && nixos-install --root {root} --no-root-passwd --no-channel-copy --system {sys}"
-                        ),
-                        None,
-                    )?;
-                    steps.done(out.trim_end());
-                }
-            }
-        }
-        if opts.runs(Phase::Reboot) {
-            if opts.dry_run {
-                steps.begin(Phase::Reboot, format!("would unmount {} and reboot {}", opts.root, opts.target.address));
-            } else {
-                steps.begin(Phase::Reboot, format!("unmount {} and reboot", opts.root));
-                let out = remote.run("unmount", &format!("labprov disk unmount --spec /dev/stdin --root {root}{maps}"), Some(spec))?;
-                // Detached, so this connection closes cleanly before the machine goes.
-                remote.run("reboot", "nohup sh -c 'sleep 3 && systemctl reboot' >/dev/null 2>&1 &", None)?;
-                steps.done(out.trim_end());
+        None => {
+            if !confirm.installer_key(&found)? {
+                return Err(Error::NotConfirmed { address: found.address });
             }
         }
     }
+    ctx.installer = Some(found);
+    ctx.pinned = Some(Pinned::new(&opts.target, &format!("labprov-installer-{}", opts.host), &offered)?);
+    ctx.remote().require_labprov()
+}
 
-    if opts.runs(Phase::Verify) {
-        if opts.dry_run {
-            steps.begin(Phase::Verify, format!("would wait for {} at {} to answer with {}", opts.host, opts.target.address, host_key.fingerprint()));
-        } else {
-            steps.begin(Phase::Verify, format!("{} at {} answers with {}", opts.host, opts.target.address, host_key.fingerprint()));
-            verify(opts, &host_key)?;
-            steps.done("");
-        }
+/// The installer's own labprov applies the spec; its plan (every disk it
+/// writes, with model, size and serial) is shown and confirmed first.
+fn disk_phase(ctx: &mut Ctx, confirm: &mut dyn Confirm) -> Result<()> {
+    let wipe = if ctx.opts.wipe { " --wipe" } else { "" };
+    let apply = format!("labprov disk apply {}{wipe}", ctx.disk_args());
+    let plan = ctx.remote().run("disk plan", &format!("{apply} --dry-run"), Some(ctx.spec()))?;
+    if !ctx.opts.dry_run && !ctx.opts.yes && !confirm.disks(&ctx.opts.host, &plan)? {
+        return Err(Error::NotConfirmed { address: ctx.opts.target.address.clone() });
     }
-    Ok(Report {
-        host: opts.host.clone(),
-        address: opts.target.address.clone(),
-        installer,
-        host_fingerprint: host_key.fingerprint(),
-        system,
-        dry_run: opts.dry_run,
-        steps: steps.list,
+    let what = format!("apply the disk spec on {} (root {}):\n{}", ctx.opts.target.address, ctx.opts.root, plan.trim_end());
+    ctx.change(Phase::Disk, what, |ctx| ctx.remote().stream("disk apply", &format!("{apply} --yes"), Some(ctx.spec())))?;
+    ctx.mounted = !ctx.opts.dry_run;
+    Ok(())
+}
+
+/// The lab-held key streamed from memory into ROOT/etc/ssh: 0600 under
+/// umask 077, through a temporary name and a rename.
+fn keys_phase(ctx: &mut Ctx, _: &mut dyn Confirm) -> Result<()> {
+    ctx.ensure_mounted(Phase::Keys)?;
+    let key_dir = format!("{}/etc/ssh", ctx.opts.root.trim_end_matches('/'));
+    let key_file = format!("{key_dir}/{}", Path::new(HOST_KEY_PATH).file_name().and_then(|n| n.to_str()).unwrap_or("ssh_host_ed25519_key"));
+    let what = format!("place {}'s key ({}) at {key_file} (0600)", ctx.opts.host, ctx.host_key.fingerprint());
+    ctx.change(Phase::Keys, what, |ctx| {
+        let key = ctx.private.as_ref().ok_or_else(|| Error::NoLabKey { host: ctx.opts.host.clone() })?;
+        // The directories with the usual modes (the new system's /etc must
+        // stay readable), then umask 077 before any key byte lands: not even
+        // the temporary file is readable by others, and one left by an
+        // earlier run (even a symlink) is removed, not written through.
+        let put = |target: &str, mode: &str, data: &[u8]| {
+            let (d, t, tmp) = (quote(&key_dir), quote(target), quote(&format!("{target}.labprov-tmp")));
+            ctx.remote().run(
+                "host key",
+                &format!("umask 022 && mkdir -p {d} && umask 077 && rm -f {tmp} && cat > {tmp} && chmod {mode} {tmp} && mv -f {tmp} {t}"),
+                Some(data),
+            )
+        };
+        put(&key_file, "600", key.private_openssh().as_bytes())?;
+        put(&format!("{key_file}.pub"), "644", format!("{}\n", key.public_openssh()).as_bytes())?;
+        Ok(String::new())
+    })
+}
+
+/// The closure into ROOT/nix/store over the pinned connection, then
+/// `nixos-install --system` on the installer.
+fn install_phase(ctx: &mut Ctx, _: &mut dyn Confirm) -> Result<()> {
+    ctx.ensure_mounted(Phase::Install)?;
+    let shown = match &ctx.system {
+        Some(s) => s.display().to_string(),
+        None => format!("the flake's {} toplevel (built first)", ctx.opts.host),
+    };
+    let root = ctx.opts.root.clone();
+    ctx.change(Phase::Install, format!("copy {shown} into {root}/nix/store on {}", ctx.opts.target.address), |ctx| {
+        let system = ctx.system.as_deref().ok_or_else(|| Error::NotASystem { path: PathBuf::from(&shown) })?;
+        nix_copy(ctx.pinned.as_ref().expect("pinned"), &ctx.opts.root, system)?;
+        Ok(String::new())
+    })?;
+    ctx.change(Phase::Install, format!("nixos-install --root {root} --system {shown}"), |ctx| {
+        let system = ctx.system.as_ref().map(|s| quote(&s.display().to_string())).unwrap_or_default();
+        let root = quote(&ctx.opts.root);
+        ctx.remote().stream(
+            "nixos-install",
+            &format!("mkdir -p {root}/tmp && chmod 1777 {root}/tmp && nixos-install --root {root} --no-root-passwd --no-channel-copy --system {system}"),
+            None,
+        )
+    })
+}
+
+/// Unmount the target's disks and reboot the installer into the new system.
+fn reboot_phase(ctx: &mut Ctx, _: &mut dyn Confirm) -> Result<()> {
+    let what = format!("unmount {} and reboot {}", ctx.opts.root, ctx.opts.target.address);
+    ctx.change(Phase::Reboot, what, |ctx| {
+        let out = ctx.remote().run("unmount", &format!("labprov disk unmount {}", ctx.disk_args()), Some(ctx.spec()))?;
+        // Detached, so this connection closes cleanly before the machine goes.
+        ctx.remote().run("reboot", "nohup sh -c 'sleep 3 && systemctl reboot' >/dev/null 2>&1 &", None)?;
+        Ok(out)
+    })?;
+    ctx.mounted = false;
+    Ok(())
+}
+
+/// The host must answer with its own recorded key, nothing else.
+fn verify_phase(ctx: &mut Ctx, _: &mut dyn Confirm) -> Result<()> {
+    let what = format!("wait for {} at {} to answer with {}", ctx.opts.host, ctx.opts.target.address, ctx.host_key.fingerprint());
+    ctx.change(Phase::Verify, what, |ctx| {
+        verify(ctx.opts, &ctx.host_key)?;
+        Ok(String::new())
     })
 }
 

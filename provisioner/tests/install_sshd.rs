@@ -197,6 +197,26 @@ fn install_over_pinned_ssh_partitions_injects_copies_and_verifies() {
     assert!(text.contains(&format!("WRITES disk main: {} (image file, 1073741824 bytes)", img.display())), "{text}");
     assert!(untouched(&img) && !root.exists(), "a dry run changed something");
 
+    // Ctrl-C in the middle of an install: it stops between steps (130) and
+    // says how to resume; the install below then runs over what it left and
+    // must end exactly as an uninterrupted one (every assertion after it).
+    let mut c = labprov();
+    env(&mut c);
+    c.args(["install", "rydev", "--address", "127.0.0.1", "--port", &port.to_string(), "--ssh-identity"])
+        .arg(&client)
+        .arg("--disk")
+        .arg(format!("main={}", img.display()))
+        .arg("--root")
+        .arg(&root)
+        .args(["--system", &system, "--fingerprint", &installer_fp, "--yes", "--phases", "disk,keys,install"]);
+    let child = c.stdin(std::process::Stdio::null()).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    let out = child.wait_with_output().unwrap();
+    eprintln!("the interrupted install said:\n{}", stderr(&out));
+    assert_eq!(out.status.code(), Some(130), "not interrupted:\n{}", stderr(&out));
+    assert!(stderr(&out).contains("interrupted") && stderr(&out).lines().last().is_some_and(|l| l.starts_with("labprov: error:")), "{}", stderr(&out));
+
     // The install: disk, keys, the closure, nixos-install.
     let out = install(&["--fingerprint", &installer_fp, "--yes", "--json", "--phases", "disk,keys,install"]);
     assert!(out.status.success(), "install failed:\n{}", stderr(&out));
