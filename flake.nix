@@ -34,8 +34,12 @@
     };
 
     # Raspberry Pi 4 kernel, device tree and boot loader settings for nixpi.
-    # It has no inputs of its own, so there is nothing to follow.
-    nixos-hardware.url = "github:NixOS/nixos-hardware";
+    # Its flake has a nixpkgs input of its own (a nixos-unstable tarball):
+    # followed, so the lock is complete and nothing else is fetched.
+    nixos-hardware = {
+      url = "github:NixOS/nixos-hardware";
+      inputs.nixpkgs.follows = "nixpkgs";
+    };
   };
 
   outputs = { self, nixpkgs, nixpkgs-darwin, ... }@inputs:
