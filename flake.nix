@@ -46,6 +46,13 @@
     let
       inherit (nixpkgs) lib;
       systems = import ./lib/mkSystem.nix { inherit inputs self; };
+      # The same systems with a throwaway admin key (lib/test-admins.nix): the
+      # real ones refuse to evaluate until hosts/admins.nix has a key
+      # (lib/login-guard.nix), and CI checks every system before that.
+      checkedSystems = import ./lib/mkSystem.nix {
+        inherit inputs self;
+        admins = import ./lib/test-admins.nix;
+      };
 
       supportedSystems = [ "x86_64-linux" "aarch64-linux" "aarch64-darwin" ];
       forAllSystems = f: lib.genAttrs supportedSystems (system: f (pkgsFor system));
@@ -54,12 +61,13 @@
         overlays = [ self.overlays.additions self.overlays.modifications ];
       };
 
-      # Every system that builds on `system`, by the name `checks` shows it under.
+      # Every system that builds on `system` (with the throwaway admin key), by
+      # the name `checks` shows it under.
       toplevelsFor = system:
         lib.mapAttrs' (name: host: lib.nameValuePair "nixos-${name}" host.config.system.build.toplevel)
-          (lib.filterAttrs (_: host: host.config.nixpkgs.hostPlatform.system == system) self.nixosConfigurations)
+          (lib.filterAttrs (_: host: host.config.nixpkgs.hostPlatform.system == system) checkedSystems.nixosConfigurations)
         // lib.mapAttrs' (name: host: lib.nameValuePair "darwin-${name}" host.config.system.build.toplevel)
-          (lib.filterAttrs (_: host: host.config.nixpkgs.hostPlatform.system == system) self.darwinConfigurations);
+          (lib.filterAttrs (_: host: host.config.nixpkgs.hostPlatform.system == system) checkedSystems.darwinConfigurations);
     in
     {
       inherit (systems) nixosConfigurations darwinConfigurations;

@@ -5,6 +5,7 @@
     ./enrolment.nix
     ./firewall.nix
     ./gc.nix
+    ../common/login-guard.nix
     ./locale.nix
     ./node-exporter.nix
     ./openssh.nix
