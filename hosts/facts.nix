@@ -9,6 +9,7 @@
 #   ssh_host_ed25519_key.pub   the host's public SSH key (labprov keys new / enrol)
 #   age.pub                    its age recipient, derived from that key (ssh-to-age)
 let
+  lab = import ./lab.nix;
   entries = builtins.readDir ./.;
   isHost = name:
     entries.${name} == "directory" && builtins.pathExists (./. + "/${name}/facts.nix");
@@ -16,7 +17,7 @@ let
     if builtins.pathExists path then builtins.replaceStrings [ "\n" ] [ "" ] (builtins.readFile path) else null;
   hostFacts = name:
     let dir = ./. + "/${name}"; in
-    import (dir + "/facts.nix") // {
+    { inherit (lab) timeZone; } // import (dir + "/facts.nix") // {
       inherit name;
       sshHostKey = optionalFile (dir + "/ssh_host_ed25519_key.pub");
       ageRecipient = optionalFile (dir + "/age.pub");
@@ -26,6 +27,9 @@ in
   # The people who administer the lab: their SSH keys open the installers and
   # their age recipients can decrypt every secret.
   admins = import ./admins.nix;
+  # Lab-wide facts (hosts/lab.nix); each host below already carries them
+  # unless it overrides them.
+  inherit lab;
   hosts = builtins.listToAttrs (map
     (name: {
       inherit name;

@@ -35,15 +35,18 @@ let
       let file = hostDir name + "/secrets.sops.yaml"; in
       lib.optionalAttrs (builtins.pathExists file) { sops.defaultSopsFile = file; }
     )
-    # The admin's Home Manager environment, the same on every host.
+    # The admin's Home Manager environment, in the profile the host picks
+    # (homelab.homeProfile: home/dev, home/admin, or none).
     ({ config, ... }: {
       home-manager = {
         useGlobalPkgs = true;
         useUserPackages = true;
         backupFileExtension = "before-home-manager";
-        users.${config.homelab.user} = {
-          imports = [ ../home ];
-          home.stateVersion = config.homelab.homeStateVersion;
+        users = lib.optionalAttrs (config.homelab.homeProfile != "none") {
+          ${config.homelab.user} = {
+            imports = [ (../home + "/${config.homelab.homeProfile}") ];
+            home.stateVersion = config.homelab.homeStateVersion;
+          };
         };
       };
     })

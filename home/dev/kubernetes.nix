@@ -1,4 +1,5 @@
-# Kubernetes tools, with our own kubectl plugins from pkgs/.
+# Kubernetes tools, with our own kubectl plugins from pkgs/ (k9s takes the
+# theme from home/admin/theme.nix).
 { pkgs, ... }:
 {
   programs.k9s.enable = true;
