@@ -9,5 +9,7 @@ in
 {
   labimg = pkgs.callPackage ./labimg/package.nix { };
   labprov = pkgs.callPackage ./labprov/package.nix { };
+  kubectl-images = callPlugin ./kubectl-images/package.nix;
   kubectl-not-ready = callPlugin ./kubectl-not-ready/package.nix;
+  kubectl-restarts = callPlugin ./kubectl-restarts/package.nix;
 }

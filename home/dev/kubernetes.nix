@@ -6,7 +6,10 @@
 
   home.packages = with pkgs; [
     kubectl
-    kubectl-not-ready # pkgs/kubectl-not-ready
+    # Ours (pkgs/): `kubectl not-ready`, `kubectl restarts`, `kubectl images`.
+    kubectl-images
+    kubectl-not-ready
+    kubectl-restarts
     kubernetes-helm
     kustomize
   ];
