@@ -8,6 +8,8 @@
 # here so the tools never edit Nix code:
 #   ssh_host_ed25519_key.pub   the host's public SSH key (labprov keys new / enrol)
 #   age.pub                    its age recipient, derived from that key (ssh-to-age)
+#   nix-cache.pub              public key of the binary cache it serves, if any
+#                              (`nix-store --generate-binary-cache-key`)
 let
   lab = import ./lab.nix;
   entries = builtins.readDir ./.;
@@ -21,6 +23,7 @@ let
       inherit name;
       sshHostKey = optionalFile (dir + "/ssh_host_ed25519_key.pub");
       ageRecipient = optionalFile (dir + "/age.pub");
+      cachePublicKey = optionalFile (dir + "/nix-cache.pub");
     };
 in
 {

@@ -1,11 +1,12 @@
 # The NixOS layer: what every NixOS host of the lab runs.
 {
   imports = [
+    ../common/login-guard.nix
+    ./build-server.nix
     ./containers.nix
     ./enrolment.nix
     ./firewall.nix
     ./gc.nix
-    ../common/login-guard.nix
     ./locale.nix
     ./node-exporter.nix
     ./openssh.nix
