@@ -34,14 +34,25 @@
     };
 
     # Raspberry Pi 4 kernel, device tree and boot loader settings for nixpi.
-    # It has no inputs of its own, so there is nothing to follow.
-    nixos-hardware.url = "github:NixOS/nixos-hardware";
+    # Its flake has a nixpkgs input of its own (a nixos-unstable tarball):
+    # followed, so the lock is complete and nothing else is fetched.
+    nixos-hardware = {
+      url = "github:NixOS/nixos-hardware";
+      inputs.nixpkgs.follows = "nixpkgs";
+    };
   };
 
   outputs = { self, nixpkgs, nixpkgs-darwin, ... }@inputs:
     let
       inherit (nixpkgs) lib;
       systems = import ./lib/mkSystem.nix { inherit inputs self; };
+      # The same systems with a throwaway admin key (lib/test-admins.nix): the
+      # real ones refuse to evaluate until hosts/admins.nix has a key
+      # (lib/login-guard.nix), and CI checks every system before that.
+      checkedSystems = import ./lib/mkSystem.nix {
+        inherit inputs self;
+        admins = import ./lib/test-admins.nix;
+      };
 
       supportedSystems = [ "x86_64-linux" "aarch64-linux" "aarch64-darwin" ];
       forAllSystems = f: lib.genAttrs supportedSystems (system: f (pkgsFor system));
@@ -50,12 +61,13 @@
         overlays = [ self.overlays.additions self.overlays.modifications ];
       };
 
-      # Every system that builds on `system`, by the name `checks` shows it under.
+      # Every system that builds on `system` (with the throwaway admin key), by
+      # the name `checks` shows it under.
       toplevelsFor = system:
         lib.mapAttrs' (name: host: lib.nameValuePair "nixos-${name}" host.config.system.build.toplevel)
-          (lib.filterAttrs (_: host: host.config.nixpkgs.hostPlatform.system == system) self.nixosConfigurations)
+          (lib.filterAttrs (_: host: host.config.nixpkgs.hostPlatform.system == system) checkedSystems.nixosConfigurations)
         // lib.mapAttrs' (name: host: lib.nameValuePair "darwin-${name}" host.config.system.build.toplevel)
-          (lib.filterAttrs (_: host: host.config.nixpkgs.hostPlatform.system == system) self.darwinConfigurations);
+          (lib.filterAttrs (_: host: host.config.nixpkgs.hostPlatform.system == system) checkedSystems.darwinConfigurations);
     in
     {
       inherit (systems) nixosConfigurations darwinConfigurations;
@@ -76,6 +88,9 @@
         toplevelsFor pkgs.stdenv.hostPlatform.system
         // lib.mapAttrs' (name: lib.nameValuePair "package-${name}") self.packages.${pkgs.stdenv.hostPlatform.system}
         // {
+          # lab-model's unit tests (no package runs them otherwise).
+          lab-model-tests = pkgs.callPackage ./pkgs/lab-model-tests.nix { };
+
           # The same formatting rule scripts/check-nix enforces, inside the sandbox.
           format = pkgs.runCommand "check-format" { nativeBuildInputs = [ pkgs.nixpkgs-fmt ]; } ''
             cd ${self}

@@ -8,7 +8,10 @@
 # here so the tools never edit Nix code:
 #   ssh_host_ed25519_key.pub   the host's public SSH key (labprov keys new / enrol)
 #   age.pub                    its age recipient, derived from that key (ssh-to-age)
+#   nix-cache.pub              public key of the binary cache it serves, if any
+#                              (`nix-store --generate-binary-cache-key`)
 let
+  lab = import ./lab.nix;
   entries = builtins.readDir ./.;
   isHost = name:
     entries.${name} == "directory" && builtins.pathExists (./. + "/${name}/facts.nix");
@@ -16,16 +19,20 @@ let
     if builtins.pathExists path then builtins.replaceStrings [ "\n" ] [ "" ] (builtins.readFile path) else null;
   hostFacts = name:
     let dir = ./. + "/${name}"; in
-    import (dir + "/facts.nix") // {
+    { inherit (lab) timeZone; } // import (dir + "/facts.nix") // {
       inherit name;
       sshHostKey = optionalFile (dir + "/ssh_host_ed25519_key.pub");
       ageRecipient = optionalFile (dir + "/age.pub");
+      cachePublicKey = optionalFile (dir + "/nix-cache.pub");
     };
 in
 {
   # The people who administer the lab: their SSH keys open the installers and
   # their age recipients can decrypt every secret.
   admins = import ./admins.nix;
+  # Lab-wide facts (hosts/lab.nix); each host below already carries them
+  # unless it overrides them.
+  inherit lab;
   hosts = builtins.listToAttrs (map
     (name: {
       inherit name;

@@ -2,10 +2,10 @@
 # the Pi has a host directory or a pinned key. It boots the labimg layout,
 # makes its own host key on first boot and shows it for `labprov enrol`, and
 # lets the admins in over SSH. Nothing secret is on it.
-{ config, inputs, lib, ... }:
+{ config, lib, ... }:
 {
   imports = [
-    inputs.nixos-hardware.nixosModules.raspberry-pi-4
+    ../hosts/_modules/boards/raspberry-pi-4.nix
     ../hosts/_modules/nixos/enrolment.nix
     ../hosts/_modules/nixos/sd-card.nix
   ];

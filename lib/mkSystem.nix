@@ -1,8 +1,10 @@
 # Builds every system of the lab: the one place that wires the flake inputs,
 # Home Manager, sops-nix, disko and our overlays into a host. Hosts are not
 # listed here: every directory under hosts/ with a facts.nix is one, and its
-# `class` says whether it is NixOS or nix-darwin.
-{ inputs, self }:
+# `class` says whether it is NixOS or nix-darwin. `admins` is hosts/admins.nix
+# for the real systems; the flake's checks pass a throwaway one
+# (lib/test-admins.nix) so that every system evaluates in CI.
+{ inputs, self, admins ? (import ../hosts/facts.nix).admins }:
 let
   inherit (inputs.nixpkgs) lib;
   facts = import ../hosts/facts.nix;
@@ -25,7 +27,7 @@ let
       nixpkgs.overlays = overlays;
       homelab.facts = facts.hosts.${name};
       homelab.hosts = facts.hosts;
-      homelab.admins = facts.admins;
+      homelab.admins = admins;
     }
     # sops-nix reads the host's secrets file only once `labprov secrets sync`
     # has written it; until then the host has no secrets and builds anyway.
@@ -33,15 +35,18 @@ let
       let file = hostDir name + "/secrets.sops.yaml"; in
       lib.optionalAttrs (builtins.pathExists file) { sops.defaultSopsFile = file; }
     )
-    # The admin's Home Manager environment, the same on every host.
+    # The admin's Home Manager environment, in the profile the host picks
+    # (homelab.homeProfile: home/dev, home/admin, or none).
     ({ config, ... }: {
       home-manager = {
         useGlobalPkgs = true;
         useUserPackages = true;
         backupFileExtension = "before-home-manager";
-        users.${config.homelab.user} = {
-          imports = [ ../home ];
-          home.stateVersion = config.homelab.homeStateVersion;
+        users = lib.optionalAttrs (config.homelab.homeProfile != "none") {
+          ${config.homelab.user} = {
+            imports = [ (../home + "/${config.homelab.homeProfile}") ];
+            home.stateVersion = config.homelab.homeStateVersion;
+          };
         };
       };
     })
@@ -67,16 +72,18 @@ let
   };
 
   # Installers and the Pi bootstrap image are not hosts: no facts, no secrets,
-  # no Home Manager. They only know the admins' public keys.
+  # no Home Manager. They only know the admins' public keys, and refuse to
+  # evaluate without one, as the hosts do.
   mkInstaller = system: module: lib.nixosSystem {
     inherit specialArgs;
     modules = [
       ../hosts/_modules/common/admins.nix
+      ../hosts/_modules/common/login-guard.nix
       module
       {
         nixpkgs.hostPlatform = system;
         nixpkgs.overlays = overlays;
-        homelab.admins = facts.admins;
+        homelab.admins = admins;
       }
     ];
   };

@@ -4,4 +4,19 @@
   class = "nixos";
   role = "home lab server";
   address = "192.168.1.10";
+
+  # The lab's build fleet (hosts/_modules/nixos/build-server.nix serves it,
+  # hosts/_modules/common/build-fleet.nix makes every other host use it):
+  # luna builds for these systems, aarch64 through binfmt emulation...
+  builder = {
+    systems = [ "x86_64-linux" "aarch64-linux" ];
+    maxJobs = 4;
+    speedFactor = 2;
+    supportedFeatures = [ "nixos-test" "benchmark" "big-parallel" "kvm" ];
+  };
+  # ...and serves its store as a binary cache, signed with the key whose
+  # public half is hosts/luna/nix-cache.pub (docs/nix.md, build fleet).
+  cache = {
+    port = 5000;
+  };
 }

@@ -8,8 +8,10 @@
 
   disko.devices = import ./disko.nix;
 
-  # Nothing beyond SSH, the admin and the node exporter from _modules/nixos.
+  # Nothing beyond SSH, the admin and the node exporter from _modules/nixos:
+  # no Home Manager environment either.
   documentation.enable = lib.mkDefault false;
+  homelab.homeProfile = "none";
 
   homelab.homeStateVersion = "26.05";
   system.stateVersion = "26.05";

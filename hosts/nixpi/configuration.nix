@@ -1,8 +1,8 @@
 # nixpi: Raspberry Pi 4 at the edge, born from `labimg build nixpi`.
-{ config, inputs, ... }:
+{ config, ... }:
 {
   imports = [
-    inputs.nixos-hardware.nixosModules.raspberry-pi-4
+    ../_modules/boards/raspberry-pi-4.nix
   ];
 
   # Boot the layout labimg writes, with the labels from the host facts.

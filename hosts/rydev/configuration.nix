@@ -8,6 +8,7 @@
 
   homelab.containers.enable = true;
   homelab.fonts.enable = true;
+  homelab.homeProfile = "dev";
 
   homelab.homeStateVersion = "26.05";
   system.stateVersion = "26.05";

@@ -1,6 +1,7 @@
 # rymac: the primary development machine (nix-darwin on Apple silicon).
 {
   homelab.fonts.enable = true;
+  homelab.homeProfile = "dev";
   homelab.homebrew = {
     enable = true;
     # rydev runs here.

@@ -8,8 +8,10 @@ here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 fake="$(mktemp -d)"
 trap 'rm -rf "$fake"' EXIT
 
+# The stub's interpreter is the bash running this test: the Nix build sandbox
+# has no /usr/bin/env, and patchShebangs never sees a file written at run time.
 cat > "$fake/kubectl" <<STUB
-#!/usr/bin/env bash
+#!$BASH
 echo "\$*" > "$fake/args"
 cat "\${FIXTURE:?}"
 STUB

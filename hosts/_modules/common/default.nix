@@ -2,6 +2,7 @@
 {
   imports = [
     ./admins.nix
+    ./build-fleet.nix
     ./facts.nix
     ./fonts.nix
     ./home.nix

@@ -1,6 +1,8 @@
 # The NixOS layer: what every NixOS host of the lab runs.
 {
   imports = [
+    ../common/login-guard.nix
+    ./build-server.nix
     ./containers.nix
     ./enrolment.nix
     ./firewall.nix

@@ -1,7 +1,8 @@
 # Boot from the SD card labimg builds (not nixpkgs' sd-image module): MBR, a FAT
 # firmware partition and an ext4 root with /boot/extlinux/extlinux.conf, the
 # root sized to its content. On the first boot this grows the root to the whole
-# card and registers the store paths labimg copied, as sd-image.nix does.
+# card and registers the store paths labimg copied, as sd-image.nix does (two
+# early systemd units; boot.postBootCommands does not run under systemd stage 1).
 { config, lib, pkgs, ... }:
 let
   cfg = config.homelab.sdCard;
@@ -38,26 +39,60 @@ in
       };
     };
 
-    # First boot only (the registration file is removed at the end). Mirrors
-    # nixpkgs nixos/modules/installer/sd-card/sd-image.nix: grow partition 2 to
-    # the end of the card, resize ext4 online, load the store registration.
-    boot.postBootCommands = ''
-      if [ -f ${registration} ]; then
-        set -euo pipefail
-        set -x
-        rootPart=$(${pkgs.util-linux}/bin/findmnt -n -o SOURCE /)
-        bootDevice=$(${pkgs.util-linux}/bin/lsblk -npo PKNAME "$rootPart")
-        partNum=$(${pkgs.util-linux}/bin/lsblk -npo MAJ:MIN "$rootPart" | ${pkgs.gawk}/bin/awk -F: '{print $2}')
-        echo ",+," | ${pkgs.util-linux}/bin/sfdisk -N"$partNum" --no-reread "$bootDevice"
-        ${pkgs.parted}/bin/partprobe
-        ${pkgs.e2fsprogs}/bin/resize2fs "$rootPart"
+    # First boot only: both units run while labimg's registration file is
+    # there, the second removes it. Ordered as nixpkgs' sd-image.nix orders
+    # its own since 2026 (systemd units early in sysinit, before the Nix
+    # daemon; boot.postBootCommands is not run by a systemd stage 1 system):
+    # grow partition 2 to the end of the card and resize ext4 online, then
+    # load the store registration and make the system profile.
+    systemd.services.homelab-expand-root = {
+      description = "Grow the root partition and filesystem to the whole SD card";
+      unitConfig = {
+        DefaultDependencies = false;
+        ConditionPathExists = registration;
+      };
+      wantedBy = [ "sysinit.target" ];
+      after = [ "local-fs.target" ];
+      before = [ "sysinit.target" "shutdown.target" "register-nix-paths.service" ];
+      conflicts = [ "shutdown.target" ];
+      restartIfChanged = false;
+      serviceConfig = {
+        Type = "oneshot";
+        RemainAfterExit = true;
+      };
+      path = [ pkgs.util-linux pkgs.gawk pkgs.parted pkgs.e2fsprogs ];
+      script = ''
+        rootPart=$(findmnt -n -o SOURCE /)
+        bootDevice=$(lsblk -npo PKNAME "$rootPart")
+        partNum=$(lsblk -npo MAJ:MIN "$rootPart" | awk -F: '{print $2}')
+        echo ",+," | sfdisk -N"$partNum" --no-reread "$bootDevice"
+        partprobe
+        resize2fs "$rootPart"
+      '';
+    };
 
+    systemd.services.register-nix-paths = {
+      description = "Register the store paths labimg copied onto the card";
+      unitConfig = {
+        DefaultDependencies = false;
+        ConditionPathExists = registration;
+      };
+      wantedBy = [ "sysinit.target" ];
+      after = [ "local-fs.target" ];
+      before = [ "sysinit.target" "shutdown.target" "nix-daemon.socket" "nix-daemon.service" ];
+      conflicts = [ "shutdown.target" ];
+      restartIfChanged = false;
+      serviceConfig = {
+        Type = "oneshot";
+        RemainAfterExit = true;
+      };
+      script = ''
         ${config.nix.package.out}/bin/nix-store --load-db < ${registration}
         # nixos-rebuild needs a system profile and /etc/NIXOS.
         touch /etc/NIXOS
         ${config.nix.package.out}/bin/nix-env -p /nix/var/nix/profiles/system --set /run/current-system
         rm -f ${registration}
-      fi
-    '';
+      '';
+    };
   };
 }

@@ -5,13 +5,17 @@ let
   domain = "lab";
   withAddress = lib.filterAttrs (_: host: host ? address) config.homelab.hosts;
   # The web interfaces luna's reverse proxy serves (services/proxy.nix).
-  proxied = [ "glances" "prometheus" "unifi" ];
+  proxied = [ "unifi" ];
 in
 {
   services.blocky = {
     enable = true;
     settings = {
-      ports.dns = 53;
+      # Loopback and the LAN address only, never every address: Podman's
+      # default network runs aardvark-dns on port 53 of its bridge
+      # (homelab.containers keeps dns_enabled), which a wildcard bind takes.
+      # blocky's form: comma-separated [IP]:port (its configuration.md).
+      ports.dns = "127.0.0.1:53,${config.homelab.facts.address}:53";
       ports.http = 4000; # metrics for Prometheus
       prometheus.enable = true;
       upstreams.groups.default = [
@@ -29,6 +33,9 @@ in
       };
     };
   };
+
+  # Lets blocky bind the LAN address before DHCP or the link has brought it up.
+  boot.kernel.sysctl."net.ipv4.ip_nonlocal_bind" = 1;
 
   # blocky has no openFirewall option.
   networking.firewall = {

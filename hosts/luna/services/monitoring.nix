@@ -1,5 +1,8 @@
 # Monitoring: Prometheus scrapes every NixOS host's node exporter (targets from
 # the host facts) and blocky; Glances gives a quick live view of luna itself.
+# Neither has authentication of its own, so both listen on loopback only and
+# are not proxied: reach them with `ssh -L 9090:127.0.0.1:9090 luna` (61208
+# for Glances).
 { config, lib, ... }:
 let
   nodeTargets = lib.mapAttrsToList (_: host: "${host.address}:9100")
@@ -8,6 +11,7 @@ in
 {
   services.prometheus = {
     enable = true;
+    listenAddress = "127.0.0.1";
     port = 9090;
     retentionTime = "90d";
     scrapeConfigs = [
@@ -24,6 +28,7 @@ in
 
   services.glances = {
     enable = true;
-    openFirewall = false; # behind the proxy
+    openFirewall = false;
+    extraArgs = [ "--webserver" "--bind" "127.0.0.1" ];
   };
 }

@@ -1,4 +1,5 @@
-# zsh with a prompt, history search, direnv and a few modern core tools.
+# zsh with a prompt, history search and a few modern core tools: what an admin
+# needs on any host.
 { pkgs, ... }:
 {
   programs.zsh = {
@@ -13,22 +14,12 @@
   };
 
   programs.starship.enable = true;
-
-  programs.direnv = {
-    enable = true;
-    nix-direnv.enable = true;
-  };
-
   programs.fzf.enable = true;
   programs.bat.enable = true;
 
   home.packages = with pkgs; [
-    age
     fd
     jq
     ripgrep
-    sops
-    ssh-to-age
-    yq-go
   ];
 }

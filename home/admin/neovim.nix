@@ -1,4 +1,4 @@
-# Neovim as the default editor, with the theme and Nix/Rust support.
+# Neovim as the default editor, in the lab's theme.
 { config, pkgs, ... }:
 {
   programs.neovim = {
@@ -6,15 +6,10 @@
     defaultEditor = true;
     viAlias = true;
     vimAlias = true;
-    plugins = with pkgs.vimPlugins; [
-      catppuccin-nvim
-      nvim-treesitter.withAllGrammars
-      telescope-nvim
-    ];
+    plugins = [ pkgs.vimPlugins.catppuccin-nvim ];
     # `initLua` since Home Manager 26.05 (`extraLuaConfig` is only an alias now).
     initLua = ''
       vim.opt.number = true
-      vim.opt.relativenumber = true
       vim.opt.expandtab = true
       vim.opt.shiftwidth = 2
       vim.cmd.colorscheme("catppuccin-${config.homelab.theme.flavour}")

@@ -1,0 +1,48 @@
+# Builds one of our kubectl plugins (pkgs/kubectl-*/): a bash script installed
+# as bin/kubectl-NAME with its runtime tools on PATH. Its install check is the
+# check.nix beside it (tools and script as data), the same one
+# scripts/sandbox-check runs here without /usr/bin.
+{ lib
+, stdenvNoCC
+, makeWrapper
+, buildPackages
+}:
+{ pname
+, src
+, description
+, runtimeInputs
+}:
+let
+  check = import (src + "/check.nix");
+in
+stdenvNoCC.mkDerivation {
+  inherit pname src;
+  version = "0.1.0";
+
+  dontBuild = true;
+
+  nativeBuildInputs = [ makeWrapper ];
+
+  installPhase = ''
+    runHook preInstall
+    install -Dm755 ${pname} $out/bin/${pname}
+    wrapProgram $out/bin/${pname} --prefix PATH : ${lib.makeBinPath runtimeInputs}
+    runHook postInstall
+  '';
+
+  doInstallCheck = true;
+  # Tools for the build platform: the check runs where the build runs.
+  nativeInstallCheckInputs = map (name: buildPackages.${name}) (lib.attrNames check.inputs);
+  installCheckPhase = ''
+    runHook preInstallCheck
+    ${check.script}
+    runHook postInstallCheck
+  '';
+
+  meta = {
+    inherit description;
+    license = lib.licenses.mit;
+    mainProgram = pname;
+    platforms = lib.platforms.unix;
+  };
+}
