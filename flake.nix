@@ -88,8 +88,8 @@
         toplevelsFor pkgs.stdenv.hostPlatform.system
         // lib.mapAttrs' (name: lib.nameValuePair "package-${name}") self.packages.${pkgs.stdenv.hostPlatform.system}
         // {
-          # lab-model's unit tests (no package runs them otherwise).
-          lab-model-tests = pkgs.callPackage ./pkgs/lab-model-tests.nix { };
+          # The shared crates' unit tests (no package runs them otherwise).
+          lab-crates-tests = pkgs.callPackage ./pkgs/lab-crates-tests.nix { };
 
           # The same formatting rule scripts/check-nix enforces, inside the sandbox.
           format = pkgs.runCommand "check-format" { nativeBuildInputs = [ pkgs.nixpkgs-fmt ]; } ''

@@ -1,5 +1,5 @@
 //! ssh-to-age derivation against an independent implementation: keys made by
-//! ssh-keygen and by the ssh-key crate, derived by lab-model and by
+//! ssh-keygen and by the ssh-key crate, derived by lab-keys and by
 //! tests/keys/ssh_to_age.py (libsodium + reference bech32), read by pyrage and
 //! by the age CLI, which decrypts with the derived identity what was encrypted
 //! to the derived recipient.

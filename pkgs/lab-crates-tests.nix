@@ -1,0 +1,30 @@
+# The shared crates' unit tests as a flake check: the libraries both tools
+# stand on (the CLI layer, host facts, keys and secrets rules, block devices,
+# disko specs, test support) have no package of their own whose build would
+# run them. Builds nothing to install; the check is that their
+# `cargo test --lib` passes in the sandbox.
+{ lib
+, rustPlatform
+}:
+let
+  crates = [ "lab-cli" "lab-facts" "lab-keys" "lab-blockdev" "lab-disko" "lab-testkit" ];
+  packageFlags = lib.concatMap (c: [ "-p" c ]) crates;
+in
+rustPlatform.buildRustPackage {
+  pname = "lab-crates-tests";
+  inherit ((lib.importTOML ../Cargo.toml).workspace.package) version;
+
+  src = import ./workspace-src.nix { inherit lib; };
+  cargoLock.lockFile = ../Cargo.lock;
+
+  cargoBuildFlags = packageFlags;
+  cargoTestFlags = packageFlags ++ [ "--lib" ];
+
+  # A library: nothing to install but the fact that the tests passed.
+  installPhase = ''
+    runHook preInstall
+    mkdir -p $out
+    touch $out/passed
+    runHook postInstall
+  '';
+}
