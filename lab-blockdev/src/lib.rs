@@ -3,6 +3,8 @@
 //! holders, removability) from sysfs, and what is mounted or swapped on them.
 //! The ioctls are the only unsafe code in the workspace, each wrapped once.
 
+pub mod mbr;
+
 use std::fs;
 use std::io;
 use std::os::fd::AsRawFd;

@@ -18,6 +18,8 @@ pub enum Error {
     NoLab { start: PathBuf },
     #[error("{path} does not hold {FACTS_FILE}; pass the lab repository's root with --lab")]
     NotALab { path: PathBuf },
+    #[error("cannot read the current directory to find the lab from: {0}; pass --lab DIR")]
+    NoCwd(std::io::Error),
     #[error("labimg and labprov read the host facts with `nix eval`: {0}")]
     NixMissing(lab_cli::ToolError),
     #[error("could not run `nix eval` on {path}: {source}")]
@@ -51,6 +53,13 @@ impl Lab {
             .find(|dir| dir.join(FACTS_FILE).is_file())
             .map(|dir| Lab { root: dir.to_path_buf() })
             .ok_or_else(|| Error::NoLab { start: start.to_path_buf() })
+    }
+
+    /// The one way both tools find the lab: `--lab`/`LAB_ROOT` when given,
+    /// else the nearest ancestor of the current directory with the facts.
+    pub fn find(explicit: Option<&Path>) -> Result<Lab, Error> {
+        let cwd = std::env::current_dir().map_err(Error::NoCwd)?;
+        Lab::locate(explicit, &cwd)
     }
 
     pub fn facts_path(&self) -> PathBuf {

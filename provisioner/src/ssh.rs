@@ -166,7 +166,7 @@ mod tests {
             // The client is what the enrolment and install tests need anyway;
             // without it (or too old for these options) they fail loudly.
             other => {
-                println!("SKIP: ssh -G unavailable here: {other:?}");
+                lab_testkit::skip("ssh_keeps_the_pin_against_a_hostile_user_config", &format!("ssh -G unavailable here: {other:?}"));
                 return;
             }
         };

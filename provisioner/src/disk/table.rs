@@ -125,28 +125,19 @@ pub fn write_gpt(path: &Path, sector_size: u64, parts: &[Resolved], keep_existin
 /// Writes an MBR (msdos) table with `parts`, like `parted mklabel msdos`.
 pub fn write_msdos(path: &Path, sector_size: u64, parts: &[Resolved]) -> Result<(), DiskError> {
     let io = |source| DiskError::Io { path: path.to_path_buf(), source };
-    let table_err = |e: mbrman::Error| DiskError::Table { path: path.to_path_buf(), message: e.to_string() };
     let mut file = OpenOptions::new().read(true).write(true).open(path).map_err(io)?;
-    let disk_id: u32 = rand_u32();
-    let mut mbr = mbrman::MBR::new_from(&mut file, sector_size as u32, disk_id.to_le_bytes()).map_err(table_err)?;
-    for p in parts {
-        if !(1..=4).contains(&p.number) {
-            return Err(DiskError::Table { path: path.to_path_buf(), message: format!("partition {} is not a primary slot (1-4)", p.number) });
-        }
-        let sys = u8::from_str_radix(&p.type_id, 16).unwrap_or(0x83);
-        mbr[p.number as usize] = mbrman::MBRPartitionEntry {
-            boot: if p.bootable { mbrman::BOOT_ACTIVE } else { mbrman::BOOT_INACTIVE },
-            first_chs: mbrman::CHS::empty(),
-            sys,
-            last_chs: mbrman::CHS::empty(),
-            starting_lba: u32::try_from(p.first)
-                .map_err(|_| DiskError::Table { path: path.to_path_buf(), message: "partition starts past 2 TiB: use gpt".into() })?,
-            sectors: u32::try_from(p.last - p.first + 1)
-                .map_err(|_| DiskError::Table { path: path.to_path_buf(), message: "partition larger than 2 TiB: use gpt".into() })?,
-        };
-    }
-    mbr.write_into(&mut file).map_err(table_err)?;
-    file.flush().map_err(io)?;
+    let primaries: Vec<lab_blockdev::mbr::Primary> = parts
+        .iter()
+        .map(|p| lab_blockdev::mbr::Primary {
+            number: p.number,
+            first_lba: p.first,
+            sectors: p.last - p.first + 1,
+            type_byte: u8::from_str_radix(&p.type_id, 16).unwrap_or(0x83),
+            bootable: p.bootable,
+        })
+        .collect();
+    lab_blockdev::mbr::write(&mut file, sector_size, rand_u32(), &primaries)
+        .map_err(|e| DiskError::Table { path: path.to_path_buf(), message: e.to_string() })?;
     file.sync_all().map_err(io)?;
     Ok(())
 }

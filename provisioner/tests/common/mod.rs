@@ -49,20 +49,9 @@ fn nix_is_root() -> bool {
     std::process::Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
 }
 
-pub fn have_tool(name: &str) -> bool {
-    std::process::Command::new("sh").arg("-c").arg(format!("command -v {name}")).output().map(|o| o.status.success()).unwrap_or(false)
-}
-
-/// Skips a test that needs something this machine lacks: prints
-/// `SKIP: <test>: <reason>` and returns true. With `LAB_REQUIRE_ALL=1` (CI,
-/// after installing everything) a missing requirement is a failure instead.
-pub fn skip(test: &str, reason: &str) -> bool {
-    if std::env::var("LAB_REQUIRE_ALL").is_ok_and(|v| v == "1") {
-        panic!("{test}: {reason} (LAB_REQUIRE_ALL=1, so this is a failure, not a skip)");
-    }
-    eprintln!("SKIP: {test}: {reason}");
-    true
-}
+// Not every test binary that includes this module uses both.
+#[allow(unused_imports)]
+pub use lab_testkit::{have_tool, skip};
 
 /// Runs labprov with `args`, without a terminal on stdin and without
 /// backtraces in its error output. Returns (success, stdout, stderr).

@@ -28,12 +28,7 @@ pub fn require(test: &str, tools: &[&str]) -> bool {
     if missing.is_empty() {
         return true;
     }
-    let reason = format!("missing {}", missing.join(", "));
-    if std::env::var("LAB_REQUIRE_ALL").as_deref() == Ok("1") {
-        panic!("{test}: {reason} (LAB_REQUIRE_ALL=1)");
-    }
-    println!("SKIP: {test}: {reason}");
-    false
+    !lab_testkit::skip(test, &format!("missing {}", missing.join(", ")))
 }
 
 fn python_has(module: &str) -> bool {
@@ -72,8 +67,11 @@ impl TestLab {
         run_ok(Command::new("age-keygen").arg("-o").arg(&admin_key));
         let admin_recipient = run_ok(Command::new("age-keygen").arg("-y").arg(&admin_key)).trim().to_string();
         std::fs::create_dir_all(root.join("hosts")).unwrap();
-        // The repository's own facts.nix: the tests exercise the real one.
-        std::fs::copy(repo().join("hosts/facts.nix"), root.join("hosts/facts.nix")).unwrap();
+        // The repository's own facts.nix (and the lab-wide facts it reads):
+        // the tests exercise the real one.
+        for f in ["facts.nix", "lab.nix"] {
+            std::fs::copy(repo().join("hosts").join(f), root.join("hosts").join(f)).unwrap();
+        }
         let lab = TestLab { dir, home, admin_key, admin_recipient };
         lab.set_admins(&[&lab.admin_recipient.clone()]);
         for (name, shared) in hosts {

@@ -56,7 +56,7 @@ pub struct BuildArgs {
 impl BuildArgs {
     pub fn run(self, lab: Option<&Path>) -> Result<()> {
         let json = self.json.init();
-        let lab = crate::locate(lab)?;
+        let lab = lab_facts::Lab::find(lab)?;
         let host = lab.facts()?.host(&self.host)?.clone();
         let root = match (self.rootfs, self.system) {
             (Some(r), _) => RootInput::Tree(r),

@@ -51,7 +51,7 @@ pub struct VerifyArgs {
 
 impl FirmwareCommand {
     pub fn run(self, lab: Option<&Path>) -> Result<()> {
-        let lab = crate::locate(lab)?;
+        let lab = lab_facts::Lab::find(lab)?;
         let manifest = firmware::Manifest::load(&lab.root.join(firmware::MANIFEST))?;
         match self {
             FirmwareCommand::Fetch(a) => {

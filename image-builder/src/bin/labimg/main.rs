@@ -8,13 +8,11 @@ mod firmware;
 mod flash;
 mod inspect;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use lab_cli::exit::link;
-use lab_facts::Lab;
 
 #[derive(Parser)]
 #[command(name = "labimg", version, about = "Build, inspect and flash the lab's SD images")]
@@ -82,12 +80,6 @@ fn main() -> ExitCode {
             }
         }
     })
-}
-
-/// The lab from `--lab`/`LAB_ROOT`, else the nearest parent with hosts/facts.nix.
-pub fn locate(lab: Option<&Path>) -> Result<Lab> {
-    let cwd = std::env::current_dir().context("cannot read the current directory")?;
-    Ok(Lab::locate(lab, &cwd)?)
 }
 
 #[cfg(test)]

@@ -122,7 +122,7 @@ impl SpecArgs {
             return Ok(SpecSource::File(path.clone()));
         }
         let host = self.host.clone().context("name a host or pass --spec FILE")?;
-        Ok(SpecSource::Host { lab: crate::locate(lab)?, host })
+        Ok(SpecSource::Host { lab: lab_facts::Lab::find(lab)?, host })
     }
 
     /// What the operator types to confirm an apply: the host's name, or for

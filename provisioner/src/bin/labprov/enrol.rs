@@ -68,7 +68,7 @@ fn confirm(c: &Candidate) -> enrol::Result<bool> {
 impl EnrolArgs {
     pub fn run(self, lab: Option<&Path>) -> Result<()> {
         let json = self.json.init();
-        let lab = crate::locate(lab)?;
+        let lab = lab_facts::Lab::find(lab)?;
         let identity = AdminIdentity::from_env()?;
         let opts = EnrolOptions {
             host: self.host.clone(),

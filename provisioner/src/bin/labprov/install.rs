@@ -115,7 +115,7 @@ impl InstallArgs {
 
 fn run_install(lab: Option<&Path>, args: InstallArgs) -> Result<()> {
     let json = args.json.init();
-    let lab = crate::locate(lab)?;
+    let lab = lab_facts::Lab::find(lab)?;
     let mut phases = args.phases.clone();
     phases.sort();
     phases.dedup();

@@ -69,7 +69,7 @@ impl KeysCommand {
         match self {
             KeysCommand::New(a) => {
                 let json = a.json.init();
-                let lab = crate::locate(lab)?;
+                let lab = lab_facts::Lab::find(lab)?;
                 let keys = LabKeys::load(&lab)?;
                 // Only needed to resume an interrupted run.
                 let identity = AdminIdentity::from_env().ok();
@@ -88,7 +88,7 @@ impl KeysCommand {
             }
             KeysCommand::Show(a) => {
                 let json = a.json.init();
-                let lab = crate::locate(lab)?;
+                let lab = lab_facts::Lab::find(lab)?;
                 let info = ops::show(&lab.root, &LabKeys::load(&lab)?, &a.host)?;
                 lab_cli::output::report(json, &info, render_info)
             }
@@ -102,7 +102,7 @@ impl KeysCommand {
             }
             KeysCommand::Rotate(a) => {
                 let json = a.json.init();
-                let lab = crate::locate(lab)?;
+                let lab = lab_facts::Lab::find(lab)?;
                 let identity = AdminIdentity::from_env()?;
                 let mut opts = SyncOptions::new(&identity);
                 opts.dry_run = a.dry_run;

@@ -9,13 +9,12 @@ mod install;
 mod keys;
 mod secrets;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::{Context, Result};
+use anyhow::Result;
 use clap::{Args, CommandFactory, Parser, Subcommand};
 use lab_cli::exit::link;
-use lab_facts::Lab;
 
 #[derive(Parser)]
 #[command(name = "labprov", version, about = "Provision lab machines: disks from disko specs, installs over SSH, host keys, secrets, enrolment")]
@@ -83,12 +82,6 @@ fn main() -> ExitCode {
             }
         }
     })
-}
-
-/// The lab from `--lab`/`LAB_ROOT`, else the nearest parent with hosts/facts.nix.
-pub fn locate(lab: Option<&Path>) -> Result<Lab> {
-    let cwd = std::env::current_dir().context("cannot read the current directory")?;
-    Ok(Lab::locate(lab, &cwd)?)
 }
 
 /// `NAME=PATH` for `--disk`.

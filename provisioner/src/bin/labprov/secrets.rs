@@ -29,7 +29,7 @@ impl SecretsCommand {
     pub fn run(self, lab: Option<&Path>) -> Result<()> {
         let SecretsCommand::Sync(a) = self;
         let json = a.json.init();
-        let lab = crate::locate(lab)?;
+        let lab = lab_facts::Lab::find(lab)?;
         let identity = AdminIdentity::from_env()?;
         let mut opts = SyncOptions::new(&identity);
         opts.dry_run = a.dry_run;
