@@ -179,20 +179,6 @@ pub struct Outputs {
     pub manifest: PathBuf,
 }
 
-/// Everything a build needs, gathered and checked before anything is written.
-struct Prepared {
-    board: String,
-    layout: SdLayout,
-    firmware: Vec<firmware::Verified>,
-    key: Option<HostKey>,
-    tree: RootTree,
-    bootloader: Vec<u8>,
-    bootloader_name: String,
-    config_txt: String,
-    sizing: ext4::Sizing,
-    place: Placement,
-}
-
 /// What `labimg build --dry-run` prints: the build, without writing it.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
@@ -208,12 +194,175 @@ pub struct BuildPlan {
     pub dry_run: bool,
 }
 
-fn prepare(opts: &BuildOptions) -> Result<Prepared, Error> {
+/// The parts of a build after its inputs are checked, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Layout,
+    Fat,
+    Root,
+    Key,
+    Normalize,
+    Digest,
+    Commit,
+}
+
+/// Everything the phases share: the inputs, gathered and checked by
+/// [`prepare`] before anything is written (all a dry run looks at), then
+/// the image under its temporary name and what the phases made of it.
+struct Ctx<'a> {
+    opts: &'a BuildOptions,
+    board: String,
+    layout: SdLayout,
+    firmware: Vec<firmware::Verified>,
+    key: Option<HostKey>,
+    tree: RootTree,
+    bootloader: Vec<u8>,
+    bootloader_name: String,
+    config_txt: String,
+    sizing: ext4::Sizing,
+    place: Placement,
+    /// The image being written; removed when the build stops before
+    /// [`commit_phase`] renames it into place.
+    image: Option<Pending>,
+    /// The block map and the image's sha256, once the image is complete.
+    digest: Option<(bmap::Bmap, String)>,
+    /// What the build reports once its outputs are in place.
+    done: Option<(ImageManifest, Outputs)>,
+}
+
+/// The phases in build order, each small; Ctrl-C is checked between them.
+type PhaseFn = fn(&mut Ctx) -> Result<(), Error>;
+
+const PHASES: [(Phase, PhaseFn); 7] = [
+    (Phase::Layout, layout_phase),
+    (Phase::Fat, fat_phase),
+    (Phase::Root, root_phase),
+    (Phase::Key, key_phase),
+    (Phase::Normalize, normalize_phase),
+    (Phase::Digest, digest_phase),
+    (Phase::Commit, commit_phase),
+];
+
+impl Ctx<'_> {
+    /// A host without a key gets none injected: the first boot makes one.
+    fn runs(&self, phase: Phase) -> bool {
+        phase != Phase::Key || self.key.is_some()
+    }
+
+    fn name(&self) -> &str {
+        &self.opts.host.name
+    }
+
+    fn image_file(&self) -> String {
+        format!("{}.img", self.name())
+    }
+
+    fn image_path(&self) -> PathBuf {
+        self.opts.out_dir.join(self.image_file())
+    }
+
+    fn pending(&self) -> &Pending {
+        self.image.as_ref().expect("the image is created before it is written")
+    }
+
+    // The ids are derived from the host name: the same host gets the same
+    // image. Each is named once here, for the phase that writes it and for
+    // the manifest.
+    fn disk_id(&self) -> u32 {
+        ids::id32(self.name(), "mbr-disk-id")
+    }
+
+    fn volume_id(&self) -> u32 {
+        ids::id32(self.name(), "firmware-volume-id")
+    }
+
+    fn root_uuid(&self) -> String {
+        ids::uuid_string(&ids::uuid(self.name(), "root-fs-uuid"))
+    }
+
+    fn root_info(&self) -> RootInfo {
+        root_info(self.opts, &self.tree, &self.sizing)
+    }
+
+    fn firmware_infos(&self) -> Vec<FileInfo> {
+        self.firmware.iter().map(firmware_info).collect()
+    }
+
+    fn bootloader_info(&self) -> FileInfo {
+        file_info(&self.bootloader_name, &self.bootloader)
+    }
+
+    fn key_info(&self) -> Option<KeyInfo> {
+        self.key.as_ref().map(key_info)
+    }
+
+    /// The dry run's answer: what the checks found, nothing written.
+    fn plan(&self) -> BuildPlan {
+        BuildPlan {
+            host: self.name().to_string(),
+            board: self.board.clone(),
+            image: self.image_path(),
+            placement: self.place,
+            root: self.root_info(),
+            firmware: self.firmware_infos(),
+            bootloader: self.bootloader_info(),
+            host_key: self.key_info(),
+            dry_run: true,
+        }
+    }
+
+    fn manifest(&self, bmap: &bmap::Bmap, sha256: &str) -> ImageManifest {
+        let (place, layout, volume_id) = (&self.place, &self.layout, self.volume_id());
+        ImageManifest {
+            labimg: env!("CARGO_PKG_VERSION"),
+            host: self.name().to_string(),
+            board: self.board.clone(),
+            source_date_epoch: self.opts.epoch,
+            image: ImageInfo {
+                file: self.image_file(),
+                size: place.total,
+                sha256: sha256.to_string(),
+                mapped_bytes: bmap.mapped_blocks() * bmap.block_size,
+                disk_id: format!("0x{:08x}", self.disk_id()),
+            },
+            partitions: vec![
+                PartitionInfo {
+                    number: 1,
+                    r#type: format!("0x{FIRMWARE_PARTITION_TYPE:02x}"),
+                    bootable: true,
+                    start: place.firmware_start,
+                    size: place.firmware_size,
+                    filesystem: "vfat",
+                    label: layout.firmware_label.clone(),
+                    id: format!("{:04X}-{:04X}", volume_id >> 16, volume_id & 0xffff),
+                },
+                PartitionInfo {
+                    number: 2,
+                    r#type: format!("0x{ROOT_PARTITION_TYPE:02x}"),
+                    bootable: false,
+                    start: place.root_start,
+                    size: place.root_size,
+                    filesystem: "ext4",
+                    label: layout.root_label.clone(),
+                    id: self.root_uuid(),
+                },
+            ],
+            firmware: self.firmware_infos(),
+            bootloader: self.bootloader_info(),
+            config_txt: file_info("config.txt", self.config_txt.as_bytes()),
+            root: self.root_info(),
+            host_key: self.key_info(),
+        }
+    }
+}
+
+/// Every input gathered and everything that can be refused checked, before
+/// the first byte is written: a dry run stops here.
+fn prepare(opts: &BuildOptions) -> Result<Ctx<'_>, Error> {
     let host = &opts.host;
     let board = host.board.clone().ok_or_else(|| Error::NotAnSdHost { host: host.name.clone() })?;
     let layout = SdLayout::from_facts(host.image.as_ref())?;
 
-    // Everything that can be refused is checked before the first byte is written.
     let manifest = FirmwareManifest::load(&opts.lab_root.join(firmware::MANIFEST))?;
     let fw_dir = opts.firmware_dir.clone().unwrap_or_else(firmware::default_cache);
     let firmware = firmware::load_verified(&manifest, &board, &fw_dir)?;
@@ -244,7 +393,7 @@ fn prepare(opts: &BuildOptions) -> Result<Prepared, Error> {
     // partition sizes.
     let firmware_bytes: u64 = firmware.iter().map(|f| f.content.len() as u64).sum();
     check_free_space(&opts.out_dir, tree.stats.blocks * rootfs::BLOCK + firmware_bytes + bootloader.len() as u64)?;
-    Ok(Prepared { board, layout, firmware, key, tree, bootloader, bootloader_name, config_txt, sizing, place })
+    Ok(Ctx { opts, board, layout, firmware, key, tree, bootloader, bootloader_name, config_txt, sizing, place, image: None, digest: None, done: None })
 }
 
 fn key_info(key: &HostKey) -> KeyInfo {
@@ -273,139 +422,124 @@ fn root_info(opts: &BuildOptions, tree: &RootTree, sizing: &ext4::Sizing) -> Roo
     }
 }
 
-/// Every check and every input of a build, nothing written.
+/// Every check and every input of a build, nothing written: the build's own
+/// [`prepare`], stopped before the first phase that writes.
 pub fn plan(opts: &BuildOptions) -> Result<BuildPlan, Error> {
-    let p = prepare(opts)?;
-    Ok(BuildPlan {
-        host: opts.host.name.clone(),
-        board: p.board.clone(),
-        image: opts.out_dir.join(format!("{}.img", opts.host.name)),
-        placement: p.place,
-        root: root_info(opts, &p.tree, &p.sizing),
-        firmware: p.firmware.iter().map(firmware_info).collect(),
-        bootloader: file_info(&p.bootloader_name, &p.bootloader),
-        host_key: p.key.as_ref().map(key_info),
-        dry_run: true,
-    })
+    Ok(prepare(opts)?.plan())
 }
 
+/// The whole build: [`prepare`], then each phase in order. Ctrl-C between
+/// phases stops it; whatever was written goes with the context.
 pub fn build(opts: &BuildOptions) -> Result<BuildSummary, Error> {
     let started = Instant::now();
-    let host = &opts.host;
-    let Prepared { board, layout, firmware, key, tree, bootloader, bootloader_name, config_txt, sizing, place } = prepare(opts)?;
-    interrupt::check()?;
+    let mut ctx = prepare(opts)?;
+    for (phase, run) in PHASES {
+        if ctx.runs(phase) {
+            interrupt::check()?;
+            run(&mut ctx)?;
+        }
+    }
+    let (manifest, outputs) = ctx.done.take().expect("the commit phase is the last");
+    Ok(BuildSummary { manifest, outputs, seconds: started.elapsed().as_secs_f64() })
+}
 
-    // The image holds a private key: never readable by others, from creation on.
-    let name = &host.name;
-    let image_path = opts.out_dir.join(format!("{name}.img"));
-    let pending = Pending::create(&image_path, if key.is_some() { 0o600 } else { 0o644 })?;
+/// The image file under a temporary name, at its full (sparse) size, with
+/// the partition table. It holds a private key when a key is injected, so
+/// it is never readable by others, from creation on.
+fn layout_phase(ctx: &mut Ctx) -> Result<(), Error> {
+    let pending = Pending::create(&ctx.image_path(), if ctx.key.is_some() { 0o600 } else { 0o644 })?;
     let image = pending.file.as_file();
-    image.set_len(place.total).map_err(|source| Error::Write { what: "the image", source })?;
+    image.set_len(ctx.place.total).map_err(|source| Error::Write { what: "the image", source })?;
+    write_mbr(image, &ctx.place, ctx.disk_id()).map_err(|source| Error::Write { what: "the partition table", source })?;
+    ctx.image = Some(pending);
+    Ok(())
+}
 
-    let disk_id = ids::id32(name, "mbr-disk-id");
-    write_mbr(image, &place, disk_id).map_err(|source| Error::Write { what: "the partition table", source })?;
-
-    let step = opts.progress.step("firmware", "FAT firmware partition");
-    let volume_id = ids::id32(name, "firmware-volume-id");
-    let mut fat_files: Vec<FatFile> = firmware.iter().map(|f| FatFile { name: &f.name, content: &f.content }).collect();
-    fat_files.push(FatFile { name: "config.txt", content: config_txt.as_bytes() });
-    fat_files.push(FatFile { name: &bootloader_name, content: &bootloader });
-    fat::write_partition(image, place.firmware_start, place.firmware_size, &layout.firmware_label, volume_id, opts.epoch, &mut fat_files)?;
+/// The firmware partition, written in-process: the pinned firmware files,
+/// config.txt and the bootloader it boots.
+fn fat_phase(ctx: &mut Ctx) -> Result<(), Error> {
+    let step = ctx.opts.progress.step("firmware", "FAT firmware partition");
+    let mut fat_files: Vec<FatFile> = ctx.firmware.iter().map(|f| FatFile { name: &f.name, content: &f.content }).collect();
+    fat_files.push(FatFile { name: "config.txt", content: ctx.config_txt.as_bytes() });
+    fat_files.push(FatFile { name: &ctx.bootloader_name, content: &ctx.bootloader });
+    let place = &ctx.place;
+    let image = ctx.pending().file.as_file();
+    fat::write_partition(image, place.firmware_start, place.firmware_size, &ctx.layout.firmware_label, ctx.volume_id(), ctx.opts.epoch, &mut fat_files)?;
     step.finish_and_clear();
-    interrupt::check()?;
+    Ok(())
+}
 
-    let step = opts.progress.step("root", "mkfs.ext4 -d (root filesystem)");
-    let root_uuid = ids::uuid_string(&ids::uuid(name, "root-fs-uuid"));
-    let hash_seed = ids::uuid_string(&ids::uuid(name, "root-fs-hash-seed"));
+/// The root filesystem: `mkfs.ext4 -d` from the tree straight into the
+/// partition's byte range, with the host's ids and the epoch's times.
+fn root_phase(ctx: &mut Ctx) -> Result<(), Error> {
+    let step = ctx.opts.progress.step("root", "mkfs.ext4 -d (root filesystem)");
+    let hash_seed = ids::uuid_string(&ids::uuid(ctx.name(), "root-fs-hash-seed"));
     ext4::Mkfs {
-        image: pending.path(),
-        offset: place.root_start,
-        size: place.root_size,
-        tree: &tree,
-        label: &layout.root_label,
-        uuid: &root_uuid,
+        image: ctx.pending().path(),
+        offset: ctx.place.root_start,
+        size: ctx.place.root_size,
+        tree: &ctx.tree,
+        label: &ctx.layout.root_label,
+        uuid: &ctx.root_uuid(),
         hash_seed: &hash_seed,
-        inodes: sizing.inodes,
-        epoch: opts.epoch,
+        inodes: ctx.sizing.inodes,
+        epoch: ctx.opts.epoch,
     }
     .run()?;
     step.finish_and_clear();
-    interrupt::check()?;
+    Ok(())
+}
 
-    let key_info = match &key {
-        Some(key) => {
-            let step = opts.progress.step("key", "host key");
-            let private = key.private_openssh();
-            let public = format!("{}\n", key.public_openssh());
-            let pub_path = format!("{HOST_KEY_PATH}.pub");
-            ext4::inject(
-                pending.path(),
-                place.root_start,
-                &tree,
-                &[
-                    Inject { path: HOST_KEY_PATH, content: private.as_bytes(), mode: 0o600 },
-                    Inject { path: &pub_path, content: public.as_bytes(), mode: 0o644 },
-                ],
-                opts.epoch,
-            )?;
-            step.finish_and_clear();
-            Some(key_info(key))
-        }
-        None => None,
-    };
+/// The host key at its place in /etc/ssh (0600) with its .pub, through
+/// debugfs from memory: the first activation decrypts secrets with it.
+fn key_phase(ctx: &mut Ctx) -> Result<(), Error> {
+    let key = ctx.key.as_ref().expect("runs only with a key");
+    let step = ctx.opts.progress.step("key", "host key");
+    let private = key.private_openssh();
+    let public = format!("{}\n", key.public_openssh());
+    let pub_path = format!("{HOST_KEY_PATH}.pub");
+    ext4::inject(
+        ctx.pending().path(),
+        ctx.place.root_start,
+        &ctx.tree,
+        &[Inject { path: HOST_KEY_PATH, content: private.as_bytes(), mode: 0o600 }, Inject { path: &pub_path, content: public.as_bytes(), mode: 0o644 }],
+        ctx.opts.epoch,
+    )?;
+    step.finish_and_clear();
+    Ok(())
+}
+
+/// The root filesystem made independent of who built it and when (the
+/// builder's files root's, times the epoch), then the image synced.
+fn normalize_phase(ctx: &mut Ctx) -> Result<(), Error> {
+    let image = ctx.pending().file.as_file();
     let builder = (nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw());
-    ext4::normalize(image, place.root_start, opts.epoch, builder)?;
-    image.sync_data().map_err(|source| Error::Write { what: "the image", source })?;
-    interrupt::check()?;
+    ext4::normalize(image, ctx.place.root_start, ctx.opts.epoch, builder)?;
+    image.sync_data().map_err(|source| Error::Write { what: "the image", source })
+}
 
-    let (bmap, sha256) = bmap::digest(image, place.total, opts.progress).map_err(|source| Error::Write { what: "the block map", source })?;
-    let image_file = format!("{name}.img");
-    let manifest = ImageManifest {
-        labimg: env!("CARGO_PKG_VERSION"),
-        host: name.clone(),
-        board: board.clone(),
-        source_date_epoch: opts.epoch,
-        image: ImageInfo {
-            file: image_file.clone(),
-            size: place.total,
-            sha256: sha256.clone(),
-            mapped_bytes: bmap.mapped_blocks() * bmap.block_size,
-            disk_id: format!("0x{disk_id:08x}"),
-        },
-        partitions: vec![
-            PartitionInfo {
-                number: 1,
-                r#type: format!("0x{FIRMWARE_PARTITION_TYPE:02x}"),
-                bootable: true,
-                start: place.firmware_start,
-                size: place.firmware_size,
-                filesystem: "vfat",
-                label: layout.firmware_label.clone(),
-                id: format!("{:04X}-{:04X}", volume_id >> 16, volume_id & 0xffff),
-            },
-            PartitionInfo {
-                number: 2,
-                r#type: format!("0x{ROOT_PARTITION_TYPE:02x}"),
-                bootable: false,
-                start: place.root_start,
-                size: place.root_size,
-                filesystem: "ext4",
-                label: layout.root_label.clone(),
-                id: root_uuid,
-            },
-        ],
-        firmware: firmware.iter().map(firmware_info).collect(),
-        bootloader: file_info(&bootloader_name, &bootloader),
-        config_txt: file_info("config.txt", config_txt.as_bytes()),
-        root: root_info(opts, &tree, &sizing),
-        host_key: key_info,
-    };
+/// One read of the finished image: the block map (a sha256 per mapped
+/// range, what `labimg flash` writes and verifies) and the whole sha256.
+fn digest_phase(ctx: &mut Ctx) -> Result<(), Error> {
+    let image = ctx.pending().file.as_file();
+    let digest = bmap::digest(image, ctx.place.total, ctx.opts.progress).map_err(|source| Error::Write { what: "the block map", source })?;
+    ctx.digest = Some(digest);
+    Ok(())
+}
 
+/// The block map, checksum and manifest written under temporary names, then
+/// everything renamed into place, the image last: a finished image always
+/// has its matching block map and checksum beside it.
+fn commit_phase(ctx: &mut Ctx) -> Result<(), Error> {
+    let (bmap, sha256) = ctx.digest.take().expect("the image is digested before it is committed");
+    let manifest = ctx.manifest(&bmap, &sha256);
+    let image_file = ctx.image_file();
+    let out_dir = &ctx.opts.out_dir;
     let outputs = Outputs {
-        image: image_path.clone(),
-        bmap: opts.out_dir.join(format!("{image_file}.bmap")),
-        sha256: opts.out_dir.join(format!("{image_file}.sha256")),
-        manifest: opts.out_dir.join(format!("{name}.manifest.json")),
+        image: ctx.image_path(),
+        bmap: out_dir.join(format!("{image_file}.bmap")),
+        sha256: out_dir.join(format!("{image_file}.sha256")),
+        manifest: out_dir.join(format!("{}.manifest.json", ctx.name())),
     };
     let manifest_json = serde_json::to_string_pretty(&manifest).expect("manifest serialises") + "\n";
     let small = [(&outputs.bmap, bmap.to_xml()), (&outputs.sha256, format!("{sha256}  {image_file}\n")), (&outputs.manifest, manifest_json)];
@@ -415,29 +549,29 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary, Error> {
         p.file.write_all(text.as_bytes()).map_err(|source| Error::Write { what: "an output file", source })?;
         done.push(p);
     }
-    // The small files first, the image last: a finished image always has
-    // its matching block map and checksum beside it.
     for p in done {
         p.commit()?;
     }
-    pending.commit()?;
-    Ok(BuildSummary { manifest, outputs, seconds: started.elapsed().as_secs_f64() })
+    ctx.image.take().expect("the image is created before it is committed").commit()?;
+    ctx.done = Some((manifest, outputs));
+    Ok(())
 }
 
+/// The SD layout's table: the FAT firmware partition (bootable, as the
+/// Raspberry Pi firmware and NixOS's sd-image set it) and the root after it.
 fn write_mbr(image: &File, place: &Placement, disk_id: u32) -> io::Result<()> {
+    use lab_blockdev::mbr::{self, Primary};
+    let primary =
+        |number, start: u64, size: u64, type_byte, bootable| Primary { number, first_lba: start / SECTOR, sectors: size / SECTOR, type_byte, bootable };
+    let parts = [
+        primary(1, place.firmware_start, place.firmware_size, FIRMWARE_PARTITION_TYPE, true),
+        primary(2, place.root_start, place.root_size, ROOT_PARTITION_TYPE, false),
+    ];
     let mut f = image;
-    let mut mbr = mbrman::MBR::new_from(&mut f, SECTOR as u32, disk_id.to_le_bytes()).map_err(|e| io::Error::other(e.to_string()))?;
-    let entry = |start: u64, size: u64, sys: u8, boot: bool| mbrman::MBRPartitionEntry {
-        boot: if boot { mbrman::BOOT_ACTIVE } else { mbrman::BOOT_INACTIVE },
-        first_chs: mbrman::CHS::empty(),
-        sys,
-        last_chs: mbrman::CHS::empty(),
-        starting_lba: (start / SECTOR) as u32,
-        sectors: (size / SECTOR) as u32,
-    };
-    mbr[1] = entry(place.firmware_start, place.firmware_size, FIRMWARE_PARTITION_TYPE, true);
-    mbr[2] = entry(place.root_start, place.root_size, ROOT_PARTITION_TYPE, false);
-    mbr.write_into(&mut f).map_err(|e| io::Error::other(e.to_string()))
+    mbr::write(&mut f, SECTOR, disk_id, &parts).map_err(|e| match e {
+        mbr::MbrError::Io(e) => e,
+        other => io::Error::other(other.to_string()),
+    })
 }
 
 fn check_free_space(dir: &Path, need: u64) -> Result<(), Error> {

@@ -13,6 +13,7 @@ use serde::Serialize;
 use sha2::{Digest, Sha256};
 
 use crate::bmap::{self, Bmap, ParseError};
+use indicatif::ProgressBar;
 use lab_blockdev::{self, Disk};
 use lab_cli::interrupt;
 use lab_cli::progress::Progress;
@@ -297,6 +298,22 @@ pub struct Report {
     pub alignment: u64,
 }
 
+/// What `labimg flash --dry-run` prints: the image, the checked target and
+/// what would be written to it.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Plan {
+    pub image: PathBuf,
+    pub image_size: u64,
+    pub mapped_bytes: u64,
+    pub ranges: usize,
+    pub mapped_from: &'static str,
+    pub bmap: Option<PathBuf>,
+    pub target: Target,
+    pub verify: bool,
+    pub dry_run: bool,
+}
+
 pub struct FlashOptions<'a> {
     pub verify: bool,
     pub allow_fixed: bool,
@@ -326,69 +343,233 @@ impl Aligned {
     }
 }
 
+/// The parts of a flash after the checks, in order.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Confirm,
+    Write,
+    Flush,
+    Verify,
+}
+
+/// Everything the phases share: the image, the target as checked and shown
+/// to the operator, the target once taken for writing, and what the write
+/// found for the read-back.
+struct Ctx<'a> {
+    image: &'a mut Image,
+    path: &'a Path,
+    opts: &'a FlashOptions<'a>,
+    target: Target,
+    /// The target open for writing: a device held `O_EXCL` from before the
+    /// question until the report, or the file created after it.
+    out: Option<File>,
+    /// The same target opened `O_DIRECT`, where it takes it.
+    direct: Option<File>,
+    /// The alignment direct writes use: the device's logical sector, at least 4 KiB.
+    align: u64,
+    /// The write's progress, shown until the data is flushed.
+    bar: Option<ProgressBar>,
+    /// When writing started: the write's time includes the flush.
+    started: Instant,
+    written: u64,
+    /// Each range's sha256 as the image (or its map) gave it, for the read-back.
+    sums: Vec<String>,
+    write_seconds: f64,
+    verify: &'static str,
+    verify_seconds: f64,
+}
+
+/// The phases in flash order, each small.
+type PhaseFn = fn(&mut Ctx) -> Result<(), Error>;
+
+const PHASES: [(Phase, PhaseFn); 4] =
+    [(Phase::Confirm, confirm_phase), (Phase::Write, write_phase), (Phase::Flush, flush_phase), (Phase::Verify, verify_phase)];
+
+impl<'a> Ctx<'a> {
+    /// Every refusal, before anything is opened for writing: where a flash
+    /// starts and where its dry run stops.
+    fn preflight(image: &'a mut Image, path: &'a Path, opts: &'a FlashOptions<'a>) -> Result<Ctx<'a>, Error> {
+        let target = preflight(path, image.size, opts.allow_fixed)?;
+        Ok(Ctx {
+            image,
+            path,
+            opts,
+            target,
+            out: None,
+            direct: None,
+            align: ALIGN as u64,
+            bar: None,
+            started: Instant::now(),
+            written: 0,
+            sums: Vec::new(),
+            write_seconds: 0.0,
+            verify: "skipped",
+            verify_seconds: 0.0,
+        })
+    }
+}
+
+impl Ctx<'_> {
+    /// `--no-verify` skips the read-back.
+    fn runs(&self, phase: Phase) -> bool {
+        phase != Phase::Verify || self.opts.verify
+    }
+
+    fn is_block(&self) -> bool {
+        self.target.disk.is_some()
+    }
+
+    /// The dry run's answer: what the checks found, nothing opened for writing.
+    fn plan(&self) -> Plan {
+        let image = &*self.image;
+        Plan {
+            image: image.path.clone(),
+            image_size: image.size,
+            mapped_bytes: image.mapped_bytes(),
+            ranges: image.ranges.len(),
+            mapped_from: image.how,
+            bmap: image.bmap_path.clone(),
+            target: self.target.clone(),
+            verify: self.opts.verify,
+            dry_run: true,
+        }
+    }
+
+    fn report(mut self) -> Report {
+        // Held (O_EXCL) until verification is done: the partition re-read
+        // wakes automounters, and a mounted card would fail the read-back.
+        drop(self.out.take());
+        let image = &*self.image;
+        Report {
+            image: image.path.clone(),
+            target: self.target,
+            image_size: image.size,
+            bytes_written: self.written,
+            bytes_skipped: image.size - self.written,
+            mapped_from: image.how,
+            write_seconds: self.write_seconds,
+            verify_seconds: self.verify_seconds,
+            verify: self.verify,
+            ranges: image.ranges.len(),
+            alignment: self.align,
+        }
+    }
+}
+
+/// Every check of a flash, nothing opened for writing: the flash's own
+/// preflight, stopped before the first phase that takes the target.
+pub fn plan(image: &mut Image, target_path: &Path, opts: &FlashOptions) -> Result<Plan, Error> {
+    Ok(Ctx::preflight(image, target_path, opts)?.plan())
+}
+
+/// The whole flash: the checks, then each phase in order. Ctrl-C is checked
+/// chunk by chunk inside the write (the target is then incomplete) and the
+/// read-back (the write had completed); one pressed before the write is
+/// reported by its first chunk.
 pub fn flash(image: &mut Image, target_path: &Path, opts: &FlashOptions) -> Result<Report, Error> {
-    let target = preflight(target_path, image.size, opts.allow_fixed)?;
-    let is_block = target.disk.is_some();
-    let open_err = |source: io::Error| {
+    let mut ctx = Ctx::preflight(image, target_path, opts)?;
+    for (phase, run) in PHASES {
+        if ctx.runs(phase) {
+            run(&mut ctx)?;
+        }
+    }
+    Ok(ctx.report())
+}
+
+/// `Error::Open` for `path`, naming "busy" when that is why.
+fn open_error(path: &Path) -> impl Fn(io::Error) -> Error + '_ {
+    move |source| {
         let hint = if source.raw_os_error() == Some(16) { " (busy: something has it open or mounted)" } else { "" };
-        Error::Open { path: target_path.to_path_buf(), source, hint }
+        Error::Open { path: path.to_path_buf(), source, hint }
+    }
+}
+
+/// The operator is asked about the target as shown, and it is taken for
+/// writing only if it is still that one. A block device is held exclusively
+/// from before the question until the report: the kernel refuses O_EXCL
+/// while anything has it mounted, and nothing can mount it while it is
+/// held. A file target is only created once confirmed.
+fn confirm_phase(ctx: &mut Ctx) -> Result<(), Error> {
+    let path = ctx.path;
+    let held = if ctx.is_block() {
+        Some(OpenOptions::new().write(true).read(true).custom_flags(nix::libc::O_EXCL).open(path).map_err(open_error(path))?)
+    } else {
+        None
     };
-    // A block device is held exclusively from before the question until
-    // verification ends: the kernel refuses O_EXCL while anything has it
-    // mounted, and nothing can mount it while we hold it. A file target is
-    // only created once confirmed.
-    let held =
-        if is_block { Some(OpenOptions::new().write(true).read(true).custom_flags(nix::libc::O_EXCL).open(target_path).map_err(open_err)?) } else { None };
-    (opts.confirm)(&target).map_err(|source| Error::NotConfirmed { path: target_path.to_path_buf(), source })?;
+    (ctx.opts.confirm)(&ctx.target).map_err(|source| Error::NotConfirmed { path: path.to_path_buf(), source })?;
     let out = match held {
         Some(f) => {
             // The operator confirmed what was shown; a card swapped or a
             // stick replugged meanwhile must not receive the image.
-            same_device(&target, &f)?;
+            same_device(&ctx.target, &f)?;
             f
         }
-        // A new file gets no more access than its owner's: the image may
-        // hold a host key. An existing file (a VM disk) keeps its length,
-        // as a disk would: only the image's mapped ranges are written. A
-        // symlink put in its place while the operator was asked is not
-        // followed: it could point at a disk no check has seen.
-        None => {
-            let f = OpenOptions::new()
-                .write(true)
-                .read(true)
-                .create(true)
-                .truncate(false)
-                .mode(0o600)
-                .custom_flags(nix::libc::O_NOFOLLOW)
-                .open(target_path)
-                .map_err(open_err)?;
-            if !f.metadata().map_err(open_err)?.is_file() {
-                return Err(Error::Changed { path: target_path.to_path_buf(), what: "it is no longer a regular file".into() });
-            }
-            f
-        }
+        None => open_file_target(path)?,
     };
-    // Aligned chunks go straight to the device (O_DIRECT), so the card is
-    // busy while the next chunk is read instead of all at the final fsync;
-    // an unaligned tail, or a filesystem without O_DIRECT, goes through `out`.
+    ctx.out = Some(out);
+    Ok(())
+}
+
+/// A new file gets no more access than its owner's: the image may hold a
+/// host key. An existing file (a VM disk) keeps its length, as a disk
+/// would: only the image's mapped ranges are written. A symlink put in its
+/// place while the operator was asked is not followed: it could point at a
+/// disk no check has seen.
+fn open_file_target(path: &Path) -> Result<File, Error> {
+    let f = OpenOptions::new()
+        .write(true)
+        .read(true)
+        .create(true)
+        .truncate(false)
+        .mode(0o600)
+        .custom_flags(nix::libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(open_error(path))?;
+    if !f.metadata().map_err(open_error(path))?.is_file() {
+        return Err(Error::Changed { path: path.to_path_buf(), what: "it is no longer a regular file".into() });
+    }
+    Ok(f)
+}
+
+/// The image's mapped ranges written with large writes while another thread
+/// reads the image. Aligned chunks go straight to the target (O_DIRECT), so
+/// the card is busy while the next chunk is read instead of all at the
+/// final fsync; an unaligned tail, or a filesystem without O_DIRECT, goes
+/// through the held handle.
+fn write_phase(ctx: &mut Ctx) -> Result<(), Error> {
+    let path = ctx.path;
+    let out = ctx.out.as_ref().expect("the target is taken before it is written");
+    let open_err = open_error(path);
     // Opened by path, so it must prove it is the file or device checked.
-    let direct = OpenOptions::new().write(true).custom_flags(nix::libc::O_DIRECT).open(target_path).ok().filter(|d| same_target(d, &out));
+    let direct = OpenOptions::new().write(true).custom_flags(nix::libc::O_DIRECT).open(path).ok().filter(|d| same_target(d, out));
     // Direct I/O must be aligned to the device's logical sector as well.
     let mut align = ALIGN as u64;
-    if is_block {
-        let size = lab_blockdev::size(&out).map_err(open_err)?;
-        if size < image.size {
-            return Err(Error::TooSmall { path: target_path.to_path_buf(), device_size: size, image_size: image.size });
+    if ctx.is_block() {
+        let size = lab_blockdev::size(out).map_err(&open_err)?;
+        if size < ctx.image.size {
+            return Err(Error::TooSmall { path: path.to_path_buf(), device_size: size, image_size: ctx.image.size });
         }
-        align = align.max(lab_blockdev::sector_size(&out).map_err(open_err)?);
-    } else if out.metadata().map_err(open_err)?.len() < image.size {
-        out.set_len(image.size).map_err(open_err)?;
+        align = align.max(lab_blockdev::sector_size(out).map_err(&open_err)?);
+    } else if out.metadata().map_err(&open_err)?.len() < ctx.image.size {
+        out.set_len(ctx.image.size).map_err(&open_err)?;
     }
 
-    let started = Instant::now();
+    ctx.started = Instant::now();
+    let bar = ctx.opts.progress.bytes("write", ctx.image.mapped_bytes());
+    let (written, sums) = copy_ranges(ctx.image, out, direct.as_ref(), align, path, &bar)?;
+    if sums.len() != ctx.image.ranges.len() {
+        return Err(Error::Image { path: ctx.image.path.clone(), source: io::Error::other("the image ended early") });
+    }
+    (ctx.direct, ctx.align, ctx.bar, ctx.written, ctx.sums) = (direct, align, Some(bar), written, sums);
+    Ok(())
+}
+
+/// Every range of the image to `out` (aligned pieces to `direct`), as a
+/// reading thread hands them over: the bytes written and each range's
+/// sha256. Ctrl-C stops it between pieces and says the target is incomplete.
+fn copy_ranges(image: &mut Image, out: &File, direct: Option<&File>, align: u64, path: &Path, bar: &ProgressBar) -> Result<(u64, Vec<String>), Error> {
     let total = image.mapped_bytes();
-    let bar = opts.progress.bytes("write", total);
-    let write_err = |offset, source| Error::Write { path: target_path.to_path_buf(), offset, source };
+    let write_err = |offset, source| Error::Write { path: path.to_path_buf(), offset, source };
     // The source is read (and decompressed, and hashed where the map has no
     // checksums) on its own thread while this one writes, so the card never
     // waits for the image and the image never waits for the card.
@@ -406,10 +587,10 @@ pub fn flash(image: &mut Image, target_path: &Path, opts: &FlashOptions) -> Resu
             match piece {
                 Piece::Data(pos, buf, len) => {
                     if interrupt::check().is_err() {
-                        return Err(Error::Interrupted { path: target_path.to_path_buf(), written, total });
+                        return Err(Error::Interrupted { path: path.to_path_buf(), written, total });
                     }
                     let aligned = pos.is_multiple_of(align) && (len as u64).is_multiple_of(align);
-                    let fd = direct.as_ref().filter(|_| aligned).unwrap_or(&out);
+                    let fd = direct.filter(|_| aligned).unwrap_or(out);
                     fd.write_all_at(buf.view(len), pos).map_err(|e| write_err(pos, e))?;
                     written += len as u64;
                     bar.inc(len as u64);
@@ -421,45 +602,42 @@ pub fn flash(image: &mut Image, target_path: &Path, opts: &FlashOptions) -> Resu
         }
         Ok(())
     })?;
-    if computed.len() != image.ranges.len() {
-        return Err(Error::Image { path: image.path.clone(), source: io::Error::other("the image ended early") });
-    }
-    if let Some(d) = &direct {
-        d.sync_all().map_err(|e| write_err(written, e))?;
-    }
-    out.sync_all().map_err(|e| write_err(written, e))?;
-    bar.finish_and_clear();
-    if is_block {
-        // Flushing is required; re-reading the table only tells the kernel.
-        lab_blockdev::flush_buffers(&out).map_err(|e| write_err(written, e))?;
-        let _ = lab_blockdev::reread_partitions(&out);
-    }
-    let write_seconds = started.elapsed().as_secs_f64();
+    Ok((written, computed))
+}
 
-    let (verify, verify_seconds) = if opts.verify {
-        let ranges: Vec<(u64, u64, String)> = image.ranges.iter().zip(computed).map(|((s, e, _), sum)| (*s, *e, sum)).collect();
-        let t = Instant::now();
-        verify_ranges(target_path, Some(&out), &ranges, opts.progress).map_err(|e| blame(image, e))?;
-        ("ok", t.elapsed().as_secs_f64())
-    } else {
-        ("skipped", 0.0)
-    };
-    // Held (O_EXCL) until verification is done: the partition re-read above
-    // wakes automounters, and a mounted card would fail the read-back.
-    drop(out);
-    Ok(Report {
-        image: image.path.clone(),
-        target,
-        image_size: image.size,
-        bytes_written: written,
-        bytes_skipped: image.size - written,
-        mapped_from: image.how,
-        write_seconds,
-        verify_seconds,
-        verify,
-        ranges: image.ranges.len(),
-        alignment: align,
-    })
+/// What was written reaches the medium before it is read back or pulled:
+/// both handles synced, then a device's buffers flushed (required; re-reading
+/// its partition table only tells the kernel).
+fn flush_phase(ctx: &mut Ctx) -> Result<(), Error> {
+    let write_err = |source| Error::Write { path: ctx.path.to_path_buf(), offset: ctx.written, source };
+    if let Some(d) = &ctx.direct {
+        d.sync_all().map_err(write_err)?;
+    }
+    let out = ctx.out.as_ref().expect("the target is taken before it is flushed");
+    out.sync_all().map_err(write_err)?;
+    if let Some(bar) = ctx.bar.take() {
+        bar.finish_and_clear();
+    }
+    if ctx.is_block() {
+        lab_blockdev::flush_buffers(out).map_err(write_err)?;
+        let _ = lab_blockdev::reread_partitions(out);
+    }
+    ctx.write_seconds = ctx.started.elapsed().as_secs_f64();
+    Ok(())
+}
+
+/// Every written range read back past the page cache and compared by
+/// sha256, through the same file or device that was written.
+fn verify_phase(ctx: &mut Ctx) -> Result<(), Error> {
+    let sums = std::mem::take(&mut ctx.sums);
+    let ranges: Vec<(u64, u64, String)> = ctx.image.ranges.iter().zip(sums).map(|((s, e, _), sum)| (*s, *e, sum)).collect();
+    let started = Instant::now();
+    let image: &Image = ctx.image;
+    let out = ctx.out.as_ref().expect("the target is taken before it is read back");
+    verify_ranges(ctx.path, Some(out), &ranges, ctx.opts.progress).map_err(|e| blame(image, e))?;
+    ctx.verify = "ok";
+    ctx.verify_seconds = started.elapsed().as_secs_f64();
+    Ok(())
 }
 
 /// Whether the device `held` is still the one `target` showed the operator:

@@ -8,7 +8,7 @@ use image_builder::flash::{self, Target};
 use lab_cli::progress::Progress;
 use lab_cli::prompt::{Confirm, Declined};
 
-use crate::JsonArg;
+use lab_cli::args::JsonArg;
 
 /// Write an image to a card or stick: mapped blocks only, read back and verified
 #[derive(Args)]
@@ -76,28 +76,24 @@ impl FlashArgs {
     pub fn run(self) -> Result<()> {
         let json = self.json.init();
         let mut img = flash::Image::open(&self.image, self.bmap.as_deref(), self.no_bmap)?;
-        if self.dry_run {
-            let target = flash::preflight(&self.device, img.size, self.allow_fixed)?;
-            let plan = serde_json::json!({
-                "image": img.path, "imageSize": img.size, "mappedBytes": img.mapped_bytes(),
-                "ranges": img.ranges.len(), "mappedFrom": img.how, "bmap": img.bmap_path,
-                "target": target, "verify": !self.no_verify, "dryRun": true,
-            });
-            let text = format!(
-                "would write {} MiB of {} ({} MiB image, {} ranges from the {}) to {}, then {}\n",
-                img.mapped_bytes() >> 20,
-                img.path.display(),
-                img.size >> 20,
-                img.ranges.len(),
-                img.how,
-                target.describe(),
-                if self.no_verify { "not verify" } else { "read back and verify every range" }
-            );
-            return lab_cli::output::report(json, &plan, |_| text);
-        }
         let yes = self.yes;
         let ask = |t: &Target| confirm(t, yes);
         let opts = flash::FlashOptions { verify: !self.no_verify, allow_fixed: self.allow_fixed, progress: Progress::default(), confirm: &ask };
+        if self.dry_run {
+            let plan = flash::plan(&mut img, &self.device, &opts)?;
+            let text = format!(
+                "would write {} MiB of {} ({} MiB image, {} ranges from the {}) to {}, then {}\n",
+                plan.mapped_bytes >> 20,
+                plan.image.display(),
+                plan.image_size >> 20,
+                plan.ranges,
+                plan.mapped_from,
+                plan.target.describe(),
+                if plan.verify { "read back and verify every range" } else { "not verify" }
+            );
+            // As a JSON value, keys sorted: the order the dry run has always printed.
+            return lab_cli::output::report(json, &serde_json::to_value(&plan)?, |_| text);
+        }
         let report = flash::flash(&mut img, &self.device, &opts)?;
         lab_cli::output::report(json, &report, |r| {
             format!(
