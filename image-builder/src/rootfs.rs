@@ -21,7 +21,7 @@ pub enum Error {
     Read { path: PathBuf, source: io::Error },
     #[error("cannot unpack {path}: {source}; is it a plain (uncompressed) tar archive?")]
     Unpack { path: PathBuf, source: io::Error },
-    #[error(transparent)]
+    #[error("{0} while reading the root tree: nothing was written")]
     Interrupted(#[from] interrupt::Interrupted),
 }
 

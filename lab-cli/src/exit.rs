@@ -94,7 +94,13 @@ pub fn main(tool: &str, links: &[fn(&(dyn std::error::Error + 'static)) -> Optio
         Err(err) => {
             // Whatever failed after Ctrl-C failed because of it.
             let class = if crate::interrupt::requested() { Class::Interrupted } else { classify(&err, links) };
-            eprintln!("{tool}: error: {}", one_line(&err));
+            let mut line = one_line(&err);
+            // Both tools resume or start over cleanly; every interruption
+            // says so, whichever step it stopped.
+            if class == Class::Interrupted && !line.contains("again") {
+                line.push_str("; run the same command again");
+            }
+            eprintln!("{tool}: error: {line}");
             ExitCode::from(class.code())
         }
     }

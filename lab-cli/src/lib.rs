@@ -3,8 +3,11 @@
 //! ([`exit`]), one way to run an external program ([`tool`]), one prompt
 //! ([`prompt`]), one `--json` path ([`output`]), progress ([`progress`]),
 //! Ctrl-C ([`interrupt`]) and files that appear only when complete
-//! ([`files`]). No clap here: the binaries own their arguments.
+//! ([`files`]). Clap only behind the `clap` feature ([`args`]: the
+//! arguments both binaries share); the libraries never parse a command line.
 
+#[cfg(feature = "clap")]
+pub mod args;
 pub mod exit;
 pub mod files;
 pub mod interrupt;

@@ -6,13 +6,13 @@
 //! a panic: a bad size is an error there, not an overflow.
 #![no_main]
 
-use lab_disko::{self, plan, Devices};
+use lab_disko::{plan, Devices};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
     let Ok(text) = std::str::from_utf8(data) else { return };
-    let Ok(normalized) = disko::normalize_str(text) else { return };
-    assert_eq!(disko::normalize(&normalized).as_ref(), Ok(&normalized), "normalising a normalised spec changed it");
+    let Ok(normalized) = lab_disko::normalize_str(text) else { return };
+    assert_eq!(lab_disko::normalize(&normalized).as_ref(), Ok(&normalized), "normalising a normalised spec changed it");
     let devices: Devices = serde_json::from_value(normalized).expect("a normalised spec reads into the model");
     let Ok(steps) = plan::plan(&devices) else { return };
     for step in &steps {

@@ -122,6 +122,7 @@ fn prepare_tables(devices: &Devices, opts: &ApplyOptions, steps: &[Step]) -> Res
 /// (parents first). Re-running on a prepared disk changes nothing.
 /// Everything that can be refused is refused before the first write.
 pub fn apply(devices: &Devices, opts: &ApplyOptions) -> Result<Vec<Action>, DiskError> {
+    super::require_linux("labprov disk apply")?;
     check_mapping(devices, opts)?;
     let steps = dplan::plan(devices)?;
     if !opts.only_partition {

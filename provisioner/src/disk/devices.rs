@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io;
-use std::os::unix::fs::{FileTypeExt, MetadataExt};
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
 use lab_cli::Cmd;
@@ -178,7 +178,15 @@ fn ensure_node(node: &Path) -> Result<(), DiskError> {
         (Ok(a), Ok(b)) => (a, b),
         _ => return Err(bad()),
     };
+    make_block_node(node, major, minor)
+}
+
+/// A block device node for `major:minor` at `node`, replacing one that
+/// names another device. Device numbers are Linux's encoding.
+#[cfg(target_os = "linux")]
+fn make_block_node(node: &Path, major: u64, minor: u64) -> Result<(), DiskError> {
     use nix::sys::stat::{makedev, mknod, Mode, SFlag};
+    use std::os::unix::fs::FileTypeExt;
     let want = makedev(major, minor);
     match std::fs::metadata(node) {
         Ok(m) if m.file_type().is_block_device() && m.rdev() == want => return Ok(()),
@@ -186,6 +194,11 @@ fn ensure_node(node: &Path) -> Result<(), DiskError> {
         Err(_) => {}
     }
     mknod(node, SFlag::S_IFBLK, Mode::from_bits_truncate(0o660), want).map_err(|e| DiskError::Io { path: node.to_path_buf(), source: e.into() })
+}
+
+#[cfg(not(target_os = "linux"))]
+fn make_block_node(_: &Path, _: u64, _: u64) -> Result<(), DiskError> {
+    Err(DiskError::NeedsLinux { what: "creating a partition's device node".into() })
 }
 
 #[cfg(test)]

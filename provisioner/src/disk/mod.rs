@@ -31,6 +31,8 @@ pub use target::{check_mapping, describe_targets, geometry};
 
 #[derive(Debug, thiserror::Error)]
 pub enum DiskError {
+    #[error("{what} needs Linux (its block devices, loop devices and mounts); run labprov disk on the machine whose disks it writes, e.g. the installer")]
+    NeedsLinux { what: String },
     #[error(transparent)]
     Spec(#[from] SpecError),
     #[error(transparent)]
@@ -75,7 +77,7 @@ impl lab_cli::Classify for DiskError {
     fn class(&self) -> lab_cli::Class {
         match self {
             DiskError::Tool(e) => e.class(),
-            DiskError::NeedsWipe { .. } | DiskError::Mounted { .. } | DiskError::Unsupported { .. } => lab_cli::Class::Refused,
+            DiskError::NeedsWipe { .. } | DiskError::Mounted { .. } | DiskError::Unsupported { .. } | DiskError::NeedsLinux { .. } => lab_cli::Class::Refused,
             _ => lab_cli::Class::Failure,
         }
     }
@@ -101,4 +103,14 @@ pub struct Action {
     pub what: String,
     pub done: bool,
     pub detail: String,
+}
+
+/// Writing and mounting disks is Linux's (the admin's Mac runs keys and
+/// secrets, and plans): refused up front elsewhere, before anything is read.
+pub(crate) fn require_linux(what: &str) -> Result<(), DiskError> {
+    if cfg!(target_os = "linux") {
+        Ok(())
+    } else {
+        Err(DiskError::NeedsLinux { what: what.to_string() })
+    }
 }

@@ -51,6 +51,7 @@ fn is_mountpoint(p: &Path) -> bool {
 /// attaches image files, finds each partition's node and mounts what the
 /// spec mounts under `opts.root`, leaving mounted ones alone.
 pub fn mount(devices: &Devices, opts: &ApplyOptions) -> Result<Vec<Action>, DiskError> {
+    super::require_linux("labprov disk mount")?;
     check_mapping(devices, opts)?;
     let steps = dplan::plan(devices)?;
     let mut loops = BTreeMap::new();
@@ -77,6 +78,7 @@ pub fn mount(devices: &Devices, opts: &ApplyOptions) -> Result<Vec<Action>, Disk
 /// Unmounts everything the spec mounts under `root`, children first, and
 /// detaches the loop devices of mapped image files. Idempotent.
 pub fn unmount(devices: &Devices, opts: &ApplyOptions) -> Result<Vec<Action>, DiskError> {
+    super::require_linux("labprov disk unmount")?;
     check_mapping(devices, opts)?;
     let steps = dplan::plan(devices)?;
     let mut actions = Vec::new();

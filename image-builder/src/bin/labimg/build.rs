@@ -8,7 +8,7 @@ use image_builder::build::{self, BuildOptions, BuildPlan, BuildSummary, RootInpu
 use lab_cli::output;
 use lab_cli::progress::Progress;
 
-use crate::JsonArg;
+use lab_cli::args::JsonArg;
 
 /// Default for SOURCE_DATE_EPOCH: 1980-01-01, the earliest time FAT can hold,
 /// so both filesystems carry the same timestamp.

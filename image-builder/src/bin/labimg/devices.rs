@@ -4,7 +4,7 @@ use anyhow::Result;
 use clap::Args;
 use lab_blockdev::Disk;
 
-use crate::JsonArg;
+use lab_cli::args::JsonArg;
 
 /// List disks a card or stick could be: path, model, size, serial, mounts
 #[derive(Args)]

@@ -7,7 +7,7 @@ use clap::{Args, Subcommand};
 use image_builder::firmware;
 use lab_cli::progress::Progress;
 
-use crate::JsonArg;
+use lab_cli::args::JsonArg;
 
 /// Raspberry Pi firmware: download and verify the pinned files
 #[derive(Subcommand)]

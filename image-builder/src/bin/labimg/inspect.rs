@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::Args;
 use image_builder::inspect;
 
-use crate::JsonArg;
+use lab_cli::args::JsonArg;
 
 /// Show an image's partitions, filesystems, firmware files and host key fingerprint
 #[derive(Args)]

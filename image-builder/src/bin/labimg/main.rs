@@ -38,27 +38,12 @@ enum Command {
     Completions(CompletionsArgs),
 }
 
-/// The `--json` switch every reporting command shares.
-#[derive(Args, Clone, Copy)]
-pub struct JsonArg {
-    /// Print the result as JSON on stdout (progress and narration off).
-    #[arg(long)]
-    pub json: bool,
-}
-
-impl JsonArg {
-    pub fn init(self) -> bool {
-        lab_cli::output::set_quiet(self.json);
-        self.json
-    }
-}
-
 /// Print shell completions
 #[derive(Args)]
 #[command(after_help = "Example:\n  labimg completions bash > /etc/bash_completion.d/labimg")]
 struct CompletionsArgs {
-    /// The shell to complete for.
-    shell: clap_complete::Shell,
+    #[command(flatten)]
+    inner: lab_cli::args::ShellArg,
 }
 
 fn main() -> ExitCode {
@@ -73,11 +58,7 @@ fn main() -> ExitCode {
             Command::Devices(a) => a.run(),
             Command::Flash(a) => a.run(),
             Command::Verify(a) => a.run(),
-            Command::Completions(a) => {
-                let mut script = Vec::new();
-                clap_complete::generate(a.shell, &mut Cli::command(), "labimg", &mut script);
-                lab_cli::output::stdout(&script)
-            }
+            Command::Completions(a) => a.inner.run(Cli::command()),
         }
     })
 }

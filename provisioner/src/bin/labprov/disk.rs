@@ -8,7 +8,7 @@ use lab_cli::output;
 use lab_cli::prompt::Confirm;
 use provisioner::disk::{self, Action, ApplyOptions, SpecSource};
 
-use crate::JsonArg;
+use lab_cli::args::JsonArg;
 
 /// Partition, format and mount disks from a disko spec, exactly as disko would.
 #[derive(Subcommand)]
@@ -16,8 +16,12 @@ pub enum DiskCommand {
     Plan(PlanArgs),
     Normalize(NormalizeArgs),
     Apply(ApplyArgs),
-    Mount(MountArgs),
-    Unmount(UnmountArgs),
+    #[command(about = "Mount a prepared disk set under the root (idempotent).")]
+    #[command(after_help = "Example:\n  labprov disk mount rydev --disk main=/dev/vda")]
+    Mount(DiskSetArgs),
+    #[command(about = "Unmount what the spec mounts under the root, and detach image loop devices (idempotent).")]
+    #[command(after_help = "Example:\n  labprov disk unmount rydev --disk main=disk.img")]
+    Unmount(DiskSetArgs),
 }
 
 /// Which disko spec: a host's hosts/<host>/disko.nix, or a JSON file.
@@ -92,22 +96,9 @@ pub struct ApplyArgs {
     json: JsonArg,
 }
 
-/// Mount a prepared disk set under the root (idempotent).
+/// A spec and where its disks are: what mount and unmount take.
 #[derive(Args)]
-#[command(after_help = "Example:\n  labprov disk mount rydev --disk main=/dev/vda")]
-pub struct MountArgs {
-    #[command(flatten)]
-    spec: SpecArgs,
-    #[command(flatten)]
-    target: TargetArgs,
-    #[command(flatten)]
-    json: JsonArg,
-}
-
-/// Unmount what the spec mounts under the root, and detach image loop devices (idempotent).
-#[derive(Args)]
-#[command(after_help = "Example:\n  labprov disk unmount rydev --disk main=disk.img")]
-pub struct UnmountArgs {
+pub struct DiskSetArgs {
     #[command(flatten)]
     spec: SpecArgs,
     #[command(flatten)]

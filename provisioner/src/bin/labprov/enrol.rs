@@ -8,7 +8,7 @@ use lab_cli::prompt::Confirm;
 use lab_keys::secrets::AdminIdentity;
 use provisioner::enrol::{self, Candidate, EnrolOptions};
 
-use crate::JsonArg;
+use lab_cli::args::JsonArg;
 
 /// Pin and record a host that made its own key at first boot, then sync.
 #[derive(Args, Debug)]

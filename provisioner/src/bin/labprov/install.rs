@@ -12,7 +12,7 @@ use lab_cli::prompt::{Confirm, Declined};
 use provisioner::install::{self, InstallOptions, Installer, Phase};
 use provisioner::ssh::Target;
 
-use crate::JsonArg;
+use lab_cli::args::JsonArg;
 
 #[derive(Args, Debug)]
 #[command(after_help = "Examples:\n  \

@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 use lab_keys::secrets::{ops, AdminIdentity, KeyInfo, LabKeys, SyncOptions};
 
-use crate::JsonArg;
+use lab_cli::args::JsonArg;
 
 /// Host keys: new, show, derive (ssh-to-age), rotate.
 #[derive(Subcommand, Debug)]

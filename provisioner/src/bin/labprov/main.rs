@@ -41,27 +41,12 @@ enum Command {
     Completions(CompletionsArgs),
 }
 
-/// The `--json` switch every reporting command shares.
-#[derive(Args, Clone, Copy, Debug)]
-pub struct JsonArg {
-    /// Print the result as JSON on stdout (progress and narration off).
-    #[arg(long)]
-    pub json: bool,
-}
-
-impl JsonArg {
-    pub fn init(self) -> bool {
-        lab_cli::output::set_quiet(self.json);
-        self.json
-    }
-}
-
 /// Print shell completions
 #[derive(Args)]
 #[command(after_help = "Example:\n  labprov completions bash > /etc/bash_completion.d/labprov")]
 struct CompletionsArgs {
-    /// The shell to complete for.
-    shell: clap_complete::Shell,
+    #[command(flatten)]
+    inner: lab_cli::args::ShellArg,
 }
 
 fn main() -> ExitCode {
@@ -75,11 +60,7 @@ fn main() -> ExitCode {
             Command::Secrets(c) => c.run(lab),
             Command::Enrol(a) => a.run(lab),
             Command::Install(a) => a.run(lab),
-            Command::Completions(a) => {
-                let mut script = Vec::new();
-                clap_complete::generate(a.shell, &mut Cli::command(), "labprov", &mut script);
-                lab_cli::output::stdout(&script)
-            }
+            Command::Completions(a) => a.inner.run(Cli::command()),
         }
     })
 }

@@ -6,7 +6,7 @@ use anyhow::Result;
 use clap::{Args, Subcommand};
 use lab_keys::secrets::{sync, AdminIdentity, LabKeys, SyncOptions, SyncReport};
 
-use crate::JsonArg;
+use lab_cli::args::JsonArg;
 
 /// Regenerate .sops.yaml from the facts and re-encrypt every secrets file.
 #[derive(Subcommand)]
