@@ -130,7 +130,9 @@ fn allocated(dir: &Path) -> u64 {
     while let Some(d) = stack.pop() {
         let Ok(rd) = fs::read_dir(&d) else { continue };
         for e in rd.flatten() {
-            let Ok(m) = e.path().symlink_metadata() else { continue };
+            let Ok(m) = e.path().symlink_metadata() else {
+                continue;
+            };
             total += m.blocks() * 512;
             if m.is_dir() {
                 stack.push(e.path());
@@ -163,7 +165,12 @@ fn measure(mut cmd: Command, work: &Path) -> (f64, u64) {
     stop.store(true, Ordering::Relaxed);
     sampler.join().unwrap();
     peak.fetch_max(allocated(work), Ordering::Relaxed);
-    assert!(out.status.success(), "{cmd:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     (secs, peak.load(Ordering::Relaxed))
 }
 

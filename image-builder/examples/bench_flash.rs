@@ -98,8 +98,10 @@ fn main() {
     }
     let labimg = repo().join("target/release/labimg");
     assert!(labimg.is_file(), "build it first: cargo build --release -p image-builder");
-    let use_loop = nix::unistd::geteuid().is_root() && Command::new("losetup").arg("-f").output().is_ok_and(|o| o.status.success());
-    let mapped = sh(&format!("grep -o '<MappedBlocksCount> [0-9]*' {} | grep -o '[0-9]*$'", bmap.display()));
+    let use_loop = nix::unistd::geteuid().is_root()
+        && Command::new("losetup").arg("-f").output().is_ok_and(|o| o.status.success());
+    let mapped =
+        sh(&format!("grep -o '<MappedBlocksCount> [0-9]*' {} | grep -o '[0-9]*$'", bmap.display()));
     println!(
         "image {}: {mib} MiB, {} MiB mapped (bmaptool create); targets: {}; caches dropped: {}",
         image.display(),
@@ -112,11 +114,22 @@ fn main() {
     for run in 1..=runs {
         let (t, cleanup) = target(&dir, "target-labimg", size, use_loop);
         drop_caches();
-        let a = timed(&format!("{} flash --yes --bmap {} {} {}", labimg.display(), bmap.display(), image.display(), t.display()));
+        let a = timed(&format!(
+            "{} flash --yes --bmap {} {} {}",
+            labimg.display(),
+            bmap.display(),
+            image.display(),
+            t.display()
+        ));
         cleanup.map(|c| sh(&c));
         let (t, cleanup) = target(&dir, "target-bmaptool", size, use_loop);
         drop_caches();
-        let b = timed(&format!("bmaptool -q copy --bmap {} {} {}", bmap.display(), image.display(), t.display()));
+        let b = timed(&format!(
+            "bmaptool -q copy --bmap {} {} {}",
+            bmap.display(),
+            image.display(),
+            t.display()
+        ));
         cleanup.map(|c| sh(&c));
         let (t, cleanup) = target(&dir, "target-dd", size, use_loop);
         drop_caches();

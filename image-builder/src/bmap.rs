@@ -46,7 +46,11 @@ impl Bmap {
 
     fn render(&self, checksum: &str) -> String {
         let mapped = self.mapped_blocks();
-        let pct = if self.blocks_count() == 0 { 0.0 } else { mapped as f64 * 100.0 / self.blocks_count() as f64 };
+        let pct = if self.blocks_count() == 0 {
+            0.0
+        } else {
+            mapped as f64 * 100.0 / self.blocks_count() as f64
+        };
         let mut s = String::new();
         s.push_str("<?xml version=\"1.0\" ?>\n");
         s.push_str("<!-- Block map written by labimg: the blocks of the image that hold data.\n");
@@ -69,9 +73,15 @@ impl Bmap {
         s.push_str("    <BlockMap>\n");
         for r in &self.ranges {
             if r.first == r.last {
-                s.push_str(&format!("        <Range chksum=\"{}\"> {} </Range>\n", r.sha256, r.first));
+                s.push_str(&format!(
+                    "        <Range chksum=\"{}\"> {} </Range>\n",
+                    r.sha256, r.first
+                ));
             } else {
-                s.push_str(&format!("        <Range chksum=\"{}\"> {}-{} </Range>\n", r.sha256, r.first, r.last));
+                s.push_str(&format!(
+                    "        <Range chksum=\"{}\"> {}-{} </Range>\n",
+                    r.sha256, r.first, r.last
+                ));
             }
         }
         s.push_str("    </BlockMap>\n</bmap>\n");
@@ -83,7 +93,9 @@ impl Bmap {
 pub enum ParseError {
     #[error("not a bmap file: {0}")]
     Format(String),
-    #[error("bmap version {0} is not supported (labimg reads format 1.x/2.x with sha256 checksums)")]
+    #[error(
+        "bmap version {0} is not supported (labimg reads format 1.x/2.x with sha256 checksums)"
+    )]
     Version(String),
     #[error("bmap checksum type {0} is not supported (only sha256)")]
     ChecksumType(String),
@@ -101,14 +113,18 @@ impl Bmap {
         let body = strip_comments(text).ok_or_else(|| fmt("unterminated comment"))?;
         let root = body.find("<bmap").ok_or_else(|| fmt("no <bmap> element"))?;
         let open_end = body[root..].find('>').ok_or_else(|| fmt("unterminated <bmap> tag"))? + root;
-        let version = attribute(&body[root..open_end], "version").ok_or_else(|| fmt("<bmap> has no version"))?;
+        let version = attribute(&body[root..open_end], "version")
+            .ok_or_else(|| fmt("<bmap> has no version"))?;
         let major = version.split('.').next().unwrap_or_default();
         if major != "1" && major != "2" {
             return Err(ParseError::Version(version));
         }
         let number = |name: &str| -> Result<u64, ParseError> {
-            let v = element(&body, name).ok_or_else(|| ParseError::Format(format!("no <{name}>")))?;
-            v.trim().parse().map_err(|_| ParseError::Format(format!("<{name}> is not a number: {}", v.trim())))
+            let v =
+                element(&body, name).ok_or_else(|| ParseError::Format(format!("no <{name}>")))?;
+            v.trim()
+                .parse()
+                .map_err(|_| ParseError::Format(format!("<{name}> is not a number: {}", v.trim())))
         };
         let image_size = number("ImageSize")?;
         let block_size = number("BlockSize")?;
@@ -120,7 +136,9 @@ impl Bmap {
         if blocks_count != image_size.div_ceil(block_size) {
             return Err(fmt("<BlocksCount> does not match <ImageSize> / <BlockSize>"));
         }
-        let checksum_type = element(&body, "ChecksumType").map(|s| s.trim().to_string()).unwrap_or_else(|| "sha1".into());
+        let checksum_type = element(&body, "ChecksumType")
+            .map(|s| s.trim().to_string())
+            .unwrap_or_else(|| "sha1".into());
         if checksum_type != "sha256" {
             return Err(ParseError::ChecksumType(checksum_type));
         }
@@ -137,15 +155,21 @@ impl Bmap {
         let mut ranges = Vec::new();
         let mut rest = map;
         while let Some(start) = rest.find("<Range") {
-            let tag_end = rest[start..].find('>').ok_or_else(|| fmt("unterminated <Range>"))? + start;
-            let close = rest[tag_end..].find("</Range>").ok_or_else(|| fmt("<Range> without </Range>"))? + tag_end;
+            let tag_end =
+                rest[start..].find('>').ok_or_else(|| fmt("unterminated <Range>"))? + start;
+            let close =
+                rest[tag_end..].find("</Range>").ok_or_else(|| fmt("<Range> without </Range>"))?
+                    + tag_end;
             let value = rest[tag_end + 1..close].trim();
             let bad = |why: &str| ParseError::Range(value.to_string(), why.to_string());
             let (first, last) = match value.split_once('-') {
                 Some((a, b)) => (a.trim().parse::<u64>(), b.trim().parse::<u64>()),
                 None => (value.parse::<u64>(), value.parse::<u64>()),
             };
-            let (first, last) = (first.map_err(|_| bad("not a block number"))?, last.map_err(|_| bad("not a block number"))?);
+            let (first, last) = (
+                first.map_err(|_| bad("not a block number"))?,
+                last.map_err(|_| bad("not a block number"))?,
+            );
             if first > last || last >= blocks_count {
                 return Err(bad("outside the image or reversed"));
             }
@@ -154,7 +178,9 @@ impl Bmap {
                     return Err(bad("overlaps or precedes the range before it"));
                 }
             }
-            let sha256 = attribute(&rest[start..tag_end], "chksum").ok_or_else(|| bad("no chksum"))?.to_ascii_lowercase();
+            let sha256 = attribute(&rest[start..tag_end], "chksum")
+                .ok_or_else(|| bad("no chksum"))?
+                .to_ascii_lowercase();
             if sha256.len() != 64 || !sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err(bad("chksum is not a sha256"));
             }
@@ -294,7 +320,10 @@ mod tests {
         let b = Bmap {
             image_size: 10 * 4096 + 100,
             block_size: 4096,
-            ranges: vec![Range { first: 0, last: 0, sha256: "ab".repeat(32) }, Range { first: 3, last: 10, sha256: "cd".repeat(32) }],
+            ranges: vec![
+                Range { first: 0, last: 0, sha256: "ab".repeat(32) },
+                Range { first: 3, last: 10, sha256: "cd".repeat(32) },
+            ],
         };
         assert_eq!(Bmap::parse(&b.to_xml()).unwrap(), b);
         assert_eq!(b.span(&b.ranges[1]), (3 * 4096, 10 * 4096 + 100));
@@ -302,7 +331,11 @@ mod tests {
 
     #[test]
     fn refuses_damaged_or_inconsistent_maps() {
-        let b = Bmap { image_size: 8192, block_size: 4096, ranges: vec![Range { first: 0, last: 1, sha256: "ab".repeat(32) }] };
+        let b = Bmap {
+            image_size: 8192,
+            block_size: 4096,
+            ranges: vec![Range { first: 0, last: 1, sha256: "ab".repeat(32) }],
+        };
         let xml = b.to_xml();
         assert_eq!(Bmap::parse(&xml.replace("0-1", "0-2")), Err(ParseError::FileChecksum));
         let no_sum = |x: &str| {
@@ -310,7 +343,10 @@ mod tests {
             let rest = s[1].split_once("</BmapFileChecksum>").unwrap().1;
             format!("{}{}", s[0], rest)
         };
-        assert!(matches!(Bmap::parse(&no_sum(&xml.replace("0-1", "0-2"))), Err(ParseError::Range(..))));
+        assert!(matches!(
+            Bmap::parse(&no_sum(&xml.replace("0-1", "0-2"))),
+            Err(ParseError::Range(..))
+        ));
         assert!(Bmap::parse(&no_sum(&xml.replace("sha256 <", "md5 <"))).is_err());
         assert!(Bmap::parse("<bmap version=\"3.0\">").is_err());
         assert!(Bmap::parse("garbage").is_err());
@@ -318,7 +354,11 @@ mod tests {
 
     #[test]
     fn xml_checksum_is_self_consistent() {
-        let b = Bmap { image_size: 8192, block_size: 4096, ranges: vec![Range { first: 0, last: 0, sha256: "ab".repeat(32) }] };
+        let b = Bmap {
+            image_size: 8192,
+            block_size: 4096,
+            ranges: vec![Range { first: 0, last: 0, sha256: "ab".repeat(32) }],
+        };
         let xml = b.to_xml();
         let sum = xml.split("<BmapFileChecksum> ").nth(1).unwrap()[..64].to_string();
         let zeroed = xml.replacen(&sum, &"0".repeat(64), 1);

@@ -367,13 +367,21 @@ fn prepare(opts: &BuildOptions) -> Result<Ctx<'_>, Error> {
     let fw_dir = opts.firmware_dir.clone().unwrap_or_else(firmware::default_cache);
     let firmware = firmware::load_verified(&manifest, &board, &fw_dir)?;
     let template_path = opts.lab_root.join(firmware::CONFIG_TEMPLATE);
-    let template = fs::read_to_string(&template_path).map_err(|source| Error::Read { what: "config.txt template", path: template_path.clone(), source })?;
+    let template = fs::read_to_string(&template_path).map_err(|source| Error::Read {
+        what: "config.txt template",
+        path: template_path.clone(),
+        source,
+    })?;
     let key = match &opts.host_key {
         Some(path) => Some(HostKey::load(path)?),
         // The lab holds the host's key (`labprov keys new`): decrypted in
         // memory with the admin's age identity, checked against the facts.
         None if secrets::encrypted_key_path(&opts.lab_root, &host.name).is_file() => {
-            Some(secrets::injection_material_with(&opts.lab_root, &host.name, &secrets::AdminIdentity::from_env()?)?)
+            Some(secrets::injection_material_with(
+                &opts.lab_root,
+                &host.name,
+                &secrets::AdminIdentity::from_env()?,
+            )?)
         }
         // Neither: the first boot makes one and `labprov enrol` records it.
         None => None,
@@ -381,8 +389,13 @@ fn prepare(opts: &BuildOptions) -> Result<Ctx<'_>, Error> {
 
     ensure_dir(&opts.out_dir)?;
     let (tree, bootloader_path) = root_tree(opts, &board)?;
-    let bootloader_path = bootloader_path.ok_or_else(|| Error::BootloaderRequired { board: board.clone() })?;
-    let bootloader = fs::read(&bootloader_path).map_err(|source| Error::Read { what: "bootloader", path: bootloader_path.clone(), source })?;
+    let bootloader_path =
+        bootloader_path.ok_or_else(|| Error::BootloaderRequired { board: board.clone() })?;
+    let bootloader = fs::read(&bootloader_path).map_err(|source| Error::Read {
+        what: "bootloader",
+        path: bootloader_path.clone(),
+        source,
+    })?;
     let bootloader_name = format!("u-boot-{board}.bin");
     let config_txt = firmware::render_config(&template, &bootloader_name);
 
@@ -392,16 +405,42 @@ fn prepare(opts: &BuildOptions) -> Result<Ctx<'_>, Error> {
     // The image is sparse: what lands on disk is about the content, not the
     // partition sizes.
     let firmware_bytes: u64 = firmware.iter().map(|f| f.content.len() as u64).sum();
-    check_free_space(&opts.out_dir, tree.stats.blocks * rootfs::BLOCK + firmware_bytes + bootloader.len() as u64)?;
-    Ok(Ctx { opts, board, layout, firmware, key, tree, bootloader, bootloader_name, config_txt, sizing, place, image: None, digest: None, done: None })
+    check_free_space(
+        &opts.out_dir,
+        tree.stats.blocks * rootfs::BLOCK + firmware_bytes + bootloader.len() as u64,
+    )?;
+    Ok(Ctx {
+        opts,
+        board,
+        layout,
+        firmware,
+        key,
+        tree,
+        bootloader,
+        bootloader_name,
+        config_txt,
+        sizing,
+        place,
+        image: None,
+        digest: None,
+        done: None,
+    })
 }
 
 fn key_info(key: &HostKey) -> KeyInfo {
-    KeyInfo { path: HOST_KEY_PATH, public_key: key.public_openssh(), fingerprint: key.fingerprint() }
+    KeyInfo {
+        path: HOST_KEY_PATH,
+        public_key: key.public_openssh(),
+        fingerprint: key.fingerprint(),
+    }
 }
 
 fn file_info(name: &str, content: &[u8]) -> FileInfo {
-    FileInfo { name: name.to_string(), size: content.len() as u64, sha256: firmware::sha256_hex(content) }
+    FileInfo {
+        name: name.to_string(),
+        size: content.len() as u64,
+        sha256: firmware::sha256_hex(content),
+    }
 }
 
 /// A verified firmware file already carries its checksum: no second hash.
@@ -447,10 +486,12 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary, Error> {
 /// the partition table. It holds a private key when a key is injected, so
 /// it is never readable by others, from creation on.
 fn layout_phase(ctx: &mut Ctx) -> Result<(), Error> {
-    let pending = Pending::create(&ctx.image_path(), if ctx.key.is_some() { 0o600 } else { 0o644 })?;
+    let pending =
+        Pending::create(&ctx.image_path(), if ctx.key.is_some() { 0o600 } else { 0o644 })?;
     let image = pending.file.as_file();
     image.set_len(ctx.place.total).map_err(|source| Error::Write { what: "the image", source })?;
-    write_mbr(image, &ctx.place, ctx.disk_id()).map_err(|source| Error::Write { what: "the partition table", source })?;
+    write_mbr(image, &ctx.place, ctx.disk_id())
+        .map_err(|source| Error::Write { what: "the partition table", source })?;
     ctx.image = Some(pending);
     Ok(())
 }
@@ -459,12 +500,21 @@ fn layout_phase(ctx: &mut Ctx) -> Result<(), Error> {
 /// config.txt and the bootloader it boots.
 fn fat_phase(ctx: &mut Ctx) -> Result<(), Error> {
     let step = ctx.opts.progress.step("firmware", "FAT firmware partition");
-    let mut fat_files: Vec<FatFile> = ctx.firmware.iter().map(|f| FatFile { name: &f.name, content: &f.content }).collect();
+    let mut fat_files: Vec<FatFile> =
+        ctx.firmware.iter().map(|f| FatFile { name: &f.name, content: &f.content }).collect();
     fat_files.push(FatFile { name: "config.txt", content: ctx.config_txt.as_bytes() });
     fat_files.push(FatFile { name: &ctx.bootloader_name, content: &ctx.bootloader });
     let place = &ctx.place;
     let image = ctx.pending().file.as_file();
-    fat::write_partition(image, place.firmware_start, place.firmware_size, &ctx.layout.firmware_label, ctx.volume_id(), ctx.opts.epoch, &mut fat_files)?;
+    fat::write_partition(
+        image,
+        place.firmware_start,
+        place.firmware_size,
+        &ctx.layout.firmware_label,
+        ctx.volume_id(),
+        ctx.opts.epoch,
+        &mut fat_files,
+    )?;
     step.finish_and_clear();
     Ok(())
 }
@@ -502,7 +552,10 @@ fn key_phase(ctx: &mut Ctx) -> Result<(), Error> {
         ctx.pending().path(),
         ctx.place.root_start,
         &ctx.tree,
-        &[Inject { path: HOST_KEY_PATH, content: private.as_bytes(), mode: 0o600 }, Inject { path: &pub_path, content: public.as_bytes(), mode: 0o644 }],
+        &[
+            Inject { path: HOST_KEY_PATH, content: private.as_bytes(), mode: 0o600 },
+            Inject { path: &pub_path, content: public.as_bytes(), mode: 0o644 },
+        ],
         ctx.opts.epoch,
     )?;
     step.finish_and_clear();
@@ -522,7 +575,8 @@ fn normalize_phase(ctx: &mut Ctx) -> Result<(), Error> {
 /// range, what `labimg flash` writes and verifies) and the whole sha256.
 fn digest_phase(ctx: &mut Ctx) -> Result<(), Error> {
     let image = ctx.pending().file.as_file();
-    let digest = bmap::digest(image, ctx.place.total, ctx.opts.progress).map_err(|source| Error::Write { what: "the block map", source })?;
+    let digest = bmap::digest(image, ctx.place.total, ctx.opts.progress)
+        .map_err(|source| Error::Write { what: "the block map", source })?;
     ctx.digest = Some(digest);
     Ok(())
 }
@@ -541,12 +595,19 @@ fn commit_phase(ctx: &mut Ctx) -> Result<(), Error> {
         sha256: out_dir.join(format!("{image_file}.sha256")),
         manifest: out_dir.join(format!("{}.manifest.json", ctx.name())),
     };
-    let manifest_json = serde_json::to_string_pretty(&manifest).expect("manifest serialises") + "\n";
-    let small = [(&outputs.bmap, bmap.to_xml()), (&outputs.sha256, format!("{sha256}  {image_file}\n")), (&outputs.manifest, manifest_json)];
+    let manifest_json =
+        serde_json::to_string_pretty(&manifest).expect("manifest serialises") + "\n";
+    let small = [
+        (&outputs.bmap, bmap.to_xml()),
+        (&outputs.sha256, format!("{sha256}  {image_file}\n")),
+        (&outputs.manifest, manifest_json),
+    ];
     let mut done = Vec::new();
     for (path, text) in small {
         let mut p = Pending::create(path, 0o644)?;
-        p.file.write_all(text.as_bytes()).map_err(|source| Error::Write { what: "an output file", source })?;
+        p.file
+            .write_all(text.as_bytes())
+            .map_err(|source| Error::Write { what: "an output file", source })?;
         done.push(p);
     }
     for p in done {
@@ -561,8 +622,13 @@ fn commit_phase(ctx: &mut Ctx) -> Result<(), Error> {
 /// Raspberry Pi firmware and NixOS's sd-image set it) and the root after it.
 fn write_mbr(image: &File, place: &Placement, disk_id: u32) -> io::Result<()> {
     use lab_blockdev::mbr::{self, Primary};
-    let primary =
-        |number, start: u64, size: u64, type_byte, bootable| Primary { number, first_lba: start / SECTOR, sectors: size / SECTOR, type_byte, bootable };
+    let primary = |number, start: u64, size: u64, type_byte, bootable| Primary {
+        number,
+        first_lba: start / SECTOR,
+        sectors: size / SECTOR,
+        type_byte,
+        bootable,
+    };
     let parts = [
         primary(1, place.firmware_start, place.firmware_size, FIRMWARE_PARTITION_TYPE, true),
         primary(2, place.root_start, place.root_size, ROOT_PARTITION_TYPE, false),
@@ -578,7 +644,11 @@ fn check_free_space(dir: &Path, need: u64) -> Result<(), Error> {
     if let Ok(st) = nix::sys::statvfs::statvfs(dir) {
         let free = st.blocks_available() * st.fragment_size();
         if free < need {
-            return Err(Error::DiskFull { dir: dir.to_path_buf(), need_mib: need >> 20, free_mib: free >> 20 });
+            return Err(Error::DiskFull {
+                dir: dir.to_path_buf(),
+                need_mib: need >> 20,
+                free_mib: free >> 20,
+            });
         }
     }
     Ok(())
@@ -587,7 +657,9 @@ fn check_free_space(dir: &Path, need: u64) -> Result<(), Error> {
 /// The root tree and, where the system provides one, the bootloader file.
 fn root_tree(opts: &BuildOptions, board: &str) -> Result<(RootTree, Option<PathBuf>), Error> {
     match &opts.root {
-        RootInput::Tree(path) => Ok((RootTree::open(path, &opts.out_dir)?, opts.bootloader.clone())),
+        RootInput::Tree(path) => {
+            Ok((RootTree::open(path, &opts.out_dir)?, opts.bootloader.clone()))
+        }
         RootInput::System(toplevel) => {
             let tree = nixos::stage(toplevel, &opts.out_dir)?;
             let boot = match &opts.bootloader {
@@ -625,9 +697,13 @@ mod nixos {
     }
 
     pub fn build_toplevel(lab: &Path, host: &str) -> Result<PathBuf, Error> {
-        let attr = format!("{}#nixosConfigurations.{host}.config.system.build.toplevel", lab.display());
+        let attr =
+            format!("{}#nixosConfigurations.{host}.config.system.build.toplevel", lab.display());
         let label = format!("building {host}'s system");
-        Ok(PathBuf::from(nix(&["nix", "build", "--no-link", "--print-out-paths", &attr], Some(&label))?))
+        Ok(PathBuf::from(nix(
+            &["nix", "build", "--no-link", "--print-out-paths", &attr],
+            Some(&label),
+        )?))
     }
 
     /// U-Boot for the board from the host's own nixpkgs.
@@ -638,7 +714,10 @@ mod nixos {
             _ => return Ok(None),
         };
         let attr = format!("{}#nixosConfigurations.{host}.pkgs.{pkg}", lab.display());
-        let out = nix(&["nix", "build", "--no-link", "--print-out-paths", &attr], Some("building U-Boot"))?;
+        let out = nix(
+            &["nix", "build", "--no-link", "--print-out-paths", &attr],
+            Some("building U-Boot"),
+        )?;
         Ok(Some(PathBuf::from(out).join("u-boot.bin")))
     }
 
@@ -650,10 +729,13 @@ mod nixos {
         dump.extend(&paths);
         let registration = nix(&dump, None)?;
 
-        let dir =
-            tempfile::Builder::new().prefix(".labimg-system.").tempdir_in(scratch).map_err(|source| Error::Write { what: "the staging directory", source })?;
+        let dir = tempfile::Builder::new()
+            .prefix(".labimg-system.")
+            .tempdir_in(scratch)
+            .map_err(|source| Error::Write { what: "the staging directory", source })?;
         let store = dir.path().join("nix/store");
-        fs::create_dir_all(&store).map_err(|source| Error::Write { what: "the staging directory", source })?;
+        fs::create_dir_all(&store)
+            .map_err(|source| Error::Write { what: "the staging directory", source })?;
         lab_cli::Cmd::new("cp")
             .args(["-a", "--reflink=auto", "-t"])
             .arg(&store)
@@ -676,8 +758,13 @@ mod nixos {
     /// What NixOS's generic-extlinux-compatible builder writes, pointing at
     /// the store paths on the same filesystem (U-Boot reads them in place).
     fn extlinux_conf(toplevel: &Path) -> Result<String, Error> {
-        let read_link =
-            |name: &str| fs::canonicalize(toplevel.join(name)).map_err(|source| Error::Read { what: "the system's", path: toplevel.join(name), source });
+        let read_link = |name: &str| {
+            fs::canonicalize(toplevel.join(name)).map_err(|source| Error::Read {
+                what: "the system's",
+                path: toplevel.join(name),
+                source,
+            })
+        };
         let kernel = read_link("kernel")?;
         let initrd = read_link("initrd")?;
         let dtbs = read_link("dtbs").ok();

@@ -100,7 +100,9 @@ impl Mkfs<'_> {
         if stderr.contains("No space left on device") {
             return Err(Error::DiskFull { stderr });
         }
-        if stderr.contains("Could not allocate block") || stderr.contains("Could not allocate inode") {
+        if stderr.contains("Could not allocate block")
+            || stderr.contains("Could not allocate inode")
+        {
             return Err(Error::NoSpace { size_mib: self.size >> 20 });
         }
         Err(Error::Mkfs { stderr })
@@ -117,7 +119,13 @@ pub struct Inject<'a> {
 /// Writes `files` into the filesystem at `offset` of `image` with debugfs.
 /// The content travels through an anonymous in-memory file (memfd), so a
 /// private key is never written to any file but the image itself.
-pub fn inject(image: &Path, offset: u64, tree: &RootTree, files: &[Inject], epoch: u64) -> Result<(), Error> {
+pub fn inject(
+    image: &Path,
+    offset: u64,
+    tree: &RootTree,
+    files: &[Inject],
+    epoch: u64,
+) -> Result<(), Error> {
     use nix::sys::memfd::{memfd_create, MFdFlags};
 
     let mut script = String::new();
@@ -130,7 +138,9 @@ pub fn inject(image: &Path, offset: u64, tree: &RootTree, files: &[Inject], epoc
             parent.push(comp);
             let rel = parent.strip_prefix("/").unwrap_or(&parent).to_string_lossy().into_owned();
             if !tree.contains(&rel) && made.insert(rel.clone()) {
-                script.push_str(&format!("mkdir /{rel}\nsif /{rel} mode 040755\nsif /{rel} uid 0\nsif /{rel} gid 0\n"));
+                script.push_str(&format!(
+                    "mkdir /{rel}\nsif /{rel} mode 040755\nsif /{rel} uid 0\nsif /{rel} gid 0\n"
+                ));
             }
         }
         let rel = f.path.trim_start_matches('/');
@@ -138,7 +148,8 @@ pub fn inject(image: &Path, offset: u64, tree: &RootTree, files: &[Inject], epoc
             script.push_str(&format!("rm /{rel}\n"));
         }
         // Not close-on-exec: debugfs inherits it and reads /proc/self/fd/N.
-        let fd = memfd_create(c"labimg-inject", MFdFlags::empty()).map_err(|source| Error::Memfd { what: f.path.to_string(), source })?;
+        let fd = memfd_create(c"labimg-inject", MFdFlags::empty())
+            .map_err(|source| Error::Memfd { what: f.path.to_string(), source })?;
         let mut mem = File::from(fd);
         mem.write_all(f.content)?;
         script.push_str(&format!(
@@ -159,7 +170,8 @@ pub fn inject(image: &Path, offset: u64, tree: &RootTree, files: &[Inject], epoc
     // debugfs exits 0 even when a command fails; its errors go to stderr
     // after the version banner.
     let stderr = &output.stderr;
-    let problems: Vec<&str> = stderr.lines().filter(|l| !l.starts_with("debugfs ") && !l.trim().is_empty()).collect();
+    let problems: Vec<&str> =
+        stderr.lines().filter(|l| !l.starts_with("debugfs ") && !l.trim().is_empty()).collect();
     if !output.success() || !problems.is_empty() {
         let what = files.iter().map(|f| f.path).collect::<Vec<_>>().join(", ");
         return Err(Error::Inject { what, stderr: problems.join("\n") });
@@ -181,22 +193,30 @@ pub struct Normalized {
 /// end up owned by some random uid on the target). Inode checksums are
 /// recomputed; each stored checksum is verified first, so a layout this code
 /// does not understand stops the build instead of corrupting the image.
-pub fn normalize(image: &File, offset: u64, epoch: u64, builder: (u32, u32)) -> Result<Normalized, Error> {
+pub fn normalize(
+    image: &File,
+    offset: u64,
+    epoch: u64,
+    builder: (u32, u32),
+) -> Result<Normalized, Error> {
     let sb = Superblock::read(image, offset)?;
     let mut out = Normalized::default();
     // Times from 2038 on need ext4's extra epoch bits; nobody builds images
     // dated that far, so refuse rather than half-support them.
-    let epoch32 = i32::try_from(epoch)
-        .map(|e| e as u32)
-        .map_err(|_| Error::Layout(format!("SOURCE_DATE_EPOCH {epoch} is after 2038-01-19, which labimg does not support")))?;
+    let epoch32 = i32::try_from(epoch).map(|e| e as u32).map_err(|_| {
+        Error::Layout(format!(
+            "SOURCE_DATE_EPOCH {epoch} is after 2038-01-19, which labimg does not support"
+        ))
+    })?;
     let isz = sb.inode_size as usize;
     for group in 0..sb.groups {
         let desc = sb.group_desc(image, offset, group)?;
         if desc.flags & BG_INODE_UNINIT != 0 {
             continue;
         }
-        let used =
-            sb.inodes_per_group.checked_sub(desc.itable_unused).ok_or_else(|| Error::Layout(format!("group {group} claims more unused inodes than it has")))?;
+        let used = sb.inodes_per_group.checked_sub(desc.itable_unused).ok_or_else(|| {
+            Error::Layout(format!("group {group} claims more unused inodes than it has"))
+        })?;
         if used == 0 {
             continue;
         }
@@ -210,7 +230,9 @@ pub fn normalize(image: &File, offset: u64, epoch: u64, builder: (u32, u32)) -> 
                 continue; // never used
             }
             if sb.metadata_csum && inode_csum(&sb, ino, raw) != stored_csum(&sb, raw) {
-                return Err(Error::Layout(format!("inode {ino} checksum does not verify before patching")));
+                return Err(Error::Layout(format!(
+                    "inode {ino} checksum does not verify before patching"
+                )));
             }
             let (uid, gid) = (owner(raw, 0x02, 0x78), owner(raw, 0x18, 0x7a));
             if builder.0 != 0 && uid == builder.0 {
@@ -279,7 +301,8 @@ impl Superblock {
             return Err(Error::Layout("no ext4 superblock after mkfs".into()));
         }
         let block_size = 1024u64 << le32(&s, 0x18);
-        let blocks = le32(&s, 0x04) as u64 | if le32(&s, 0x60) & 0x80 != 0 { (le32(&s, 0x150) as u64) << 32 } else { 0 };
+        let blocks = le32(&s, 0x04) as u64
+            | if le32(&s, 0x60) & 0x80 != 0 { (le32(&s, 0x150) as u64) << 32 } else { 0 };
         let blocks_per_group = le32(&s, 0x20) as u64;
         let first_data_block = le32(&s, 0x14) as u64;
         let incompat = le32(&s, 0x60);
@@ -289,12 +312,15 @@ impl Superblock {
             return Err(Error::Layout("meta_bg group descriptors".into()));
         }
         if ro_compat & 0x400 == 0 {
-            return Err(Error::Layout("no metadata_csum, so inodes cannot be verified before patching".into()));
+            return Err(Error::Layout(
+                "no metadata_csum, so inodes cannot be verified before patching".into(),
+            ));
         }
         let desc_size = if incompat & 0x80 != 0 { le16(&s, 0xfe) as u64 } else { 32 };
         let mut uuid = [0u8; 16];
         uuid.copy_from_slice(&s[0x68..0x78]);
-        let csum_seed = if incompat & 0x2000 != 0 { le32(&s, 0x270) } else { crc32c_raw(!0, &uuid) };
+        let csum_seed =
+            if incompat & 0x2000 != 0 { le32(&s, 0x270) } else { crc32c_raw(!0, &uuid) };
         Ok(Superblock {
             block_size,
             inodes_per_group: le32(&s, 0x28),
@@ -309,11 +335,14 @@ impl Superblock {
 
     fn group_desc(&self, image: &File, offset: u64, group: u32) -> Result<GroupDesc, Error> {
         let mut d = vec![0u8; self.desc_size as usize];
-        let at = offset + (self.first_data_block + 1) * self.block_size + group as u64 * self.desc_size;
+        let at =
+            offset + (self.first_data_block + 1) * self.block_size + group as u64 * self.desc_size;
         image.read_exact_at(&mut d, at)?;
         let wide = self.desc_size >= 64;
-        let inode_table = le32(&d, 0x08) as u64 | if wide { (le32(&d, 0x28) as u64) << 32 } else { 0 };
-        let itable_unused = le16(&d, 0x1c) as u32 | if wide { (le16(&d, 0x32) as u32) << 16 } else { 0 };
+        let inode_table =
+            le32(&d, 0x08) as u64 | if wide { (le32(&d, 0x28) as u64) << 32 } else { 0 };
+        let itable_unused =
+            le16(&d, 0x1c) as u32 | if wide { (le16(&d, 0x32) as u32) << 16 } else { 0 };
         Ok(GroupDesc { inode_table, flags: le16(&d, 0x12), itable_unused })
     }
 }
@@ -391,7 +420,8 @@ mod tests {
     #[test]
     fn estimate_grows_with_content() {
         let small = TreeStats { files: 10, directories: 2, blocks: 100, ..Default::default() };
-        let big = TreeStats { files: 10_000, directories: 200, blocks: 100_000, ..Default::default() };
+        let big =
+            TreeStats { files: 10_000, directories: 200, blocks: 100_000, ..Default::default() };
         let (a, b) = (estimate(&small, 2, 0), estimate(&big, 2, 0));
         assert!(b.need_bytes > a.need_bytes + 100_000 * BLOCK);
         assert!(b.inodes > 10_200);

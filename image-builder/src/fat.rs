@@ -35,7 +35,10 @@ impl Write for Slice<'_> {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
         let n = buf.len().min(self.len.saturating_sub(self.pos) as usize);
         if n == 0 && !buf.is_empty() {
-            return Err(io::Error::new(io::ErrorKind::WriteZero, "write past the end of the partition"));
+            return Err(io::Error::new(
+                io::ErrorKind::WriteZero,
+                "write past the end of the partition",
+            ));
         }
         let n = self.file.write_at(&buf[..n], self.start + self.pos)?;
         self.pos += n as u64;
@@ -103,7 +106,15 @@ pub fn fat_datetime(epoch: u64) -> DateTime {
     let day = (doy - (153 * mp + 2) / 5 + 1) as u16;
     let month = if mp < 10 { mp + 3 } else { mp - 9 } as u16;
     let year = (yoe + era * 400 + i64::from(month <= 2)) as u16;
-    DateTime { date: Date { year, month, day }, time: Time { hour: (rem / 3600) as u16, min: (rem / 60 % 60) as u16, sec: (rem % 60) as u16, millis: 0 } }
+    DateTime {
+        date: Date { year, month, day },
+        time: Time {
+            hour: (rem / 3600) as u16,
+            min: (rem / 60 % 60) as u16,
+            sec: (rem % 60) as u16,
+            millis: 0,
+        },
+    }
 }
 
 /// One file for the partition; `name` may contain `/` for subdirectories.
@@ -113,17 +124,33 @@ pub struct FatFile<'a> {
 }
 
 /// Formats `[start, start + len)` of `image` and writes `files` into it.
-pub fn write_partition(image: &File, start: u64, len: u64, label: &str, volume_id: u32, epoch: u64, files: &mut [FatFile<'_>]) -> Result<(), Error> {
+pub fn write_partition(
+    image: &File,
+    start: u64,
+    len: u64,
+    label: &str,
+    volume_id: u32,
+    epoch: u64,
+    files: &mut [FatFile<'_>],
+) -> Result<(), Error> {
     let need: u64 = files.iter().map(|f| f.content.len() as u64 + 4096).sum();
     if need > len * 9 / 10 {
         return Err(Error::TooLarge { need_kib: need / 1024, size_mib: len >> 20 });
     }
     let mut padded = [b' '; 11];
     padded[..label.len()].copy_from_slice(label.as_bytes());
-    fatfs::format_volume(Slice::new(image, start, len), FormatVolumeOptions::new().volume_id(volume_id).volume_label(padded)).map_err(Error::Format)?;
+    fatfs::format_volume(
+        Slice::new(image, start, len),
+        FormatVolumeOptions::new().volume_id(volume_id).volume_label(padded),
+    )
+    .map_err(Error::Format)?;
     // One leaked clock per build: fatfs wants a 'static time provider.
     let clock: &'static FixedClock = Box::leak(Box::new(FixedClock(fat_datetime(epoch))));
-    let fs = FileSystem::new(Slice::new(image, start, len), FsOptions::new().time_provider(clock).update_accessed_date(false)).map_err(Error::Format)?;
+    let fs = FileSystem::new(
+        Slice::new(image, start, len),
+        FsOptions::new().time_provider(clock).update_accessed_date(false),
+    )
+    .map_err(Error::Format)?;
     files.sort_by(|a, b| a.name.cmp(b.name));
     let root = fs.root_dir();
     for f in files.iter() {
@@ -164,7 +191,10 @@ mod tests {
     fn writes_and_reads_back() {
         let f = tempfile::tempfile().unwrap();
         f.set_len(32 << 20).unwrap();
-        let mut files = [FatFile { name: "overlays/a.dtbo", content: b"dtbo" }, FatFile { name: "config.txt", content: b"arm_64bit=1\n" }];
+        let mut files = [
+            FatFile { name: "overlays/a.dtbo", content: b"dtbo" },
+            FatFile { name: "config.txt", content: b"arm_64bit=1\n" },
+        ];
         write_partition(&f, 1 << 20, 30 << 20, "FIRMWARE", 0x1234_5678, 0, &mut files).unwrap();
         let fs = FileSystem::new(Slice::new(&f, 1 << 20, 30 << 20), FsOptions::new()).unwrap();
         assert_eq!(fs.volume_id(), 0x1234_5678);

@@ -23,7 +23,9 @@ pub enum Error {
     ManifestRead { path: PathBuf, source: io::Error },
     #[error("the firmware manifest {path} is malformed: {source}")]
     ManifestParse { path: PathBuf, source: Box<toml::de::Error> },
-    #[error("the firmware manifest names archive `{archive}` for {file}, but declares no such archive")]
+    #[error(
+        "the firmware manifest names archive `{archive}` for {file}, but declares no such archive"
+    )]
     ManifestArchive { archive: String, file: String },
     #[error("unknown board `{board}`; known boards: {}", BOARDS.join(", "))]
     UnknownBoard { board: String },
@@ -42,7 +44,9 @@ pub enum Error {
     Mismatch { path: PathBuf, expected: String, actual: String },
     #[error("download of {url} failed: {reason}. Check the network, or fetch through a mirror with --mirror URL")]
     Download { url: String, reason: String },
-    #[error("refusing {url}: its sha256 is {actual}, the manifest pins {expected}; nothing was cached")]
+    #[error(
+        "refusing {url}: its sha256 is {actual}, the manifest pins {expected}; nothing was cached"
+    )]
     ArchiveMismatch { url: String, expected: String, actual: String },
     #[error("{archive} does not contain {path} (or is not a .deb with a data.tar.xz)")]
     NotInArchive { archive: String, path: String },
@@ -82,11 +86,18 @@ pub struct FirmwareFile {
 
 impl Manifest {
     pub fn load(path: &Path) -> Result<Manifest, Error> {
-        let text = fs::read_to_string(path).map_err(|source| Error::ManifestRead { path: path.to_path_buf(), source })?;
-        let m: Manifest = toml::from_str(&text).map_err(|source| Error::ManifestParse { path: path.to_path_buf(), source: Box::new(source) })?;
+        let text = fs::read_to_string(path)
+            .map_err(|source| Error::ManifestRead { path: path.to_path_buf(), source })?;
+        let m: Manifest = toml::from_str(&text).map_err(|source| Error::ManifestParse {
+            path: path.to_path_buf(),
+            source: Box::new(source),
+        })?;
         for f in &m.file {
             if !m.archive.iter().any(|a| a.id == f.archive) {
-                return Err(Error::ManifestArchive { archive: f.archive.clone(), file: f.name.clone() });
+                return Err(Error::ManifestArchive {
+                    archive: f.archive.clone(),
+                    file: f.name.clone(),
+                });
             }
         }
         Ok(m)
@@ -125,7 +136,9 @@ pub struct Verified {
 pub fn load_verified(manifest: &Manifest, board: &str, dir: &Path) -> Result<Vec<Verified>, Error> {
     let files = manifest.files_for(board)?;
     fs::read_dir(dir).map_err(|source| match source.kind() {
-        io::ErrorKind::NotFound => Error::NoCache { dir: dir.to_path_buf(), board: board.to_string() },
+        io::ErrorKind::NotFound => {
+            Error::NoCache { dir: dir.to_path_buf(), board: board.to_string() }
+        }
         _ => Error::DirUnreadable { dir: dir.to_path_buf(), source },
     })?;
     files
@@ -133,7 +146,9 @@ pub fn load_verified(manifest: &Manifest, board: &str, dir: &Path) -> Result<Vec
         .map(|f| {
             let path = dir.join(&f.name);
             let content = fs::read(&path).map_err(|source| match source.kind() {
-                io::ErrorKind::NotFound => Error::Missing { name: f.name.clone(), dir: dir.to_path_buf() },
+                io::ErrorKind::NotFound => {
+                    Error::Missing { name: f.name.clone(), dir: dir.to_path_buf() }
+                }
                 _ => Error::Read { path: path.clone(), source },
             })?;
             let actual = sha256_hex(&content);
@@ -158,7 +173,13 @@ pub struct FetchReport {
 /// Makes sure the cache holds a verified copy of every file the `boards`
 /// need, downloading only the archives of files that are missing or wrong.
 /// `mirror` replaces the scheme and host of every archive URL.
-pub fn fetch(manifest: &Manifest, boards: &[String], cache: &Path, mirror: Option<&str>, progress: Progress) -> Result<FetchReport, Error> {
+pub fn fetch(
+    manifest: &Manifest,
+    boards: &[String],
+    cache: &Path,
+    mirror: Option<&str>,
+    progress: Progress,
+) -> Result<FetchReport, Error> {
     ensure_dir(cache)?;
     let mut report = FetchReport { cache: cache.to_path_buf(), ..Default::default() };
     let mut wanted: Vec<&FirmwareFile> = Vec::new();
@@ -188,14 +209,21 @@ pub fn fetch(manifest: &Manifest, boards: &[String], cache: &Path, mirror: Optio
         let url = rebase(&archive.url, mirror);
         let data = download(&client, &url, archive, progress)?;
         report.downloaded_bytes += data.len() as u64;
-        let files: Vec<&FirmwareFile> = missing.iter().copied().filter(|f| f.archive == id).collect();
+        let files: Vec<&FirmwareFile> =
+            missing.iter().copied().filter(|f| f.archive == id).collect();
         for (f, content) in extract_deb(&data, &files, &url)? {
             let actual = sha256_hex(&content);
             if actual != f.sha256 {
-                return Err(Error::Mismatch { path: PathBuf::from(format!("{url}:{}", f.path)), expected: f.sha256.clone(), actual });
+                return Err(Error::Mismatch {
+                    path: PathBuf::from(format!("{url}:{}", f.path)),
+                    expected: f.sha256.clone(),
+                    actual,
+                });
             }
             let mut out = Pending::create(&cache.join(&f.name), 0o644)?;
-            out.file.write_all(&content).map_err(|source| Error::Read { path: out.path().to_path_buf(), source })?;
+            out.file
+                .write_all(&content)
+                .map_err(|source| Error::Read { path: out.path().to_path_buf(), source })?;
             out.commit()?;
             report.fetched.push(f.name.clone());
         }
@@ -204,12 +232,22 @@ pub fn fetch(manifest: &Manifest, boards: &[String], cache: &Path, mirror: Optio
 }
 
 fn rebase(url: &str, mirror: Option<&str>) -> String {
-    let Some(mirror) = mirror else { return url.to_string() };
-    let path = url.split_once("://").and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..])).unwrap_or("/");
+    let Some(mirror) = mirror else {
+        return url.to_string();
+    };
+    let path = url
+        .split_once("://")
+        .and_then(|(_, rest)| rest.find('/').map(|i| &rest[i..]))
+        .unwrap_or("/");
     format!("{}{}", mirror.trim_end_matches('/'), path)
 }
 
-fn download(client: &reqwest::blocking::Client, url: &str, archive: &Archive, progress: Progress) -> Result<Vec<u8>, Error> {
+fn download(
+    client: &reqwest::blocking::Client,
+    url: &str,
+    archive: &Archive,
+    progress: Progress,
+) -> Result<Vec<u8>, Error> {
     let fail = |reason: String| Error::Download { url: url.to_string(), reason };
     let mut resp = client.get(url).send().map_err(|e| fail(e.to_string()))?;
     if !resp.status().is_success() {
@@ -232,14 +270,22 @@ fn download(client: &reqwest::blocking::Client, url: &str, archive: &Archive, pr
     bar.finish_and_clear();
     let actual = hex::encode(hasher.finalize());
     if actual != archive.sha256 {
-        return Err(Error::ArchiveMismatch { url: url.to_string(), expected: archive.sha256.clone(), actual });
+        return Err(Error::ArchiveMismatch {
+            url: url.to_string(),
+            expected: archive.sha256.clone(),
+            actual,
+        });
     }
     Ok(data)
 }
 
 /// Pulls `files` out of a Debian package: an `ar` archive whose
 /// `data.tar.xz` member holds the package's files.
-fn extract_deb<'f>(deb: &[u8], files: &[&'f FirmwareFile], url: &str) -> Result<Vec<(&'f FirmwareFile, Vec<u8>)>, Error> {
+fn extract_deb<'f>(
+    deb: &[u8],
+    files: &[&'f FirmwareFile],
+    url: &str,
+) -> Result<Vec<(&'f FirmwareFile, Vec<u8>)>, Error> {
     let unpack = |source| Error::Unpack { archive: url.to_string(), source };
     let mut ar = ar::Archive::new(deb);
     while let Some(entry) = ar.next_entry() {
@@ -251,7 +297,8 @@ fn extract_deb<'f>(deb: &[u8], files: &[&'f FirmwareFile], url: &str) -> Result<
         let mut found = Vec::new();
         for item in tar.entries().map_err(unpack)? {
             let mut item = item.map_err(unpack)?;
-            let path = item.path().map_err(unpack)?.to_string_lossy().trim_start_matches("./").to_string();
+            let path =
+                item.path().map_err(unpack)?.to_string_lossy().trim_start_matches("./").to_string();
             if let Some(f) = files.iter().find(|f| f.path == path) {
                 let mut content = Vec::new();
                 item.read_to_end(&mut content).map_err(unpack)?;
@@ -277,7 +324,8 @@ mod tests {
 
     #[test]
     fn the_repository_manifest_covers_every_board() {
-        let m = Manifest::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(MANIFEST)).unwrap();
+        let m = Manifest::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(MANIFEST))
+            .unwrap();
         for b in BOARDS {
             assert!(!m.files_for(b).unwrap().is_empty(), "{b}");
         }
@@ -289,12 +337,16 @@ mod tests {
 
     #[test]
     fn mirror_keeps_the_path() {
-        assert_eq!(rebase("https://deb.debian.org/debian/pool/x.deb", Some("http://127.0.0.1:8080/")), "http://127.0.0.1:8080/debian/pool/x.deb");
+        assert_eq!(
+            rebase("https://deb.debian.org/debian/pool/x.deb", Some("http://127.0.0.1:8080/")),
+            "http://127.0.0.1:8080/debian/pool/x.deb"
+        );
     }
 
     #[test]
     fn tampered_file_is_refused() {
-        let m = Manifest::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(MANIFEST)).unwrap();
+        let m = Manifest::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(MANIFEST))
+            .unwrap();
         let dir = tempfile::tempdir().unwrap();
         for f in m.files_for("rpi5").unwrap() {
             fs::write(dir.path().join(&f.name), b"not the pinned file").unwrap();

@@ -136,10 +136,12 @@ impl Image {
     pub fn open(path: &Path, bmap: Option<&Path>, no_bmap: bool) -> Result<Image, Error> {
         let img_err = |source| Error::Image { path: path.to_path_buf(), source };
         let compressed = is_zstd(path).map_err(img_err)?;
-        let bmap_path = if no_bmap { None } else { bmap.map(Path::to_path_buf).or_else(|| find_bmap(path)) };
+        let bmap_path =
+            if no_bmap { None } else { bmap.map(Path::to_path_buf).or_else(|| find_bmap(path)) };
         let map = match &bmap_path {
             Some(p) => {
-                let text = std::fs::read_to_string(p).map_err(|source| Error::BmapRead { path: p.clone(), source })?;
+                let text = std::fs::read_to_string(p)
+                    .map_err(|source| Error::BmapRead { path: p.clone(), source })?;
                 Some(Bmap::parse(&text).map_err(|source| Error::Bmap { path: p.clone(), source })?)
             }
             None => None,
@@ -190,11 +192,15 @@ impl Image {
                 bmap::data_blocks(f, size)
                     .map_err(img_err)?
                     .into_iter()
-                    .map(|(first, last)| (first * bmap::BLOCK_SIZE, ((last + 1) * bmap::BLOCK_SIZE).min(size), None))
+                    .map(|(first, last)| {
+                        (first * bmap::BLOCK_SIZE, ((last + 1) * bmap::BLOCK_SIZE).min(size), None)
+                    })
                     .collect(),
                 "holes of the image file",
             ),
-            (None, Source::Zstd(_)) => (vec![(0, size, None)], "every block (compressed, no block map)"),
+            (None, Source::Zstd(_)) => {
+                (vec![(0, size, None)], "every block (compressed, no block map)")
+            }
         };
         Ok(Image { path: path.to_path_buf(), size, bmap_path, ranges, how, source })
     }
@@ -224,7 +230,10 @@ impl Target {
                 d.model.as_deref().unwrap_or("unknown model"),
                 d.size as f64 / 1e9,
                 d.serial.as_deref().unwrap_or("unknown"),
-                d.loop_backing.as_ref().map(|b| format!(", backed by {}", b.display())).unwrap_or_default()
+                d.loop_backing
+                    .as_ref()
+                    .map(|b| format!(", backed by {}", b.display()))
+                    .unwrap_or_default()
             ),
             None => format!("{} (regular file)", self.path.display()),
         }
@@ -242,12 +251,19 @@ pub fn preflight(path: &Path, image_size: u64, allow_fixed: bool) -> Result<Targ
         Ok(m) => m,
         Err(e) if e.kind() == io::ErrorKind::NotFound => {
             // A new regular file is fine (VM disks, tests), in an existing directory.
-            if path.parent().is_some_and(|p| p.as_os_str().is_empty() || p.is_dir()) && !path.starts_with("/dev") {
+            if path.parent().is_some_and(|p| p.as_os_str().is_empty() || p.is_dir())
+                && !path.starts_with("/dev")
+            {
                 return Ok(Target { path: path.to_path_buf(), kind: "new file", disk: None });
             }
             return Err(Error::NoTarget { path: path.to_path_buf() });
         }
-        Err(source) => return Err(Error::Device(lab_blockdev::Error::Stat { path: path.to_path_buf(), source })),
+        Err(source) => {
+            return Err(Error::Device(lab_blockdev::Error::Stat {
+                path: path.to_path_buf(),
+                source,
+            }))
+        }
     };
     if meta.file_type().is_file() {
         return Ok(Target { path: path.to_path_buf(), kind: "regular file", disk: None });
@@ -265,11 +281,19 @@ pub fn preflight(path: &Path, image_size: u64, allow_fixed: bool) -> Result<Targ
     }
     let is_loop = disk.loop_backing.is_some() || disk.name.starts_with("loop");
     if !disk.removable && !is_loop && !allow_fixed {
-        let what = format!("{} {}", disk.transport.as_deref().unwrap_or("internal"), disk.model.as_deref().unwrap_or(&disk.name));
+        let what = format!(
+            "{} {}",
+            disk.transport.as_deref().unwrap_or("internal"),
+            disk.model.as_deref().unwrap_or(&disk.name)
+        );
         return Err(Error::Fixed { path: path.to_path_buf(), what });
     }
     if disk.size < image_size {
-        return Err(Error::TooSmall { path: path.to_path_buf(), device_size: disk.size, image_size });
+        return Err(Error::TooSmall {
+            path: path.to_path_buf(),
+            device_size: disk.size,
+            image_size,
+        });
     }
     let kind = if is_loop {
         "loop device"
@@ -382,13 +406,21 @@ struct Ctx<'a> {
 /// The phases in flash order, each small.
 type PhaseFn = fn(&mut Ctx) -> Result<(), Error>;
 
-const PHASES: [(Phase, PhaseFn); 4] =
-    [(Phase::Confirm, confirm_phase), (Phase::Write, write_phase), (Phase::Flush, flush_phase), (Phase::Verify, verify_phase)];
+const PHASES: [(Phase, PhaseFn); 4] = [
+    (Phase::Confirm, confirm_phase),
+    (Phase::Write, write_phase),
+    (Phase::Flush, flush_phase),
+    (Phase::Verify, verify_phase),
+];
 
 impl<'a> Ctx<'a> {
     /// Every refusal, before anything is opened for writing: where a flash
     /// starts and where its dry run stops.
-    fn preflight(image: &'a mut Image, path: &'a Path, opts: &'a FlashOptions<'a>) -> Result<Ctx<'a>, Error> {
+    fn preflight(
+        image: &'a mut Image,
+        path: &'a Path,
+        opts: &'a FlashOptions<'a>,
+    ) -> Result<Ctx<'a>, Error> {
         let target = preflight(path, image.size, opts.allow_fixed)?;
         Ok(Ctx {
             image,
@@ -479,7 +511,11 @@ pub fn flash(image: &mut Image, target_path: &Path, opts: &FlashOptions) -> Resu
 /// `Error::Open` for `path`, naming "busy" when that is why.
 fn open_error(path: &Path) -> impl Fn(io::Error) -> Error + '_ {
     move |source| {
-        let hint = if source.raw_os_error() == Some(16) { " (busy: something has it open or mounted)" } else { "" };
+        let hint = if source.raw_os_error() == Some(16) {
+            " (busy: something has it open or mounted)"
+        } else {
+            ""
+        };
         Error::Open { path: path.to_path_buf(), source, hint }
     }
 }
@@ -492,11 +528,19 @@ fn open_error(path: &Path) -> impl Fn(io::Error) -> Error + '_ {
 fn confirm_phase(ctx: &mut Ctx) -> Result<(), Error> {
     let path = ctx.path;
     let held = if ctx.is_block() {
-        Some(OpenOptions::new().write(true).read(true).custom_flags(nix::libc::O_EXCL).open(path).map_err(open_error(path))?)
+        Some(
+            OpenOptions::new()
+                .write(true)
+                .read(true)
+                .custom_flags(nix::libc::O_EXCL)
+                .open(path)
+                .map_err(open_error(path))?,
+        )
     } else {
         None
     };
-    (ctx.opts.confirm)(&ctx.target).map_err(|source| Error::NotConfirmed { path: path.to_path_buf(), source })?;
+    (ctx.opts.confirm)(&ctx.target)
+        .map_err(|source| Error::NotConfirmed { path: path.to_path_buf(), source })?;
     let out = match held {
         Some(f) => {
             // The operator confirmed what was shown; a card swapped or a
@@ -526,7 +570,10 @@ fn open_file_target(path: &Path) -> Result<File, Error> {
         .open(path)
         .map_err(open_error(path))?;
     if !f.metadata().map_err(open_error(path))?.is_file() {
-        return Err(Error::Changed { path: path.to_path_buf(), what: "it is no longer a regular file".into() });
+        return Err(Error::Changed {
+            path: path.to_path_buf(),
+            what: "it is no longer a regular file".into(),
+        });
     }
     Ok(f)
 }
@@ -541,13 +588,22 @@ fn write_phase(ctx: &mut Ctx) -> Result<(), Error> {
     let out = ctx.out.as_ref().expect("the target is taken before it is written");
     let open_err = open_error(path);
     // Opened by path, so it must prove it is the file or device checked.
-    let direct = OpenOptions::new().write(true).custom_flags(nix::libc::O_DIRECT).open(path).ok().filter(|d| same_target(d, out));
+    let direct = OpenOptions::new()
+        .write(true)
+        .custom_flags(nix::libc::O_DIRECT)
+        .open(path)
+        .ok()
+        .filter(|d| same_target(d, out));
     // Direct I/O must be aligned to the device's logical sector as well.
     let mut align = ALIGN as u64;
     if ctx.is_block() {
         let size = lab_blockdev::size(out).map_err(&open_err)?;
         if size < ctx.image.size {
-            return Err(Error::TooSmall { path: path.to_path_buf(), device_size: size, image_size: ctx.image.size });
+            return Err(Error::TooSmall {
+                path: path.to_path_buf(),
+                device_size: size,
+                image_size: ctx.image.size,
+            });
         }
         align = align.max(lab_blockdev::sector_size(out).map_err(&open_err)?);
     } else if out.metadata().map_err(&open_err)?.len() < ctx.image.size {
@@ -558,16 +614,27 @@ fn write_phase(ctx: &mut Ctx) -> Result<(), Error> {
     let bar = ctx.opts.progress.bytes("write", ctx.image.mapped_bytes());
     let (written, sums) = copy_ranges(ctx.image, out, direct.as_ref(), align, path, &bar)?;
     if sums.len() != ctx.image.ranges.len() {
-        return Err(Error::Image { path: ctx.image.path.clone(), source: io::Error::other("the image ended early") });
+        return Err(Error::Image {
+            path: ctx.image.path.clone(),
+            source: io::Error::other("the image ended early"),
+        });
     }
-    (ctx.direct, ctx.align, ctx.bar, ctx.written, ctx.sums) = (direct, align, Some(bar), written, sums);
+    (ctx.direct, ctx.align, ctx.bar, ctx.written, ctx.sums) =
+        (direct, align, Some(bar), written, sums);
     Ok(())
 }
 
 /// Every range of the image to `out` (aligned pieces to `direct`), as a
 /// reading thread hands them over: the bytes written and each range's
 /// sha256. Ctrl-C stops it between pieces and says the target is incomplete.
-fn copy_ranges(image: &mut Image, out: &File, direct: Option<&File>, align: u64, path: &Path, bar: &ProgressBar) -> Result<(u64, Vec<String>), Error> {
+fn copy_ranges(
+    image: &mut Image,
+    out: &File,
+    direct: Option<&File>,
+    align: u64,
+    path: &Path,
+    bar: &ProgressBar,
+) -> Result<(u64, Vec<String>), Error> {
     let total = image.mapped_bytes();
     let write_err = |offset, source| Error::Write { path: path.to_path_buf(), offset, source };
     // The source is read (and decompressed, and hashed where the map has no
@@ -587,7 +654,11 @@ fn copy_ranges(image: &mut Image, out: &File, direct: Option<&File>, align: u64,
             match piece {
                 Piece::Data(pos, buf, len) => {
                     if interrupt::check().is_err() {
-                        return Err(Error::Interrupted { path: path.to_path_buf(), written, total });
+                        return Err(Error::Interrupted {
+                            path: path.to_path_buf(),
+                            written,
+                            total,
+                        });
                     }
                     let aligned = pos.is_multiple_of(align) && (len as u64).is_multiple_of(align);
                     let fd = direct.filter(|_| aligned).unwrap_or(out);
@@ -597,7 +668,9 @@ fn copy_ranges(image: &mut Image, out: &File, direct: Option<&File>, align: u64,
                     let _ = free_tx.send(buf);
                 }
                 Piece::RangeDone(sum) => computed.push(sum),
-                Piece::Failed(source) => return Err(Error::Image { path: image_path.clone(), source }),
+                Piece::Failed(source) => {
+                    return Err(Error::Image { path: image_path.clone(), source })
+                }
             }
         }
         Ok(())
@@ -609,7 +682,8 @@ fn copy_ranges(image: &mut Image, out: &File, direct: Option<&File>, align: u64,
 /// both handles synced, then a device's buffers flushed (required; re-reading
 /// its partition table only tells the kernel).
 fn flush_phase(ctx: &mut Ctx) -> Result<(), Error> {
-    let write_err = |source| Error::Write { path: ctx.path.to_path_buf(), offset: ctx.written, source };
+    let write_err =
+        |source| Error::Write { path: ctx.path.to_path_buf(), offset: ctx.written, source };
     if let Some(d) = &ctx.direct {
         d.sync_all().map_err(write_err)?;
     }
@@ -630,7 +704,8 @@ fn flush_phase(ctx: &mut Ctx) -> Result<(), Error> {
 /// sha256, through the same file or device that was written.
 fn verify_phase(ctx: &mut Ctx) -> Result<(), Error> {
     let sums = std::mem::take(&mut ctx.sums);
-    let ranges: Vec<(u64, u64, String)> = ctx.image.ranges.iter().zip(sums).map(|((s, e, _), sum)| (*s, *e, sum)).collect();
+    let ranges: Vec<(u64, u64, String)> =
+        ctx.image.ranges.iter().zip(sums).map(|((s, e, _), sum)| (*s, *e, sum)).collect();
     let started = Instant::now();
     let image: &Image = ctx.image;
     let out = ctx.out.as_ref().expect("the target is taken before it is read back");
@@ -645,11 +720,17 @@ fn verify_phase(ctx: &mut Ctx) -> Result<(), Error> {
 /// backing file.
 fn same_device(target: &Target, held: &File) -> Result<(), Error> {
     use std::os::unix::fs::MetadataExt;
-    let Some(shown) = &target.disk else { return Ok(()) };
+    let Some(shown) = &target.disk else {
+        return Ok(());
+    };
     let changed = |what: String| Error::Changed { path: target.path.clone(), what };
-    let held_rdev = held.metadata().map_err(|e| changed(format!("cannot stat the open device: {e}")))?.rdev();
-    let node_rdev = std::fs::metadata(&target.path).map_err(|e| changed(format!("the node is gone: {e}")))?.rdev();
-    let number = |rdev: u64| format!("{}:{}", nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev));
+    let held_rdev =
+        held.metadata().map_err(|e| changed(format!("cannot stat the open device: {e}")))?.rdev();
+    let node_rdev = std::fs::metadata(&target.path)
+        .map_err(|e| changed(format!("the node is gone: {e}")))?
+        .rdev();
+    let number =
+        |rdev: u64| format!("{}:{}", nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev));
     if held_rdev != node_rdev || number(held_rdev) != shown.dev {
         return Err(changed(format!("device {} then, {} now", shown.dev, number(held_rdev))));
     }
@@ -657,14 +738,21 @@ fn same_device(target: &Target, held: &File) -> Result<(), Error> {
     // A card swapped in the same reader keeps the reader's number, model
     // and serial; the kernel's media sequence number moves on.
     if now.diskseq != shown.diskseq {
-        return Err(changed(format!("another medium (sequence {:?} then, {:?} now)", shown.diskseq, now.diskseq)));
+        return Err(changed(format!(
+            "another medium (sequence {:?} then, {:?} now)",
+            shown.diskseq, now.diskseq
+        )));
     }
-    let size_now = lab_blockdev::size(held).map_err(|e| changed(format!("cannot read its size: {e}")))?;
+    let size_now =
+        lab_blockdev::size(held).map_err(|e| changed(format!("cannot read its size: {e}")))?;
     if size_now != shown.size || now.size != shown.size {
         return Err(changed(format!("{} bytes then, {} now", shown.size, size_now)));
     }
-    if (&now.model, &now.serial, &now.loop_backing) != (&shown.model, &shown.serial, &shown.loop_backing) {
-        let name = |d: &Disk| Target { path: d.path.clone(), kind: "", disk: Some(d.clone()) }.describe();
+    if (&now.model, &now.serial, &now.loop_backing)
+        != (&shown.model, &shown.serial, &shown.loop_backing)
+    {
+        let name =
+            |d: &Disk| Target { path: d.path.clone(), kind: "", disk: Some(d.clone()) }.describe();
         return Err(changed(format!("{} then, {} now", name(shown), name(&now))));
     }
     Ok(())
@@ -683,13 +771,20 @@ fn same_target(a: &File, b: &File) -> bool {
 /// if the image's own bytes do not match the map either, the map belongs
 /// to another image, and the medium is not to blame.
 fn blame(image: &Image, err: Error) -> Error {
-    let Error::Mismatch { start, end, .. } = err else { return err };
+    let Error::Mismatch { start, end, .. } = err else {
+        return err;
+    };
     let from_map = image.ranges.iter().any(|(s, e, sum)| *s == start && *e == end && sum.is_some());
     if from_map {
         let expected = image.ranges.iter().find(|(s, _, _)| *s == start).and_then(|r| r.2.clone());
         if let Ok(actual) = source_range_sha256(image, start, end) {
             if Some(actual) != expected {
-                return Error::WrongMap { image: image.path.clone(), bmap: image.bmap_path.clone().unwrap_or_default(), start, end };
+                return Error::WrongMap {
+                    image: image.path.clone(),
+                    bmap: image.bmap_path.clone().unwrap_or_default(),
+                    start,
+                    end,
+                };
             }
         }
     }
@@ -775,7 +870,9 @@ fn read_source(
             pos += n as u64;
         }
         stream_pos = *end;
-        let sum = sum.clone().unwrap_or_else(|| hex::encode(hasher.expect("hashing without a map").finalize()));
+        let sum = sum
+            .clone()
+            .unwrap_or_else(|| hex::encode(hasher.expect("hashing without a map").finalize()));
         if tx.send(Piece::RangeDone(sum)).is_err() {
             return;
         }
@@ -821,14 +918,17 @@ pub fn verify(image: &mut Image, target_path: &Path, progress: Progress) -> Resu
                 match piece {
                     Piece::Data(_, buf, _) => drop(free_tx.send(buf)),
                     Piece::RangeDone(sum) => sums.push(sum),
-                    Piece::Failed(source) => return Err(Error::Image { path: image_path.clone(), source }),
+                    Piece::Failed(source) => {
+                        return Err(Error::Image { path: image_path.clone(), source })
+                    }
                 }
             }
             Ok(())
         })?;
         sums
     };
-    let ranges: Vec<(u64, u64, String)> = image.ranges.iter().zip(sums).map(|((s, e, _), sum)| (*s, *e, sum)).collect();
+    let ranges: Vec<(u64, u64, String)> =
+        image.ranges.iter().zip(sums).map(|((s, e, _), sum)| (*s, *e, sum)).collect();
     verify_ranges(target_path, None, &ranges, progress).map_err(|e| blame(image, e))?;
     Ok(Report {
         image: image.path.clone(),
@@ -848,20 +948,29 @@ pub fn verify(image: &mut Image, target_path: &Path, progress: Progress) -> Resu
 /// Reads each range from the target past the page cache (O_DIRECT, or a
 /// cache drop where the filesystem has no O_DIRECT) and compares sha256.
 /// A thread reads while this one hashes.
-fn verify_ranges(path: &Path, written: Option<&File>, ranges: &[(u64, u64, String)], progress: Progress) -> Result<(), Error> {
+fn verify_ranges(
+    path: &Path,
+    written: Option<&File>,
+    ranges: &[(u64, u64, String)],
+    progress: Progress,
+) -> Result<(), Error> {
     let read_err = |offset, source| Error::ReadBack { path: path.to_path_buf(), offset, source };
-    let (file, direct) = match OpenOptions::new().read(true).custom_flags(nix::libc::O_DIRECT).open(path) {
-        Ok(f) => (f, true),
-        Err(_) => {
-            let f = File::open(path).map_err(|e| read_err(0, e))?;
-            drop_cache(&f);
-            (f, false)
-        }
-    };
+    let (file, direct) =
+        match OpenOptions::new().read(true).custom_flags(nix::libc::O_DIRECT).open(path) {
+            Ok(f) => (f, true),
+            Err(_) => {
+                let f = File::open(path).map_err(|e| read_err(0, e))?;
+                drop_cache(&f);
+                (f, false)
+            }
+        };
     // Reopened by path: it must be what was written, not what the path
     // names now.
     if written.is_some_and(|w| !same_target(&file, w)) {
-        return Err(Error::Changed { path: path.to_path_buf(), what: "it names another file or device than the one written".into() });
+        return Err(Error::Changed {
+            path: path.to_path_buf(),
+            what: "it names another file or device than the one written".into(),
+        });
     }
     let total: u64 = ranges.iter().map(|(s, e, _)| e - s).sum();
     let bar = progress.bytes("verify", total);
@@ -886,7 +995,10 @@ fn verify_ranges(path: &Path, written: Option<&File>, ranges: &[(u64, u64, Strin
                     while got < want {
                         match file.read_at(&mut chunk[got..], pos + got as u64) {
                             Ok(0) => {
-                                let eof = io::Error::new(io::ErrorKind::UnexpectedEof, "the device ends early");
+                                let eof = io::Error::new(
+                                    io::ErrorKind::UnexpectedEof,
+                                    "the device ends early",
+                                );
                                 let _ = tx.send(Err((pos + got as u64, eof)));
                                 return;
                             }
@@ -911,7 +1023,10 @@ fn verify_ranges(path: &Path, written: Option<&File>, ranges: &[(u64, u64, Strin
                 if interrupt::check().is_err() {
                     return Err(Error::VerifyInterrupted { path: path.to_path_buf() });
                 }
-                let (mut buf, n) = rx.recv().map_err(|_| read_err(pos, io::Error::other("reader stopped")))?.map_err(|(at, e)| read_err(at, e))?;
+                let (mut buf, n) = rx
+                    .recv()
+                    .map_err(|_| read_err(pos, io::Error::other("reader stopped")))?
+                    .map_err(|(at, e)| read_err(at, e))?;
                 h.update(&buf.slice(n)[..]);
                 pos += n as u64;
                 bar.inc(n as u64);

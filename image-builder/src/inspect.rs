@@ -72,7 +72,8 @@ pub fn inspect(path: &Path) -> Result<Report, Error> {
     let file = File::open(path).map_err(read_err)?;
     let meta = file.metadata().map_err(read_err)?;
     let mut f = &file;
-    let mbr = mbrman::MBR::read_from(&mut f, SECTOR as u32).map_err(|e| Error::NoTable { path: path.to_path_buf(), reason: e.to_string() })?;
+    let mbr = mbrman::MBR::read_from(&mut f, SECTOR as u32)
+        .map_err(|e| Error::NoTable { path: path.to_path_buf(), reason: e.to_string() })?;
     let mut report = Report {
         image: path.to_path_buf(),
         size: meta.len(),
@@ -95,7 +96,9 @@ pub fn inspect(path: &Path) -> Result<Report, Error> {
             id: None,
             files: Vec::new(),
         };
-        if let Ok(fs) = fatfs::FileSystem::new(Slice::new(&file, start, size), fatfs::FsOptions::new()) {
+        if let Ok(fs) =
+            fatfs::FileSystem::new(Slice::new(&file, start, size), fatfs::FsOptions::new())
+        {
             part.filesystem = Some(format!("{:?}", fs.fat_type()).to_lowercase());
             part.label = Some(fs.volume_label().trim().to_string());
             part.id = Some(format!("{:04X}-{:04X}", fs.volume_id() >> 16, fs.volume_id() & 0xffff));
@@ -111,7 +114,11 @@ pub fn inspect(path: &Path) -> Result<Report, Error> {
     Ok(report)
 }
 
-fn list_fat<T: fatfs::ReadWriteSeek>(dir: &fatfs::Dir<T>, prefix: &str, out: &mut Vec<FatEntry>) -> io::Result<()> {
+fn list_fat<T: fatfs::ReadWriteSeek>(
+    dir: &fatfs::Dir<T>,
+    prefix: &str,
+    out: &mut Vec<FatEntry>,
+) -> io::Result<()> {
     for entry in dir.iter() {
         let entry = entry?;
         let name = entry.file_name();
@@ -146,14 +153,20 @@ fn ext4_identity(file: &File, start: u64) -> Option<(String, String)> {
 fn host_key(image: &Path, offset: u64) -> Option<HostKeyInfo> {
     let run = |cmd: &str| -> Option<String> {
         // A missing debugfs or an unreadable filesystem shows as "no key".
-        let out = lab_cli::Cmd::new("debugfs").args(["-c", "-R", cmd]).arg(format!("{}?offset={offset}", image.display())).probe().ok()?;
+        let out = lab_cli::Cmd::new("debugfs")
+            .args(["-c", "-R", cmd])
+            .arg(format!("{}?offset={offset}", image.display()))
+            .probe()
+            .ok()?;
         Some(out.text())
     };
     let stat = run(&format!("stat {HOST_KEY_PATH}"))?;
     if !stat.contains("Inode:") {
         return None;
     }
-    let field = |name: &str| -> Option<String> { stat.split_whitespace().skip_while(|w| *w != name).nth(1).map(str::to_string) };
+    let field = |name: &str| -> Option<String> {
+        stat.split_whitespace().skip_while(|w| *w != name).nth(1).map(str::to_string)
+    };
     let public = run(&format!("cat {HOST_KEY_PATH}.pub")).filter(|p| p.starts_with("ssh-"));
     Some(HostKeyInfo {
         path: HOST_KEY_PATH,
@@ -168,7 +181,14 @@ fn host_key(image: &Path, offset: u64) -> Option<HostKeyInfo> {
 impl Report {
     pub fn to_text(&self) -> String {
         let mut s = String::new();
-        let _ = writeln!(s, "{}: {} MiB, mode {}, MBR disk id {}", self.image.display(), self.size >> 20, self.mode, self.disk_id);
+        let _ = writeln!(
+            s,
+            "{}: {} MiB, mode {}, MBR disk id {}",
+            self.image.display(),
+            self.size >> 20,
+            self.mode,
+            self.disk_id
+        );
         for p in &self.partitions {
             let _ = writeln!(
                 s,

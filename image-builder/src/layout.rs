@@ -67,11 +67,17 @@ impl SdLayout {
 
     fn validate(&self) -> Result<(), Error> {
         let fat_ok = |c: char| c.is_ascii_uppercase() || c.is_ascii_digit() || c == '_' || c == '-';
-        if self.firmware_label.is_empty() || self.firmware_label.len() > 11 || !self.firmware_label.chars().all(fat_ok) {
+        if self.firmware_label.is_empty()
+            || self.firmware_label.len() > 11
+            || !self.firmware_label.chars().all(fat_ok)
+        {
             return Err(Error::FirmwareLabel(self.firmware_label.clone()));
         }
         let ext_ok = |c: char| c.is_ascii_alphanumeric() || c == '_' || c == '-';
-        if self.root_label.is_empty() || self.root_label.len() > 16 || !self.root_label.chars().all(ext_ok) {
+        if self.root_label.is_empty()
+            || self.root_label.len() > 16
+            || !self.root_label.chars().all(ext_ok)
+        {
             return Err(Error::RootLabel(self.root_label.clone()));
         }
         if self.gap < MIB {
@@ -91,13 +97,23 @@ impl SdLayout {
             Some(total) => {
                 let room = total.saturating_sub(root_start);
                 if root_need > room {
-                    return Err(Error::TooSmall { need_mib: root_need.div_ceil(MIB), size_mib: total / MIB, room_mib: room / MIB });
+                    return Err(Error::TooSmall {
+                        need_mib: root_need.div_ceil(MIB),
+                        size_mib: total / MIB,
+                        room_mib: room / MIB,
+                    });
                 }
                 room / MIB * MIB
             }
             None => (root_need + self.root_headroom).div_ceil(MIB) * MIB,
         };
-        Ok(Placement { firmware_start: self.gap, firmware_size: self.firmware_size, root_start, root_size, total: root_start + root_size })
+        Ok(Placement {
+            firmware_start: self.gap,
+            firmware_size: self.firmware_size,
+            root_start,
+            root_size,
+            total: root_start + root_size,
+        })
     }
 }
 
@@ -109,7 +125,10 @@ mod tests {
     fn nixos_defaults() {
         let l = SdLayout::from_facts(None).unwrap();
         let p = l.place(100 * MIB).unwrap();
-        assert_eq!((p.firmware_start, p.firmware_size, p.root_start), (8 * MIB, 30 * MIB, 38 * MIB));
+        assert_eq!(
+            (p.firmware_start, p.firmware_size, p.root_start),
+            (8 * MIB, 30 * MIB, 38 * MIB)
+        );
         assert_eq!(p.root_size, 356 * MIB);
         assert_eq!(p.total % MIB, 0);
     }
@@ -125,7 +144,8 @@ mod tests {
     fn bad_labels_are_refused() {
         let f = ImageFacts { firmware_label: Some("firmware".into()), ..Default::default() };
         assert!(SdLayout::from_facts(Some(&f)).is_err());
-        let f = ImageFacts { root_label: Some("a-very-long-root-label".into()), ..Default::default() };
+        let f =
+            ImageFacts { root_label: Some("a-very-long-root-label".into()), ..Default::default() };
         assert!(SdLayout::from_facts(Some(&f)).is_err());
     }
 }

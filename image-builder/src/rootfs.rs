@@ -64,8 +64,10 @@ impl RootTree {
         let (dir, unpacked) = if meta.is_dir() {
             (path.to_path_buf(), None)
         } else {
-            let tmp =
-                tempfile::Builder::new().prefix(".labimg-rootfs.").tempdir_in(scratch).map_err(|source| Error::Unpack { path: path.to_path_buf(), source })?;
+            let tmp = tempfile::Builder::new()
+                .prefix(".labimg-rootfs.")
+                .tempdir_in(scratch)
+                .map_err(|source| Error::Unpack { path: path.to_path_buf(), source })?;
             unpack_tar(path, tmp.path())?;
             (tmp.path().to_path_buf(), Some(tmp))
         };
@@ -109,7 +111,8 @@ pub fn scan(root: &Path) -> Result<TreeStats, Error> {
         for entry in fs::read_dir(&dir).map_err(read)? {
             let entry = entry.map_err(read)?;
             let path = entry.path();
-            let meta = fs::symlink_metadata(&path).map_err(|source| Error::Read { path: path.clone(), source })?;
+            let meta = fs::symlink_metadata(&path)
+                .map_err(|source| Error::Read { path: path.clone(), source })?;
             entries += 1;
             let ft = meta.file_type();
             if ft.is_dir() {
@@ -121,7 +124,8 @@ pub fn scan(root: &Path) -> Result<TreeStats, Error> {
                     continue;
                 }
                 // Unreadable files would fail mkfs half-way; fail here instead.
-                fs::File::open(&path).map_err(|source| Error::Read { path: path.clone(), source })?;
+                fs::File::open(&path)
+                    .map_err(|source| Error::Read { path: path.clone(), source })?;
                 stats.files += 1;
                 stats.bytes += meta.len();
                 stats.blocks += meta.len().div_ceil(BLOCK);
@@ -160,7 +164,8 @@ mod tests {
 
     #[test]
     fn missing_tree_is_named() {
-        let err = RootTree::open(Path::new("/nonexistent/rootfs"), Path::new("/tmp")).err().unwrap();
+        let err =
+            RootTree::open(Path::new("/nonexistent/rootfs"), Path::new("/tmp")).err().unwrap();
         assert!(err.to_string().contains("/nonexistent/rootfs"));
     }
 }

@@ -14,7 +14,12 @@ const MIB: u64 = 1 << 20;
 
 fn tool_output(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(out.status.success(), "{cmd:?}: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -25,7 +30,9 @@ fn manifest(out: &Path) -> serde_json::Value {
 #[test]
 fn image_reads_back_with_the_standard_tools() {
     let t = "image_reads_back_with_the_standard_tools";
-    let (Some(standin), Some(fw)) = (standin(t), firmware(t)) else { return };
+    let (Some(standin), Some(fw)) = (standin(t), firmware(t)) else {
+        return;
+    };
     for tool in ["sfdisk", "fsck.vfat", "e2fsck", "mcopy", "debugfs", "bmaptool", "ssh-keygen"] {
         if !have(tool) {
             return skip(t, &format!("{tool} is not installed"));
@@ -39,7 +46,8 @@ fn image_reads_back_with_the_standard_tools() {
     let m = manifest(&out);
 
     // Partition table: MBR, FAT bootable at 8 MiB, ext4 after it to the end, 1 MiB aligned.
-    let table: serde_json::Value = serde_json::from_str(&tool_output(Command::new("sfdisk").arg("--json").arg(&img))).unwrap();
+    let table: serde_json::Value =
+        serde_json::from_str(&tool_output(Command::new("sfdisk").arg("--json").arg(&img))).unwrap();
     let t_ = &table["partitiontable"];
     assert_eq!(t_["label"], "dos");
     assert_eq!(t_["id"], m["image"]["diskId"]);
@@ -50,10 +58,15 @@ fn image_reads_back_with_the_standard_tools() {
     assert_eq!(parts[0]["bootable"], true);
     assert_eq!(parts[1]["type"], "83");
     assert!(parts[1].get("bootable").is_none());
-    let (p2_start, p2_size) = (parts[1]["start"].as_u64().unwrap(), parts[1]["size"].as_u64().unwrap());
+    let (p2_start, p2_size) =
+        (parts[1]["start"].as_u64().unwrap(), parts[1]["size"].as_u64().unwrap());
     assert_eq!(p2_start, 16384 + 61440);
     assert_eq!(p2_start % 2048, 0, "root partition is 1 MiB aligned");
-    assert_eq!((p2_start + p2_size) * 512, fs::metadata(&img).unwrap().len(), "root runs to the end");
+    assert_eq!(
+        (p2_start + p2_size) * 512,
+        fs::metadata(&img).unwrap().len(),
+        "root runs to the end"
+    );
 
     // FAT: clean, labelled, every firmware file byte-equal to its source.
     let fat = tmp.path().join("fat.img");
@@ -62,30 +75,57 @@ fn image_reads_back_with_the_standard_tools() {
     tool_output(Command::new("fsck.vfat").arg("-n").arg(&fat));
     let label = tool_output(Command::new("mlabel").args(["-s", "-i"]).arg(&fat).arg("::"));
     assert!(label.contains("FIRMWARE"), "{label}");
-    let expected = ["start4.elf", "fixup4.dat", "bcm2711-rpi-4-b.dtb", "bcm2711-rpi-400.dtb", "bcm2711-rpi-cm4-io.dtb"];
+    let expected = [
+        "start4.elf",
+        "fixup4.dat",
+        "bcm2711-rpi-4-b.dtb",
+        "bcm2711-rpi-400.dtb",
+        "bcm2711-rpi-cm4-io.dtb",
+    ];
     for name in expected {
         let copied = tmp.path().join(format!("copied-{name}"));
-        tool_output(Command::new("mcopy").arg("-n").arg("-i").arg(&fat).arg(format!("::{name}")).arg(&copied));
+        tool_output(
+            Command::new("mcopy")
+                .arg("-n")
+                .arg("-i")
+                .arg(&fat)
+                .arg(format!("::{name}"))
+                .arg(&copied),
+        );
         assert_eq!(fs::read(&copied).unwrap(), fs::read(fw.join(name)).unwrap(), "{name}");
     }
     let config = tool_output(Command::new("mtype").arg("-i").arg(&fat).arg("::config.txt"));
-    assert!(config.contains("kernel=u-boot-rpi4.bin") && config.contains("arm_64bit=1"), "{config}");
+    assert!(
+        config.contains("kernel=u-boot-rpi4.bin") && config.contains("arm_64bit=1"),
+        "{config}"
+    );
     let uboot = tmp.path().join("uboot");
-    tool_output(Command::new("mcopy").arg("-n").arg("-i").arg(&fat).arg("::u-boot-rpi4.bin").arg(&uboot));
-    assert_eq!(fs::read(&uboot).unwrap(), fs::read(standin.join("u-boot/rpi_4/u-boot.bin")).unwrap());
+    tool_output(
+        Command::new("mcopy").arg("-n").arg("-i").arg(&fat).arg("::u-boot-rpi4.bin").arg(&uboot),
+    );
+    assert_eq!(
+        fs::read(&uboot).unwrap(),
+        fs::read(standin.join("u-boot/rpi_4/u-boot.bin")).unwrap()
+    );
     let dir = tool_output(Command::new("mdir").args(["-b", "-i"]).arg(&fat).arg("::"));
     assert!(!dir.contains("bootcode.bin"), "Pi 3 files stay off a Pi 4 image: {dir}");
 
     // ext4: clean, labelled, key root-owned 0600, .pub beside it.
     let root = format!("{}?offset={}", img.display(), p2_start * 512);
     tool_output(Command::new("e2fsck").arg("-fn").arg(&root));
-    let stat = tool_output(Command::new("debugfs").args(["-R", "stat /etc/ssh/ssh_host_ed25519_key"]).arg(&root));
+    let stat = tool_output(
+        Command::new("debugfs").args(["-R", "stat /etc/ssh/ssh_host_ed25519_key"]).arg(&root),
+    );
     assert!(stat.contains("Mode:  0600"), "{stat}");
     assert!(stat.contains("User:     0   Group:     0"), "{stat}");
-    let public = tool_output(Command::new("debugfs").args(["-R", "cat /etc/ssh/ssh_host_ed25519_key.pub"]).arg(&root));
+    let public = tool_output(
+        Command::new("debugfs").args(["-R", "cat /etc/ssh/ssh_host_ed25519_key.pub"]).arg(&root),
+    );
     let expected_pub = fs::read_to_string(key.with_extension("pub")).unwrap();
     assert_eq!(public.split_whitespace().nth(1), expected_pub.split_whitespace().nth(1));
-    let private = tool_output(Command::new("debugfs").args(["-R", "cat /etc/ssh/ssh_host_ed25519_key"]).arg(&root));
+    let private = tool_output(
+        Command::new("debugfs").args(["-R", "cat /etc/ssh/ssh_host_ed25519_key"]).arg(&root),
+    );
     assert!(private.starts_with("-----BEGIN OPENSSH PRIVATE KEY-----"));
     let dumpe2fs = tool_output(Command::new("dumpe2fs").arg("-h").arg(&root));
     assert!(dumpe2fs.contains("NIXOS_SD") && !dumpe2fs.contains("orphan_file"), "{dumpe2fs}");
@@ -105,11 +145,18 @@ fn image_reads_back_with_the_standard_tools() {
     // bmaptool copies the image with our .bmap (verifying every range's checksum).
     let copy = tmp.path().join("copy.img");
     fs::File::create(&copy).unwrap().set_len(fs::metadata(&img).unwrap().len()).unwrap();
-    tool_output(Command::new("bmaptool").args(["copy", "--bmap"]).arg(out.join("nixpi.img.bmap")).arg(&img).arg(&copy));
+    tool_output(
+        Command::new("bmaptool")
+            .args(["copy", "--bmap"])
+            .arg(out.join("nixpi.img.bmap"))
+            .arg(&img)
+            .arg(&copy),
+    );
     assert!(fs::read(&copy).unwrap() == bytes, "bmaptool's copy equals the image");
 
     // inspect reads it all back.
-    let inspect: serde_json::Value = serde_json::from_slice(&ok(labimg().args(["inspect", "--json"]).arg(&img)).stdout).unwrap();
+    let inspect: serde_json::Value =
+        serde_json::from_slice(&ok(labimg().args(["inspect", "--json"]).arg(&img)).stdout).unwrap();
     assert_eq!(inspect["hostKey"]["mode"], "0600");
     assert_eq!(inspect["hostKey"]["uid"], 0);
     assert_eq!(inspect["hostKey"]["fingerprint"], m["hostKey"]["fingerprint"]);
@@ -120,7 +167,9 @@ fn image_reads_back_with_the_standard_tools() {
 #[test]
 fn same_inputs_give_a_byte_identical_image() {
     let t = "same_inputs_give_a_byte_identical_image";
-    let (Some(standin), Some(fw)) = (standin(t), firmware(t)) else { return };
+    let (Some(standin), Some(fw)) = (standin(t), firmware(t)) else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     let key = test_key(tmp.path());
     // The second build reads a copy of the tree: other inodes, other atimes
@@ -132,7 +181,10 @@ fn same_inputs_give_a_byte_identical_image() {
     ok(build_from(&copy, &standin, &fw, Some(&key), &b).env("SOURCE_DATE_EPOCH", "1700000000"));
     let (ia, ib) = (fs::read(a.join("nixpi.img")).unwrap(), fs::read(b.join("nixpi.img")).unwrap());
     assert!(ia == ib, "two builds from the same inputs differ");
-    assert_eq!(fs::read(a.join("nixpi.img.bmap")).unwrap(), fs::read(b.join("nixpi.img.bmap")).unwrap());
+    assert_eq!(
+        fs::read(a.join("nixpi.img.bmap")).unwrap(),
+        fs::read(b.join("nixpi.img.bmap")).unwrap()
+    );
     // Another SOURCE_DATE_EPOCH is another input.
     ok(build_cmd(&standin, &fw, Some(&key), &c).env("SOURCE_DATE_EPOCH", "1700000001"));
     assert!(fs::read(c.join("nixpi.img")).unwrap() != ia);
@@ -141,10 +193,14 @@ fn same_inputs_give_a_byte_identical_image() {
 #[test]
 fn a_tar_root_tree_gives_the_same_filesystem_content() {
     let t = "a_tar_root_tree_gives_the_same_filesystem_content";
-    let (Some(standin), Some(fw)) = (standin(t), firmware(t)) else { return };
+    let (Some(standin), Some(fw)) = (standin(t), firmware(t)) else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     let tar = tmp.path().join("root.tar");
-    tool_output(Command::new("tar").arg("-C").arg(standin.join("rootfs")).arg("-cf").arg(&tar).arg("."));
+    tool_output(
+        Command::new("tar").arg("-C").arg(standin.join("rootfs")).arg("-cf").arg(&tar).arg("."),
+    );
     let out = tmp.path().join("out");
     ok(&mut build_from(&tar, &standin, &fw, None, &out));
     let root = format!("{}?offset={}", out.join("nixpi.img").display(), 38 * MIB);
@@ -165,7 +221,9 @@ fn labimg_scratch_gone(out: &Path) -> bool {
 #[test]
 fn a_non_root_builder_still_makes_root_owned_files() {
     let t = "a_non_root_builder_still_makes_root_owned_files";
-    let (Some(standin), Some(fw)) = (standin(t), firmware(t)) else { return };
+    let (Some(standin), Some(fw)) = (standin(t), firmware(t)) else {
+        return;
+    };
     if !nix::unistd::geteuid().is_root() || !have("setpriv") {
         return skip(t, "needs root (to drop to the `nobody` user with setpriv)");
     }
@@ -174,14 +232,33 @@ fn a_non_root_builder_still_makes_root_owned_files() {
     tool_output(Command::new("cp").arg("-a").arg(standin.join("rootfs")).arg(work.join("rootfs")));
     tool_output(Command::new("cp").arg("-a").arg(&fw).arg(work.join("fw")));
     fs::copy(standin.join("u-boot/rpi_4/u-boot.bin"), work.join("u-boot.bin")).unwrap();
-    tool_output(Command::new("cp").arg("-r").arg(repo().join("hosts")).arg(repo().join("firmware")).arg(work));
+    tool_output(
+        Command::new("cp")
+            .arg("-r")
+            .arg(repo().join("hosts"))
+            .arg(repo().join("firmware"))
+            .arg(work),
+    );
     let key = test_key(work);
     tool_output(Command::new("chown").args(["-R", "nobody:nogroup"]).arg(work));
     fs::set_permissions(work, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let key_arg = key.to_string_lossy().into_owned();
     let out = labimg_as_nobody(
         work,
-        &["build", "nixpi", "--rootfs", "rootfs", "--bootloader", "u-boot.bin", "--firmware-dir", "fw", "--out", "out", "--host-key", &key_arg],
+        &[
+            "build",
+            "nixpi",
+            "--rootfs",
+            "rootfs",
+            "--bootloader",
+            "u-boot.bin",
+            "--firmware-dir",
+            "fw",
+            "--out",
+            "out",
+            "--host-key",
+            &key_arg,
+        ],
     );
     assert!(out.status.success(), "{}", stderr(&out));
     let root = format!("{}?offset={}", work.join("out/nixpi.img").display(), 38 * MIB);
@@ -193,14 +270,18 @@ fn a_non_root_builder_still_makes_root_owned_files() {
         let cols: Vec<&str> = line.split_whitespace().collect();
         assert_eq!((cols[3], cols[4]), ("0", "0"), "not root-owned (nobody is {nobody}): {line}");
     }
-    let stat = tool_output(Command::new("debugfs").args(["-R", "stat /etc/ssh/ssh_host_ed25519_key"]).arg(&root));
+    let stat = tool_output(
+        Command::new("debugfs").args(["-R", "stat /etc/ssh/ssh_host_ed25519_key"]).arg(&root),
+    );
     assert!(stat.contains("User:     0   Group:     0") && stat.contains("Mode:  0600"), "{stat}");
 }
 
 #[test]
 fn tampered_firmware_is_refused_and_nothing_is_written() {
     let t = "tampered_firmware_is_refused_and_nothing_is_written";
-    let (Some(standin), Some(fw)) = (standin(t), firmware(t)) else { return };
+    let (Some(standin), Some(fw)) = (standin(t), firmware(t)) else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     let bad = tmp.path().join("fw");
     fs::create_dir(&bad).unwrap();
@@ -218,17 +299,27 @@ fn tampered_firmware_is_refused_and_nothing_is_written() {
     assert!(err.contains("refusing firmware file") && err.contains("start4.elf"), "{err}");
     assert!(listing(&out).is_empty(), "left behind: {:?}", listing(&out));
     // `firmware verify` says the same without building.
-    let v = run(labimg().args(["firmware", "verify", "--board", "rpi4", "--firmware-dir"]).arg(&bad));
+    let v =
+        run(labimg().args(["firmware", "verify", "--board", "rpi4", "--firmware-dir"]).arg(&bad));
     assert!(!v.status.success() && stderr(&v).contains("start4.elf"));
     ok(labimg().args(["firmware", "verify", "--board", "rpi4", "--firmware-dir"]).arg(&fw));
 }
 
 fn facts_with(host_extra: &str) -> String {
-    format!(r#"{{ hosts = {{ pi = {{ name = "pi"; system = "aarch64-linux"; class = "nixos"; sshHostKey = null; {host_extra} }}; }}; }}"#)
+    format!(
+        r#"{{ hosts = {{ pi = {{ name = "pi"; system = "aarch64-linux"; class = "nixos"; sshHostKey = null; {host_extra} }}; }}; }}"#
+    )
 }
 
 /// Runs a build that must fail; returns stderr after checking nothing was left.
-fn refused(lab: Option<&Path>, host: &str, rootfs: &Path, fw: &Path, uboot: &Path, out: &Path) -> String {
+fn refused(
+    lab: Option<&Path>,
+    host: &str,
+    rootfs: &Path,
+    fw: &Path,
+    uboot: &Path,
+    out: &Path,
+) -> String {
     let mut cmd = labimg();
     if let Some(lab) = lab {
         cmd.env("LAB_ROOT", lab);
@@ -247,7 +338,9 @@ fn refused(lab: Option<&Path>, host: &str, rootfs: &Path, fw: &Path, uboot: &Pat
 #[test]
 fn bad_input_is_a_clear_error_and_leaves_nothing() {
     let t = "bad_input_is_a_clear_error_and_leaves_nothing";
-    let (Some(standin), Some(fw)) = (standin(t), firmware(t)) else { return };
+    let (Some(standin), Some(fw)) = (standin(t), firmware(t)) else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     let rootfs = standin.join("rootfs");
     let uboot = standin.join("u-boot/rpi_4/u-boot.bin");
@@ -267,7 +360,8 @@ fn bad_input_is_a_clear_error_and_leaves_nothing() {
     let big = tmp.path().join("big");
     fs::create_dir(&big).unwrap();
     fs::write(big.join("blob"), vec![7u8; 80 * MIB as usize]).unwrap();
-    let lab = custom_lab(&tmp.path().join("b"), &facts_with(r#"board = "rpi4"; image.sizeMiB = 100;"#));
+    let lab =
+        custom_lab(&tmp.path().join("b"), &facts_with(r#"board = "rpi4"; image.sizeMiB = 100;"#));
     let err = refused(Some(&lab), "pi", &big, &fw, &uboot, &out);
     assert!(err.contains("raise image.sizeMiB"), "{err}");
 
@@ -289,14 +383,20 @@ fn bad_input_is_a_clear_error_and_leaves_nothing() {
     let notkey = tmp.path().join("notkey");
     fs::write(&notkey, "hello").unwrap();
     let res = run(build_cmd(&standin, &fw, Some(&notkey), &out).arg("--json"));
-    assert!(!res.status.success() && stderr(&res).contains("not an OpenSSH private key"), "{}", stderr(&res));
+    assert!(
+        !res.status.success() && stderr(&res).contains("not an OpenSSH private key"),
+        "{}",
+        stderr(&res)
+    );
     assert!(listing(&out).is_empty());
 }
 
 #[test]
 fn unreadable_firmware_dir_is_refused() {
     let t = "unreadable_firmware_dir_is_refused";
-    let (Some(standin), Some(fw)) = (standin(t), firmware(t)) else { return };
+    let (Some(standin), Some(fw)) = (standin(t), firmware(t)) else {
+        return;
+    };
     if !nix::unistd::geteuid().is_root() || !have("setpriv") {
         return skip(t, "needs root (root reads any directory; the test drops to `nobody`)");
     }
@@ -306,10 +406,30 @@ fn unreadable_firmware_dir_is_refused() {
     let locked = work.join("fw");
     tool_output(Command::new("cp").arg("-a").arg(&fw).arg(&locked));
     fs::set_permissions(&locked, std::os::unix::fs::PermissionsExt::from_mode(0o000)).unwrap();
-    tool_output(Command::new("cp").arg("-r").arg(repo().join("hosts")).arg(repo().join("firmware")).arg(work));
+    tool_output(
+        Command::new("cp")
+            .arg("-r")
+            .arg(repo().join("hosts"))
+            .arg(repo().join("firmware"))
+            .arg(work),
+    );
     let rootfs = standin.join("rootfs").to_string_lossy().into_owned();
     let uboot = standin.join("u-boot/rpi_4/u-boot.bin").to_string_lossy().into_owned();
-    let res = labimg_as_nobody(work, &["build", "nixpi", "--rootfs", &rootfs, "--bootloader", &uboot, "--firmware-dir", "fw", "--out", "out"]);
+    let res = labimg_as_nobody(
+        work,
+        &[
+            "build",
+            "nixpi",
+            "--rootfs",
+            &rootfs,
+            "--bootloader",
+            &uboot,
+            "--firmware-dir",
+            "fw",
+            "--out",
+            "out",
+        ],
+    );
     assert!(!res.status.success());
     let err = stderr(&res);
     assert!(err.contains("firmware directory") && err.contains("not readable"), "{err}");
@@ -319,11 +439,14 @@ fn unreadable_firmware_dir_is_refused() {
 #[test]
 fn a_full_disk_is_a_clear_error_and_leaves_nothing() {
     let t = "a_full_disk_is_a_clear_error_and_leaves_nothing";
-    let (Some(standin), Some(fw)) = (standin(t), firmware(t)) else { return };
+    let (Some(standin), Some(fw)) = (standin(t), firmware(t)) else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     let small = tmp.path().join("small");
     fs::create_dir(&small).unwrap();
-    let mounted = Command::new("mount").args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"]).arg(&small).status();
+    let mounted =
+        Command::new("mount").args(["-t", "tmpfs", "-o", "size=3m", "tmpfs"]).arg(&small).status();
     if !matches!(mounted, Ok(s) if s.success()) {
         return skip(t, "cannot mount a small tmpfs (needs root)");
     }
@@ -344,7 +467,9 @@ fn a_full_disk_is_a_clear_error_and_leaves_nothing() {
 #[test]
 fn the_image_boots_and_the_first_boot_finds_the_key() {
     let t = "the_image_boots_and_the_first_boot_finds_the_key";
-    let (Some(standin), Some(fw)) = (standin(t), firmware(t)) else { return };
+    let (Some(standin), Some(fw)) = (standin(t), firmware(t)) else {
+        return;
+    };
     if !have("qemu-system-aarch64") {
         return skip(t, "qemu-system-aarch64 is not installed (apt-get install qemu-system-arm)");
     }
@@ -356,11 +481,24 @@ fn the_image_boots_and_the_first_boot_finds_the_key() {
     let before = fs::read(&img).unwrap();
     for machine in ["raspi3b", "virt"] {
         let log = tmp.path().join(format!("{machine}.log"));
-        let res = Command::new("bash").arg(repo().join("tests/standin/boot.sh")).arg(&img).arg(&standin).arg(machine).env("BOOT_LOG", &log).output().unwrap();
+        let res = Command::new("bash")
+            .arg(repo().join("tests/standin/boot.sh"))
+            .arg(&img)
+            .arg(&standin)
+            .arg(machine)
+            .env("BOOT_LOG", &log)
+            .output()
+            .unwrap();
         let stdout = String::from_utf8_lossy(&res.stdout);
-        assert!(res.status.success(), "{machine}: {stdout}{}\n{}", stderr(&res), fs::read_to_string(&log).unwrap_or_default());
+        assert!(
+            res.status.success(),
+            "{machine}: {stdout}{}\n{}",
+            stderr(&res),
+            fs::read_to_string(&log).unwrap_or_default()
+        );
         assert!(stdout.contains("LABIMG-FIRSTBOOT-OK"), "{stdout}");
-        let expected_root = if machine == "virt" { "root=/dev/vda2" } else { "root=/dev/mmcblk0p2" };
+        let expected_root =
+            if machine == "virt" { "root=/dev/vda2" } else { "root=/dev/mmcblk0p2" };
         assert!(stdout.contains(expected_root) && stdout.contains("key=0:0:600"), "{stdout}");
     }
     assert!(fs::read(&img).unwrap() == before, "booting does not change the image");
@@ -369,18 +507,28 @@ fn the_image_boots_and_the_first_boot_finds_the_key() {
 #[test]
 fn ctrl_c_stops_the_build_and_leaves_nothing() {
     let t = "ctrl_c_stops_the_build_and_leaves_nothing";
-    let (Some(standin), Some(fw)) = (standin(t), firmware(t)) else { return };
+    let (Some(standin), Some(fw)) = (standin(t), firmware(t)) else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     // Enough data that mkfs.ext4 is still busy when the signal arrives.
     let tree = tmp.path().join("tree");
     fs::create_dir(&tree).unwrap();
     for i in 0..8 {
-        fs::write(tree.join(format!("blob{i}")), vec![0x55u8 + i as u8; 50 * MIB as usize]).unwrap();
+        fs::write(tree.join(format!("blob{i}")), vec![0x55u8 + i as u8; 50 * MIB as usize])
+            .unwrap();
     }
     let out = tmp.path().join("out");
-    let child = build_from(&tree, &standin, &fw, None, &out).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    let child = build_from(&tree, &standin, &fw, None, &out)
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(300));
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
     let res = child.wait_with_output().unwrap();
     assert!(!res.status.success(), "the build finished before the signal; make the tree larger");
     let err = stderr(&res);
@@ -391,16 +539,27 @@ fn ctrl_c_stops_the_build_and_leaves_nothing() {
 #[test]
 fn a_nix_store_system_becomes_the_root_with_its_registration_and_extlinux() {
     let t = "a_nix_store_system_becomes_the_root_with_its_registration_and_extlinux";
-    let (Some(standin), Some(fw)) = (standin(t), firmware(t)) else { return };
+    let (Some(standin), Some(fw)) = (standin(t), firmware(t)) else {
+        return;
+    };
     if !have("nix-build") {
         return skip(t, "nix-build is not installed (apt-get install nix-bin)");
     }
     let tmp = tempfile::tempdir().unwrap();
     // The stand-in toplevel (tests/standin/nixos-system.nix), built by the real Nix here.
-    let built =
-        Command::new("nix-build").arg(repo().join("tests/standin/nixos-system.nix")).args(["--argstr", "host", "nixpi", "--no-out-link"]).output().unwrap();
+    let built = Command::new("nix-build")
+        .arg(repo().join("tests/standin/nixos-system.nix"))
+        .args(["--argstr", "host", "nixpi", "--no-out-link"])
+        .output()
+        .unwrap();
     if !built.status.success() {
-        return skip(t, &format!("nix-build cannot build here: {}", String::from_utf8_lossy(&built.stderr).trim()));
+        return skip(
+            t,
+            &format!(
+                "nix-build cannot build here: {}",
+                String::from_utf8_lossy(&built.stderr).trim()
+            ),
+        );
     }
     let toplevel = String::from_utf8_lossy(&built.stdout).trim().to_string();
     let closure = tool_output(Command::new("nix-store").args(["-qR", &toplevel]));
@@ -420,26 +579,58 @@ fn a_nix_store_system_becomes_the_root_with_its_registration_and_extlinux() {
         let name = path.trim_start_matches("/nix/store/");
         assert!(store.contains(name), "{name} missing from the image's store: {store}");
     }
-    let registration = tool_output(Command::new("debugfs").args(["-R", "cat /nix-path-registration"]).arg(&root));
+    let registration =
+        tool_output(Command::new("debugfs").args(["-R", "cat /nix-path-registration"]).arg(&root));
     let dumped = tool_output(Command::new("nix-store").arg("--dump-db").args(closure.lines()));
-    assert_eq!(registration.trim(), dumped.trim(), "nix-path-registration is what nix-store --load-db reads");
-    let conf = tool_output(Command::new("debugfs").args(["-R", "cat /boot/extlinux/extlinux.conf"]).arg(&root));
-    assert!(conf.contains(&format!("APPEND init={toplevel}/init console=ttyS0 loglevel=4")), "{conf}");
-    assert!(conf.contains("-linux-standin/Image") && conf.contains("-initrd-standin/initrd") && conf.contains("FDTDIR"), "{conf}");
+    assert_eq!(
+        registration.trim(),
+        dumped.trim(),
+        "nix-path-registration is what nix-store --load-db reads"
+    );
+    let conf = tool_output(
+        Command::new("debugfs").args(["-R", "cat /boot/extlinux/extlinux.conf"]).arg(&root),
+    );
+    assert!(
+        conf.contains(&format!("APPEND init={toplevel}/init console=ttyS0 loglevel=4")),
+        "{conf}"
+    );
+    assert!(
+        conf.contains("-linux-standin/Image")
+            && conf.contains("-initrd-standin/initrd")
+            && conf.contains("FDTDIR"),
+        "{conf}"
+    );
     let kernel = tool_output(
         Command::new("debugfs")
-            .args(["-R", &format!("cat {}", conf.lines().find(|l| l.trim().starts_with("LINUX")).unwrap().trim().trim_start_matches("LINUX ").trim())])
+            .args([
+                "-R",
+                &format!(
+                    "cat {}",
+                    conf.lines()
+                        .find(|l| l.trim().starts_with("LINUX"))
+                        .unwrap()
+                        .trim()
+                        .trim_start_matches("LINUX ")
+                        .trim()
+                ),
+            ])
             .arg(&root),
     );
     assert_eq!(kernel.trim(), "kernel", "the LINUX path resolves inside the image");
     assert_eq!(manifest(&out)["root"]["kind"], "nixos-system");
-    assert_eq!(listing(&out), ["nixpi.img", "nixpi.img.bmap", "nixpi.img.sha256", "nixpi.manifest.json"], "the staging copy is gone");
+    assert_eq!(
+        listing(&out),
+        ["nixpi.img", "nixpi.img.bmap", "nixpi.img.sha256", "nixpi.manifest.json"],
+        "the staging copy is gone"
+    );
 }
 
 #[test]
 fn a_lab_held_host_key_is_decrypted_in_memory_and_injected() {
     let t = "a_lab_held_host_key_is_decrypted_in_memory_and_injected";
-    let (Some(standin), Some(fw)) = (standin(t), firmware(t)) else { return };
+    let (Some(standin), Some(fw)) = (standin(t), firmware(t)) else {
+        return;
+    };
     if !have("age") || !have("age-keygen") {
         return skip(t, "the age CLI is not installed (apt-get install age)");
     }
@@ -448,11 +639,17 @@ fn a_lab_held_host_key_is_decrypted_in_memory_and_injected() {
     // A throwaway admin identity and host key, stored the way `labprov keys new` stores them.
     let admin = tmp.path().join("admin.txt");
     tool_output(Command::new("age-keygen").arg("-o").arg(&admin));
-    let recipient = tool_output(Command::new("age-keygen").arg("-y").arg(&admin)).trim().to_string();
+    let recipient =
+        tool_output(Command::new("age-keygen").arg("-y").arg(&admin)).trim().to_string();
     let key = test_key(tmp.path());
     fs::create_dir_all(lab.join("secrets/host-keys")).unwrap();
     fs::create_dir_all(lab.join("hosts/pi")).unwrap();
-    tool_output(Command::new("age").args(["-a", "-r", &recipient, "-o"]).arg(lab.join("secrets/host-keys/pi.age")).arg(&key));
+    tool_output(
+        Command::new("age")
+            .args(["-a", "-r", &recipient, "-o"])
+            .arg(lab.join("secrets/host-keys/pi.age"))
+            .arg(&key),
+    );
     fs::copy(key.with_extension("pub"), lab.join("hosts/pi/ssh_host_ed25519_key.pub")).unwrap();
 
     let out = tmp.path().join("out");
@@ -474,10 +671,14 @@ fn a_lab_held_host_key_is_decrypted_in_memory_and_injected() {
     let res = build(&admin);
     assert!(res.status.success(), "{}", stderr(&res));
     let root = format!("{}?offset={}", out.join("pi.img").display(), 38 * MIB);
-    let public = tool_output(Command::new("debugfs").args(["-R", "cat /etc/ssh/ssh_host_ed25519_key.pub"]).arg(&root));
+    let public = tool_output(
+        Command::new("debugfs").args(["-R", "cat /etc/ssh/ssh_host_ed25519_key.pub"]).arg(&root),
+    );
     let expected = fs::read_to_string(key.with_extension("pub")).unwrap();
     assert_eq!(public.split_whitespace().nth(1), expected.split_whitespace().nth(1));
-    let stat = tool_output(Command::new("debugfs").args(["-R", "stat /etc/ssh/ssh_host_ed25519_key"]).arg(&root));
+    let stat = tool_output(
+        Command::new("debugfs").args(["-R", "stat /etc/ssh/ssh_host_ed25519_key"]).arg(&root),
+    );
     assert!(stat.contains("Mode:  0600") && stat.contains("User:     0   Group:     0"), "{stat}");
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(fs::metadata(out.join("pi.img")).unwrap().permissions().mode() & 0o777, 0o600);
@@ -486,7 +687,9 @@ fn a_lab_held_host_key_is_decrypted_in_memory_and_injected() {
 #[test]
 fn dry_run_checks_every_input_and_writes_no_image() {
     let t = "dry_run_checks_every_input_and_writes_no_image";
-    let (Some(standin), Some(fw)) = (standin(t), firmware(t)) else { return };
+    let (Some(standin), Some(fw)) = (standin(t), firmware(t)) else {
+        return;
+    };
     let tmp = tempfile::tempdir().unwrap();
     let key = test_key(tmp.path());
     let out = tmp.path().join("out");

@@ -6,7 +6,12 @@ use std::fs;
 use std::process::{Command, Output, Stdio};
 
 fn labimg(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_labimg")).args(args).stdin(Stdio::null()).env_remove("RUST_BACKTRACE").output().expect("run labimg")
+    Command::new(env!("CARGO_BIN_EXE_labimg"))
+        .args(args)
+        .stdin(Stdio::null())
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .expect("run labimg")
 }
 
 fn stderr(o: &Output) -> String {
@@ -28,7 +33,12 @@ fn each_class_of_failure_has_its_exit_code_and_one_error_line() {
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.starts_with("labimg: error: ") && err.contains("missing.img") && !err.contains("Caused by"), "{err}");
+    assert!(
+        err.starts_with("labimg: error: ")
+            && err.contains("missing.img")
+            && !err.contains("Caused by"),
+        "{err}"
+    );
 
     // Refused: no terminal to confirm on and no --yes; nothing written.
     let target = tmp.path().join("target.raw");

@@ -42,7 +42,9 @@ fn serve(root: &Path) -> (Server, String) {
 /// A mirror tree with each pinned archive at its URL's path; `tamper`
 /// flips a byte in the named archive.
 fn mirror(debs: &Path, into: &Path, tamper: Option<&str>) {
-    let manifest: toml::Value = toml::from_str(&fs::read_to_string(repo().join("firmware/manifest.toml")).unwrap()).unwrap();
+    let manifest: toml::Value =
+        toml::from_str(&fs::read_to_string(repo().join("firmware/manifest.toml")).unwrap())
+            .unwrap();
     for a in manifest["archive"].as_array().unwrap() {
         let url = a["url"].as_str().unwrap();
         let path = url.split_once("://").unwrap().1.split_once('/').unwrap().1;
@@ -61,7 +63,9 @@ fn mirror(debs: &Path, into: &Path, tamper: Option<&str>) {
 }
 
 fn debs(test: &str) -> Option<std::path::PathBuf> {
-    let dir = std::env::var_os("LABIMG_FIRMWARE_DEBS").map(Into::into).unwrap_or_else(|| repo().join("target/firmware-debs"));
+    let dir = std::env::var_os("LABIMG_FIRMWARE_DEBS")
+        .map(Into::into)
+        .unwrap_or_else(|| repo().join("target/firmware-debs"));
     let manifest = fs::read_to_string(repo().join("firmware/manifest.toml")).unwrap();
     let missing = manifest
         .lines()
@@ -85,19 +89,23 @@ fn fetch_verifies_caches_and_is_idempotent() {
     mirror(&debs, &tmp.path().join("www"), None);
     let (_server, url) = serve(&tmp.path().join("www"));
     let cache = tmp.path().join("cache");
-    let out = ok(labimg().args(["firmware", "fetch", "--json", "--mirror", &url, "--cache"]).arg(&cache));
+    let out =
+        ok(labimg().args(["firmware", "fetch", "--json", "--mirror", &url, "--cache"]).arg(&cache));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["fetched"].as_array().unwrap().len(), 11, "{report}");
     for board in ["rpi3", "rpi4", "rpi5"] {
         ok(labimg().args(["firmware", "verify", "--board", board, "--firmware-dir"]).arg(&cache));
     }
     // A second run finds everything in place and downloads nothing.
-    let out = ok(labimg().args(["firmware", "fetch", "--json", "--mirror", &url, "--cache"]).arg(&cache));
+    let out =
+        ok(labimg().args(["firmware", "fetch", "--json", "--mirror", &url, "--cache"]).arg(&cache));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["downloadedBytes"].as_u64(), Some(0), "{report}");
     // A damaged cached file is fetched again.
     fs::write(cache.join("start4.elf"), b"damaged").unwrap();
-    let out = ok(labimg().args(["firmware", "fetch", "--json", "--board", "rpi4", "--mirror", &url, "--cache"]).arg(&cache));
+    let out = ok(labimg()
+        .args(["firmware", "fetch", "--json", "--board", "rpi4", "--mirror", &url, "--cache"])
+        .arg(&cache));
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert!(report["fetched"].as_array().unwrap().iter().any(|f| f == "start4.elf"), "{report}");
     ok(labimg().args(["firmware", "verify", "--board", "rpi4", "--firmware-dir"]).arg(&cache));
@@ -111,7 +119,9 @@ fn a_tampered_download_is_refused_and_never_cached() {
     mirror(&debs, &tmp.path().join("www"), Some("raspi-firmware"));
     let (_server, url) = serve(&tmp.path().join("www"));
     let cache = tmp.path().join("cache");
-    let res = run(labimg().args(["firmware", "fetch", "--board", "rpi4", "--mirror", &url, "--cache"]).arg(&cache));
+    let res = run(labimg()
+        .args(["firmware", "fetch", "--board", "rpi4", "--mirror", &url, "--cache"])
+        .arg(&cache));
     assert!(!res.status.success());
     let err = stderr(&res);
     assert!(err.contains("refusing") && err.contains("raspi-firmware"), "{err}");
@@ -124,7 +134,17 @@ fn an_unreachable_mirror_is_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
     // A port nothing listens on.
     let port = TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
-    let res = run(labimg().args(["firmware", "fetch", "--board", "rpi5", "--mirror", &format!("http://127.0.0.1:{port}"), "--cache"]).arg(tmp.path()));
+    let res = run(labimg()
+        .args([
+            "firmware",
+            "fetch",
+            "--board",
+            "rpi5",
+            "--mirror",
+            &format!("http://127.0.0.1:{port}"),
+            "--cache",
+        ])
+        .arg(tmp.path()));
     assert!(!res.status.success());
     let err = stderr(&res);
     assert!(err.contains("download of http://127.0.0.1") && err.contains("--mirror"), "{err}");

@@ -29,7 +29,13 @@ fn test_image(dir: &Path) -> PathBuf {
             })
             .collect()
     };
-    for (at, len) in [(0, 4096), (MIB, 3 * MIB as usize), (20 * MIB + 8192, 12288), (40 * MIB, 5 * MIB as usize), (64 * MIB, 1536)] {
+    for (at, len) in [
+        (0, 4096),
+        (MIB, 3 * MIB as usize),
+        (20 * MIB + 8192, 12288),
+        (40 * MIB, 5 * MIB as usize),
+        (64 * MIB, 1536),
+    ] {
         f.write_all_at(&data(len), at).unwrap();
     }
     img
@@ -57,9 +63,14 @@ impl Loop {
             return None;
         }
         match Command::new("losetup").args(["-f", "--show", "-P"]).arg(file).output() {
-            Ok(o) if o.status.success() => Some(Loop(String::from_utf8_lossy(&o.stdout).trim().to_string())),
+            Ok(o) if o.status.success() => {
+                Some(Loop(String::from_utf8_lossy(&o.stdout).trim().to_string()))
+            }
             Ok(o) => {
-                skip(test, &format!("no loop device: {}", String::from_utf8_lossy(&o.stderr).trim()));
+                skip(
+                    test,
+                    &format!("no loop device: {}", String::from_utf8_lossy(&o.stderr).trim()),
+                );
                 None
             }
             Err(e) => {
@@ -109,14 +120,21 @@ fn a_zstd_image_streams_through() {
     let tmp = tempfile::tempdir().unwrap();
     let img = test_image(tmp.path());
     let len = fs::metadata(&img).unwrap().len();
-    ok(Command::new("zstd").args(["-q", "-3"]).arg(&img).arg("-o").arg(tmp.path().join("test.img.zst")));
+    ok(Command::new("zstd")
+        .args(["-q", "-3"])
+        .arg(&img)
+        .arg("-o")
+        .arg(tmp.path().join("test.img.zst")));
     let zst = tmp.path().join("test.img.zst");
     // Without a map: every block; with bmaptool's map beside it: mapped ranges only.
     let out = tmp.path().join("z1.raw");
     ok(labimg().args(["flash", "--yes"]).arg(&zst).arg(&out));
     assert!(digest(&out, len) == digest(&img, len));
     if have("bmaptool") {
-        ok(Command::new("bmaptool").args(["create", "-o"]).arg(tmp.path().join("test.img.bmap")).arg(&img));
+        ok(Command::new("bmaptool")
+            .args(["create", "-o"])
+            .arg(tmp.path().join("test.img.bmap"))
+            .arg(&img));
         let out = tmp.path().join("z2.raw");
         let res = ok(labimg().args(["flash", "--yes", "--json"]).arg(&zst).arg(&out));
         let report: serde_json::Value = serde_json::from_slice(&res.stdout).unwrap();
@@ -139,13 +157,19 @@ fn bmaps_travel_both_ways_with_bmaptool() {
     let theirs = tmp.path().join("theirs.bmap");
     ok(Command::new("bmaptool").args(["create", "-o"]).arg(&theirs).arg(&img));
     let out = tmp.path().join("ours.raw");
-    let res = ok(labimg().args(["flash", "--yes", "--json", "--bmap"]).arg(&theirs).arg(&img).arg(&out));
+    let res =
+        ok(labimg().args(["flash", "--yes", "--json", "--bmap"]).arg(&theirs).arg(&img).arg(&out));
     let report: serde_json::Value = serde_json::from_slice(&res.stdout).unwrap();
     assert_eq!(report["mappedFrom"], "block map");
     assert!(digest(&out, len) == digest(&img, len));
     // Ours into theirs: a built image's .bmap is checked in tests/build.rs;
     // here a bmap labimg derives for a plain image file.
-    let (bmap, _) = image_builder::bmap::digest(&fs::File::open(&img).unwrap(), len, lab_cli::progress::Progress::hidden()).unwrap();
+    let (bmap, _) = image_builder::bmap::digest(
+        &fs::File::open(&img).unwrap(),
+        len,
+        lab_cli::progress::Progress::hidden(),
+    )
+    .unwrap();
     let ours = tmp.path().join("ours.bmap");
     fs::write(&ours, bmap.to_xml()).unwrap();
     let copy = tmp.path().join("theirs.raw");
@@ -168,7 +192,9 @@ fn a_loop_device_target_matches_and_corruption_is_named() {
     let len = fs::metadata(&img).unwrap().len();
     let backing = tmp.path().join("disk.raw");
     fs::File::create(&backing).unwrap().set_len(80 * MIB).unwrap();
-    let Some(dev) = Loop::attach(&backing, t) else { return };
+    let Some(dev) = Loop::attach(&backing, t) else {
+        return;
+    };
     let res = flash(&["--yes", "--json"], &img, dev.path());
     assert!(res.status.success(), "{}", stderr(&res));
     let report: serde_json::Value = serde_json::from_slice(&res.stdout).unwrap();
@@ -186,7 +212,10 @@ fn a_loop_device_target_matches_and_corruption_is_named() {
     let res = run(labimg().arg("verify").arg(&img).arg(dev.path()));
     assert_eq!(res.status.code(), Some(3), "{}", stderr(&res));
     let err = stderr(&res);
-    assert!(err.contains("differs from the image") && err.contains(&format!("bytes {}", 40 * MIB)), "{err}");
+    assert!(
+        err.contains("differs from the image") && err.contains(&format!("bytes {}", 40 * MIB)),
+        "{err}"
+    );
     // Writing it again repairs it.
     ok(labimg().args(["flash", "--yes"]).arg(&img).arg(dev.path()).stdin(Stdio::null()));
     assert!(digest(dev.path(), len) == digest(&img, len));
@@ -216,13 +245,17 @@ fn refusals_come_before_a_single_byte_is_written() {
     // Too small (a loop device over 16 MiB).
     let small = tmp.path().join("small.raw");
     fs::write(&small, vec![0x5au8; 16 * MIB as usize]).unwrap();
-    let Some(small_dev) = Loop::attach(&small, t) else { return };
+    let Some(small_dev) = Loop::attach(&small, t) else {
+        return;
+    };
     refused(&["--yes"], &img, small_dev.path(), "the image needs");
 
     // Mounted: a loop device with a filesystem on it, mounted.
     let mounted = tmp.path().join("mounted.raw");
     fs::File::create(&mounted).unwrap().set_len(96 * MIB).unwrap();
-    let Some(dev) = Loop::attach(&mounted, t) else { return };
+    let Some(dev) = Loop::attach(&mounted, t) else {
+        return;
+    };
     ok(Command::new("mkfs.ext4").arg("-q").arg(dev.path()));
     let mnt = tmp.path().join("mnt");
     fs::create_dir(&mnt).unwrap();
@@ -246,7 +279,9 @@ fn refusals_come_before_a_single_byte_is_written() {
         .unwrap()
         .lines()
         .find(|l| l.split_whitespace().nth(4) == Some("/"))
-        .and_then(|l| l.split(" - ").nth(1).and_then(|r| r.split_whitespace().nth(1)).map(str::to_string))
+        .and_then(|l| {
+            l.split(" - ").nth(1).and_then(|r| r.split_whitespace().nth(1)).map(str::to_string)
+        })
         .filter(|s| s.starts_with("/dev/"));
     match root {
         Some(root) => {
@@ -261,11 +296,16 @@ fn refusals_come_before_a_single_byte_is_written() {
     }
 
     // A fixed (non-removable) disk without --allow-fixed.
-    let fixed = fs::read_dir("/sys/block").unwrap().flatten().map(|e| e.file_name().to_string_lossy().into_owned()).find(|n| {
-        !n.starts_with("loop")
-            && fs::read_to_string(format!("/sys/block/{n}/removable")).is_ok_and(|r| r.trim() == "0")
-            && fs::read_to_string(format!("/sys/block/{n}/size")).is_ok_and(|s| s.trim() == "0")
-    });
+    let fixed = fs::read_dir("/sys/block")
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .find(|n| {
+            !n.starts_with("loop")
+                && fs::read_to_string(format!("/sys/block/{n}/removable"))
+                    .is_ok_and(|r| r.trim() == "0")
+                && fs::read_to_string(format!("/sys/block/{n}/size")).is_ok_and(|s| s.trim() == "0")
+        });
     match fixed {
         // An empty fixed disk (zram0 here): refused as fixed first, then as too small.
         Some(name) => {
@@ -296,9 +336,19 @@ fn ctrl_c_says_the_target_is_incomplete_and_a_rerun_repairs_it() {
     let img = tmp.path().join("big.img");
     fs::write(&img, vec![0x3cu8; 600 * MIB as usize]).unwrap();
     let target = tmp.path().join("t.raw");
-    let child = labimg().args(["flash", "--yes", "--no-bmap"]).arg(&img).arg(&target).stderr(Stdio::piped()).spawn().unwrap();
+    let child = labimg()
+        .args(["flash", "--yes", "--no-bmap"])
+        .arg(&img)
+        .arg(&target)
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     std::thread::sleep(std::time::Duration::from_millis(150));
-    nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT).unwrap();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
     let res = child.wait_with_output().unwrap();
     assert_eq!(res.status.code(), Some(130), "{}", stderr(&res));
     assert!(stderr(&res).contains("is incomplete"), "{}", stderr(&res));
@@ -312,7 +362,9 @@ fn devices_lists_disks_as_json() {
     let disks: serde_json::Value = serde_json::from_slice(&res.stdout).unwrap();
     let disks = disks.as_array().unwrap();
     // The disk holding / is listed and marked as the system's.
-    if let Some(root) = disks.iter().find(|d| d["mounts"].as_array().unwrap().iter().any(|m| m == "/")) {
+    if let Some(root) =
+        disks.iter().find(|d| d["mounts"].as_array().unwrap().iter().any(|m| m == "/"))
+    {
         assert_eq!(root["system"], true);
     }
     let plain = ok(labimg().arg("devices"));
@@ -355,7 +407,8 @@ fn a_block_map_of_another_image_is_named_as_such_not_blamed_on_the_card() {
     fs::write(&other, bytes).unwrap();
     let map = tmp.path().join("test.img.bmap");
     ok(Command::new("bmaptool").args(["create", "-o"]).arg(&map).arg(&img));
-    let res = flash(&["--yes", "--bmap", map.to_str().unwrap()], &other, &tmp.path().join("out.raw"));
+    let res =
+        flash(&["--yes", "--bmap", map.to_str().unwrap()], &other, &tmp.path().join("out.raw"));
     assert_eq!(res.status.code(), Some(1), "{}", stderr(&res));
     let err = stderr(&res);
     assert!(err.contains("does not belong to") && !err.contains("counterfeit"), "{err}");
@@ -368,7 +421,11 @@ fn a_new_file_target_is_private_and_an_empty_image_is_refused() {
     let out = tmp.path().join("vm-disk.raw");
     ok(labimg().args(["flash", "--yes"]).arg(&img).arg(&out));
     use std::os::unix::fs::PermissionsExt;
-    assert_eq!(fs::metadata(&out).unwrap().permissions().mode() & 0o077, 0, "the copy may hold a host key");
+    assert_eq!(
+        fs::metadata(&out).unwrap().permissions().mode() & 0o077,
+        0,
+        "the copy may hold a host key"
+    );
     let empty = tmp.path().join("empty.img");
     fs::write(&empty, b"").unwrap();
     let res = flash(&["--yes"], &empty, &tmp.path().join("e.raw"));
@@ -382,7 +439,9 @@ fn a_device_that_changes_while_the_operator_is_asked_gets_nothing() {
     let img = test_image(tmp.path());
     let backing = tmp.path().join("disk.raw");
     fs::write(&backing, vec![0x3cu8; 80 * MIB as usize]).unwrap();
-    let Some(dev) = Loop::attach(&backing, t) else { return };
+    let Some(dev) = Loop::attach(&backing, t) else {
+        return;
+    };
     let mut image = image_builder::flash::Image::open(&img, None, false).unwrap();
     // While the question is on screen the "card" becomes another one: here
     // the loop device grows, as a different card in the same reader would
@@ -393,14 +452,26 @@ fn a_device_that_changes_while_the_operator_is_asked_gets_nothing() {
         ok(Command::new("losetup").arg("-c").arg(dev.path()));
         Ok(())
     };
-    let opts = image_builder::flash::FlashOptions { verify: true, allow_fixed: false, progress: lab_cli::progress::Progress::hidden(), confirm: &swap };
+    let opts = image_builder::flash::FlashOptions {
+        verify: true,
+        allow_fixed: false,
+        progress: lab_cli::progress::Progress::hidden(),
+        confirm: &swap,
+    };
     let err = match image_builder::flash::flash(&mut image, dev.path(), &opts) {
         Ok(_) => panic!("a device that changed after confirmation was written"),
         Err(e) => e.to_string(),
     };
-    assert!(err.contains("changed while you were asked") && err.contains(&format!("{} bytes then", 80 * MIB)), "{err}");
+    assert!(
+        err.contains("changed while you were asked")
+            && err.contains(&format!("{} bytes then", 80 * MIB)),
+        "{err}"
+    );
     let after = fs::read(&backing).unwrap();
-    assert!(after[..80 * MIB as usize].iter().all(|&b| b == 0x3c), "bytes were written to the changed device");
+    assert!(
+        after[..80 * MIB as usize].iter().all(|&b| b == 0x3c),
+        "bytes were written to the changed device"
+    );
 }
 
 #[test]
@@ -418,7 +489,12 @@ fn a_file_target_swapped_for_a_link_while_asked_is_not_followed() {
         std::os::unix::fs::symlink(&other, &target).unwrap();
         Ok(())
     };
-    let opts = image_builder::flash::FlashOptions { verify: true, allow_fixed: false, progress: lab_cli::progress::Progress::hidden(), confirm: &swap };
+    let opts = image_builder::flash::FlashOptions {
+        verify: true,
+        allow_fixed: false,
+        progress: lab_cli::progress::Progress::hidden(),
+        confirm: &swap,
+    };
     let err = match image_builder::flash::flash(&mut image, &target, &opts) {
         Ok(_) => panic!("the image went through a link that appeared after the checks"),
         Err(e) => e.to_string(),

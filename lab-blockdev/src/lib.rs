@@ -105,9 +105,25 @@ pub fn reread_partitions(file: &fs::File) -> io::Result<()> {
 /// Tells the kernel about one partition of the device (what `partx -a`
 /// does). Where a re-read of the whole table shows no partitions (loop
 /// devices in some containers), adding them one by one still works.
-pub fn add_partition(file: &fs::File, number: u32, start_bytes: u64, length_bytes: u64) -> io::Result<()> {
-    let mut part = ioctl::BlkpgPartition { start: start_bytes as i64, length: length_bytes as i64, pno: number as i32, devname: [0; 64], volname: [0; 64] };
-    let arg = ioctl::BlkpgIoctlArg { op: ioctl::BLKPG_ADD_PARTITION, flags: 0, datalen: std::mem::size_of::<ioctl::BlkpgPartition>() as i32, data: &mut part };
+pub fn add_partition(
+    file: &fs::File,
+    number: u32,
+    start_bytes: u64,
+    length_bytes: u64,
+) -> io::Result<()> {
+    let mut part = ioctl::BlkpgPartition {
+        start: start_bytes as i64,
+        length: length_bytes as i64,
+        pno: number as i32,
+        devname: [0; 64],
+        volname: [0; 64],
+    };
+    let arg = ioctl::BlkpgIoctlArg {
+        op: ioctl::BLKPG_ADD_PARTITION,
+        flags: 0,
+        datalen: std::mem::size_of::<ioctl::BlkpgPartition>() as i32,
+        data: &mut part,
+    };
     // SAFETY: BLKPG reads the argument struct and the partition struct it
     // points to; both live on this stack frame for the whole call.
     unsafe { ioctl::blkpg(file.as_raw_fd(), &arg) }.map(drop).map_err(io::Error::from)
@@ -130,7 +146,11 @@ pub fn loop_status(file: &fs::File) -> io::Result<LoopStatus> {
     let mut info: ioctl::LoopInfo64 = unsafe { std::mem::zeroed() };
     // SAFETY: LOOP_GET_STATUS64 fills the struct through the pointer, a live local.
     unsafe { ioctl::loop_get_status64(file.as_raw_fd(), &mut info) }.map_err(io::Error::from)?;
-    Ok(LoopStatus { backing: (info.lo_device, info.lo_inode), offset: info.lo_offset, detaching: info.lo_flags & ioctl::LO_FLAGS_AUTOCLEAR != 0 })
+    Ok(LoopStatus {
+        backing: (info.lo_device, info.lo_inode),
+        offset: info.lo_offset,
+        detaching: info.lo_flags & ioctl::LO_FLAGS_AUTOCLEAR != 0,
+    })
 }
 
 /// Detaches the loop device (`losetup -d`) through the open `file`: the
@@ -215,7 +235,10 @@ fn mounts() -> Vec<(String, String)> {
             if let Some(name) = line.split_whitespace().next() {
                 if let Ok(m) = fs::metadata(name) {
                     if m.file_type().is_block_device() {
-                        out.push((format!("{}:{}", major(m.rdev()), minor(m.rdev())), "[swap]".into()));
+                        out.push((
+                            format!("{}:{}", major(m.rdev()), minor(m.rdev())),
+                            "[swap]".into(),
+                        ));
                     }
                 }
             }
@@ -244,9 +267,13 @@ pub enum Error {
 
 /// The sysfs directory of the block device node at `path`.
 fn sysfs_dir(path: &Path) -> Result<PathBuf, Error> {
-    let meta = fs::metadata(path).map_err(|source| Error::Stat { path: path.to_path_buf(), source })?;
+    let meta =
+        fs::metadata(path).map_err(|source| Error::Stat { path: path.to_path_buf(), source })?;
     let num = format!("{}:{}", major(meta.rdev()), minor(meta.rdev()));
-    fs::canonicalize(format!("/sys/dev/block/{num}")).map_err(|source| Error::Stat { path: PathBuf::from(format!("/sys/dev/block/{num}")), source })
+    fs::canonicalize(format!("/sys/dev/block/{num}")).map_err(|source| Error::Stat {
+        path: PathBuf::from(format!("/sys/dev/block/{num}")),
+        source,
+    })
 }
 
 /// Mount points (and "[swap]") of the block device at `path` (a disk or a
@@ -260,7 +287,11 @@ pub fn mounts_of(path: &Path) -> Result<Vec<String>, Error> {
 pub fn describe(path: &Path) -> Result<Disk, Error> {
     let sys = sysfs_dir(path)?;
     if sys.join("partition").is_file() {
-        let disk = sys.parent().and_then(|p| p.file_name()).map(|n| format!("/dev/{}", n.to_string_lossy())).unwrap_or_default();
+        let disk = sys
+            .parent()
+            .and_then(|p| p.file_name())
+            .map(|n| format!("/dev/{}", n.to_string_lossy()))
+            .unwrap_or_default();
         return Err(Error::Partition { path: path.to_path_buf(), disk });
     }
     Ok(disk_from_sys(&sys, path.to_path_buf(), &mounts()))
@@ -269,10 +300,18 @@ pub fn describe(path: &Path) -> Result<Disk, Error> {
 fn disk_from_sys(sys: &Path, path: PathBuf, mounts: &[(String, String)]) -> Disk {
     let name = sys.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let numbers = dev_numbers(sys);
-    let mine: Vec<String> = mounts.iter().filter(|(d, _)| numbers.contains(d)).map(|(_, m)| m.clone()).collect();
+    let mine: Vec<String> =
+        mounts.iter().filter(|(d, _)| numbers.contains(d)).map(|(_, m)| m.clone()).collect();
     let system = mine.iter().any(|m| SYSTEM_MOUNTS.contains(&m.as_str()) || m == "[swap]");
-    let udev = read_trim(&PathBuf::from(format!("/run/udev/data/b{}", read_trim(&sys.join("dev")).unwrap_or_default())));
-    let udev_prop = |key: &str| udev.as_deref().and_then(|u| u.lines().find_map(|l| l.strip_prefix(&format!("E:{key}=")).map(str::to_string)));
+    let udev = read_trim(&PathBuf::from(format!(
+        "/run/udev/data/b{}",
+        read_trim(&sys.join("dev")).unwrap_or_default()
+    )));
+    let udev_prop = |key: &str| {
+        udev.as_deref().and_then(|u| {
+            u.lines().find_map(|l| l.strip_prefix(&format!("E:{key}=")).map(str::to_string))
+        })
+    };
     Disk {
         path,
         size: read_trim(&sys.join("size")).and_then(|s| s.parse::<u64>().ok()).unwrap_or(0) * 512,

@@ -19,7 +19,9 @@ pub struct Primary {
 pub enum MbrError {
     #[error("partition {0} is not a primary slot (1-4)")]
     NotPrimary(u32),
-    #[error("partition {0} starts past 2 TiB or is larger than 2 TiB: an MBR cannot hold it, use gpt")]
+    #[error(
+        "partition {0} starts past 2 TiB or is larger than 2 TiB: an MBR cannot hold it, use gpt"
+    )]
     TooFar(u32),
     #[error("{0}")]
     Table(#[from] mbrman::Error),
@@ -30,13 +32,20 @@ pub enum MbrError {
 /// Writes a new MBR with `disk_id` and `parts` (other slots empty) to the
 /// start of `disk`, then flushes it. CHS fields stay empty, as Linux and
 /// the Raspberry Pi firmware read only the LBA fields.
-pub fn write<D: Read + Write + Seek>(disk: &mut D, sector_size: u64, disk_id: u32, parts: &[Primary]) -> Result<(), MbrError> {
+pub fn write<D: Read + Write + Seek>(
+    disk: &mut D,
+    sector_size: u64,
+    disk_id: u32,
+    parts: &[Primary],
+) -> Result<(), MbrError> {
     let mut mbr = mbrman::MBR::new_from(disk, sector_size as u32, disk_id.to_le_bytes())?;
     for p in parts {
         if !(1..=4).contains(&p.number) {
             return Err(MbrError::NotPrimary(p.number));
         }
-        let (Ok(starting_lba), Ok(sectors)) = (u32::try_from(p.first_lba), u32::try_from(p.sectors)) else {
+        let (Ok(starting_lba), Ok(sectors)) =
+            (u32::try_from(p.first_lba), u32::try_from(p.sectors))
+        else {
             return Err(MbrError::TooFar(p.number));
         };
         mbr[p.number as usize] = mbrman::MBRPartitionEntry {
@@ -61,8 +70,20 @@ mod tests {
     fn writes_what_sfdisk_reads_and_refuses_what_mbr_cannot_hold() {
         let mut disk = std::io::Cursor::new(vec![0u8; 64 << 20]);
         let parts = [
-            Primary { number: 1, first_lba: 16384, sectors: 61440, type_byte: 0x0b, bootable: true },
-            Primary { number: 2, first_lba: 77824, sectors: 53248, type_byte: 0x83, bootable: false },
+            Primary {
+                number: 1,
+                first_lba: 16384,
+                sectors: 61440,
+                type_byte: 0x0b,
+                bootable: true,
+            },
+            Primary {
+                number: 2,
+                first_lba: 77824,
+                sectors: 53248,
+                type_byte: 0x83,
+                bootable: false,
+            },
         ];
         write(&mut disk, 512, 0x1234_5678, &parts).unwrap();
         let bytes = disk.get_ref();

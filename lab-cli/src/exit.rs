@@ -42,7 +42,10 @@ pub trait Classify {
 
 /// The class of an error chain: the most specific class any link claims.
 /// `links` names the library error types the binary knows how to ask.
-pub fn classify(err: &anyhow::Error, links: &[fn(&(dyn std::error::Error + 'static)) -> Option<Class>]) -> Class {
+pub fn classify(
+    err: &anyhow::Error,
+    links: &[fn(&(dyn std::error::Error + 'static)) -> Option<Class>],
+) -> Class {
     let mut class = Class::Failure;
     for cause in err.chain() {
         if cause.downcast_ref::<crate::interrupt::Interrupted>().is_some() {
@@ -64,7 +67,9 @@ pub fn classify(err: &anyhow::Error, links: &[fn(&(dyn std::error::Error + 'stat
 }
 
 /// A link for [`classify`] from any error type that implements [`Classify`].
-pub fn link<E: Classify + std::error::Error + 'static>(cause: &(dyn std::error::Error + 'static)) -> Option<Class> {
+pub fn link<E: Classify + std::error::Error + 'static>(
+    cause: &(dyn std::error::Error + 'static),
+) -> Option<Class> {
     cause.downcast_ref::<E>().map(Classify::class)
 }
 
@@ -87,13 +92,21 @@ pub fn one_line(err: &anyhow::Error) -> String {
 /// The whole of a binary's `main`: install Ctrl-C handling, run, and turn
 /// the result into one `TOOL: error: ...` line and the contract's code.
 /// A message that carries a tool's own output keeps it on the lines after.
-pub fn main(tool: &str, links: &[fn(&(dyn std::error::Error + 'static)) -> Option<Class>], run: impl FnOnce() -> anyhow::Result<()>) -> ExitCode {
+pub fn main(
+    tool: &str,
+    links: &[fn(&(dyn std::error::Error + 'static)) -> Option<Class>],
+    run: impl FnOnce() -> anyhow::Result<()>,
+) -> ExitCode {
     crate::interrupt::install();
     match run() {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             // Whatever failed after Ctrl-C failed because of it.
-            let class = if crate::interrupt::requested() { Class::Interrupted } else { classify(&err, links) };
+            let class = if crate::interrupt::requested() {
+                Class::Interrupted
+            } else {
+                classify(&err, links)
+            };
             let mut line = one_line(&err);
             // Both tools resume or start over cleanly; every interruption
             // says so, whichever step it stopped.
@@ -120,19 +133,30 @@ mod tests {
 
     #[test]
     fn a_cause_its_parent_already_printed_is_said_once() {
-        let io = std::io::Error::new(std::io::ErrorKind::NotFound, "No such file or directory (os error 2)");
+        let io = std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            "No such file or directory (os error 2)",
+        );
         let err = anyhow::Error::new(Read { path: "/x", source: io }).context("load the firmware");
-        assert_eq!(one_line(&err), "load the firmware: cannot read /x: No such file or directory (os error 2)");
+        assert_eq!(
+            one_line(&err),
+            "load the firmware: cannot read /x: No such file or directory (os error 2)"
+        );
     }
 
     #[test]
     fn the_most_specific_class_wins_and_codes_are_the_contract() {
         let err = anyhow::Error::new(crate::interrupt::Interrupted).context("build");
         assert_eq!(classify(&err, &[]), Class::Interrupted);
-        let refused = anyhow::Error::new(crate::prompt::Declined::NotConfirmed { what: "write /dev/sdb".into() });
+        let refused = anyhow::Error::new(crate::prompt::Declined::NotConfirmed {
+            what: "write /dev/sdb".into(),
+        });
         assert_eq!(classify(&refused, &[]), Class::Refused);
         assert_eq!(classify(&anyhow::anyhow!("plain"), &[]), Class::Failure);
-        let codes: Vec<u8> = [Class::Failure, Class::Usage, Class::Mismatch, Class::Refused, Class::Interrupted].map(Class::code).to_vec();
+        let codes: Vec<u8> =
+            [Class::Failure, Class::Usage, Class::Mismatch, Class::Refused, Class::Interrupted]
+                .map(Class::code)
+                .to_vec();
         assert_eq!(codes, vec![1, 2, 3, 4, 130]);
     }
 }

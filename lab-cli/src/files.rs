@@ -40,7 +40,9 @@ impl Pending {
             .tempfile_in(dir)
             .map_err(|source| Error::Create { dir: dir.to_path_buf(), source })?;
         // The umask may have narrowed the mode; public files must stay readable.
-        file.as_file().set_permissions(Permissions::from_mode(mode)).map_err(|source| Error::Create { dir: dir.to_path_buf(), source })?;
+        file.as_file()
+            .set_permissions(Permissions::from_mode(mode))
+            .map_err(|source| Error::Create { dir: dir.to_path_buf(), source })?;
         Ok(Pending { file, dest: dest.to_path_buf() })
     }
 
@@ -50,10 +52,17 @@ impl Pending {
 
     pub fn commit(self) -> Result<PathBuf, Error> {
         let dest = self.dest.clone();
-        self.file.as_file().sync_all().map_err(|source| Error::Persist { path: dest.clone(), source })?;
-        self.file.persist(&dest).map_err(|e| Error::Persist { path: dest.clone(), source: e.error })?;
+        self.file
+            .as_file()
+            .sync_all()
+            .map_err(|source| Error::Persist { path: dest.clone(), source })?;
+        self.file
+            .persist(&dest)
+            .map_err(|e| Error::Persist { path: dest.clone(), source: e.error })?;
         let dir = dest.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-        std::fs::File::open(dir).and_then(|d| d.sync_all()).map_err(|source| Error::Persist { path: dest.clone(), source })?;
+        std::fs::File::open(dir)
+            .and_then(|d| d.sync_all())
+            .map_err(|source| Error::Persist { path: dest.clone(), source })?;
         Ok(dest)
     }
 }
@@ -64,7 +73,8 @@ pub fn write_atomic(dest: &Path, bytes: &[u8], mode: u32) -> Result<(), Error> {
         ensure_dir(dir)?;
     }
     let mut pending = Pending::create(dest, mode)?;
-    std::io::Write::write_all(&mut pending.file, bytes).map_err(|source| Error::Persist { path: dest.to_path_buf(), source })?;
+    std::io::Write::write_all(&mut pending.file, bytes)
+        .map_err(|source| Error::Persist { path: dest.to_path_buf(), source })?;
     pending.commit().map(|_| ())
 }
 

@@ -34,7 +34,11 @@ pub fn json<T: Serialize + ?Sized>(value: &T) -> anyhow::Result<()> {
 }
 
 /// `value` as JSON when `json`, else the text `render` makes.
-pub fn report<T: Serialize + ?Sized>(json_wanted: bool, value: &T, render: impl FnOnce(&T) -> String) -> anyhow::Result<()> {
+pub fn report<T: Serialize + ?Sized>(
+    json_wanted: bool,
+    value: &T,
+    render: impl FnOnce(&T) -> String,
+) -> anyhow::Result<()> {
     if json_wanted {
         json(value)
     } else {

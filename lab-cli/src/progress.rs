@@ -41,9 +41,11 @@ impl Progress {
     pub fn bytes(&self, phase: &str, total: u64) -> ProgressBar {
         let bar = ProgressBar::with_draw_target(Some(total), self.target());
         bar.set_style(
-            ProgressStyle::with_template("{prefix:>10} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}")
-                .expect("static template")
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{prefix:>10} [{bar:30}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
+            )
+            .expect("static template")
+            .progress_chars("=> "),
         );
         bar.set_prefix(phase.to_string());
         bar
@@ -52,7 +54,10 @@ impl Progress {
     /// A spinner for a step whose length we cannot know (an external tool).
     pub fn step(&self, phase: &str, message: &str) -> ProgressBar {
         let bar = ProgressBar::with_draw_target(None, self.target());
-        bar.set_style(ProgressStyle::with_template("{prefix:>10} {spinner} {msg} {elapsed}").expect("static template"));
+        bar.set_style(
+            ProgressStyle::with_template("{prefix:>10} {spinner} {msg} {elapsed}")
+                .expect("static template"),
+        );
         bar.set_prefix(phase.to_string());
         bar.set_message(message.to_string());
         bar.enable_steady_tick(std::time::Duration::from_millis(120));

@@ -73,11 +73,19 @@ mod tests {
 
     #[test]
     fn the_word_must_be_typed_and_yes_skips_the_question() {
-        let q = Confirm { context: "disk /dev/sdb, 32 GB", action: "erase /dev/sdb", word: "sdb", without_terminal: "pass --yes" };
+        let q = Confirm {
+            context: "disk /dev/sdb, 32 GB",
+            action: "erase /dev/sdb",
+            word: "sdb",
+            without_terminal: "pass --yes",
+        };
         let mut shown = Vec::new();
         let answer = q.ask_on(&mut &b"sdb\n"[..], &mut shown).unwrap();
         assert_eq!(answer, "sdb");
-        assert_eq!(String::from_utf8(shown).unwrap(), "disk /dev/sdb, 32 GB\nType `sdb` to erase /dev/sdb: ");
+        assert_eq!(
+            String::from_utf8(shown).unwrap(),
+            "disk /dev/sdb, 32 GB\nType `sdb` to erase /dev/sdb: "
+        );
         assert!(q.ask(true).is_ok());
     }
 }

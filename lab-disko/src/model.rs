@@ -22,7 +22,8 @@ impl Devices {
     /// Normalises a raw spec and reads it into the typed model.
     pub fn from_raw(raw: &serde_json::Value) -> Result<Devices, super::SpecError> {
         let normalized = super::normalize(raw)?;
-        serde_json::from_value(normalized).map_err(|e| super::SpecError::invalid("disko.devices", e.to_string()))
+        serde_json::from_value(normalized)
+            .map_err(|e| super::SpecError::invalid("disko.devices", e.to_string()))
     }
 }
 
@@ -116,7 +117,10 @@ impl Gpt {
     pub fn sorted(&self) -> Vec<(u32, &GptPartition)> {
         let mut parts: Vec<&GptPartition> = self.partitions.values().collect();
         parts.sort_by_key(|p| p.priority);
-        let numbers: Vec<u32> = parts.iter().map(|p| parts.iter().position(|q| q.name == p.name).map(|i| i as u32 + 1).unwrap_or(0)).collect();
+        let numbers: Vec<u32> = parts
+            .iter()
+            .map(|p| parts.iter().position(|q| q.name == p.name).map(|i| i as u32 + 1).unwrap_or(0))
+            .collect();
         numbers.into_iter().zip(parts).collect()
     }
 }

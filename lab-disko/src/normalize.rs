@@ -15,7 +15,14 @@ use sha2::{Digest, Sha256};
 use super::SpecError;
 
 /// The hook options every disko device type carries (all default to "").
-const HOOKS: [&str; 6] = ["postCreateHook", "postMountHook", "postUnmountHook", "preCreateHook", "preMountHook", "preUnmountHook"];
+const HOOKS: [&str; 6] = [
+    "postCreateHook",
+    "postMountHook",
+    "postUnmountHook",
+    "preCreateHook",
+    "preMountHook",
+    "preUnmountHook",
+];
 
 /// GPT partition names hold 36 UTF-16 units; disko hashes longer labels.
 const LABEL_LIMIT: usize = 36;
@@ -36,22 +43,34 @@ pub fn normalize(raw: &Value) -> Result<Value, SpecError> {
     }
     let mut disks = Map::new();
     for (key, v) in top.attrs("disk")? {
-        disks.insert(key.clone(), disk(&v, &format!("disko.devices.disk.{}", quote_attr(&key)), &key)?);
+        disks.insert(
+            key.clone(),
+            disk(&v, &format!("disko.devices.disk.{}", quote_attr(&key)), &key)?,
+        );
     }
     out.insert("disk".into(), Value::Object(disks));
     let mut mdadms = Map::new();
     for (key, v) in top.attrs("mdadm")? {
-        mdadms.insert(key.clone(), mdadm(&v, &format!("disko.devices.mdadm.{}", quote_attr(&key)), &key)?);
+        mdadms.insert(
+            key.clone(),
+            mdadm(&v, &format!("disko.devices.mdadm.{}", quote_attr(&key)), &key)?,
+        );
     }
     out.insert("mdadm".into(), Value::Object(mdadms));
     let mut vgs = Map::new();
     for (key, v) in top.attrs("lvm_vg")? {
-        vgs.insert(key.clone(), lvm_vg(&v, &format!("disko.devices.lvm_vg.{}", quote_attr(&key)), &key)?);
+        vgs.insert(
+            key.clone(),
+            lvm_vg(&v, &format!("disko.devices.lvm_vg.{}", quote_attr(&key)), &key)?,
+        );
     }
     out.insert("lvm_vg".into(), Value::Object(vgs));
     let mut nodevs = Map::new();
     for (key, v) in top.attrs("nodev")? {
-        nodevs.insert(key.clone(), nodev(&v, &format!("disko.devices.nodev.{}", quote_attr(&key)), &key)?);
+        nodevs.insert(
+            key.clone(),
+            nodev(&v, &format!("disko.devices.nodev.{}", quote_attr(&key)), &key)?,
+        );
     }
     out.insert("nodev".into(), Value::Object(nodevs));
     top.finish()?;
@@ -92,13 +111,19 @@ fn disk(v: &Value, path: &str, key: &str) -> Result<Value, SpecError> {
     out.insert("imageName".into(), image_name.into());
     let size = o.string("imageSize", Some("2G"))?;
     if !is_size(&size) {
-        return Err(SpecError::invalid(format!("{path}.imageSize"), format!("`{size}` is not a size like 2G ([0-9]+[KMGTP]?)")));
+        return Err(SpecError::invalid(
+            format!("{path}.imageSize"),
+            format!("`{size}` is not a size like 2G ([0-9]+[KMGTP]?)"),
+        ));
     }
     out.insert("imageSize".into(), size.into());
     o.hooks(&mut out)?;
     let parent = Parent { kind: "disk", name };
     let content = o.take("content");
-    out.insert("content".into(), content_value(content, &format!("{path}.content"), &device, &parent, Position::Device)?);
+    out.insert(
+        "content".into(),
+        content_value(content, &format!("{path}.content"), &device, &parent, Position::Device)?,
+    );
     o.finish()?;
     Ok(Value::Object(out))
 }
@@ -110,13 +135,21 @@ fn mdadm(v: &Value, path: &str, key: &str) -> Result<Value, SpecError> {
     let name = o.string("name", Some(key))?;
     out.insert("name".into(), name.clone().into());
     o.int(&mut out, "level", Some(1))?;
-    o.enum_str(&mut out, "metadata", Some("default"), &["1", "1.0", "1.1", "1.2", "default", "ddf", "imsm"])?;
+    o.enum_str(
+        &mut out,
+        "metadata",
+        Some("default"),
+        &["1", "1.0", "1.1", "1.2", "default", "ddf", "imsm"],
+    )?;
     o.str_list(&mut out, "extraArgs", &[])?;
     o.hooks(&mut out)?;
     let device = format!("/dev/md/{name}");
     let parent = Parent { kind: "mdadm", name };
     let content = o.take("content");
-    out.insert("content".into(), content_value(content, &format!("{path}.content"), &device, &parent, Position::Device)?);
+    out.insert(
+        "content".into(),
+        content_value(content, &format!("{path}.content"), &device, &parent, Position::Device)?,
+    );
     o.finish()?;
     Ok(Value::Object(out))
 }
@@ -137,7 +170,10 @@ fn lvm_vg(v: &Value, path: &str, key: &str) -> Result<Value, SpecError> {
         lv.insert("name".into(), lv_name.clone().into());
         let size = l.string("size", None)?;
         lv.insert("size".into(), size.clone().into());
-        let lvm_type = l.nullable_enum("lvm_type", &["mirror", "raid0", "raid1", "raid4", "raid5", "raid6", "thin-pool", "thinlv"])?;
+        let lvm_type = l.nullable_enum(
+            "lvm_type",
+            &["mirror", "raid0", "raid1", "raid4", "raid5", "raid6", "thin-pool", "thinlv"],
+        )?;
         lv.insert("lvm_type".into(), lvm_type.clone().map(Value::from).unwrap_or(Value::Null));
         // disko: (thin-pool ? 501 : 1000) + (hasInfix "100%" size ? 251 : 0)
         let base = if lvm_type.as_deref() == Some("thin-pool") { 501 } else { 1000 };
@@ -148,7 +184,16 @@ fn lvm_vg(v: &Value, path: &str, key: &str) -> Result<Value, SpecError> {
         let parent = Parent { kind: "lvm_vg", name: name.clone() };
         let content = l.take("content");
         let dev = format!("/dev/{name}/{lv_name}");
-        lv.insert("content".into(), content_value(content, &format!("{lv_path}.content"), &dev, &parent, Position::Partition)?);
+        lv.insert(
+            "content".into(),
+            content_value(
+                content,
+                &format!("{lv_path}.content"),
+                &dev,
+                &parent,
+                Position::Partition,
+            )?,
+        );
         l.finish()?;
         lvs.insert(lv_key, Value::Object(lv));
     }
@@ -182,22 +227,43 @@ enum Position {
     Partition,
 }
 
-fn content_value(v: Option<Value>, path: &str, device: &str, parent: &Parent, pos: Position) -> Result<Value, SpecError> {
+fn content_value(
+    v: Option<Value>,
+    path: &str,
+    device: &str,
+    parent: &Parent,
+    pos: Position,
+) -> Result<Value, SpecError> {
     match v {
         None | Some(Value::Null) => Ok(Value::Null),
         Some(v) => content(&v, path, device, parent, pos),
     }
 }
 
-fn content(v: &Value, path: &str, device: &str, parent: &Parent, pos: Position) -> Result<Value, SpecError> {
+fn content(
+    v: &Value,
+    path: &str,
+    device: &str,
+    parent: &Parent,
+    pos: Position,
+) -> Result<Value, SpecError> {
     let Some(obj) = v.as_object() else {
-        return Err(SpecError::invalid(path, format!("expected an attribute set with a `type`, found {}", kind_of(v))));
+        return Err(SpecError::invalid(
+            path,
+            format!("expected an attribute set with a `type`, found {}", kind_of(v)),
+        ));
     };
     let Some(ty) = obj.get("type") else {
-        return Err(SpecError::invalid(path, "content needs a `type` (gpt, table, filesystem, swap, btrfs, luks, lvm_pv, mdraid)"));
+        return Err(SpecError::invalid(
+            path,
+            "content needs a `type` (gpt, table, filesystem, swap, btrfs, luks, lvm_pv, mdraid)",
+        ));
     };
     let Some(ty) = ty.as_str() else {
-        return Err(SpecError::invalid(format!("{path}.type"), format!("expected a string, found {}", kind_of(ty))));
+        return Err(SpecError::invalid(
+            format!("{path}.type"),
+            format!("expected a string, found {}", kind_of(ty)),
+        ));
     };
     match ty {
         "gpt" | "table" if pos == Position::Device => {
@@ -254,10 +320,14 @@ fn gpt(v: &Value, path: &str, device: &str, parent: &Parent) -> Result<Value, Sp
         pout.insert("name".into(), name.clone().into());
         let size = p.string("size", Some("0"))?;
         if size != "100%" && !is_size(&size) {
-            return Err(SpecError::invalid(format!("{ppath}.size"), format!("`{size}` is neither \"100%\" nor a size like 512M ([0-9]+[KMGTP]?)")));
+            return Err(SpecError::invalid(
+                format!("{ppath}.size"),
+                format!("`{size}` is neither \"100%\" nor a size like 512M ([0-9]+[KMGTP]?)"),
+            ));
         }
         pout.insert("size".into(), size.clone().into());
-        let content_is_swap = p.peek("content").and_then(|c| c.get("type")).and_then(Value::as_str) == Some("swap");
+        let content_is_swap =
+            p.peek("content").and_then(|c| c.get("type")).and_then(Value::as_str) == Some("swap");
         let ty = p.string("type", Some(if content_is_swap { "8200" } else { "8300" }))?;
         if !is_type_code(&ty) {
             return Err(SpecError::invalid(format!("{ppath}.type"), format!("`{ty}` is neither a 4-digit sgdisk type code (see `sgdisk -L`) nor a type GUID")));
@@ -282,11 +352,18 @@ fn gpt(v: &Value, path: &str, device: &str, parent: &Parent) -> Result<Value, Sp
         let uuid = p.nullable_string(&mut pout, "uuid")?;
         if let Some(u) = &uuid {
             if !is_guid(u) {
-                return Err(SpecError::invalid(format!("{ppath}.uuid"), format!("`{u}` is not a GUID like 809b3a2b-828a-4730-95e1-75b6343e415a")));
+                return Err(SpecError::invalid(
+                    format!("{ppath}.uuid"),
+                    format!("`{u}` is not a GUID like 809b3a2b-828a-4730-95e1-75b6343e415a"),
+                ));
             }
         }
         let label = format!("{}-{}-{}", parent.kind, parent.name, name);
-        let label = if label.len() > LABEL_LIMIT { hex::encode(Sha256::digest(label.as_bytes()))[..LABEL_LIMIT].to_string() } else { label };
+        let label = if label.len() > LABEL_LIMIT {
+            hex::encode(Sha256::digest(label.as_bytes()))[..LABEL_LIMIT].to_string()
+        } else {
+            label
+        };
         let label = p.string("label", Some(&label))?;
         pout.insert("label".into(), label.into());
         match p.take("hybrid") {
@@ -312,7 +389,8 @@ fn gpt(v: &Value, path: &str, device: &str, parent: &Parent) -> Result<Value, Sp
     order.sort_by_key(|&i| parts[i].priority);
     let mut partitions = Map::new();
     for i in 0..parts.len() {
-        let index = order.iter().position(|&j| parts[j].name == parts[i].name).map(|p| p + 1).unwrap_or(0);
+        let index =
+            order.iter().position(|&j| parts[j].name == parts[i].name).map(|p| p + 1).unwrap_or(0);
         let part = &mut parts[i];
         let uuid = part.out.get("uuid").and_then(Value::as_str).map(str::to_string);
         let label = part.out.get("label").and_then(Value::as_str).unwrap_or_default().to_string();
@@ -327,7 +405,13 @@ fn gpt(v: &Value, path: &str, device: &str, parent: &Parent) -> Result<Value, Sp
         part.out.insert("device".into(), pdev.clone().into());
         let c = part.obj.take("content");
         let gparent = Parent { kind: "gpt", name: parent.name.clone() };
-        let cv = content_value(c, &format!("{}.content", part.path), &pdev, &gparent, Position::Partition)?;
+        let cv = content_value(
+            c,
+            &format!("{}.content", part.path),
+            &pdev,
+            &gparent,
+            Position::Partition,
+        )?;
         part.out.insert("content".into(), cv);
         part.obj.check_unknown()?;
         partitions.insert(part.key.clone(), Value::Object(std::mem::take(&mut part.out)));
@@ -348,7 +432,12 @@ fn table(v: &Value, path: &str, device: &str) -> Result<Value, SpecError> {
     let list = match o.take("partitions") {
         None => Vec::new(),
         Some(Value::Array(a)) => a,
-        Some(other) => return Err(SpecError::invalid(format!("{path}.partitions"), format!("expected a list of partitions, found {}", kind_of(&other)))),
+        Some(other) => {
+            return Err(SpecError::invalid(
+                format!("{path}.partitions"),
+                format!("expected a list of partitions, found {}", kind_of(&other)),
+            ))
+        }
     };
     let mut parts = Vec::new();
     for (i, pv) in list.iter().enumerate() {
@@ -371,7 +460,13 @@ fn table(v: &Value, path: &str, device: &str) -> Result<Value, SpecError> {
         let c = p.take("content");
         pout.insert(
             "content".into(),
-            content_value(c, &format!("{ppath}.content"), &pdev, &Parent { kind: "table", name: String::new() }, Position::Partition)?,
+            content_value(
+                c,
+                &format!("{ppath}.content"),
+                &pdev,
+                &Parent { kind: "table", name: String::new() },
+                Position::Partition,
+            )?,
         );
         p.finish()?;
         parts.push(Value::Object(pout));
@@ -392,7 +487,9 @@ pub fn device_numbering(dev: &str, index: usize) -> Option<String> {
     } else if after("nvme")
         || after("md/")
         || after("mmcblk")
-        || rest.strip_prefix("loop").is_some_and(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_digit()))
+        || rest
+            .strip_prefix("loop")
+            .is_some_and(|r| !r.is_empty() && r.bytes().all(|b| b.is_ascii_digit()))
     {
         Some(format!("{dev}p{index}"))
     } else {
@@ -469,9 +566,13 @@ fn swapfiles(o: &mut Obj, path: &str) -> Result<Value, SpecError> {
         let mut fout = Map::new();
         let size = f.string("size", None)?;
         // disko: strMatching "^([0-9]+[KMGTP])?$" (a unit is required)
-        let ok = size.is_empty() || (size.len() > 1 && is_size(&size) && size.ends_with(|c: char| "KMGTP".contains(c)));
+        let ok = size.is_empty()
+            || (size.len() > 1 && is_size(&size) && size.ends_with(|c: char| "KMGTP".contains(c)));
         if !ok {
-            return Err(SpecError::invalid(format!("{fpath}.size"), format!("`{size}` is not a swap file size like 2G ([0-9]+[KMGTP])")));
+            return Err(SpecError::invalid(
+                format!("{fpath}.size"),
+                format!("`{size}` is not a swap file size like 2G ([0-9]+[KMGTP])"),
+            ));
         }
         fout.insert("size".into(), size.into());
         f.string_into(&mut fout, "path", &key)?;
@@ -495,7 +596,12 @@ fn luks(v: &Value, path: &str, device: &str, parent: &Parent) -> Result<Value, S
     let settings = match o.take("settings") {
         None => Map::new(),
         Some(Value::Object(m)) => m,
-        Some(other) => return Err(SpecError::invalid(format!("{path}.settings"), format!("expected an attribute set, found {}", kind_of(&other)))),
+        Some(other) => {
+            return Err(SpecError::invalid(
+                format!("{path}.settings"),
+                format!("expected an attribute set, found {}", kind_of(&other)),
+            ))
+        }
     };
     let ask = key_file.is_none() && password_file.is_none() && !settings.contains_key("keyFile");
     o.boolean(&mut out, "askPassword", ask)?;
@@ -507,13 +613,22 @@ fn luks(v: &Value, path: &str, device: &str, parent: &Parent) -> Result<Value, S
     o.hooks(&mut out)?;
     let c = o.take("content");
     let mapper = format!("/dev/mapper/{name}");
-    out.insert("content".into(), content_value(c, &format!("{path}.content"), &mapper, parent, Position::Device)?);
+    out.insert(
+        "content".into(),
+        content_value(c, &format!("{path}.content"), &mapper, parent, Position::Device)?,
+    );
     o.finish()?;
     Ok(Value::Object(out))
 }
 
 /// lvm_pv and mdraid: a type, a device, one required string, hooks.
-fn simple(v: &Value, path: &str, device: &str, ty: &'static str, required: &[&str]) -> Result<Value, SpecError> {
+fn simple(
+    v: &Value,
+    path: &str,
+    device: &str,
+    ty: &'static str,
+    required: &[&str],
+) -> Result<Value, SpecError> {
     let mut o = Obj::new(v, path)?;
     let mut out = Map::new();
     o.enum_str(&mut out, "type", None, &[ty])?;
@@ -533,7 +648,8 @@ fn simple(v: &Value, path: &str, device: &str, ty: &'static str, required: &[&st
 pub fn hex_escape_udev_symlink(s: &str) -> String {
     let mut out = String::new();
     for b in s.bytes() {
-        let keep = b.is_ascii_alphanumeric() || matches!(b, b'#' | b'+' | b',' | b'-' | b'.' | b':' | b'=' | b'@' | b'_' | b'/');
+        let keep = b.is_ascii_alphanumeric()
+            || matches!(b, b'#' | b'+' | b',' | b'-' | b'.' | b':' | b'=' | b'@' | b'_' | b'/');
         if keep {
             out.push(b as char);
         } else {
@@ -594,8 +710,13 @@ struct Obj {
 impl Obj {
     fn new(v: &Value, path: &str) -> Result<Obj, SpecError> {
         match v {
-            Value::Object(m) => Ok(Obj { path: path.to_string(), map: m.clone(), used: BTreeSet::new() }),
-            other => Err(SpecError::invalid(path, format!("expected an attribute set, found {}", kind_of(other)))),
+            Value::Object(m) => {
+                Ok(Obj { path: path.to_string(), map: m.clone(), used: BTreeSet::new() })
+            }
+            other => Err(SpecError::invalid(
+                path,
+                format!("expected an attribute set, found {}", kind_of(other)),
+            )),
         }
     }
 
@@ -615,22 +736,41 @@ impl Obj {
     fn string(&mut self, key: &str, default: Option<&str>) -> Result<String, SpecError> {
         match (self.take(key), default) {
             (Some(Value::String(s)), _) => Ok(s),
-            (Some(other), _) => Err(SpecError::invalid(self.sub(key), format!("expected a string, found {}", kind_of(&other)))),
+            (Some(other), _) => Err(SpecError::invalid(
+                self.sub(key),
+                format!("expected a string, found {}", kind_of(&other)),
+            )),
             (None, Some(d)) => Ok(d.to_string()),
-            (None, None) => Err(SpecError::invalid(self.sub(key), "this option is required but not set")),
+            (None, None) => {
+                Err(SpecError::invalid(self.sub(key), "this option is required but not set"))
+            }
         }
     }
 
-    fn string_into(&mut self, out: &mut Map<String, Value>, key: &str, default: &str) -> Result<(), SpecError> {
+    fn string_into(
+        &mut self,
+        out: &mut Map<String, Value>,
+        key: &str,
+        default: &str,
+    ) -> Result<(), SpecError> {
         let s = self.string(key, Some(default))?;
         out.insert(key.into(), s.into());
         Ok(())
     }
 
-    fn enum_str(&mut self, out: &mut Map<String, Value>, key: &str, default: Option<&str>, allowed: &[&str]) -> Result<String, SpecError> {
+    fn enum_str(
+        &mut self,
+        out: &mut Map<String, Value>,
+        key: &str,
+        default: Option<&str>,
+        allowed: &[&str],
+    ) -> Result<String, SpecError> {
         let s = self.string(key, default)?;
         if !allowed.contains(&s.as_str()) {
-            return Err(SpecError::invalid(self.sub(key), format!("`{s}` is not one of: {}", allowed.join(", "))));
+            return Err(SpecError::invalid(
+                self.sub(key),
+                format!("`{s}` is not one of: {}", allowed.join(", ")),
+            ));
         }
         out.insert(key.into(), s.clone().into());
         Ok(s)
@@ -640,21 +780,37 @@ impl Obj {
         match self.take(key) {
             None | Some(Value::Null) => Ok(None),
             Some(Value::String(s)) if allowed.contains(&s.as_str()) => Ok(Some(s)),
-            Some(other) => Err(SpecError::invalid(self.sub(key), format!("expected null or one of {}, found {other}", allowed.join(", ")))),
+            Some(other) => Err(SpecError::invalid(
+                self.sub(key),
+                format!("expected null or one of {}, found {other}", allowed.join(", ")),
+            )),
         }
     }
 
-    fn nullable_string(&mut self, out: &mut Map<String, Value>, key: &str) -> Result<Option<String>, SpecError> {
+    fn nullable_string(
+        &mut self,
+        out: &mut Map<String, Value>,
+        key: &str,
+    ) -> Result<Option<String>, SpecError> {
         let v = match self.take(key) {
             None | Some(Value::Null) => None,
             Some(Value::String(s)) => Some(s),
-            Some(other) => return Err(SpecError::invalid(self.sub(key), format!("expected null or a string, found {}", kind_of(&other)))),
+            Some(other) => {
+                return Err(SpecError::invalid(
+                    self.sub(key),
+                    format!("expected null or a string, found {}", kind_of(&other)),
+                ))
+            }
         };
         out.insert(key.into(), v.clone().map(Value::from).unwrap_or(Value::Null));
         Ok(v)
     }
 
-    fn nullable_path(&mut self, out: &mut Map<String, Value>, key: &str) -> Result<Option<String>, SpecError> {
+    fn nullable_path(
+        &mut self,
+        out: &mut Map<String, Value>,
+        key: &str,
+    ) -> Result<Option<String>, SpecError> {
         let v = self.nullable_string(out, key)?;
         if let Some(p) = &v {
             check_absolute(&self.sub(key), p)?;
@@ -666,22 +822,47 @@ impl Obj {
         self.nullable_path(out, key).map(|_| ())
     }
 
-    fn boolean(&mut self, out: &mut Map<String, Value>, key: &str, default: bool) -> Result<bool, SpecError> {
+    fn boolean(
+        &mut self,
+        out: &mut Map<String, Value>,
+        key: &str,
+        default: bool,
+    ) -> Result<bool, SpecError> {
         let b = match self.take(key) {
             None => default,
             Some(Value::Bool(b)) => b,
-            Some(other) => return Err(SpecError::invalid(self.sub(key), format!("expected a boolean, found {}", kind_of(&other)))),
+            Some(other) => {
+                return Err(SpecError::invalid(
+                    self.sub(key),
+                    format!("expected a boolean, found {}", kind_of(&other)),
+                ))
+            }
         };
         out.insert(key.into(), b.into());
         Ok(b)
     }
 
-    fn int(&mut self, out: &mut Map<String, Value>, key: &str, default: Option<i64>) -> Result<i64, SpecError> {
+    fn int(
+        &mut self,
+        out: &mut Map<String, Value>,
+        key: &str,
+        default: Option<i64>,
+    ) -> Result<i64, SpecError> {
         let i = match (self.take(key), default) {
             (Some(Value::Number(n)), _) if n.is_i64() => n.as_i64().unwrap_or_default(),
-            (Some(other), _) => return Err(SpecError::invalid(self.sub(key), format!("expected an integer, found {other}"))),
+            (Some(other), _) => {
+                return Err(SpecError::invalid(
+                    self.sub(key),
+                    format!("expected an integer, found {other}"),
+                ))
+            }
             (None, Some(d)) => d,
-            (None, None) => return Err(SpecError::invalid(self.sub(key), "this option is required but not set")),
+            (None, None) => {
+                return Err(SpecError::invalid(
+                    self.sub(key),
+                    "this option is required but not set",
+                ))
+            }
         };
         out.insert(key.into(), i.into());
         Ok(i)
@@ -691,22 +872,40 @@ impl Obj {
         let v = match self.take(key) {
             None | Some(Value::Null) => Value::Null,
             Some(Value::Number(n)) if n.is_i64() => Value::Number(n),
-            Some(other) => return Err(SpecError::invalid(self.sub(key), format!("expected null or an integer, found {other}"))),
+            Some(other) => {
+                return Err(SpecError::invalid(
+                    self.sub(key),
+                    format!("expected null or an integer, found {other}"),
+                ))
+            }
         };
         out.insert(key.into(), v);
         Ok(())
     }
 
-    fn str_list(&mut self, out: &mut Map<String, Value>, key: &str, default: &[&str]) -> Result<(), SpecError> {
+    fn str_list(
+        &mut self,
+        out: &mut Map<String, Value>,
+        key: &str,
+        default: &[&str],
+    ) -> Result<(), SpecError> {
         let v = match self.take(key) {
             None => default.iter().map(|s| Value::from(*s)).collect(),
             Some(Value::Array(a)) => {
                 if let Some(bad) = a.iter().find(|x| !x.is_string()) {
-                    return Err(SpecError::invalid(self.sub(key), format!("expected a list of strings, found an element {bad}")));
+                    return Err(SpecError::invalid(
+                        self.sub(key),
+                        format!("expected a list of strings, found an element {bad}"),
+                    ));
                 }
                 a
             }
-            Some(other) => return Err(SpecError::invalid(self.sub(key), format!("expected a list of strings, found {}", kind_of(&other)))),
+            Some(other) => {
+                return Err(SpecError::invalid(
+                    self.sub(key),
+                    format!("expected a list of strings, found {}", kind_of(&other)),
+                ))
+            }
         };
         out.insert(key.into(), Value::Array(v));
         Ok(())
@@ -717,11 +916,19 @@ impl Obj {
             None => Vec::new(),
             Some(Value::Array(a)) => {
                 if let Some(bad) = a.iter().find(|x| !x.is_i64()) {
-                    return Err(SpecError::invalid(self.sub(key), format!("expected a list of integers, found an element {bad}")));
+                    return Err(SpecError::invalid(
+                        self.sub(key),
+                        format!("expected a list of integers, found an element {bad}"),
+                    ));
                 }
                 a
             }
-            Some(other) => return Err(SpecError::invalid(self.sub(key), format!("expected a list of integers, found {}", kind_of(&other)))),
+            Some(other) => {
+                return Err(SpecError::invalid(
+                    self.sub(key),
+                    format!("expected a list of integers, found {}", kind_of(&other)),
+                ))
+            }
         };
         out.insert(key.into(), Value::Array(v));
         Ok(())
@@ -737,7 +944,10 @@ impl Obj {
                 v.sort_by(|a, b| a.0.cmp(&b.0));
                 Ok(v)
             }
-            Some(other) => Err(SpecError::invalid(self.sub(key), format!("expected an attribute set, found {}", kind_of(&other)))),
+            Some(other) => Err(SpecError::invalid(
+                self.sub(key),
+                format!("expected an attribute set, found {}", kind_of(&other)),
+            )),
         }
     }
 

@@ -30,7 +30,11 @@ fn parse(value: &str, total: u64, sector_size: u64) -> Result<Parsed, PartedErro
     let bad = || PartedError::BadPosition(value.to_string());
     let v = value.trim();
     let negative = v.starts_with('-');
-    let num_end = v.char_indices().find(|&(i, c)| !(c.is_ascii_digit() || c == '.' || (i == 0 && (c == '-' || c == '+')))).map(|(i, _)| i).unwrap_or(v.len());
+    let num_end = v
+        .char_indices()
+        .find(|&(i, c)| !(c.is_ascii_digit() || c == '.' || (i == 0 && (c == '-' || c == '+'))))
+        .map(|(i, _)| i)
+        .unwrap_or(v.len());
     let num: f64 = v[..num_end].parse().map_err(|_| bad())?;
     let suffix = v[num_end..].trim();
     // parse_unit_suffix: one letter is a shorthand, else a unit name; no
@@ -110,11 +114,21 @@ pub fn place(
     let s_hi = (s_sector + s.radius).min(hi);
     let e_lo = (e_sector - e.radius).max(lo);
     let e_hi = (e_sector + e.radius).min(hi);
-    let first = nearest_aligned(s_sector, s_lo, s_hi, grain, 0).or_else(|| (s_lo <= s_hi).then(|| s_sector.clamp(s_lo, s_hi)));
-    let first = first.ok_or(PartedError::DoesNotFit { index, start: s_sector.max(0) as u64, end: e_sector.max(0) as u64 })?;
+    let first = nearest_aligned(s_sector, s_lo, s_hi, grain, 0)
+        .or_else(|| (s_lo <= s_hi).then(|| s_sector.clamp(s_lo, s_hi)));
+    let first = first.ok_or(PartedError::DoesNotFit {
+        index,
+        start: s_sector.max(0) as u64,
+        end: e_sector.max(0) as u64,
+    })?;
     let e_lo = e_lo.max(first);
-    let last = nearest_aligned(e_sector, e_lo, e_hi, grain, grain - 1).or_else(|| (e_lo <= e_hi).then(|| e_sector.clamp(e_lo, e_hi)));
-    let last = last.ok_or(PartedError::DoesNotFit { index, start: first as u64, end: e_sector.max(0) as u64 })?;
+    let last = nearest_aligned(e_sector, e_lo, e_hi, grain, grain - 1)
+        .or_else(|| (e_lo <= e_hi).then(|| e_sector.clamp(e_lo, e_hi)));
+    let last = last.ok_or(PartedError::DoesNotFit {
+        index,
+        start: first as u64,
+        end: e_sector.max(0) as u64,
+    })?;
     let (first, last) = (first as u64, last as u64);
     if taken.iter().any(|&(a, b)| first <= b && a <= last) {
         return Err(PartedError::DoesNotFit { index, start: first, end: last });
@@ -143,6 +157,9 @@ mod tests {
 
     #[test]
     fn iec_units_are_exact() {
-        assert_eq!(place(1, "1MiB", "100MiB", TOTAL, 512, 34, 8388574, &[]).unwrap(), (2048, 204799));
+        assert_eq!(
+            place(1, "1MiB", "100MiB", TOTAL, 512, 34, 8388574, &[]).unwrap(),
+            (2048, 204799)
+        );
     }
 }

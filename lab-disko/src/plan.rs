@@ -89,10 +89,18 @@ pub fn plan(devices: &Devices) -> Result<Vec<Step>, SpecError> {
         }
     }
     for (key, md) in &devices.mdadm {
-        steps.push(Step::Unsupported { device: format!("/dev/md/{}", md.name), kind: "mdadm".into(), spec_path: format!("disko.devices.mdadm.{key}") });
+        steps.push(Step::Unsupported {
+            device: format!("/dev/md/{}", md.name),
+            kind: "mdadm".into(),
+            spec_path: format!("disko.devices.mdadm.{key}"),
+        });
     }
     for (key, vg) in &devices.lvm_vg {
-        steps.push(Step::Unsupported { device: format!("/dev/{}", vg.name), kind: "lvm_vg".into(), spec_path: format!("disko.devices.lvm_vg.{key}") });
+        steps.push(Step::Unsupported {
+            device: format!("/dev/{}", vg.name),
+            kind: "lvm_vg".into(),
+            spec_path: format!("disko.devices.lvm_vg.{key}"),
+        });
     }
     for nd in devices.nodev.values() {
         mounts.push(Step::Mount {
@@ -114,29 +122,68 @@ fn mountpoint_of(s: &Step) -> &str {
     }
 }
 
-fn content(c: &Content, path: &str, disk: &str, device: &str, steps: &mut Vec<Step>, mounts: &mut Vec<Step>) -> Result<(), SpecError> {
+fn content(
+    c: &Content,
+    path: &str,
+    disk: &str,
+    device: &str,
+    steps: &mut Vec<Step>,
+    mounts: &mut Vec<Step>,
+) -> Result<(), SpecError> {
     match c {
         Content::Gpt(g) => {
-            steps.push(Step::Partition { disk: disk.to_string(), device: g.device.clone(), table: gpt_plan(g, path)? });
+            steps.push(Step::Partition {
+                disk: disk.to_string(),
+                device: g.device.clone(),
+                table: gpt_plan(g, path)?,
+            });
             for (_, p) in g.sorted() {
                 if let Some(pc) = &p.content {
-                    content(pc, &format!("{path}.partitions.{}.content", p.name), disk, &p.device, steps, mounts)?;
+                    content(
+                        pc,
+                        &format!("{path}.partitions.{}.content", p.name),
+                        disk,
+                        &p.device,
+                        steps,
+                        mounts,
+                    )?;
                 }
             }
         }
         Content::Table(t) => {
-            steps.push(Step::Partition { disk: disk.to_string(), device: t.device.clone(), table: table_plan(t, path)? });
+            steps.push(Step::Partition {
+                disk: disk.to_string(),
+                device: t.device.clone(),
+                table: table_plan(t, path)?,
+            });
             for (i, p) in t.partitions.iter().enumerate() {
                 if let Some(pc) = &p.content {
-                    let dev = super::normalize::device_numbering(&t.device, i + 1).unwrap_or_default();
-                    content(pc, &format!("{path}.partitions.[{i}].content"), disk, &dev, steps, mounts)?;
+                    let dev =
+                        super::normalize::device_numbering(&t.device, i + 1).unwrap_or_default();
+                    content(
+                        pc,
+                        &format!("{path}.partitions.[{i}].content"),
+                        disk,
+                        &dev,
+                        steps,
+                        mounts,
+                    )?;
                 }
             }
         }
         Content::Filesystem(f) => {
-            steps.push(Step::Format { device: f.device.clone(), format: f.format.clone(), extra_args: f.extra_args.clone() });
+            steps.push(Step::Format {
+                device: f.device.clone(),
+                format: f.format.clone(),
+                extra_args: f.extra_args.clone(),
+            });
             if let Some(mp) = &f.mountpoint {
-                mounts.push(Step::Mount { device: f.device.clone(), mountpoint: mp.clone(), fs_type: f.format.clone(), options: f.mount_options.clone() });
+                mounts.push(Step::Mount {
+                    device: f.device.clone(),
+                    mountpoint: mp.clone(),
+                    fs_type: f.format.clone(),
+                    options: f.mount_options.clone(),
+                });
             }
         }
         Content::Swap(s) => {
@@ -145,7 +192,11 @@ fn content(c: &Content, path: &str, disk: &str, device: &str, steps: &mut Vec<St
         Content::Btrfs(b) => btrfs(b, path, steps, mounts)?,
         other => {
             let _ = device;
-            steps.push(Step::Unsupported { device: device_of(other), kind: other.kind().into(), spec_path: path.to_string() });
+            steps.push(Step::Unsupported {
+                device: device_of(other),
+                kind: other.kind().into(),
+                spec_path: path.to_string(),
+            });
         }
     }
     Ok(())
@@ -160,23 +211,46 @@ fn device_of(c: &Content) -> String {
     }
 }
 
-fn btrfs(b: &Btrfs, path: &str, steps: &mut Vec<Step>, mounts: &mut Vec<Step>) -> Result<(), SpecError> {
+fn btrfs(
+    b: &Btrfs,
+    path: &str,
+    steps: &mut Vec<Step>,
+    mounts: &mut Vec<Step>,
+) -> Result<(), SpecError> {
     if !b.swap.is_empty() || b.subvolumes.values().any(|s| !s.swap.is_empty()) {
         // TODO: btrfs swap files (`btrfs filesystem mkswapfile`) are not
         // created yet; planned as unsupported so apply refuses up front.
-        steps.push(Step::Unsupported { device: b.device.clone(), kind: "btrfs swap file".into(), spec_path: format!("{path}.swap") });
+        steps.push(Step::Unsupported {
+            device: b.device.clone(),
+            kind: "btrfs swap file".into(),
+            spec_path: format!("{path}.swap"),
+        });
     }
     let mut subs: Vec<&super::model::Subvolume> = b.subvolumes.values().collect();
     subs.sort_by(|a, b| a.name.cmp(&b.name));
-    steps.push(Step::Btrfs { device: b.device.clone(), extra_args: b.extra_args.clone(), subvolumes: subs.iter().map(|s| s.name.clone()).collect() });
+    steps.push(Step::Btrfs {
+        device: b.device.clone(),
+        extra_args: b.extra_args.clone(),
+        subvolumes: subs.iter().map(|s| s.name.clone()).collect(),
+    });
     if let Some(mp) = &b.mountpoint {
-        mounts.push(Step::Mount { device: b.device.clone(), mountpoint: mp.clone(), fs_type: "btrfs".into(), options: b.mount_options.clone() });
+        mounts.push(Step::Mount {
+            device: b.device.clone(),
+            mountpoint: mp.clone(),
+            fs_type: "btrfs".into(),
+            options: b.mount_options.clone(),
+        });
     }
     for s in subs {
         if let Some(mp) = &s.mountpoint {
             let mut options = s.mount_options.clone();
             options.push(format!("subvol={}", s.name));
-            mounts.push(Step::Mount { device: b.device.clone(), mountpoint: mp.clone(), fs_type: "btrfs".into(), options });
+            mounts.push(Step::Mount {
+                device: b.device.clone(),
+                mountpoint: mp.clone(),
+                fs_type: "btrfs".into(),
+                options,
+            });
         }
     }
     Ok(())
@@ -191,11 +265,19 @@ fn gpt_plan(g: &Gpt, path: &str) -> Result<TablePlan, SpecError> {
         for a in &p.attributes {
             match u8::try_from(*a) {
                 Ok(bit) if bit < 64 => attributes.push(bit),
-                _ => return Err(SpecError::invalid(format!("{path}.partitions.{}.attributes", p.name), format!("attribute bit {a} is not in 0..=63"))),
+                _ => {
+                    return Err(SpecError::invalid(
+                        format!("{path}.partitions.{}.attributes", p.name),
+                        format!("attribute bit {a} is not in 0..=63"),
+                    ))
+                }
             }
         }
         if p.alignment < 0 {
-            return Err(SpecError::invalid(format!("{path}.partitions.{}.alignment", p.name), "alignment must not be negative"));
+            return Err(SpecError::invalid(
+                format!("{path}.partitions.{}.alignment", p.name),
+                "alignment must not be negative",
+            ));
         }
         if p.hybrid.is_some() {
             hybrid.push(number);
@@ -217,7 +299,8 @@ fn gpt_plan(g: &Gpt, path: &str) -> Result<TablePlan, SpecError> {
             hybrid_bootable: p.hybrid.as_ref().is_some_and(|h| h.mbr_bootable_flag),
         });
     }
-    let hundreds: Vec<&str> = g.partitions.values().filter(|p| p.size == "100%").map(|p| p.name.as_str()).collect();
+    let hundreds: Vec<&str> =
+        g.partitions.values().filter(|p| p.size == "100%").map(|p| p.name.as_str()).collect();
     if hundreds.len() > 1 {
         return Err(SpecError::invalid(
             format!("{path}.partitions"),
@@ -244,7 +327,10 @@ fn table_plan(t: &Table, path: &str) -> Result<TablePlan, SpecError> {
             if parted_flag(&t.format, f).is_none() {
                 return Err(SpecError::unsupported(
                     format!("{path}.partitions.[{i}].flags"),
-                    format!("parted flag `{f}` is not supported by labprov on a {} table", t.format),
+                    format!(
+                        "parted flag `{f}` is not supported by labprov on a {} table",
+                        t.format
+                    ),
                 ));
             }
         }
@@ -297,8 +383,12 @@ impl TablePlan {
     /// The option path of partition `number` (gpt) or index (table).
     pub fn spec_path_of(&self, number: u32) -> Option<&str> {
         match self {
-            TablePlan::Gpt { partitions, .. } => partitions.iter().find(|p| p.number == number).map(|p| p.spec_path.as_str()),
-            TablePlan::Parted { partitions, .. } => partitions.iter().find(|p| p.index as u32 == number).map(|p| p.spec_path.as_str()),
+            TablePlan::Gpt { partitions, .. } => {
+                partitions.iter().find(|p| p.number == number).map(|p| p.spec_path.as_str())
+            }
+            TablePlan::Parted { partitions, .. } => {
+                partitions.iter().find(|p| p.index as u32 == number).map(|p| p.spec_path.as_str())
+            }
         }
     }
 }
@@ -337,7 +427,9 @@ impl ResolveError {
                 | GeometryError::NumberInUse { number }
                 | GeometryError::NoSpace { number },
             ) => Some(*number),
-            ResolveError::Parted(PartedError::DoesNotFit { index, .. } | PartedError::Msdos { index, .. }) => Some(*index as u32),
+            ResolveError::Parted(
+                PartedError::DoesNotFit { index, .. } | PartedError::Msdos { index, .. },
+            ) => Some(*index as u32),
             ResolveError::Parted(PartedError::BadPosition(_)) => None,
         }
     }
@@ -346,7 +438,12 @@ impl ResolveError {
 /// Sectors of every partition of `table` on a disk of `total_sectors`.
 /// `existing` are slots already on the disk (kept, like a failed
 /// `sgdisk --new` leaves them).
-pub fn resolve_table(table: &TablePlan, sector_size: u64, total_sectors: u64, existing: &[sgdisk::Slot]) -> Result<Vec<Resolved>, ResolveError> {
+pub fn resolve_table(
+    table: &TablePlan,
+    sector_size: u64,
+    total_sectors: u64,
+    existing: &[sgdisk::Slot],
+) -> Result<Vec<Resolved>, ResolveError> {
     match table {
         TablePlan::Gpt { partitions, .. } => {
             let mut t = sgdisk::Table::new(Layout::new(sector_size, total_sectors));
@@ -382,14 +479,27 @@ pub fn resolve_table(table: &TablePlan, sector_size: u64, total_sectors: u64, ex
             let mut taken: Vec<(u64, u64)> = Vec::new();
             let mut out = Vec::new();
             for p in partitions {
-                let (first, last) = parted::place(p.index, &p.start, &p.end, total_sectors, sector_size, first_usable, last_usable, &taken)?;
+                let (first, last) = parted::place(
+                    p.index,
+                    &p.start,
+                    &p.end,
+                    total_sectors,
+                    sector_size,
+                    first_usable,
+                    last_usable,
+                    &taken,
+                )?;
                 taken.push((first, last));
                 if format == "msdos" {
                     // An MBR holds four primary slots of 32-bit sectors.
                     if p.index > 4 {
-                        return Err(
-                            PartedError::Msdos { index: p.index, message: "an msdos table holds only 4 primary partitions; use a `gpt` table".into() }.into()
-                        );
+                        return Err(PartedError::Msdos {
+                            index: p.index,
+                            message:
+                                "an msdos table holds only 4 primary partitions; use a `gpt` table"
+                                    .into(),
+                        }
+                        .into());
                     }
                     if last > u64::from(u32::MAX) {
                         return Err(PartedError::Msdos {
@@ -402,7 +512,9 @@ pub fn resolve_table(table: &TablePlan, sector_size: u64, total_sectors: u64, ex
                 let mut type_id = if format == "gpt" {
                     match p.fs_type.as_deref() {
                         Some("linux-swap") => "0657FD6D-A4AB-43C4-84E5-0933C84B4F4F".to_string(),
-                        Some("fat16" | "fat32" | "ntfs") => "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7".to_string(),
+                        Some("fat16" | "fat32" | "ntfs") => {
+                            "EBD0A0A2-B9E5-4433-87C0-68B6B72699C7".to_string()
+                        }
                         _ => "0FC63DAF-8483-4772-8E79-3D69D8477DE4".to_string(),
                     }
                 } else {
@@ -432,7 +544,11 @@ pub fn resolve_table(table: &TablePlan, sector_size: u64, total_sectors: u64, ex
                     last,
                     // parted's mkpart on gpt takes the name; on msdos the
                     // first word is the partition type and there is no name.
-                    name: if format == "gpt" { p.name.clone().unwrap_or_else(|| p.part_type.clone()) } else { String::new() },
+                    name: if format == "gpt" {
+                        p.name.clone().unwrap_or_else(|| p.part_type.clone())
+                    } else {
+                        String::new()
+                    },
                     type_id,
                     attributes,
                     uuid: None,

@@ -42,7 +42,12 @@ pub struct Layout {
 impl Layout {
     pub fn new(sector_size: u64, total_sectors: u64) -> Layout {
         let entry_sectors = ENTRIES_BYTES.div_ceil(sector_size);
-        Layout { sector_size, total_sectors, first_usable: 2 + entry_sectors, last_usable: total_sectors.saturating_sub(2 + entry_sectors) }
+        Layout {
+            sector_size,
+            total_sectors,
+            first_usable: 2 + entry_sectors,
+            last_usable: total_sectors.saturating_sub(2 + entry_sectors),
+        }
     }
 }
 
@@ -87,7 +92,9 @@ impl Table {
     }
 
     fn is_free(&self, sector: u64) -> bool {
-        sector >= self.layout.first_usable && sector <= self.layout.last_usable && !self.slots.iter().any(|s| sector >= s.first && sector <= s.last)
+        sector >= self.layout.first_usable
+            && sector <= self.layout.last_usable
+            && !self.slots.iter().any(|s| sector >= s.first && sector <= s.last)
     }
 
     /// `FindFirstAvailable(start)`
@@ -152,7 +159,13 @@ impl Table {
     /// Adds partition `number` the way
     /// `sgdisk --align-end [--set-alignment=A] --new=number:start:end` does.
     /// `set_alignment` is disko's `alignment` option (0 = sgdisk's own).
-    pub fn new_partition(&mut self, number: u32, start: &str, end: &str, set_alignment: u64) -> Result<Slot, GeometryError> {
+    pub fn new_partition(
+        &mut self,
+        number: u32,
+        start: &str,
+        end: &str,
+        set_alignment: u64,
+    ) -> Result<Slot, GeometryError> {
         if self.slots.iter().any(|s| s.number == number) {
             return Err(GeometryError::NumberInUse { number });
         }
@@ -175,9 +188,15 @@ impl Table {
         let end_sector = ieee_to_int(end, ss, start_sector, high, high).ok_or_else(|| bad(end))?;
         // CreatePartition: align the start (the end stays where it was).
         let first = self.align(start_sector, alignment);
-        let fits = self.is_free(first) && first <= end_sector && self.last_in_free(first) >= end_sector;
+        let fits =
+            self.is_free(first) && first <= end_sector && self.last_in_free(first) >= end_sector;
         if !fits {
-            return Err(GeometryError::DoesNotFit { number, start: first, end: end_sector, last_usable: self.layout.last_usable });
+            return Err(GeometryError::DoesNotFit {
+                number,
+                start: first,
+                end: end_sector,
+                last_usable: self.layout.last_usable,
+            });
         }
         let slot = Slot { number, first, last: end_sector };
         self.slots.push(slot);
@@ -202,7 +221,12 @@ pub fn ieee_to_int(value: &str, sector_size: u64, low: u64, high: u64, def: u64)
     let digits_end = rest.bytes().position(|b| !b.is_ascii_digit()).unwrap_or(rest.len());
     let mut response: u64 = if digits_end == 0 { 0 } else { rest[..digits_end].parse().ok()? };
     // istream >> char skips whitespace and reads one character.
-    let suffix = rest[digits_end..].trim_start().chars().next().map(|c| c.to_ascii_uppercase()).unwrap_or(' ');
+    let suffix = rest[digits_end..]
+        .trim_start()
+        .chars()
+        .next()
+        .map(|c| c.to_ascii_uppercase())
+        .unwrap_or(' ');
     let mut sign = sign;
     let mut suffix = suffix;
     if rest.is_empty() || response == 0 {
@@ -264,8 +288,14 @@ mod tests {
     #[test]
     fn simple_efi() {
         let mut t = disk4g();
-        assert_eq!(t.new_partition(1, "0", "+500M", 0).unwrap(), Slot { number: 1, first: 2048, last: 1026047 });
-        assert_eq!(t.new_partition(2, "0", "-0", 0).unwrap(), Slot { number: 2, first: 1026048, last: 8386559 });
+        assert_eq!(
+            t.new_partition(1, "0", "+500M", 0).unwrap(),
+            Slot { number: 1, first: 2048, last: 1026047 }
+        );
+        assert_eq!(
+            t.new_partition(2, "0", "-0", 0).unwrap(),
+            Slot { number: 2, first: 1026048, last: 8386559 }
+        );
     }
 
     #[test]
@@ -274,13 +304,19 @@ mod tests {
         t.new_partition(1, "0", "+500M", 0).unwrap();
         t.new_partition(2, "0", "+10M", 0).unwrap();
         assert_eq!(t.new_partition(3, "0", "-1G", 0).unwrap().last, 6289407);
-        assert_eq!(t.new_partition(4, "0", "-0", 0).unwrap(), Slot { number: 4, first: 6289408, last: 8386559 });
+        assert_eq!(
+            t.new_partition(4, "0", "-0", 0).unwrap(),
+            Slot { number: 4, first: 6289408, last: 8386559 }
+        );
     }
 
     #[test]
     fn explicit_start_and_end() {
         let mut t = disk4g();
-        assert_eq!(t.new_partition(1, "1M", "128M", 0).unwrap(), Slot { number: 1, first: 2048, last: 262144 });
+        assert_eq!(
+            t.new_partition(1, "1M", "128M", 0).unwrap(),
+            Slot { number: 1, first: 2048, last: 262144 }
+        );
     }
 
     #[test]

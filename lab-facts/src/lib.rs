@@ -84,12 +84,22 @@ impl Lab {
 /// fast, offline, and working for users who cannot write the Nix store.
 pub fn eval_json(path: &Path) -> Result<Vec<u8>, Error> {
     let out = lab_cli::Cmd::new("nix")
-        .args(["--extra-experimental-features", "nix-command", "eval", "--store", "dummy://", "--json", "--file"])
+        .args([
+            "--extra-experimental-features",
+            "nix-command",
+            "eval",
+            "--store",
+            "dummy://",
+            "--json",
+            "--file",
+        ])
         .arg(path)
         .run()
         .map_err(|e| match e {
             lab_cli::ToolError::Missing { .. } => Error::NixMissing(e),
-            lab_cli::ToolError::Failed { stderr, .. } => Error::NixEval { path: path.to_path_buf(), stderr: stderr.trim().to_string() },
+            lab_cli::ToolError::Failed { stderr, .. } => {
+                Error::NixEval { path: path.to_path_buf(), stderr: stderr.trim().to_string() }
+            }
             other => Error::NixSpawn { path: path.to_path_buf(), source: other },
         })?;
     Ok(out.stdout)
@@ -108,7 +118,10 @@ impl Facts {
     }
 
     pub fn host(&self, name: &str) -> Result<&Host, Error> {
-        self.hosts.get(name).ok_or_else(|| Error::UnknownHost { name: name.to_string(), known: self.hosts.keys().cloned().collect::<Vec<_>>().join(", ") })
+        self.hosts.get(name).ok_or_else(|| Error::UnknownHost {
+            name: name.to_string(),
+            known: self.hosts.keys().cloned().collect::<Vec<_>>().join(", "),
+        })
     }
 }
 

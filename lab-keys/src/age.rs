@@ -37,10 +37,12 @@ pub enum Error {
 
 /// The age recipient (`age1...`) of an ed25519 public key.
 pub fn recipient_from_public(key: &PublicKey) -> Result<String, Error> {
-    let ed = key.key_data().ed25519().ok_or_else(|| Error::NotEd25519(key.algorithm().to_string()))?;
+    let ed =
+        key.key_data().ed25519().ok_or_else(|| Error::NotEd25519(key.algorithm().to_string()))?;
     let point = CompressedEdwardsY(ed.0).decompress().ok_or(Error::InvalidPoint)?;
     let u = point.to_montgomery().to_bytes();
-    Ok(bech32::encode::<Bech32>(Hrp::parse_unchecked(RECIPIENT_HRP), &u).expect("32 bytes fit a bech32 string"))
+    Ok(bech32::encode::<Bech32>(Hrp::parse_unchecked(RECIPIENT_HRP), &u)
+        .expect("32 bytes fit a bech32 string"))
 }
 
 /// The age recipient of a `ssh-ed25519 AAAA... comment` line.
@@ -52,14 +54,18 @@ pub fn recipient_from_openssh_line(line: &str) -> Result<String, Error> {
 /// The age identity (HRP `age-secret-key-`, upper-cased) of an ed25519 private key, in a
 /// zeroizing buffer. Checked against the public half before it is returned.
 pub fn identity_from_private(key: &PrivateKey) -> Result<Zeroizing<String>, Error> {
-    let pair = key.key_data().ed25519().ok_or_else(|| Error::NotEd25519(key.algorithm().to_string()))?;
+    let pair =
+        key.key_data().ed25519().ok_or_else(|| Error::NotEd25519(key.algorithm().to_string()))?;
     let mut seed = Zeroizing::new(pair.private.to_bytes());
     let mut digest = Sha512::digest(seed.as_slice());
     seed.zeroize();
     let mut scalar = Zeroizing::new([0u8; 32]);
     scalar.copy_from_slice(&digest[..32]);
     digest.as_mut_slice().zeroize();
-    let lower = Zeroizing::new(bech32::encode::<Bech32>(Hrp::parse_unchecked(IDENTITY_HRP), scalar.as_slice()).expect("32 bytes fit a bech32 string"));
+    let lower = Zeroizing::new(
+        bech32::encode::<Bech32>(Hrp::parse_unchecked(IDENTITY_HRP), scalar.as_slice())
+            .expect("32 bytes fit a bech32 string"),
+    );
     let identity = Zeroizing::new(lower.to_uppercase());
     // FACTS self-check: X25519(clamped scalar, 9) must be the converted public key.
     let recipient = recipient_from_public(key.public_key())?;
@@ -78,7 +84,8 @@ pub fn parse_identity(text: &str) -> Result<age::x25519::Identity, Error> {
 
 /// An `age1...` string as an age X25519 recipient.
 pub fn parse_recipient(text: &str) -> Result<age::x25519::Recipient, Error> {
-    age::x25519::Recipient::from_str(text.trim()).map_err(|e| Error::Recipient(text.trim().to_string(), e.to_string()))
+    age::x25519::Recipient::from_str(text.trim())
+        .map_err(|e| Error::Recipient(text.trim().to_string(), e.to_string()))
 }
 
 #[cfg(test)]
@@ -89,11 +96,15 @@ mod tests {
     #[test]
     fn identity_and_recipient_agree_for_random_keys() {
         for _ in 0..64 {
-            let key = PrivateKey::random(&mut ssh_key::rand_core::OsRng, Algorithm::Ed25519).unwrap();
+            let key =
+                PrivateKey::random(&mut ssh_key::rand_core::OsRng, Algorithm::Ed25519).unwrap();
             let recipient = recipient_from_public(key.public_key()).unwrap();
             let identity = identity_from_private(&key).unwrap();
             assert!(recipient.starts_with("age1") && recipient.len() == 62, "{recipient}");
-            assert!(identity.starts_with(&format!("{}1", IDENTITY_HRP.to_uppercase())) && identity.len() == 74);
+            assert!(
+                identity.starts_with(&format!("{}1", IDENTITY_HRP.to_uppercase()))
+                    && identity.len() == 74
+            );
             assert_eq!(parse_identity(&identity).unwrap().to_public().to_string(), recipient);
             assert_eq!(parse_recipient(&recipient).unwrap().to_string(), recipient);
         }
@@ -103,7 +114,8 @@ mod tests {
     /// the Montgomery form computed by libsodium's crypto_sign_ed25519_pk_to_curve25519.
     #[test]
     fn known_public_vector() {
-        let line = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINdamAGCsQq31Uv+08lkBzoO4XLz2qYjJa8CGmj3B1Ea";
+        let line =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAINdamAGCsQq31Uv+08lkBzoO4XLz2qYjJa8CGmj3B1Ea";
         let r = recipient_from_openssh_line(line).unwrap();
         // Cross-checked with PyNaCl when this test was written.
         assert_eq!(r, KNOWN_RECIPIENT);
@@ -112,7 +124,8 @@ mod tests {
 
     #[test]
     fn rsa_is_refused() {
-        let err = recipient_from_openssh_line("ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQC7 x").unwrap_err();
+        let err =
+            recipient_from_openssh_line("ssh-rsa AAAAB3NzaC1yc2EAAAADAQABAAAAgQC7 x").unwrap_err();
         assert!(matches!(err, Error::PublicLine(_) | Error::NotEd25519(_)), "{err}");
     }
 }

@@ -33,14 +33,20 @@ pub struct HostKey {
 impl HostKey {
     pub fn load(path: &Path) -> Result<HostKey, Error> {
         let mut text = Zeroizing::new(String::new());
-        std::fs::File::open(path).and_then(|mut f| f.read_to_string(&mut text)).map_err(|source| Error::Read { path: path.to_path_buf(), source })?;
+        std::fs::File::open(path)
+            .and_then(|mut f| f.read_to_string(&mut text))
+            .map_err(|source| Error::Read { path: path.to_path_buf(), source })?;
         Self::from_openssh(&text, path)
     }
 
     pub fn from_openssh(text: &str, origin: &Path) -> Result<HostKey, Error> {
-        let key = PrivateKey::from_openssh(text).map_err(|source| Error::Parse { path: origin.to_path_buf(), source })?;
+        let key = PrivateKey::from_openssh(text)
+            .map_err(|source| Error::Parse { path: origin.to_path_buf(), source })?;
         if key.algorithm() != Algorithm::Ed25519 {
-            return Err(Error::NotEd25519 { path: origin.to_path_buf(), algorithm: key.algorithm().to_string() });
+            return Err(Error::NotEd25519 {
+                path: origin.to_path_buf(),
+                algorithm: key.algorithm().to_string(),
+            });
         }
         if key.is_encrypted() {
             return Err(Error::Encrypted { path: origin.to_path_buf() });
@@ -66,19 +72,22 @@ impl HostKey {
 
     /// A fresh ed25519 host key from the OS random source.
     pub fn generate(comment: &str) -> HostKey {
-        let mut key = PrivateKey::random(&mut ssh_key::rand_core::OsRng, Algorithm::Ed25519).expect("ed25519 key generation from the OS random source");
+        let mut key = PrivateKey::random(&mut ssh_key::rand_core::OsRng, Algorithm::Ed25519)
+            .expect("ed25519 key generation from the OS random source");
         key.set_comment(comment);
         HostKey { key }
     }
 
     /// The age recipient sops-nix on the host derives from this key.
     pub fn age_recipient(&self) -> String {
-        crate::age::recipient_from_public(self.key.public_key()).expect("a generated or loaded ed25519 key is a valid point")
+        crate::age::recipient_from_public(self.key.public_key())
+            .expect("a generated or loaded ed25519 key is a valid point")
     }
 
     /// The age identity sops-nix on the host derives from this key (secret).
     pub fn age_identity(&self) -> Zeroizing<String> {
-        crate::age::identity_from_private(&self.key).expect("a generated or loaded ed25519 key derives an identity")
+        crate::age::identity_from_private(&self.key)
+            .expect("a generated or loaded ed25519 key derives an identity")
     }
 
     pub fn public(&self) -> PublicHostKey {
@@ -95,7 +104,8 @@ pub struct PublicHostKey {
 impl PublicHostKey {
     /// Parses one `ssh-ed25519 AAAA... comment` line; only ed25519.
     pub fn parse(line: &str) -> Result<PublicHostKey, PublicKeyError> {
-        let key = ssh_key::PublicKey::from_openssh(line.trim()).map_err(|e| PublicKeyError::Parse { line: abbreviate(line), reason: e.to_string() })?;
+        let key = ssh_key::PublicKey::from_openssh(line.trim())
+            .map_err(|e| PublicKeyError::Parse { line: abbreviate(line), reason: e.to_string() })?;
         if key.algorithm() != Algorithm::Ed25519 {
             return Err(PublicKeyError::NotEd25519 { algorithm: key.algorithm().to_string() });
         }
@@ -140,7 +150,9 @@ fn abbreviate(line: &str) -> String {
 
 /// The fingerprint of a public key line, `SHA256:...`.
 pub fn public_fingerprint(line: &str) -> Option<String> {
-    ssh_key::PublicKey::from_openssh(line.trim()).ok().map(|k| k.fingerprint(HashAlg::Sha256).to_string())
+    ssh_key::PublicKey::from_openssh(line.trim())
+        .ok()
+        .map(|k| k.fingerprint(HashAlg::Sha256).to_string())
 }
 
 #[cfg(test)]
@@ -170,7 +182,10 @@ mod tests {
         let public = PublicHostKey::parse(&key.public_openssh()).unwrap();
         assert!(public.same_key(&again.public()));
         assert_eq!(public.age_recipient(), key.age_recipient());
-        assert_eq!(crate::age::parse_identity(&key.age_identity()).unwrap().to_public().to_string(), key.age_recipient());
+        assert_eq!(
+            crate::age::parse_identity(&key.age_identity()).unwrap().to_public().to_string(),
+            key.age_recipient()
+        );
         assert!(key.public_openssh().ends_with(" root@test"));
     }
 

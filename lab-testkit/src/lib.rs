@@ -14,7 +14,8 @@ pub fn skip(test: &str, reason: &str) -> bool {
 
 /// Whether `name` is on the PATH.
 pub fn have_tool(name: &str) -> bool {
-    std::env::var_os("PATH").is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(name).is_file()))
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(name).is_file()))
 }
 
 /// True when every tool is on the PATH; otherwise [`skip`]s naming the
@@ -43,7 +44,8 @@ fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
             continue;
         }
         if arg.get_help().is_none() && arg.get_long_help().is_none() {
-            let name = arg.get_long().map(|l| format!("--{l}")).unwrap_or_else(|| id.to_uppercase());
+            let name =
+                arg.get_long().map(|l| format!("--{l}")).unwrap_or_else(|| id.to_uppercase());
             missing.push(format!("{path} {name}"));
         }
     }
@@ -60,9 +62,12 @@ mod tests {
 
     #[test]
     fn an_argument_without_help_is_named() {
-        let cmd = Command::new("t")
-            .about("a tool")
-            .subcommand(Command::new("go").about("go somewhere").arg(Arg::new("json").long("json")).arg(Arg::new("to").help("where to")));
+        let cmd = Command::new("t").about("a tool").subcommand(
+            Command::new("go")
+                .about("go somewhere")
+                .arg(Arg::new("json").long("json"))
+                .arg(Arg::new("to").help("where to")),
+        );
         assert_eq!(super::undocumented(&cmd), vec!["t go --json".to_string()]);
     }
 }

@@ -30,7 +30,14 @@ use lab_disko::Devices;
 use provisioner::disk::{self, ApplyOptions};
 
 const IMAGE_BYTES: u64 = 4 << 30;
-const DEFAULT_CASES: [&str; 6] = ["simple-efi", "gpt-bios-compat", "xfs-with-quota", "swap", "stand-alone-msdos", "legacy-table"];
+const DEFAULT_CASES: [&str; 6] = [
+    "simple-efi",
+    "gpt-bios-compat",
+    "xfs-with-quota",
+    "swap",
+    "stand-alone-msdos",
+    "legacy-table",
+];
 
 fn main() {
     let mut runs = 5usize;
@@ -40,7 +47,10 @@ fn main() {
         match a.as_str() {
             "--runs" => runs = args.next().and_then(|n| n.parse().ok()).expect("--runs N"),
             "-h" | "--help" => {
-                println!("usage: bench_disk [--runs N] [FIXTURE...]   (default fixtures: {})", DEFAULT_CASES.join(" "));
+                println!(
+                    "usage: bench_disk [--runs N] [FIXTURE...]   (default fixtures: {})",
+                    DEFAULT_CASES.join(" ")
+                );
                 return;
             }
             other => cases.push(other.to_string()),
@@ -50,9 +60,14 @@ fn main() {
         cases = DEFAULT_CASES.iter().map(|s| s.to_string()).collect();
     }
     let fixtures = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/fixtures/disko");
-    assert!(fixtures.is_dir(), "fixtures missing: {} (copy shared/ next to the repository)", fixtures.display());
+    assert!(
+        fixtures.is_dir(),
+        "fixtures missing: {} (copy shared/ next to the repository)",
+        fixtures.display()
+    );
     let scratch = tempfile::tempdir().expect("tempdir");
-    let kernel_vfat = std::fs::read_to_string("/proc/filesystems").unwrap_or_default().contains("vfat");
+    let kernel_vfat =
+        std::fs::read_to_string("/proc/filesystems").unwrap_or_default().contains("vfat");
     let full = match loop_reason() {
         None => true,
         Some(r) => {
@@ -64,17 +79,27 @@ fn main() {
         println!("NOTE: the kernel has no vfat: ESPs are ext4 in both ways for the full runs");
     }
     println!("median of {runs} runs, fresh sparse 4 GiB image each; ratio = disko way / labprov (above 1: labprov is faster)");
-    println!("{:<20} {:<9} {:>12} {:>12} {:>7}", "fixture", "phase", "disko way", "labprov", "ratio");
+    println!(
+        "{:<20} {:<9} {:>12} {:>12} {:>7}",
+        "fixture", "phase", "disko way", "labprov", "ratio"
+    );
     let mut totals = BTreeMap::<&str, (Duration, Duration)>::new();
     for name in &cases {
-        let raw: serde_json::Value =
-            serde_json::from_str(&std::fs::read_to_string(fixtures.join(format!("{name}.input.json"))).expect("read input")).expect("input json");
+        let raw: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(fixtures.join(format!("{name}.input.json")))
+                .expect("read input"),
+        )
+        .expect("input json");
         let mut normalized = lab_disko::normalize(&raw).unwrap_or_else(|e| panic!("{name}: {e}"));
-        let commands = std::fs::read_to_string(fixtures.join(format!("{name}.partition-commands.txt"))).expect("read partition commands");
-        let commands: Vec<Vec<String>> = commands.lines().filter(|l| !l.trim().is_empty()).map(shell_words).collect();
+        let commands =
+            std::fs::read_to_string(fixtures.join(format!("{name}.partition-commands.txt")))
+                .expect("read partition commands");
+        let commands: Vec<Vec<String>> =
+            commands.lines().filter(|l| !l.trim().is_empty()).map(shell_words).collect();
         let devices: Devices = serde_json::from_value(normalized.clone()).expect("model");
         assert_eq!(devices.disk.len(), 1, "{name}: the benchmark takes one-disk fixtures");
-        let (disk_name, spec_disk) = devices.disk.iter().next().map(|(k, d)| (k.clone(), d.clone())).unwrap();
+        let (disk_name, spec_disk) =
+            devices.disk.iter().next().map(|(k, d)| (k.clone(), d.clone())).unwrap();
 
         // Partition tables only, on image files (no root needed).
         let img = scratch.path().join(format!("{name}.img"));
@@ -87,8 +112,12 @@ fn main() {
             run_all(&commands, &spec_disk.device, &img);
             ref_times.push(t.elapsed());
             fresh(&img);
-            let opts =
-                ApplyOptions { disks: [(disk_name.clone(), img.clone())].into(), only_partition: true, wipe: false, root: scratch.path().join("unused") };
+            let opts = ApplyOptions {
+                disks: [(disk_name.clone(), img.clone())].into(),
+                only_partition: true,
+                wipe: false,
+                root: scratch.path().join("unused"),
+            };
             let t = Instant::now();
             disk::apply(&devices, &opts).unwrap_or_else(|e| panic!("{name}: labprov: {e}"));
             our_times.push(t.elapsed());
@@ -99,21 +128,35 @@ fn main() {
             continue;
         }
         if !kernel_vfat {
-            let text = normalized.to_string().replace("\"format\":\"vfat\"", "\"format\":\"ext4\"").replace("\"umask=0077\"", "\"defaults\"");
+            let text = normalized
+                .to_string()
+                .replace("\"format\":\"vfat\"", "\"format\":\"ext4\"")
+                .replace("\"umask=0077\"", "\"defaults\"");
             normalized = serde_json::from_str(&text).unwrap();
         }
         let text = normalized.to_string();
         if text.contains("quota\"") && !xfs_quota_mounts(scratch.path()) {
             println!("NOTE: {name}: this kernel mounts no XFS with quota: the quota mount options are dropped in both ways");
-            let text = ["\"pquota\"", "\"uquota\"", "\"gquota\"", "\"prjquota\"", "\"usrquota\"", "\"grpquota\""]
-                .iter()
-                .fold(text, |t, q| t.replace(q, "\"defaults\""));
+            let text = [
+                "\"pquota\"",
+                "\"uquota\"",
+                "\"gquota\"",
+                "\"prjquota\"",
+                "\"usrquota\"",
+                "\"grpquota\"",
+            ]
+            .iter()
+            .fold(text, |t, q| t.replace(q, "\"defaults\""));
             normalized = serde_json::from_str(&text).unwrap();
         }
         let devices: Devices = serde_json::from_value(normalized).expect("model");
         let steps = plan::plan(&devices).expect("plan");
-        if let Some(Step::Unsupported { kind, spec_path, .. }) = steps.iter().find(|s| matches!(s, Step::Unsupported { .. })) {
-            println!("{name:<20} full      skipped: {kind} at {spec_path} is not supported by labprov");
+        if let Some(Step::Unsupported { kind, spec_path, .. }) =
+            steps.iter().find(|s| matches!(s, Step::Unsupported { .. }))
+        {
+            println!(
+                "{name:<20} full      skipped: {kind} at {spec_path} is not supported by labprov"
+            );
             continue;
         }
         let root = scratch.path().join(format!("{name}-mnt"));
@@ -127,16 +170,29 @@ fn main() {
             undo(&root, &steps, &img, &attached);
 
             fresh(&img);
-            let opts = ApplyOptions { disks: [(disk_name.clone(), img.clone())].into(), only_partition: false, wipe: false, root: root.clone() };
+            let opts = ApplyOptions {
+                disks: [(disk_name.clone(), img.clone())].into(),
+                only_partition: false,
+                wipe: false,
+                root: root.clone(),
+            };
             let t = Instant::now();
             disk::apply(&devices, &opts).unwrap_or_else(|e| panic!("{name}: labprov: {e}"));
             our_times.push(t.elapsed());
-            disk::unmount(&devices, &opts).unwrap_or_else(|e| panic!("{name}: labprov unmount: {e}"));
+            disk::unmount(&devices, &opts)
+                .unwrap_or_else(|e| panic!("{name}: labprov unmount: {e}"));
         }
         report(name, "full", &ref_times, &our_times, &mut totals);
     }
     for (phase, (r, o)) in totals {
-        println!("{:<20} {:<9} {:>10.1}ms {:>10.1}ms {:>6.2}x", "all (sum of medians)", phase, ms(r), ms(o), r.as_secs_f64() / o.as_secs_f64());
+        println!(
+            "{:<20} {:<9} {:>10.1}ms {:>10.1}ms {:>6.2}x",
+            "all (sum of medians)",
+            phase,
+            ms(r),
+            ms(o),
+            r.as_secs_f64() / o.as_secs_f64()
+        );
     }
 }
 
@@ -150,9 +206,20 @@ fn median(v: &[Duration]) -> Duration {
     v[v.len() / 2]
 }
 
-fn report(name: &str, phase: &'static str, r: &[Duration], o: &[Duration], totals: &mut BTreeMap<&'static str, (Duration, Duration)>) {
+fn report(
+    name: &str,
+    phase: &'static str,
+    r: &[Duration],
+    o: &[Duration],
+    totals: &mut BTreeMap<&'static str, (Duration, Duration)>,
+) {
     let (r, o) = (median(r), median(o));
-    println!("{name:<20} {phase:<9} {:>10.1}ms {:>10.1}ms {:>6.2}x", ms(r), ms(o), r.as_secs_f64() / o.as_secs_f64());
+    println!(
+        "{name:<20} {phase:<9} {:>10.1}ms {:>10.1}ms {:>6.2}x",
+        ms(r),
+        ms(o),
+        r.as_secs_f64() / o.as_secs_f64()
+    );
     let e = totals.entry(phase).or_default();
     e.0 += r;
     e.1 += o;
@@ -165,7 +232,13 @@ fn xfs_quota_mounts(scratch: &Path) -> bool {
     fresh(&img);
     std::fs::create_dir_all(&mnt).unwrap();
     let ok = Command::new("mkfs.xfs").arg("-q").arg(&img).status().is_ok_and(|s| s.success())
-        && Command::new("mount").arg("-o").arg("loop,pquota").arg(&img).arg(&mnt).output().is_ok_and(|o| o.status.success());
+        && Command::new("mount")
+            .arg("-o")
+            .arg("loop,pquota")
+            .arg(&img)
+            .arg(&mnt)
+            .output()
+            .is_ok_and(|o| o.status.success());
     if ok {
         let _ = Command::new("umount").arg("-d").arg(&mnt).status();
     }
@@ -177,7 +250,11 @@ fn xfs_quota_mounts(scratch: &Path) -> bool {
 }
 
 fn loop_reason() -> Option<String> {
-    let root = Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false);
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false);
     if !root {
         return Some("not root".into());
     }
@@ -217,15 +294,27 @@ fn has_fs(dev: &Path) -> bool {
 /// Runs the recorded commands with the spec's disk path swapped for `target`.
 fn run_all(commands: &[Vec<String>], spec_device: &str, target: &Path) {
     for c in commands {
-        let args: Vec<String> = c[1..].iter().map(|a| if a == spec_device { target.display().to_string() } else { a.clone() }).collect();
+        let args: Vec<String> = c[1..]
+            .iter()
+            .map(|a| if a == spec_device { target.display().to_string() } else { a.clone() })
+            .collect();
         sh(&c[0], &args);
     }
 }
 
 /// The whole layout the way disko's create and mount scripts make it.
 /// Returns the loop devices it attached.
-fn disko_way(img: &Path, commands: &[Vec<String>], spec_device: &str, steps: &[Step], root: &Path) -> Vec<PathBuf> {
-    let dev = PathBuf::from(sh("losetup", &["-f".into(), "--show".into(), "-P".into(), img.display().to_string()]).trim());
+fn disko_way(
+    img: &Path,
+    commands: &[Vec<String>],
+    spec_device: &str,
+    steps: &[Step],
+    root: &Path,
+) -> Vec<PathBuf> {
+    let dev = PathBuf::from(
+        sh("losetup", &["-f".into(), "--show".into(), "-P".into(), img.display().to_string()])
+            .trim(),
+    );
     probe(&dev);
     run_all(commands, spec_device, &dev);
     // disko: partprobe, then udevadm trigger/settle, before using partitions.
@@ -235,11 +324,18 @@ fn disko_way(img: &Path, commands: &[Vec<String>], spec_device: &str, steps: &[S
     for s in steps {
         if let Step::Partition { table, .. } = s {
             let parts: Vec<(u32, String)> = match table {
-                TablePlan::Gpt { partitions, .. } => partitions.iter().map(|p| (p.number, p.device.clone())).collect(),
-                TablePlan::Parted { partitions, .. } => partitions.iter().map(|p| (p.index as u32, p.device.clone())).collect(),
+                TablePlan::Gpt { partitions, .. } => {
+                    partitions.iter().map(|p| (p.number, p.device.clone())).collect()
+                }
+                TablePlan::Parted { partitions, .. } => {
+                    partitions.iter().map(|p| (p.index as u32, p.device.clone())).collect()
+                }
             };
             for (n, spec_dev) in parts {
-                nodes.insert(spec_dev, disk::partition_device(img, &dev, n, 512).expect("partition node"));
+                nodes.insert(
+                    spec_dev,
+                    disk::partition_device(img, &dev, n, 512).expect("partition node"),
+                );
             }
         }
     }
@@ -276,7 +372,10 @@ fn disko_way(img: &Path, commands: &[Vec<String>], spec_device: &str, steps: &[S
                     for sv in subvolumes {
                         let p = tmp.join(sv.trim_start_matches('/'));
                         std::fs::create_dir_all(p.parent().unwrap()).unwrap();
-                        sh("btrfs", &["subvolume".into(), "create".into(), p.display().to_string()]);
+                        sh(
+                            "btrfs",
+                            &["subvolume".into(), "create".into(), p.display().to_string()],
+                        );
                     }
                     sh("umount", &[tmp.display().to_string()]);
                 }
@@ -306,7 +405,8 @@ fn disko_way(img: &Path, commands: &[Vec<String>], spec_device: &str, steps: &[S
 fn undo(root: &Path, steps: &[Step], img: &Path, _attached: &[PathBuf]) {
     for s in steps.iter().rev() {
         if let Step::Mount { mountpoint, .. } = s {
-            let _ = Command::new("umount").arg(root.join(mountpoint.trim_start_matches('/'))).status();
+            let _ =
+                Command::new("umount").arg(root.join(mountpoint.trim_start_matches('/'))).status();
         }
     }
     while let Ok(Some(l)) = disk::attached_loop(img) {

@@ -29,7 +29,9 @@ pub enum Error {
     Tool(#[from] lab_cli::ToolError),
     #[error("{address} port {port} offered no ed25519 host key ({detail}); is the host up with sshd running?")]
     NoKey { address: String, port: u16, detail: String },
-    #[error("{address} offered several different ed25519 keys; refusing to guess which is the host's")]
+    #[error(
+        "{address} offered several different ed25519 keys; refusing to guess which is the host's"
+    )]
     SeveralKeys { address: String },
     #[error(
         "REFUSED: {address} presents {got}, but the expected fingerprint is {expected}. Do not enrol: \
@@ -66,8 +68,12 @@ impl lab_cli::Classify for Error {
     fn class(&self) -> lab_cli::Class {
         use lab_cli::Class;
         match self {
-            Error::FingerprintMismatch { .. } | Error::NotConfirmed | Error::NoTerminal => Class::Refused,
-            Error::RemoteKeyMismatch { .. } | Error::ReportAge { .. } | Error::ReportHost { .. } => Class::Mismatch,
+            Error::FingerprintMismatch { .. } | Error::NotConfirmed | Error::NoTerminal => {
+                Class::Refused
+            }
+            Error::RemoteKeyMismatch { .. }
+            | Error::ReportAge { .. }
+            | Error::ReportHost { .. } => Class::Mismatch,
             Error::BadFingerprint { .. } => Class::Usage,
             _ => Class::Failure,
         }
@@ -141,21 +147,31 @@ pub struct Report {
 }
 
 pub fn parse_report(path: &Path) -> Result<Report> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::Report { path: path.into(), reason: e.to_string() })?;
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| Error::Report { path: path.into(), reason: e.to_string() })?;
     let mut r = Report::default();
     for line in text.lines() {
-        let Some((k, v)) = line.split_once(':') else { continue };
+        let Some((k, v)) = line.split_once(':') else {
+            continue;
+        };
         let v = v.trim().to_string();
         match k.trim() {
             "host" => r.host = Some(v),
-            "fingerprint" => r.fingerprint = v.split_whitespace().find(|t| t.starts_with("SHA256:")).map(str::to_string),
+            "fingerprint" => {
+                r.fingerprint =
+                    v.split_whitespace().find(|t| t.starts_with("SHA256:")).map(str::to_string)
+            }
             "age" => r.age = Some(v),
             "public key" => r.public_key = Some(v),
             _ => {}
         }
     }
     if r.fingerprint.is_none() {
-        return Err(Error::Report { path: path.into(), reason: "no `fingerprint: ... SHA256:...` line; is this the host's enrolment.txt?".into() });
+        return Err(Error::Report {
+            path: path.into(),
+            reason: "no `fingerprint: ... SHA256:...` line; is this the host's enrolment.txt?"
+                .into(),
+        });
     }
     Ok(r)
 }
@@ -163,7 +179,9 @@ pub fn parse_report(path: &Path) -> Result<Report> {
 /// `SHA256:` and 43 base64 characters, as `ssh-keygen -l` prints it.
 pub fn check_fingerprint(fp: &str) -> Result<String> {
     let fp = fp.trim();
-    let ok = fp.strip_prefix("SHA256:").is_some_and(|b| b.len() == 43 && b.chars().all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/'));
+    let ok = fp.strip_prefix("SHA256:").is_some_and(|b| {
+        b.len() == 43 && b.chars().all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '/')
+    });
     if ok {
         Ok(fp.to_string())
     } else {
@@ -175,7 +193,9 @@ pub fn check_fingerprint(fp: &str) -> Result<String> {
 pub fn keyscan(address: &str, port: u16) -> Result<PublicHostKey> {
     // Its exit status says nothing useful (1 when one of several types is
     // missing); what it printed decides.
-    let out = lab_cli::Cmd::new("ssh-keyscan").args(["-T", "10", "-t", "ed25519", "-p", &port.to_string(), address]).probe()?;
+    let out = lab_cli::Cmd::new("ssh-keyscan")
+        .args(["-T", "10", "-t", "ed25519", "-p", &port.to_string(), address])
+        .probe()?;
     let mut keys: Vec<PublicHostKey> = Vec::new();
     for line in String::from_utf8_lossy(&out.stdout).lines() {
         if line.starts_with('#') || line.trim().is_empty() {
@@ -192,9 +212,11 @@ pub fn keyscan(address: &str, port: u16) -> Result<PublicHostKey> {
         0 => Err(Error::NoKey {
             address: address.into(),
             port,
-            detail: Some(out.stderr.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("; "))
-                .filter(|d| !d.trim().is_empty())
-                .unwrap_or_else(|| "nothing answered".into()),
+            detail: Some(
+                out.stderr.lines().filter(|l| !l.starts_with('#')).collect::<Vec<_>>().join("; "),
+            )
+            .filter(|d| !d.trim().is_empty())
+            .unwrap_or_else(|| "nothing answered".into()),
         }),
         1 => Ok(keys.remove(0)),
         _ => Err(Error::SeveralKeys { address: address.into() }),
@@ -204,11 +226,20 @@ pub fn keyscan(address: &str, port: u16) -> Result<PublicHostKey> {
 /// Logs in trusting exactly `key` and returns the host's key file: the host
 /// proves it holds the key, and that sops-nix's key is the one sshd serves.
 pub fn pinned_read_key(opts: &EnrolOptions, key: &PublicHostKey) -> Result<PublicHostKey> {
-    let target = Target { address: opts.address.clone(), port: opts.port, user: opts.user.clone(), identity: opts.ssh_identity.clone() };
+    let target = Target {
+        address: opts.address.clone(),
+        port: opts.port,
+        user: opts.user.clone(),
+        identity: opts.ssh_identity.clone(),
+    };
     let pinned = Pinned::new(&target, &format!("labprov-enrol-{}", opts.host), key)?;
     let out = pinned.run(&format!("cat {}", quote(&opts.remote_key)), None)?;
     if !out.success() {
-        return Err(Error::Ssh { user: opts.user.clone(), address: opts.address.clone(), stderr: out.stderr.trim().to_string() });
+        return Err(Error::Ssh {
+            user: opts.user.clone(),
+            address: opts.address.clone(),
+            stderr: out.stderr.trim().to_string(),
+        });
     }
     let text = String::from_utf8_lossy(&out.stdout);
     let found = PublicHostKey::parse(text.trim()).map_err(|e| Error::RemoteKeyMismatch {
@@ -230,7 +261,12 @@ pub fn pinned_read_key(opts: &EnrolOptions, key: &PublicHostKey) -> Result<Publi
 
 /// The whole enrolment. `confirm` is asked only when neither `--fingerprint`
 /// nor `--report` gives the expected fingerprint.
-pub fn enrol(lab: &Lab, opts: &EnrolOptions, identity: &AdminIdentity, confirm: &mut dyn FnMut(&Candidate) -> Result<bool>) -> Result<Enrolled> {
+pub fn enrol(
+    lab: &Lab,
+    opts: &EnrolOptions,
+    identity: &AdminIdentity,
+    confirm: &mut dyn FnMut(&Candidate) -> Result<bool>,
+) -> Result<Enrolled> {
     let keys = LabKeys::load(lab)?;
     keys.host(&opts.host)?;
     keys.admin_recipients()?;
@@ -238,7 +274,11 @@ pub fn enrol(lab: &Lab, opts: &EnrolOptions, identity: &AdminIdentity, confirm: 
     let report = opts.report.as_deref().map(parse_report).transpose()?;
     if let (Some(r), Some(path)) = (&report, &opts.report) {
         if let Some(found) = r.host.as_ref().filter(|h| **h != opts.host) {
-            return Err(Error::ReportHost { path: path.clone(), found: found.clone(), host: opts.host.clone() });
+            return Err(Error::ReportHost {
+                path: path.clone(),
+                found: found.clone(),
+                host: opts.host.clone(),
+            });
         }
     }
     let mut expected: Vec<String> = Vec::new();
@@ -259,12 +299,19 @@ pub fn enrol(lab: &Lab, opts: &EnrolOptions, identity: &AdminIdentity, confirm: 
     };
     for fp in &expected {
         if *fp != candidate.fingerprint {
-            return Err(Error::FingerprintMismatch { address: opts.address.clone(), expected: fp.clone(), got: candidate.fingerprint.clone() });
+            return Err(Error::FingerprintMismatch {
+                address: opts.address.clone(),
+                expected: fp.clone(),
+                got: candidate.fingerprint.clone(),
+            });
         }
     }
     if let Some(age) = report.as_ref().and_then(|r| r.age.clone()) {
         if age != candidate.age_recipient {
-            return Err(Error::ReportAge { reported: age, derived: candidate.age_recipient.clone() });
+            return Err(Error::ReportAge {
+                reported: age,
+                derived: candidate.age_recipient.clone(),
+            });
         }
     }
     if expected.is_empty() && !confirm(&candidate)? {

@@ -52,7 +52,9 @@ pub enum Error {
     Disk(Box<disk::DiskError>),
     #[error("{host} is a {class} host; `labprov install` installs NixOS hosts (for a Mac: darwin-rebuild, see docs/onboarding.md)")]
     NotNixos { host: String, class: String },
-    #[error("unknown phase `{0}`; phases are disk, keys, install, reboot, verify (comma separated)")]
+    #[error(
+        "unknown phase `{0}`; phases are disk, keys, install, reboot, verify (comma separated)"
+    )]
     BadPhase(String),
     #[error("not confirmed; nothing was changed on {address}")]
     NotConfirmed { address: String },
@@ -112,9 +114,16 @@ impl lab_cli::Classify for Error {
             Error::Disk(e) => e.class(),
             Error::Interrupted(_) => Class::Interrupted,
             Error::Tool(e) => e.class(),
-            Error::InstallerMismatch { .. } | Error::NotConfirmed { .. } | Error::NoTerminal => Class::Refused,
+            Error::InstallerMismatch { .. } | Error::NotConfirmed { .. } | Error::NoTerminal => {
+                Class::Refused
+            }
             // Another key answered: a mismatch. Nothing answering is a failure.
-            Error::NotVerified { last, .. } if last.contains("Host key verification failed") || last.contains("REMOTE HOST IDENTIFICATION") => Class::Mismatch,
+            Error::NotVerified { last, .. }
+                if last.contains("Host key verification failed")
+                    || last.contains("REMOTE HOST IDENTIFICATION") =>
+            {
+                Class::Mismatch
+            }
             Error::BadPhase(_) | Error::BadRoot { .. } | Error::BadAddress(_) => Class::Usage,
             _ => Class::Failure,
         }
@@ -133,7 +142,8 @@ pub enum Phase {
 }
 
 impl Phase {
-    pub const ALL: [Phase; 5] = [Phase::Disk, Phase::Keys, Phase::Install, Phase::Reboot, Phase::Verify];
+    pub const ALL: [Phase; 5] =
+        [Phase::Disk, Phase::Keys, Phase::Install, Phase::Reboot, Phase::Verify];
 
     pub fn name(self) -> &'static str {
         match self {
@@ -149,7 +159,10 @@ impl Phase {
     pub fn parse_list(text: &str) -> Result<Vec<Phase>> {
         let mut out = Vec::new();
         for word in text.split(',').map(str::trim).filter(|w| !w.is_empty()) {
-            let p = Phase::ALL.into_iter().find(|p| p.name() == word).ok_or_else(|| Error::BadPhase(word.to_string()))?;
+            let p = Phase::ALL
+                .into_iter()
+                .find(|p| p.name() == word)
+                .ok_or_else(|| Error::BadPhase(word.to_string()))?;
             if !out.contains(&p) {
                 out.push(p);
             }
@@ -205,7 +218,10 @@ impl InstallOptions {
             return Err(Error::BadRoot { root: self.root.clone(), why });
         }
         let a = &self.target.address;
-        if a.is_empty() || a.starts_with('-') || !a.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:_[]%".contains(&b)) {
+        if a.is_empty()
+            || a.starts_with('-')
+            || !a.bytes().all(|b| b.is_ascii_alphanumeric() || b".-:_[]%".contains(&b))
+        {
             return Err(Error::BadAddress(a.clone()));
         }
         Ok(())
@@ -277,13 +293,23 @@ struct Ctx<'a> {
 /// [`Ctx::change`], the one place a dry run is decided.
 type PhaseFn = fn(&mut Ctx, &mut dyn Confirm) -> Result<()>;
 
-const PHASES: [(Phase, PhaseFn); 5] =
-    [(Phase::Disk, disk_phase), (Phase::Keys, keys_phase), (Phase::Install, install_phase), (Phase::Reboot, reboot_phase), (Phase::Verify, verify_phase)];
+const PHASES: [(Phase, PhaseFn); 5] = [
+    (Phase::Disk, disk_phase),
+    (Phase::Keys, keys_phase),
+    (Phase::Install, install_phase),
+    (Phase::Reboot, reboot_phase),
+    (Phase::Verify, verify_phase),
+];
 
 impl Ctx<'_> {
     /// One change to the target: in a dry run it is described ("would ..."),
     /// otherwise announced, done, and its tool's report kept.
-    fn change(&mut self, phase: Phase, what: String, act: impl FnOnce(&mut Self) -> Result<String>) -> Result<()> {
+    fn change(
+        &mut self,
+        phase: Phase,
+        what: String,
+        act: impl FnOnce(&mut Self) -> Result<String>,
+    ) -> Result<()> {
         if self.opts.dry_run {
             self.note(phase, format!("would {what}"), false);
             return Ok(());
@@ -306,7 +332,10 @@ impl Ctx<'_> {
     }
 
     fn remote(&self) -> Remote<'_> {
-        Remote { pinned: self.pinned.as_ref().expect("the installer is pinned before its phases run"), address: &self.opts.target.address }
+        Remote {
+            pinned: self.pinned.as_ref().expect("the installer is pinned before its phases run"),
+            address: &self.opts.target.address,
+        }
     }
 
     fn spec(&self) -> &[u8] {
@@ -315,7 +344,8 @@ impl Ctx<'_> {
 
     /// `--root R --disk N=P ...` for the installer's labprov.
     fn disk_args(&self) -> String {
-        let maps: String = self.opts.disks.iter().map(|d| format!(" --disk {}", quote(d))).collect();
+        let maps: String =
+            self.opts.disks.iter().map(|d| format!(" --disk {}", quote(d))).collect();
         format!("--spec /dev/stdin --root {}{maps}", quote(&self.opts.root))
     }
 
@@ -325,8 +355,17 @@ impl Ctx<'_> {
         if self.mounted {
             return Ok(());
         }
-        let what = format!("mount the target's root on {} (labprov disk mount, root {})", self.opts.target.address, self.opts.root);
-        self.change(phase, what, |ctx| ctx.remote().run("disk mount", &format!("labprov disk mount {}", ctx.disk_args()), Some(ctx.spec())))?;
+        let what = format!(
+            "mount the target's root on {} (labprov disk mount, root {})",
+            self.opts.target.address, self.opts.root
+        );
+        self.change(phase, what, |ctx| {
+            ctx.remote().run(
+                "disk mount",
+                &format!("labprov disk mount {}", ctx.disk_args()),
+                Some(ctx.spec()),
+            )
+        })?;
         self.mounted = true;
         Ok(())
     }
@@ -334,7 +373,13 @@ impl Ctx<'_> {
 
 /// The whole install: local checks, then the installer pinned, then the
 /// chosen phases in order.
-pub fn install(lab: &Lab, opts: &InstallOptions, identity: Option<&AdminIdentity>, confirm: &mut dyn Confirm, say: &mut dyn FnMut(&str)) -> Result<Report> {
+pub fn install(
+    lab: &Lab,
+    opts: &InstallOptions,
+    identity: Option<&AdminIdentity>,
+    confirm: &mut dyn Confirm,
+    say: &mut dyn FnMut(&str),
+) -> Result<Report> {
     let mut ctx = prepare(lab, opts, identity, say)?;
     if ctx.spec.is_some() {
         pin_installer(&mut ctx, confirm)?;
@@ -357,18 +402,28 @@ pub fn install(lab: &Lab, opts: &InstallOptions, identity: Option<&AdminIdentity
 }
 
 /// Everything that can be checked here is, before the installer is touched.
-fn prepare<'a>(lab: &'a Lab, opts: &'a InstallOptions, identity: Option<&AdminIdentity>, say: &'a mut dyn FnMut(&str)) -> Result<Ctx<'a>> {
+fn prepare<'a>(
+    lab: &'a Lab,
+    opts: &'a InstallOptions,
+    identity: Option<&AdminIdentity>,
+    say: &'a mut dyn FnMut(&str),
+) -> Result<Ctx<'a>> {
     opts.validate()?;
     let host = lab.facts()?.host(&opts.host)?.clone();
     if host.class != HostClass::Nixos {
-        return Err(Error::NotNixos { host: opts.host.clone(), class: format!("{:?}", host.class).to_lowercase() });
+        return Err(Error::NotNixos {
+            host: opts.host.clone(),
+            class: format!("{:?}", host.class).to_lowercase(),
+        });
     }
     let keys = LabKeys::load(lab)?;
     let recorded = ops::show(&lab.root, &keys, &opts.host)?;
-    let host_key = PublicHostKey::parse(&recorded.public_key).map_err(|e| Error::BadRecordedKey { host: opts.host.clone(), reason: e.to_string() })?;
+    let host_key = PublicHostKey::parse(&recorded.public_key)
+        .map_err(|e| Error::BadRecordedKey { host: opts.host.clone(), reason: e.to_string() })?;
     let on_installer = [Phase::Disk, Phase::Keys, Phase::Install, Phase::Reboot];
     let spec = if on_installer.iter().any(|p| opts.runs(*p)) {
-        let (normalized, devices) = disk::load(&SpecSource::Host { lab: lab.clone(), host: opts.host.clone() })?;
+        let (normalized, devices) =
+            disk::load(&SpecSource::Host { lab: lab.clone(), host: opts.host.clone() })?;
         disk::check_hooks(&normalized)?;
         lab_disko::plan::plan(&devices).map_err(disk::DiskError::from)?;
         Some(serde_json::to_vec(&normalized).map_err(|e| std::io::Error::other(e.to_string()))?)
@@ -388,7 +443,18 @@ fn prepare<'a>(lab: &'a Lab, opts: &'a InstallOptions, identity: Option<&AdminId
         (true, false, None) => Some(ops::injection_material(lab, &opts.host)?),
     };
     let system = if opts.runs(Phase::Install) { system_closure(lab, opts, say)? } else { None };
-    Ok(Ctx { opts, host_key, spec, private, system, installer: None, pinned: None, mounted: false, steps: Vec::new(), say })
+    Ok(Ctx {
+        opts,
+        host_key,
+        spec,
+        private,
+        system,
+        installer: None,
+        pinned: None,
+        mounted: false,
+        steps: Vec::new(),
+        say,
+    })
 }
 
 /// The installer's key is a candidate until `--fingerprint` or the operator
@@ -396,12 +462,20 @@ fn prepare<'a>(lab: &'a Lab, opts: &'a InstallOptions, identity: Option<&AdminId
 fn pin_installer(ctx: &mut Ctx, confirm: &mut dyn Confirm) -> Result<()> {
     let opts = ctx.opts;
     let offered = enrol::keyscan(&opts.target.address, opts.target.port)?;
-    let found = Installer { address: opts.target.address.clone(), fingerprint: offered.fingerprint(), public_key: offered.openssh() };
+    let found = Installer {
+        address: opts.target.address.clone(),
+        fingerprint: offered.fingerprint(),
+        public_key: offered.openssh(),
+    };
     match &opts.fingerprint {
         Some(fp) => {
             let expected = enrol::check_fingerprint(fp)?;
             if expected != found.fingerprint {
-                return Err(Error::InstallerMismatch { address: found.address, expected, got: found.fingerprint });
+                return Err(Error::InstallerMismatch {
+                    address: found.address,
+                    expected,
+                    got: found.fingerprint,
+                });
             }
         }
         None => {
@@ -411,7 +485,8 @@ fn pin_installer(ctx: &mut Ctx, confirm: &mut dyn Confirm) -> Result<()> {
         }
     }
     ctx.installer = Some(found);
-    ctx.pinned = Some(Pinned::new(&opts.target, &format!("labprov-installer-{}", opts.host), &offered)?);
+    ctx.pinned =
+        Some(Pinned::new(&opts.target, &format!("labprov-installer-{}", opts.host), &offered)?);
     ctx.remote().require_labprov()
 }
 
@@ -424,8 +499,15 @@ fn disk_phase(ctx: &mut Ctx, confirm: &mut dyn Confirm) -> Result<()> {
     if !ctx.opts.dry_run && !ctx.opts.yes && !confirm.disks(&ctx.opts.host, &plan)? {
         return Err(Error::NotConfirmed { address: ctx.opts.target.address.clone() });
     }
-    let what = format!("apply the disk spec on {} (root {}):\n{}", ctx.opts.target.address, ctx.opts.root, plan.trim_end());
-    ctx.change(Phase::Disk, what, |ctx| ctx.remote().stream("disk apply", &format!("{apply} --yes"), Some(ctx.spec())))?;
+    let what = format!(
+        "apply the disk spec on {} (root {}):\n{}",
+        ctx.opts.target.address,
+        ctx.opts.root,
+        plan.trim_end()
+    );
+    ctx.change(Phase::Disk, what, |ctx| {
+        ctx.remote().stream("disk apply", &format!("{apply} --yes"), Some(ctx.spec()))
+    })?;
     ctx.mounted = !ctx.opts.dry_run;
     Ok(())
 }
@@ -435,8 +517,18 @@ fn disk_phase(ctx: &mut Ctx, confirm: &mut dyn Confirm) -> Result<()> {
 fn keys_phase(ctx: &mut Ctx, _: &mut dyn Confirm) -> Result<()> {
     ctx.ensure_mounted(Phase::Keys)?;
     let key_dir = format!("{}/etc/ssh", ctx.opts.root.trim_end_matches('/'));
-    let key_file = format!("{key_dir}/{}", Path::new(HOST_KEY_PATH).file_name().and_then(|n| n.to_str()).unwrap_or("ssh_host_ed25519_key"));
-    let what = format!("place {}'s key ({}) at {key_file} (0600)", ctx.opts.host, ctx.host_key.fingerprint());
+    let key_file = format!(
+        "{key_dir}/{}",
+        Path::new(HOST_KEY_PATH)
+            .file_name()
+            .and_then(|n| n.to_str())
+            .unwrap_or("ssh_host_ed25519_key")
+    );
+    let what = format!(
+        "place {}'s key ({}) at {key_file} (0600)",
+        ctx.opts.host,
+        ctx.host_key.fingerprint()
+    );
     ctx.change(Phase::Keys, what, |ctx| {
         let key = ctx.private.as_ref().ok_or_else(|| Error::NoLabKey { host: ctx.opts.host.clone() })?;
         // The directories with the usual modes (the new system's /etc must
@@ -466,11 +558,18 @@ fn install_phase(ctx: &mut Ctx, _: &mut dyn Confirm) -> Result<()> {
         None => format!("the flake's {} toplevel (built first)", ctx.opts.host),
     };
     let root = ctx.opts.root.clone();
-    ctx.change(Phase::Install, format!("copy {shown} into {root}/nix/store on {}", ctx.opts.target.address), |ctx| {
-        let system = ctx.system.as_deref().ok_or_else(|| Error::NotASystem { path: PathBuf::from(&shown) })?;
-        nix_copy(ctx.pinned.as_ref().expect("pinned"), &ctx.opts.root, system)?;
-        Ok(String::new())
-    })?;
+    ctx.change(
+        Phase::Install,
+        format!("copy {shown} into {root}/nix/store on {}", ctx.opts.target.address),
+        |ctx| {
+            let system = ctx
+                .system
+                .as_deref()
+                .ok_or_else(|| Error::NotASystem { path: PathBuf::from(&shown) })?;
+            nix_copy(ctx.pinned.as_ref().expect("pinned"), &ctx.opts.root, system)?;
+            Ok(String::new())
+        },
+    )?;
     ctx.change(Phase::Install, format!("nixos-install --root {root} --system {shown}"), |ctx| {
         let system = ctx.system.as_ref().map(|s| quote(&s.display().to_string())).unwrap_or_default();
         let root = quote(&ctx.opts.root);
@@ -486,9 +585,17 @@ fn install_phase(ctx: &mut Ctx, _: &mut dyn Confirm) -> Result<()> {
 fn reboot_phase(ctx: &mut Ctx, _: &mut dyn Confirm) -> Result<()> {
     let what = format!("unmount {} and reboot {}", ctx.opts.root, ctx.opts.target.address);
     ctx.change(Phase::Reboot, what, |ctx| {
-        let out = ctx.remote().run("unmount", &format!("labprov disk unmount {}", ctx.disk_args()), Some(ctx.spec()))?;
+        let out = ctx.remote().run(
+            "unmount",
+            &format!("labprov disk unmount {}", ctx.disk_args()),
+            Some(ctx.spec()),
+        )?;
         // Detached, so this connection closes cleanly before the machine goes.
-        ctx.remote().run("reboot", "nohup sh -c 'sleep 3 && systemctl reboot' >/dev/null 2>&1 &", None)?;
+        ctx.remote().run(
+            "reboot",
+            "nohup sh -c 'sleep 3 && systemctl reboot' >/dev/null 2>&1 &",
+            None,
+        )?;
         Ok(out)
     })?;
     ctx.mounted = false;
@@ -497,7 +604,12 @@ fn reboot_phase(ctx: &mut Ctx, _: &mut dyn Confirm) -> Result<()> {
 
 /// The host must answer with its own recorded key, nothing else.
 fn verify_phase(ctx: &mut Ctx, _: &mut dyn Confirm) -> Result<()> {
-    let what = format!("wait for {} at {} to answer with {}", ctx.opts.host, ctx.opts.target.address, ctx.host_key.fingerprint());
+    let what = format!(
+        "wait for {} at {} to answer with {}",
+        ctx.opts.host,
+        ctx.opts.target.address,
+        ctx.host_key.fingerprint()
+    );
     ctx.change(Phase::Verify, what, |ctx| {
         verify(ctx.opts, &ctx.host_key)?;
         Ok(String::new())
@@ -514,7 +626,11 @@ impl Remote<'_> {
     fn run(&self, step: &str, command: &str, stdin: Option<&[u8]>) -> Result<String> {
         let out = self.pinned.run(command, stdin)?;
         if !out.success() {
-            return Err(self.failed(step, &out.status.map(|s| s.to_string()).unwrap_or_default(), &out.stderr));
+            return Err(self.failed(
+                step,
+                &out.status.map(|s| s.to_string()).unwrap_or_default(),
+                &out.stderr,
+            ));
         }
         Ok(out.text())
     }
@@ -523,13 +639,20 @@ impl Remote<'_> {
     fn stream(&self, step: &str, command: &str, stdin: Option<&[u8]>) -> Result<String> {
         match self.pinned.stream(command, stdin, &format!("{step} on {}", self.address)) {
             Ok(out) => Ok(out.text()),
-            Err(lab_cli::ToolError::Failed { status, stderr, .. }) => Err(self.failed(step, &status, &stderr)),
+            Err(lab_cli::ToolError::Failed { status, stderr, .. }) => {
+                Err(self.failed(step, &status, &stderr))
+            }
             Err(other) => Err(other.into()),
         }
     }
 
     fn failed(&self, step: &str, status: &str, stderr: &str) -> Error {
-        Error::Remote { step: step.to_string(), address: self.address.to_string(), status: status.to_string(), stderr: stderr.trim().to_string() }
+        Error::Remote {
+            step: step.to_string(),
+            address: self.address.to_string(),
+            status: status.to_string(),
+            stderr: stderr.trim().to_string(),
+        }
     }
 
     /// The installer's own labprov does the disk work. Only "not found" from
@@ -538,15 +661,25 @@ impl Remote<'_> {
         let out = self.pinned.run("command -v labprov", None)?;
         match out.status.and_then(|s| s.code()) {
             Some(0) => Ok(()),
-            Some(1) | Some(127) => Err(Error::NoRemoteLabprov { address: self.address.to_string() }),
-            _ => Err(self.failed("login", &out.status.map(|s| s.to_string()).unwrap_or_default(), &out.stderr)),
+            Some(1) | Some(127) => {
+                Err(Error::NoRemoteLabprov { address: self.address.to_string() })
+            }
+            _ => Err(self.failed(
+                "login",
+                &out.status.map(|s| s.to_string()).unwrap_or_default(),
+                &out.stderr,
+            )),
         }
     }
 }
 
 /// `--system`, checked, or the flake's toplevel for the host, built here
 /// (`None` in a dry run: nothing is built).
-fn system_closure(lab: &Lab, opts: &InstallOptions, say: &mut dyn FnMut(&str)) -> Result<Option<PathBuf>> {
+fn system_closure(
+    lab: &Lab,
+    opts: &InstallOptions,
+    say: &mut dyn FnMut(&str),
+) -> Result<Option<PathBuf>> {
     if let Some(path) = &opts.system {
         if !path.join("nixos-version").is_file() && !path.join("init").exists() {
             return Err(Error::NotASystem { path: path.clone() });
@@ -556,10 +689,20 @@ fn system_closure(lab: &Lab, opts: &InstallOptions, say: &mut dyn FnMut(&str)) -
     if opts.dry_run {
         return Ok(None);
     }
-    let attr = format!("{}#nixosConfigurations.{}.config.system.build.toplevel", lab.root.display(), opts.host);
+    let attr = format!(
+        "{}#nixosConfigurations.{}.config.system.build.toplevel",
+        lab.root.display(),
+        opts.host
+    );
     say(&format!("install: nix build {attr}"));
     let out = lab_cli::Cmd::new("nix")
-        .args(["--extra-experimental-features", "nix-command flakes", "build", "--no-link", "--print-out-paths"])
+        .args([
+            "--extra-experimental-features",
+            "nix-command flakes",
+            "build",
+            "--no-link",
+            "--print-out-paths",
+        ])
         .arg(&attr)
         .label(format!("building {}'s system", opts.host))
         .stream()?;
@@ -572,9 +715,20 @@ fn system_closure(lab: &Lab, opts: &InstallOptions, say: &mut dyn FnMut(&str)) -
 /// inside the store URI is enough.
 fn nix_copy(pinned: &Pinned, root: &str, system: &Path) -> Result<()> {
     let sshopts = pinned.nix_sshopts().map_err(Error::SshOpts)?;
-    let store = format!("ssh://{}?remote-store=local%3Froot%3D{}&compress=true", pinned.destination(), root.replace('/', "%2F"));
+    let store = format!(
+        "ssh://{}?remote-store=local%3Froot%3D{}&compress=true",
+        pinned.destination(),
+        root.replace('/', "%2F")
+    );
     lab_cli::Cmd::new("nix")
-        .args(["--extra-experimental-features", "nix-command", "copy", "--substitute-on-destination", "--to", &store])
+        .args([
+            "--extra-experimental-features",
+            "nix-command",
+            "copy",
+            "--substitute-on-destination",
+            "--to",
+            &store,
+        ])
         .arg(system)
         .env("NIX_SSHOPTS", sshopts)
         .label(format!("copying {} to the target", system.display()))
@@ -594,9 +748,18 @@ fn verify(opts: &InstallOptions, key: &PublicHostKey) -> Result<()> {
             Err(e) => e.to_string(),
         };
         if started.elapsed() >= opts.wait {
-            return Err(Error::NotVerified { host: opts.host.clone(), address: opts.target.address.clone(), seconds: opts.wait.as_secs(), last });
+            return Err(Error::NotVerified {
+                host: opts.host.clone(),
+                address: opts.target.address.clone(),
+                seconds: opts.wait.as_secs(),
+                last,
+            });
         }
-        std::thread::sleep(Duration::from_secs(2).min(opts.wait.saturating_sub(started.elapsed())).max(Duration::from_millis(100)));
+        std::thread::sleep(
+            Duration::from_secs(2)
+                .min(opts.wait.saturating_sub(started.elapsed()))
+                .max(Duration::from_millis(100)),
+        );
     }
 }
 
@@ -608,7 +771,12 @@ mod tests {
     fn roots_and_addresses_are_plain_or_refused() {
         let opts = |root: &str, address: &str| InstallOptions {
             host: "rydev".into(),
-            target: Target { address: address.into(), port: 22, user: "root".into(), identity: None },
+            target: Target {
+                address: address.into(),
+                port: 22,
+                user: "root".into(),
+                identity: None,
+            },
             fingerprint: None,
             disks: Vec::new(),
             root: root.into(),
@@ -622,17 +790,26 @@ mod tests {
         assert!(opts("/mnt", "10.0.0.23").validate().is_ok());
         assert!(opts("/mnt/target-1", "fe80::1%eth0").validate().is_ok());
         for root in ["mnt", "/", "//", "/mnt/a b", "/mnt&x", "/mnt?y", "/m%2F"] {
-            assert!(matches!(opts(root, "10.0.0.23").validate(), Err(Error::BadRoot { .. })), "{root}");
+            assert!(
+                matches!(opts(root, "10.0.0.23").validate(), Err(Error::BadRoot { .. })),
+                "{root}"
+            );
         }
         for address in ["", "-oProxyCommand=x", "a b", "host;reboot"] {
-            assert!(matches!(opts("/mnt", address).validate(), Err(Error::BadAddress(_))), "{address}");
+            assert!(
+                matches!(opts("/mnt", address).validate(), Err(Error::BadAddress(_))),
+                "{address}"
+            );
         }
     }
 
     #[test]
     fn phases_parse_in_install_order_and_refuse_unknown_words() {
         assert_eq!(Phase::parse_list("verify,disk").unwrap(), vec![Phase::Disk, Phase::Verify]);
-        assert_eq!(Phase::parse_list("keys, keys ,install").unwrap(), vec![Phase::Keys, Phase::Install]);
+        assert_eq!(
+            Phase::parse_list("keys, keys ,install").unwrap(),
+            vec![Phase::Keys, Phase::Install]
+        );
         assert!(matches!(Phase::parse_list("disk,kexec"), Err(Error::BadPhase(w)) if w == "kexec"));
         assert!(matches!(Phase::parse_list(" , "), Err(Error::BadPhase(_))));
     }

@@ -28,7 +28,9 @@ pub fn derive(path: &Path) -> Result<Derived> {
     if path == Path::new("-") {
         std::io::stdin().read_to_string(&mut text).context("read the key from stdin")?;
     } else {
-        std::fs::File::open(path).and_then(|mut f| f.read_to_string(&mut text)).with_context(|| format!("read {}", path.display()))?;
+        std::fs::File::open(path)
+            .and_then(|mut f| f.read_to_string(&mut text))
+            .with_context(|| format!("read {}", path.display()))?;
     }
     if text.contains(concat!("BEGIN OPENSSH ", "PRIVATE KEY")) {
         let key = HostKey::from_openssh(&text, path)?;
@@ -39,10 +41,19 @@ pub fn derive(path: &Path) -> Result<Derived> {
             age_identity: Some(key.age_identity().to_string()),
         });
     }
-    let Some(line) = text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#')) else {
-        bail!("{} is empty; expected an ed25519 public key line or an OpenSSH private key", path.display());
+    let Some(line) = text.lines().map(str::trim).find(|l| !l.is_empty() && !l.starts_with('#'))
+    else {
+        bail!(
+            "{} is empty; expected an ed25519 public key line or an OpenSSH private key",
+            path.display()
+        );
     };
     let key = PublicHostKey::parse(line).with_context(|| format!("{}", path.display()))?;
     ssh_age::recipient_from_openssh_line(line)?;
-    Ok(Derived { kind: "public", fingerprint: key.fingerprint(), age_recipient: key.age_recipient(), age_identity: None })
+    Ok(Derived {
+        kind: "public",
+        fingerprint: key.fingerprint(),
+        age_recipient: key.age_recipient(),
+        age_identity: None,
+    })
 }

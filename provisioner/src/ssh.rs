@@ -61,7 +61,12 @@ impl Pinned {
         .collect();
         o.extend(["-p".into(), self.target.port.to_string()]);
         if let Some(id) = &self.target.identity {
-            o.extend(["-i".into(), id.display().to_string(), "-o".into(), "IdentitiesOnly=yes".into()]);
+            o.extend([
+                "-i".into(),
+                id.display().to_string(),
+                "-o".into(),
+                "IdentitiesOnly=yes".into(),
+            ]);
         }
         o
     }
@@ -69,7 +74,13 @@ impl Pinned {
     /// `ssh ... user@address -- remote`, where `remote` is one shell command
     /// line for the remote shell (quote its words with [`quote`]).
     pub fn command(&self, remote: &str) -> Cmd {
-        Cmd::new("ssh").args(self.options()).arg("-l").arg(&self.target.user).arg(&self.target.address).arg("--").arg(remote)
+        Cmd::new("ssh")
+            .args(self.options())
+            .arg("-l")
+            .arg(&self.target.user)
+            .arg(&self.target.address)
+            .arg("--")
+            .arg(remote)
     }
 
     /// Runs one remote command line, with `stdin` fed to it; its exit status
@@ -80,7 +91,12 @@ impl Pinned {
 
     /// Like [`Pinned::run`] for long remote steps: their stderr is shown as
     /// it comes (progress), its tail kept; a failure is an error.
-    pub fn stream(&self, remote: &str, stdin: Option<&[u8]>, label: &str) -> Result<Output, ToolError> {
+    pub fn stream(
+        &self,
+        remote: &str,
+        stdin: Option<&[u8]>,
+        label: &str,
+    ) -> Result<Output, ToolError> {
         self.with_stdin(remote, stdin).label(label).stream()
     }
 
@@ -111,7 +127,8 @@ impl Pinned {
 
 /// One word for a POSIX shell, quoted when it needs to be.
 pub fn quote(word: &str) -> String {
-    let plain = !word.is_empty() && word.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-=:,+@%".contains(&b));
+    let plain = !word.is_empty()
+        && word.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-=:,+@%".contains(&b));
     if plain {
         word.to_string()
     } else {
@@ -125,7 +142,12 @@ mod tests {
 
     fn pinned(identity: Option<&str>) -> Pinned {
         let key = lab_keys::HostKey::generate("t").public();
-        let target = Target { address: "192.0.2.1".into(), port: 2222, user: "root".into(), identity: identity.map(PathBuf::from) };
+        let target = Target {
+            address: "192.0.2.1".into(),
+            port: 2222,
+            user: "root".into(),
+            identity: identity.map(PathBuf::from),
+        };
         Pinned::new(&target, "labprov-test", &key).unwrap()
     }
 
@@ -161,18 +183,30 @@ mod tests {
              VerifyHostKeyDNS yes\n  ControlMaster auto\n  ControlPath /tmp/labprov-test-%C\n  CheckHostIP yes\n",
         )
         .unwrap();
-        let out = match std::process::Command::new("ssh").arg("-G").arg("-F").arg(&cfg).args(p.options()).arg("host").output() {
+        let out = match std::process::Command::new("ssh")
+            .arg("-G")
+            .arg("-F")
+            .arg(&cfg)
+            .args(p.options())
+            .arg("host")
+            .output()
+        {
             Ok(o) if o.status.success() => o,
             // The client is what the enrolment and install tests need anyway;
             // without it (or too old for these options) they fail loudly.
             other => {
-                lab_testkit::skip("ssh_keeps_the_pin_against_a_hostile_user_config", &format!("ssh -G unavailable here: {other:?}"));
+                lab_testkit::skip(
+                    "ssh_keeps_the_pin_against_a_hostile_user_config",
+                    &format!("ssh -G unavailable here: {other:?}"),
+                );
                 return;
             }
         };
         let g = String::from_utf8_lossy(&out.stdout).to_lowercase();
         let known = format!("userknownhostsfile {}", p.known_hosts.display()).to_lowercase();
-        for want in ["stricthostkeychecking true", "controlmaster false", "verifyhostkeydns false", &known] {
+        for want in
+            ["stricthostkeychecking true", "controlmaster false", "verifyhostkeydns false", &known]
+        {
             assert!(g.lines().any(|l| l == want), "`{want}` not in ssh -G output:\n{g}");
         }
         // `none` unsets these: ssh -G then prints no line for them at all.
@@ -197,7 +231,11 @@ mod tests {
         assert_eq!(quote("it's; rm -rf /"), r"'it'\''s; rm -rf /'");
         // What the remote shell makes of it is the original word.
         for w in ["x y", "it's", "$(reboot)", "a\nb", "`x`", "\\"] {
-            let out = std::process::Command::new("sh").arg("-c").arg(format!("printf %s {}", quote(w))).output().unwrap();
+            let out = std::process::Command::new("sh")
+                .arg("-c")
+                .arg(format!("printf %s {}", quote(w)))
+                .output()
+                .unwrap();
             assert_eq!(String::from_utf8_lossy(&out.stdout), w);
         }
     }

@@ -10,7 +10,12 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 
 fn labprov(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_labprov")).args(args).stdin(Stdio::null()).env_remove("RUST_BACKTRACE").output().expect("run labprov")
+    Command::new(env!("CARGO_BIN_EXE_labprov"))
+        .args(args)
+        .stdin(Stdio::null())
+        .env_remove("RUST_BACKTRACE")
+        .output()
+        .expect("run labprov")
 }
 
 fn stderr(o: &Output) -> String {
@@ -35,26 +40,48 @@ fn spec(dir: &Path) -> std::path::PathBuf {
 fn each_class_of_failure_has_its_exit_code_and_one_error_line() {
     let tmp = tempfile::tempdir().unwrap();
     // Usage: a required flag missing, a bad --disk mapping, an unknown phase.
-    for args in [&["install", "rydev"][..], &["disk", "apply", "--spec", "s.json", "--disk", "main"], &["install", "x", "--address", "a", "--phases", "kexec"]]
-    {
+    for args in [
+        &["install", "rydev"][..],
+        &["disk", "apply", "--spec", "s.json", "--disk", "main"],
+        &["install", "x", "--address", "a", "--phases", "kexec"],
+    ] {
         let out = labprov(args);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", stderr(&out));
     }
     // Failure: one line on stderr, no `Caused by:` list.
-    let out = labprov(&["keys", "derive", "--ssh-key", tmp.path().join("none.pub").to_str().unwrap()]);
+    let out =
+        labprov(&["keys", "derive", "--ssh-key", tmp.path().join("none.pub").to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
     let err = stderr(&out);
     assert_eq!(err.lines().count(), 1, "{err}");
-    assert!(err.starts_with("labprov: error: ") && err.contains("none.pub") && !err.contains("Caused by"), "{err}");
+    assert!(
+        err.starts_with("labprov: error: ")
+            && err.contains("none.pub")
+            && !err.contains("Caused by"),
+        "{err}"
+    );
 
     // Refused: no terminal to confirm the disk write on, and no --yes.
     let img = tmp.path().join("disk.img");
     fs::File::create(&img).unwrap().set_len(256 << 20).unwrap();
     let spec = spec(tmp.path());
     let mapping = format!("main={}", img.display());
-    let out = labprov(&["disk", "apply", "--spec", spec.to_str().unwrap(), "--disk", &mapping, "--root", tmp.path().join("mnt").to_str().unwrap()]);
+    let out = labprov(&[
+        "disk",
+        "apply",
+        "--spec",
+        spec.to_str().unwrap(),
+        "--disk",
+        &mapping,
+        "--root",
+        tmp.path().join("mnt").to_str().unwrap(),
+    ]);
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
-    assert!(stderr(&out).contains("--yes") && stderr(&out).lines().count() == 1, "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("--yes") && stderr(&out).lines().count() == 1,
+        "{}",
+        stderr(&out)
+    );
     assert!(fs::read(&img).unwrap().iter().all(|&b| b == 0), "a refused apply wrote");
 }
 
@@ -65,12 +92,25 @@ fn apply_dry_run_json_is_json_and_writes_nothing() {
     fs::File::create(&img).unwrap().set_len(256 << 20).unwrap();
     let spec = spec(tmp.path());
     let mapping = format!("main={}", img.display());
-    let out = labprov(&["disk", "apply", "--spec", spec.to_str().unwrap(), "--disk", &mapping, "--dry-run", "--json"]);
+    let out = labprov(&[
+        "disk",
+        "apply",
+        "--spec",
+        spec.to_str().unwrap(),
+        "--disk",
+        &mapping,
+        "--dry-run",
+        "--json",
+    ]);
     assert!(out.status.success(), "{}", stderr(&out));
-    let plan: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
+    let plan: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
     assert_eq!(plan["dryRun"], serde_json::Value::Bool(true), "{plan}");
     assert!(plan["steps"].as_array().is_some_and(|s| !s.is_empty()), "{plan}");
-    assert!(plan["targets"][0].as_str().is_some_and(|t| t.contains(img.to_str().unwrap())), "{plan}");
+    assert!(
+        plan["targets"][0].as_str().is_some_and(|t| t.contains(img.to_str().unwrap())),
+        "{plan}"
+    );
     assert!(fs::read(&img).unwrap().iter().all(|&b| b == 0), "a dry run wrote");
 }
 
@@ -82,7 +122,10 @@ fn layout(img: &Path) -> String {
     // Only the layout: the table's own ids are random per first write.
     v["partitiontable"]["device"] = serde_json::Value::Null;
     let parts = v["partitiontable"]["partitions"].as_array().cloned().unwrap_or_default();
-    let shape: Vec<String> = parts.iter().map(|p| format!("{} {} {} {}", p["start"], p["size"], p["type"], p["name"])).collect();
+    let shape: Vec<String> = parts
+        .iter()
+        .map(|p| format!("{} {} {} {}", p["start"], p["size"], p["type"], p["name"]))
+        .collect();
     shape.join("\n")
 }
 
@@ -102,17 +145,33 @@ fn ctrl_c_during_disk_apply_leaves_a_state_a_rerun_completes() {
     let run = |img: &Path, interrupt_after: Option<std::time::Duration>| -> Output {
         let mapping = format!("main={}", img.display());
         let mut c = Command::new(env!("CARGO_BIN_EXE_labprov"));
-        c.args(["disk", "apply", "--yes", "--spec"]).arg(&spec).args(["--disk", &mapping, "--root"]).arg(&root);
-        let child = c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+        c.args(["disk", "apply", "--yes", "--spec"])
+            .arg(&spec)
+            .args(["--disk", &mapping, "--root"])
+            .arg(&root);
+        let child =
+            c.stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
         if let Some(after) = interrupt_after {
             std::thread::sleep(after);
-            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), nix::sys::signal::Signal::SIGINT);
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(child.id() as i32),
+                nix::sys::signal::Signal::SIGINT,
+            );
         }
         child.wait_with_output().unwrap()
     };
     let unmount = |img: &Path| {
         let mapping = format!("main={}", img.display());
-        let out = labprov(&["disk", "unmount", "--spec", spec.to_str().unwrap(), "--disk", &mapping, "--root", root.to_str().unwrap()]);
+        let out = labprov(&[
+            "disk",
+            "unmount",
+            "--spec",
+            spec.to_str().unwrap(),
+            "--disk",
+            &mapping,
+            "--root",
+            root.to_str().unwrap(),
+        ]);
         assert!(out.status.success(), "unmount: {}", stderr(&out));
     };
 
@@ -132,7 +191,12 @@ fn ctrl_c_during_disk_apply_leaves_a_state_a_rerun_completes() {
         let first = run(&img, Some(std::time::Duration::from_millis(ms)));
         if !first.status.success() {
             interrupted += 1;
-            assert_eq!(first.status.code(), Some(130), "interrupted at {ms} ms: {}", stderr(&first));
+            assert_eq!(
+                first.status.code(),
+                Some(130),
+                "interrupted at {ms} ms: {}",
+                stderr(&first)
+            );
             assert!(stderr(&first).contains("interrupted"), "{}", stderr(&first));
         }
         eprintln!("interrupt at {ms} ms: {:?}", first.status.code());

@@ -4,7 +4,8 @@
 use std::process::{Command, Stdio};
 
 fn completions(shell: &str) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_labprov")).args(["completions", shell]).output().unwrap();
+    let out =
+        Command::new(env!("CARGO_BIN_EXE_labprov")).args(["completions", shell]).output().unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
@@ -27,14 +28,31 @@ fn bash_completions_parse_and_name_every_command() {
 
 #[test]
 fn a_closed_pipe_is_not_a_crash() {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_labprov")).args(["completions", "zsh"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_labprov"))
+        .args(["completions", "zsh"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     drop(child.stdout.take());
     let out = child.wait_with_output().unwrap();
-    assert!(out.status.success() && !String::from_utf8_lossy(&out.stderr).contains("panicked"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success() && !String::from_utf8_lossy(&out.stderr).contains("panicked"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 
     // A full disk is an error, not a cut-off script and success.
     if let Ok(full) = std::fs::OpenOptions::new().write(true).open("/dev/full") {
-        let out = Command::new(env!("CARGO_BIN_EXE_labprov")).args(["completions", "bash"]).stdout(full).output().unwrap();
-        assert!(!out.status.success() && String::from_utf8_lossy(&out.stderr).contains("No space left"), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = Command::new(env!("CARGO_BIN_EXE_labprov"))
+            .args(["completions", "bash"])
+            .stdout(full)
+            .output()
+            .unwrap();
+        assert!(
+            !out.status.success() && String::from_utf8_lossy(&out.stderr).contains("No space left"),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
     }
 }

@@ -34,7 +34,11 @@ const SPEC: &str = r#"{
 }"#;
 
 fn findmnt(target: &Path) -> String {
-    let out = Command::new("findmnt").args(["-rno", "FSTYPE,OPTIONS", "--mountpoint"]).arg(target).output().expect("findmnt");
+    let out = Command::new("findmnt")
+        .args(["-rno", "FSTYPE,OPTIONS", "--mountpoint"])
+        .arg(target)
+        .output()
+        .expect("findmnt");
     String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
@@ -57,8 +61,10 @@ fn apply_mount_unmount_reapply_keeps_data() {
     };
     std::fs::write(
         &spec,
-        SPEC.replace("\"format\": \"vfat\"", &format!("\"format\": \"{esp}\""))
-            .replace("[\"umask=0077\"]", if esp == "vfat" { "[\"umask=0077\"]" } else { "[\"noatime\"]" }),
+        SPEC.replace("\"format\": \"vfat\"", &format!("\"format\": \"{esp}\"")).replace(
+            "[\"umask=0077\"]",
+            if esp == "vfat" { "[\"umask=0077\"]" } else { "[\"noatime\"]" },
+        ),
     )
     .unwrap();
     let img = dir.path().join("disk.img");
@@ -91,12 +97,19 @@ fn apply_mount_unmount_reapply_keeps_data() {
     assert!(out.contains("done mount /home"), "{out}");
     let check = || -> Result<(), String> {
         let root_mnt = findmnt(&root);
-        if !root_mnt.starts_with("btrfs ") || !root_mnt.contains("subvol=/root") || !root_mnt.contains("compress=zstd") || !root_mnt.contains("noatime") {
+        if !root_mnt.starts_with("btrfs ")
+            || !root_mnt.contains("subvol=/root")
+            || !root_mnt.contains("compress=zstd")
+            || !root_mnt.contains("noatime")
+        {
             return Err(format!("/ is mounted as `{root_mnt}`"));
         }
         let boot = findmnt(&root.join("boot"));
-        let boot_ok =
-            if esp == "vfat" { boot.starts_with("vfat ") && boot.contains("fmask=0077") } else { boot.starts_with("ext4 ") && boot.contains("noatime") };
+        let boot_ok = if esp == "vfat" {
+            boot.starts_with("vfat ") && boot.contains("fmask=0077")
+        } else {
+            boot.starts_with("ext4 ") && boot.contains("noatime")
+        };
         if !boot_ok {
             return Err(format!("/boot is mounted as `{boot}`"));
         }
@@ -112,17 +125,29 @@ fn apply_mount_unmount_reapply_keeps_data() {
     }
     // The partitions carry disko's labels and the filesystems the spec asks
     // for (read from the image, so it works without partition nodes).
-    let table: serde_json::Value = serde_json::from_slice(&Command::new("sfdisk").arg("--json").arg(&img).output().unwrap().stdout).unwrap();
+    let table: serde_json::Value = serde_json::from_slice(
+        &Command::new("sfdisk").arg("--json").arg(&img).output().unwrap().stdout,
+    )
+    .unwrap();
     let parts = table["partitiontable"]["partitions"].as_array().cloned().unwrap_or_default();
     let blkid = |i: usize| {
         let offset = parts[i]["start"].as_u64().unwrap_or(0) * 512;
-        let out = Command::new("blkid").args(["-p", "-O", &offset.to_string(), "-o", "value", "-s", "TYPE"]).arg(&img).output().unwrap();
+        let out = Command::new("blkid")
+            .args(["-p", "-O", &offset.to_string(), "-o", "value", "-s", "TYPE"])
+            .arg(&img)
+            .output()
+            .unwrap();
         String::from_utf8_lossy(&out.stdout).trim().to_string()
     };
-    let names: Vec<String> = parts.iter().map(|p| p["name"].as_str().unwrap_or_default().to_string()).collect();
+    let names: Vec<String> =
+        parts.iter().map(|p| p["name"].as_str().unwrap_or_default().to_string()).collect();
     let got = (names, blkid(0), blkid(1), blkid(2));
     let want = (
-        vec!["disk-main-ESP".to_string(), "disk-main-swap".to_string(), "disk-main-root".to_string()],
+        vec![
+            "disk-main-ESP".to_string(),
+            "disk-main-swap".to_string(),
+            "disk-main-root".to_string(),
+        ],
         esp.to_string(),
         "swap".to_string(),
         "btrfs".to_string(),
@@ -144,8 +169,24 @@ fn apply_mount_unmount_reapply_keeps_data() {
     // Another partition name: the table must be rewritten (disko keeps
     // existing partitions' ranges, not their names).
     let renamed = dir.path().join("renamed.json");
-    std::fs::write(&renamed, std::fs::read_to_string(&spec).unwrap().replace("\"ESP\":", "\"EFI\":")).unwrap();
-    let (ok, out, err) = labprov(&["disk", "apply", "--spec", renamed.to_str().unwrap(), "--disk", &disk, "--root", &root_s, "--only", "partition", "--yes"]);
+    std::fs::write(
+        &renamed,
+        std::fs::read_to_string(&spec).unwrap().replace("\"ESP\":", "\"EFI\":"),
+    )
+    .unwrap();
+    let (ok, out, err) = labprov(&[
+        "disk",
+        "apply",
+        "--spec",
+        renamed.to_str().unwrap(),
+        "--disk",
+        &disk,
+        "--root",
+        &root_s,
+        "--only",
+        "partition",
+        "--yes",
+    ]);
     let after = std::fs::read(&img).map(|b| b[..1 << 20].to_vec()).unwrap();
     if ok || !err.contains("in use") || before != after {
         cleanup();
@@ -159,7 +200,10 @@ fn apply_mount_unmount_reapply_keeps_data() {
     assert!(!out.contains("done unmount"), "second unmount did something: {out}");
     // re-apply: nothing formatted, the file is still there
     let out = run("apply", &["--yes"]);
-    assert!(!out.contains("done format") && !out.contains("done partition"), "re-apply changed the disk: {out}");
+    assert!(
+        !out.contains("done format") && !out.contains("done partition"),
+        "re-apply changed the disk: {out}"
+    );
     let kept = std::fs::read_to_string(root.join("home/keep.txt"));
     cleanup();
     assert_eq!(kept.ok().as_deref(), Some("survives"));
@@ -178,6 +222,16 @@ fn refuses_a_disk_holding_something_else_without_wipe() {
     let spec = dir.path().join("spec.json");
     std::fs::write(&spec, SPEC).unwrap();
     let disk = format!("main={}", img.display());
-    let (ok, _, err) = labprov(&["disk", "apply", "--spec", spec.to_str().unwrap(), "--disk", &disk, "--only", "partition", "--yes"]);
+    let (ok, _, err) = labprov(&[
+        "disk",
+        "apply",
+        "--spec",
+        spec.to_str().unwrap(),
+        "--disk",
+        &disk,
+        "--only",
+        "partition",
+        "--yes",
+    ]);
     assert!(!ok && err.contains("--wipe") && err.contains("ext4"), "{err}");
 }

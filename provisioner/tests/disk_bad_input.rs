@@ -31,7 +31,8 @@ fn spec(dir: &Path, text: &str) -> PathBuf {
 /// Runs `labprov disk ARGS` and checks: failure, every `needles` in stderr,
 /// no panic, and every image byte-identical afterwards.
 fn refused(args: &[&str], images: &[&Path], needles: &[&str]) -> String {
-    let before: Vec<Vec<u8>> = images.iter().map(|p| std::fs::read(p).expect("read image")).collect();
+    let before: Vec<Vec<u8>> =
+        images.iter().map(|p| std::fs::read(p).expect("read image")).collect();
     let (ok, out, err) = labprov(args);
     assert!(!ok, "labprov {args:?} succeeded:\n{out}\n{err}");
     assert!(!err.contains("panicked"), "labprov panicked:\n{err}");
@@ -39,13 +40,19 @@ fn refused(args: &[&str], images: &[&Path], needles: &[&str]) -> String {
         assert!(err.contains(n), "stderr of labprov {args:?} lacks `{n}`:\n{err}");
     }
     for (p, b) in images.iter().zip(before) {
-        assert!(std::fs::read(p).expect("read image") == b, "{} changed although labprov refused:\n{err}", p.display());
+        assert!(
+            std::fs::read(p).expect("read image") == b,
+            "{} changed although labprov refused:\n{err}",
+            p.display()
+        );
     }
     err
 }
 
 fn one_disk(partitions: &str) -> String {
-    format!(r#"{{"disk": {{"main": {{"type": "disk", "device": "/dev/vda", "content": {{"type": "gpt", "partitions": {partitions}}}}}}}}}"#)
+    format!(
+        r#"{{"disk": {{"main": {{"type": "disk", "device": "/dev/vda", "content": {{"type": "gpt", "partitions": {partitions}}}}}}}}}"#
+    )
 }
 
 const TWO_DISKS: &str = r#"{"disk": {
@@ -66,12 +73,17 @@ fn apply_args<'a>(spec: &'a str, disks: &'a [String], extra: &[&'a str]) -> Vec<
 fn unknown_content_type() {
     let dir = tempfile::tempdir().unwrap();
     let img = image(dir.path(), "a.img");
-    let s = spec(dir.path(), &one_disk(r#"{"root": {"size": "100%", "content": {"type": "ext5fs"}}}"#));
+    let s =
+        spec(dir.path(), &one_disk(r#"{"root": {"size": "100%", "content": {"type": "ext5fs"}}}"#));
     let disks = [format!("main={}", img.display())];
     refused(
         &apply_args(s.to_str().unwrap(), &disks, &["--only", "partition", "--yes"]),
         &[&img],
-        &["disko.devices.disk.main.content.partitions.root.content.type", "unknown content type `ext5fs`", "filesystem"],
+        &[
+            "disko.devices.disk.main.content.partitions.root.content.type",
+            "unknown content type `ext5fs`",
+            "filesystem",
+        ],
     );
 }
 
@@ -95,16 +107,28 @@ fn two_partitions_of_100_percent() {
 fn sizes_that_do_not_fit_the_disk() {
     let dir = tempfile::tempdir().unwrap();
     let img = image(dir.path(), "a.img");
-    let s = spec(dir.path(), &one_disk(r#"{"a": {"size": "40M"}, "b": {"size": "40M"}, "c": {"size": "100%"}}"#));
+    let s = spec(
+        dir.path(),
+        &one_disk(r#"{"a": {"size": "40M"}, "b": {"size": "40M"}, "c": {"size": "100%"}}"#),
+    );
     let disks = [format!("main={}", img.display())];
     refused(
         &apply_args(s.to_str().unwrap(), &disks, &["--only", "partition", "--yes"]),
         &[&img],
-        &["disko.devices.disk.main.content.partitions.b", "does not fit", "67108864 bytes", "nothing was written"],
+        &[
+            "disko.devices.disk.main.content.partitions.b",
+            "does not fit",
+            "67108864 bytes",
+            "nothing was written",
+        ],
     );
     // A single partition larger than the disk.
     let s = spec(dir.path(), &one_disk(r#"{"big": {"size": "1G"}}"#));
-    refused(&apply_args(s.to_str().unwrap(), &disks, &["--only", "partition", "--yes"]), &[&img], &["partitions.big", "does not fit"]);
+    refused(
+        &apply_args(s.to_str().unwrap(), &disks, &["--only", "partition", "--yes"]),
+        &[&img],
+        &["partitions.big", "does not fit"],
+    );
 }
 
 #[test]
@@ -125,7 +149,9 @@ fn second_disk_does_not_fit_and_the_first_is_not_written_either() {
 fn msdos_with_a_fifth_primary_partition() {
     let dir = tempfile::tempdir().unwrap();
     let img = image(dir.path(), "a.img");
-    let parts: Vec<String> = (0..5).map(|i| format!(r#"{{"start": "{}MiB", "end": "{}MiB"}}"#, 1 + i * 4, 5 + i * 4)).collect();
+    let parts: Vec<String> = (0..5)
+        .map(|i| format!(r#"{{"start": "{}MiB", "end": "{}MiB"}}"#, 1 + i * 4, 5 + i * 4))
+        .collect();
     let s = spec(
         dir.path(),
         &format!(
@@ -134,7 +160,11 @@ fn msdos_with_a_fifth_primary_partition() {
         ),
     );
     let disks = [format!("main={}", img.display())];
-    refused(&apply_args(s.to_str().unwrap(), &disks, &["--only", "partition", "--yes"]), &[&img], &["partitions.[4]", "4 primary partitions", "gpt"]);
+    refused(
+        &apply_args(s.to_str().unwrap(), &disks, &["--only", "partition", "--yes"]),
+        &[&img],
+        &["partitions.[4]", "4 primary partitions", "gpt"],
+    );
 }
 
 #[test]
@@ -153,7 +183,11 @@ fn a_disk_left_out_of_the_mapping() {
 #[test]
 fn no_mapping_and_the_spec_device_is_absent() {
     let dir = tempfile::tempdir().unwrap();
-    let s = spec(dir.path(), &one_disk(r#"{"root": {"size": "100%"}}"#).replace("/dev/vda", "/dev/labprov-test-no-such-disk"));
+    let s = spec(
+        dir.path(),
+        &one_disk(r#"{"root": {"size": "100%"}}"#)
+            .replace("/dev/vda", "/dev/labprov-test-no-such-disk"),
+    );
     refused(
         &["disk", "apply", "--spec", s.to_str().unwrap(), "--only", "partition", "--yes"],
         &[],
@@ -167,7 +201,11 @@ fn a_mapping_to_an_image_that_does_not_exist() {
     let s = spec(dir.path(), &one_disk(r#"{"root": {"size": "100%"}}"#));
     let missing = dir.path().join("missing.img");
     let disks = [format!("main={}", missing.display())];
-    refused(&apply_args(s.to_str().unwrap(), &disks, &["--only", "partition", "--yes"]), &[], &["does not exist", "truncate -s"]);
+    refused(
+        &apply_args(s.to_str().unwrap(), &disks, &["--only", "partition", "--yes"]),
+        &[],
+        &["does not exist", "truncate -s"],
+    );
     assert!(!missing.exists(), "labprov created {}", missing.display());
 }
 
@@ -177,9 +215,17 @@ fn a_mapping_for_a_disk_the_spec_does_not_have() {
     let img = image(dir.path(), "a.img");
     let s = spec(dir.path(), &one_disk(r#"{"root": {"size": "100%"}}"#));
     let disks = [format!("main={}", img.display()), format!("mian={}", img.display())];
-    refused(&apply_args(s.to_str().unwrap(), &disks, &["--only", "partition", "--yes"]), &[&img], &["no disk named `mian`", "main"]);
+    refused(
+        &apply_args(s.to_str().unwrap(), &disks, &["--only", "partition", "--yes"]),
+        &[&img],
+        &["no disk named `mian`", "main"],
+    );
     let disks = [img.display().to_string()];
-    refused(&apply_args(s.to_str().unwrap(), &disks, &["--only", "partition", "--yes"]), &[&img], &["NAME=PATH"]);
+    refused(
+        &apply_args(s.to_str().unwrap(), &disks, &["--only", "partition", "--yes"]),
+        &[&img],
+        &["NAME=PATH"],
+    );
 }
 
 #[test]
@@ -188,16 +234,30 @@ fn malformed_json() {
     let img = image(dir.path(), "a.img");
     let s = spec(dir.path(), r#"{"disk": {"main": "#);
     let disks = [format!("main={}", img.display())];
-    refused(&apply_args(s.to_str().unwrap(), &disks, &["--only", "partition", "--yes"]), &[&img], &["not valid JSON", "spec.json", "line 1"]);
+    refused(
+        &apply_args(s.to_str().unwrap(), &disks, &["--only", "partition", "--yes"]),
+        &[&img],
+        &["not valid JSON", "spec.json", "line 1"],
+    );
     // Valid JSON of the wrong shape names where.
-    let s = spec(dir.path(), r#"{"disk": {"main": {"type": "disk", "device": "/dev/vda", "content": {"type": "gpt", "partitions": []}}}}"#);
+    let s = spec(
+        dir.path(),
+        r#"{"disk": {"main": {"type": "disk", "device": "/dev/vda", "content": {"type": "gpt", "partitions": []}}}}"#,
+    );
     refused(
         &apply_args(s.to_str().unwrap(), &disks, &["--only", "partition", "--yes"]),
         &[&img],
         &["disko.devices.disk.main.content.partitions", "attribute set"],
     );
-    let s = spec(dir.path(), r#"{"disk": {"main": {"type": "disk", "device": "/dev/vda", "contnet": {}}}}"#);
-    refused(&apply_args(s.to_str().unwrap(), &disks, &["--only", "partition", "--yes"]), &[&img], &["disko.devices.disk.main.contnet", "does not exist"]);
+    let s = spec(
+        dir.path(),
+        r#"{"disk": {"main": {"type": "disk", "device": "/dev/vda", "contnet": {}}}}"#,
+    );
+    refused(
+        &apply_args(s.to_str().unwrap(), &disks, &["--only", "partition", "--yes"]),
+        &[&img],
+        &["disko.devices.disk.main.contnet", "does not exist"],
+    );
 }
 
 #[test]
@@ -227,7 +287,11 @@ fn unsupported_content_is_refused_before_partitioning() {
     refused(
         &apply_args(s.to_str().unwrap(), &disks, &["--yes"]),
         &[&img],
-        &["disko.devices.disk.main.content.partitions.crypt.content", "luks", "cannot create it yet"],
+        &[
+            "disko.devices.disk.main.content.partitions.crypt.content",
+            "luks",
+            "cannot create it yet",
+        ],
     );
 }
 
@@ -235,9 +299,18 @@ fn unsupported_content_is_refused_before_partitioning() {
 fn a_missing_mkfs_tool_is_refused_before_partitioning() {
     let dir = tempfile::tempdir().unwrap();
     let img = image(dir.path(), "a.img");
-    let s = spec(dir.path(), &one_disk(r#"{"root": {"size": "100%", "content": {"type": "filesystem", "format": "labprovnosuchfs", "mountpoint": "/"}}}"#));
+    let s = spec(
+        dir.path(),
+        &one_disk(
+            r#"{"root": {"size": "100%", "content": {"type": "filesystem", "format": "labprovnosuchfs", "mountpoint": "/"}}}"#,
+        ),
+    );
     let disks = [format!("main={}", img.display())];
-    refused(&apply_args(s.to_str().unwrap(), &disks, &["--yes"]), &[&img], &["mkfs.labprovnosuchfs", "not installed"]);
+    refused(
+        &apply_args(s.to_str().unwrap(), &disks, &["--yes"]),
+        &[&img],
+        &["mkfs.labprovnosuchfs", "not installed"],
+    );
 }
 
 #[test]
@@ -246,13 +319,20 @@ fn without_yes_and_without_a_terminal_nothing_is_written() {
     let img = image(dir.path(), "a.img");
     let s = spec(dir.path(), &one_disk(r#"{"root": {"size": "100%"}}"#));
     let disks = [format!("main={}", img.display())];
-    refused(&apply_args(s.to_str().unwrap(), &disks, &["--only", "partition"]), &[&img], &["--yes"]);
+    refused(
+        &apply_args(s.to_str().unwrap(), &disks, &["--only", "partition"]),
+        &[&img],
+        &["--yes"],
+    );
 }
 
 #[test]
 fn a_second_disk_holding_a_filesystem_stops_the_first_from_being_written() {
     if !common::have_tool("mkfs.ext4") {
-        common::skip("a_second_disk_holding_a_filesystem_stops_the_first_from_being_written", "mkfs.ext4 is not installed (apt-get install e2fsprogs)");
+        common::skip(
+            "a_second_disk_holding_a_filesystem_stops_the_first_from_being_written",
+            "mkfs.ext4 is not installed (apt-get install e2fsprogs)",
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -263,14 +343,23 @@ fn a_second_disk_holding_a_filesystem_stops_the_first_from_being_written() {
     assert!(st.success());
     let s = spec(dir.path(), &TWO_DISKS.replace("SIZE", "16M"));
     let disks = [format!("main={}", a.display()), format!("second={}", b.display())];
-    refused(&apply_args(s.to_str().unwrap(), &disks, &["--only", "partition", "--yes"]), &[&a, &b], &["ext4", "--wipe"]);
+    refused(
+        &apply_args(s.to_str().unwrap(), &disks, &["--only", "partition", "--yes"]),
+        &[&a, &b],
+        &["ext4", "--wipe"],
+    );
 }
 
 #[test]
 fn a_hybrid_mbr_is_refused_not_left_out() {
     let dir = tempfile::tempdir().unwrap();
     let img = image(dir.path(), "a.img");
-    let s = spec(dir.path(), &one_disk(r#"{"ESP": {"size": "16M", "type": "EF00", "hybrid": {"mbrPartitionType": "0x0c"}}, "root": {"size": "100%"}}"#));
+    let s = spec(
+        dir.path(),
+        &one_disk(
+            r#"{"ESP": {"size": "16M", "type": "EF00", "hybrid": {"mbrPartitionType": "0x0c"}}, "root": {"size": "100%"}}"#,
+        ),
+    );
     let disks = [format!("main={}", img.display())];
     refused(
         &apply_args(s.to_str().unwrap(), &disks, &["--only", "partition", "--yes"]),
@@ -285,7 +374,9 @@ fn a_hook_is_refused_not_skipped() {
     let img = image(dir.path(), "a.img");
     let s = spec(
         dir.path(),
-        &one_disk(r#"{"root": {"size": "100%", "content": {"type": "filesystem", "format": "ext4", "mountpoint": "/", "postCreateHook": "touch /tmp/x"}}}"#),
+        &one_disk(
+            r#"{"root": {"size": "100%", "content": {"type": "filesystem", "format": "ext4", "mountpoint": "/", "postCreateHook": "touch /tmp/x"}}}"#,
+        ),
     );
     let disks = [format!("main={}", img.display())];
     refused(

@@ -18,13 +18,18 @@ fn sfdisk(img: &Path) -> Value {
 }
 
 fn spec(parts: &str) -> String {
-    format!(r#"{{"disk": {{"main": {{"type": "disk", "device": "/dev/vda", "content": {{"type": "gpt", "partitions": {parts}}}}}}}}}"#)
+    format!(
+        r#"{{"disk": {{"main": {{"type": "disk", "device": "/dev/vda", "content": {{"type": "gpt", "partitions": {parts}}}}}}}}}"#
+    )
 }
 
 #[test]
 fn rerun_adds_only_what_is_missing_and_keeps_guids() {
     if !common::have_tool("sfdisk") {
-        common::skip("rerun_adds_only_what_is_missing_and_keeps_guids", "sfdisk is not installed (apt-get install fdisk)");
+        common::skip(
+            "rerun_adds_only_what_is_missing_and_keeps_guids",
+            "sfdisk is not installed (apt-get install fdisk)",
+        );
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -34,7 +39,17 @@ fn rerun_adds_only_what_is_missing_and_keeps_guids() {
     let apply = |parts: &str| {
         let s = dir.path().join("spec.json");
         std::fs::write(&s, spec(parts)).unwrap();
-        let (ok, out, err) = labprov(&["disk", "apply", "--spec", s.to_str().unwrap(), "--disk", &disk, "--only", "partition", "--yes"]);
+        let (ok, out, err) = labprov(&[
+            "disk",
+            "apply",
+            "--spec",
+            s.to_str().unwrap(),
+            "--disk",
+            &disk,
+            "--only",
+            "partition",
+            "--yes",
+        ]);
         assert!(ok, "{out}{err}");
         out
     };

@@ -37,7 +37,11 @@ fn diff(want: &serde_json::Value, got: &serde_json::Value, path: &str) -> String
             keys.dedup();
             keys.into_iter()
                 .filter_map(|k| {
-                    let d = diff(a.get(k).unwrap_or(&Value::Null), b.get(k).unwrap_or(&Value::Null), &format!("{path}.{k}"));
+                    let d = diff(
+                        a.get(k).unwrap_or(&Value::Null),
+                        b.get(k).unwrap_or(&Value::Null),
+                        &format!("{path}.{k}"),
+                    );
                     (!d.is_empty()).then_some(d)
                 })
                 .collect::<Vec<_>>()

@@ -33,14 +33,22 @@ fn comparable(sfdisk: &Value) -> Value {
 
 fn sfdisk_json(img: &Path) -> Value {
     let out = Command::new("sfdisk").arg("--json").arg(img).output().expect("run sfdisk");
-    assert!(out.status.success(), "sfdisk --json {}: {}", img.display(), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "sfdisk --json {}: {}",
+        img.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("sfdisk json")
 }
 
 #[test]
 fn partition_tables_match_disko_for_every_fixture() {
     if !common::have_tool("sfdisk") {
-        common::skip("partition_tables_match_disko_for_every_fixture", "sfdisk is not installed (apt-get install fdisk)");
+        common::skip(
+            "partition_tables_match_disko_for_every_fixture",
+            "sfdisk is not installed (apt-get install fdisk)",
+        );
         return;
     }
     let dir = tempfile::tempdir().expect("tempdir");
@@ -50,7 +58,8 @@ fn partition_tables_match_disko_for_every_fixture() {
         let normalized = common::read_json(&format!("{name}.normalized.json"));
         let disks = normalized["disk"].as_object().cloned().unwrap_or_default();
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_labprov"));
-        cmd.args(["disk", "apply", "--only", "partition", "--yes", "--spec"]).arg(common::fixtures_dir().join(format!("{name}.input.json")));
+        cmd.args(["disk", "apply", "--only", "partition", "--yes", "--spec"])
+            .arg(common::fixtures_dir().join(format!("{name}.input.json")));
         let mut images = Vec::new();
         for (key, d) in &disks {
             let disk_name = d["name"].as_str().unwrap_or(key);
@@ -62,7 +71,8 @@ fn partition_tables_match_disko_for_every_fixture() {
         }
         let out = cmd.output().expect("run labprov");
         if !out.status.success() {
-            failures.push(format!("{name}: labprov failed: {}", String::from_utf8_lossy(&out.stderr)));
+            failures
+                .push(format!("{name}: labprov failed: {}", String::from_utf8_lossy(&out.stderr)));
             continue;
         }
         for (disk_name, img) in images {

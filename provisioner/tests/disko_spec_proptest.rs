@@ -106,7 +106,20 @@ fn mutate(v: &mut Value, op: u8, pick: usize, arg: usize) {
             if let Some(Value::Object(m)) = at(v, &parent) {
                 if let Some(old) = m.remove(&last) {
                     if op % 4 == 2 {
-                        let names = ["type", "size", "content", "partitions", "name", "device", "start", "end", "subvolumes", "100%", "/", "_x"];
+                        let names = [
+                            "type",
+                            "size",
+                            "content",
+                            "partitions",
+                            "name",
+                            "device",
+                            "start",
+                            "end",
+                            "subvolumes",
+                            "100%",
+                            "/",
+                            "_x",
+                        ];
                         m.insert(names[arg % names.len()].to_string(), old);
                     }
                 }
@@ -124,16 +137,31 @@ fn mutate(v: &mut Value, op: u8, pick: usize, arg: usize) {
 }
 
 fn check(text: &str) {
-    let Ok(normalized) = lab_disko::normalize_str(text) else { return };
-    assert_eq!(lab_disko::normalize(&normalized).as_ref(), Ok(&normalized), "not a fixed point: {text}");
-    let devices: Devices = serde_json::from_value(normalized).expect("a normalised spec reads into the model");
-    let Ok(steps) = plan::plan(&devices) else { return };
+    let Ok(normalized) = lab_disko::normalize_str(text) else {
+        return;
+    };
+    assert_eq!(
+        lab_disko::normalize(&normalized).as_ref(),
+        Ok(&normalized),
+        "not a fixed point: {text}"
+    );
+    let devices: Devices =
+        serde_json::from_value(normalized).expect("a normalised spec reads into the model");
+    let Ok(steps) = plan::plan(&devices) else {
+        return;
+    };
     for step in &steps {
         if let plan::Step::Partition { table, .. } = step {
             for (ss, sectors) in [(512u64, 2048u64), (512, 8 << 20), (4096, 1 << 20)] {
                 if let Ok(parts) = plan::resolve_table(table, ss, sectors, &[]) {
                     for p in &parts {
-                        assert!(p.first <= p.last && p.last < sectors, "{text}: partition {} at {}..{} of {sectors}", p.number, p.first, p.last);
+                        assert!(
+                            p.first <= p.last && p.last < sectors,
+                            "{text}: partition {} at {}..{} of {sectors}",
+                            p.number,
+                            p.first,
+                            p.last
+                        );
                     }
                 }
             }

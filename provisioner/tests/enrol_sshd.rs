@@ -17,8 +17,10 @@ use sshd_support::{start_sshd, whoami, write_exec};
 
 /// The `script` of the enrolment module with its Nix interpolations filled in.
 fn first_boot_script(host_key: &Path, hostname: &str, report_dir: &Path) -> String {
-    let module = std::fs::read_to_string(repo().join("hosts/_modules/nixos/enrolment.nix")).unwrap();
-    let start = module.find("script = ''").expect("enrolment.nix has a script") + "script = ''".len();
+    let module =
+        std::fs::read_to_string(repo().join("hosts/_modules/nixos/enrolment.nix")).unwrap();
+    let start =
+        module.find("script = ''").expect("enrolment.nix has a script") + "script = ''".len();
     let end = module[start..].rfind("'';").expect("the script ends with '';") + start;
     let script = module[start..end]
         .replace("'' + lib.optionalString (cfg.reportDirectory != null) ''", "")
@@ -38,7 +40,10 @@ fn first_boot(dir: &Path, hostname: &str) -> (PathBuf, PathBuf) {
     let stubs = dir.join("stubs");
     std::fs::create_dir_all(&stubs).unwrap();
     // pkgs.ssh-to-age and util-linux's mountpoint, as the unit's path has them.
-    write_exec(&stubs.join("ssh-to-age"), &format!("#!/bin/sh\nexec python3 {} \"$@\"\n", python_helper().display()));
+    write_exec(
+        &stubs.join("ssh-to-age"),
+        &format!("#!/bin/sh\nexec python3 {} \"$@\"\n", python_helper().display()),
+    );
     write_exec(&stubs.join("mountpoint"), "#!/bin/sh\nexit 0\n");
     let key = etc.join("ssh_host_ed25519_key");
     let script = dir.join("first-boot.sh");
@@ -52,7 +57,20 @@ fn first_boot(dir: &Path, hostname: &str) -> (PathBuf, PathBuf) {
 #[test]
 fn enrolment_against_a_real_sshd() {
     let name = "enrolment_against_a_real_sshd";
-    if !require(name, &["nix", "sops", "age-keygen", "ssh", "ssh-keygen", "ssh-keyscan", "python3", "pynacl", "bash"]) {
+    if !require(
+        name,
+        &[
+            "nix",
+            "sops",
+            "age-keygen",
+            "ssh",
+            "ssh-keygen",
+            "ssh-keyscan",
+            "python3",
+            "pynacl",
+            "bash",
+        ],
+    ) {
         return;
     }
     let lab = TestLab::new(&[("nixpi", &[]), ("luna", &[])]);
@@ -69,7 +87,9 @@ fn enrolment_against_a_real_sshd() {
     };
     // The host already has secrets, encrypted to the admin only so far.
     lab.write_secret("hosts/nixpi/secrets.sops.yaml", "pi_pw: P1\n");
-    let real = PublicHostKey::parse(&std::fs::read_to_string(host_key.with_extension("pub")).unwrap()).unwrap();
+    let real =
+        PublicHostKey::parse(&std::fs::read_to_string(host_key.with_extension("pub")).unwrap())
+            .unwrap();
 
     let mut opts = enrol::EnrolOptions::new("nixpi", "127.0.0.1");
     opts.port = port;
@@ -77,7 +97,9 @@ fn enrolment_against_a_real_sshd() {
     opts.ssh_identity = Some(client.clone());
     opts.remote_key = host_key.with_extension("pub").display().to_string();
     let identity = lab.identity();
-    let never = &mut |_: &enrol::Candidate| -> enrol::Result<bool> { panic!("must not prompt when a fingerprint is given") };
+    let never = &mut |_: &enrol::Candidate| -> enrol::Result<bool> {
+        panic!("must not prompt when a fingerprint is given")
+    };
 
     // A wrong fingerprint is refused and nothing is recorded.
     let before = lab.snapshot();
@@ -85,7 +107,12 @@ fn enrolment_against_a_real_sshd() {
     let mut wrong = opts.clone();
     wrong.fingerprint = Some(other.fingerprint());
     let err = enrol::enrol(&lab.lab(), &wrong, &identity, never).unwrap_err().to_string();
-    assert!(err.contains("REFUSED") && err.contains(&other.fingerprint()) && err.contains(&real.fingerprint()), "{err}");
+    assert!(
+        err.contains("REFUSED")
+            && err.contains(&other.fingerprint())
+            && err.contains(&real.fingerprint()),
+        "{err}"
+    );
     assert_eq!(lab.snapshot(), before);
     // So is a fingerprint the operator declines at the prompt.
     let err = enrol::enrol(&lab.lab(), &opts, &identity, &mut |c: &enrol::Candidate| {
@@ -98,14 +125,24 @@ fn enrolment_against_a_real_sshd() {
     assert_eq!(lab.snapshot(), before);
     // A report from another host is refused.
     let foreign = lab.home.join("foreign.txt");
-    std::fs::write(&foreign, std::fs::read_to_string(&report).unwrap().replace("host: nixpi", "host: luna")).unwrap();
+    std::fs::write(
+        &foreign,
+        std::fs::read_to_string(&report).unwrap().replace("host: nixpi", "host: luna"),
+    )
+    .unwrap();
     let mut bad = opts.clone();
     bad.report = Some(foreign);
-    assert!(enrol::enrol(&lab.lab(), &bad, &identity, never).unwrap_err().to_string().contains("not `nixpi`"));
+    assert!(enrol::enrol(&lab.lab(), &bad, &identity, never)
+        .unwrap_err()
+        .to_string()
+        .contains("not `nixpi`"));
 
     // SSH itself trusts only the pinned key: pinning another key fails.
     let err = enrol::pinned_read_key(&opts, &other.public()).unwrap_err().to_string();
-    assert!(err.contains("pinned ssh") && err.to_lowercase().contains("host key verification failed"), "{err}");
+    assert!(
+        err.contains("pinned ssh") && err.to_lowercase().contains("host key verification failed"),
+        "{err}"
+    );
 
     // The right fingerprint, from the report on the firmware partition.
     let mut good = opts.clone();
@@ -113,17 +150,25 @@ fn enrolment_against_a_real_sshd() {
     let done = enrol::enrol(&lab.lab(), &good, &identity, never).unwrap();
     assert_eq!(done.recorded, Some(ops::Recorded::Recorded));
     assert_eq!(done.candidate.fingerprint, real.fingerprint());
-    let recorded = std::fs::read_to_string(lab.root().join("hosts/nixpi/ssh_host_ed25519_key.pub")).unwrap();
+    let recorded =
+        std::fs::read_to_string(lab.root().join("hosts/nixpi/ssh_host_ed25519_key.pub")).unwrap();
     assert!(PublicHostKey::parse(&recorded).unwrap().same_key(&real));
     let age_pub = std::fs::read_to_string(lab.root().join("hosts/nixpi/age.pub")).unwrap();
-    assert!(std::fs::read_to_string(&report).unwrap().contains(&format!("age: {}", age_pub.trim())));
+    assert!(std::fs::read_to_string(&report)
+        .unwrap()
+        .contains(&format!("age: {}", age_pub.trim())));
     assert!(!lab_keys::secrets::encrypted_key_path(lab.root(), "nixpi").exists());
     // Synced: the host, with the key it made itself, reads its secrets.
     let host_identity = lab.home.join("nixpi.age");
-    let id = run_ok(Command::new("python3").arg(python_helper()).args(["-private-key", "-i"]).arg(&host_key));
+    let id = run_ok(
+        Command::new("python3").arg(python_helper()).args(["-private-key", "-i"]).arg(&host_key),
+    );
     std::fs::write(&host_identity, id).unwrap();
     assert!(lab.decrypts(&host_identity, "hosts/nixpi/secrets.sops.yaml", "P1"));
-    assert_eq!(lab_keys::secrets::ops::show(lab.root(), &lab.keys(), "nixpi").unwrap().fingerprint, real.fingerprint());
+    assert_eq!(
+        lab_keys::secrets::ops::show(lab.root(), &lab.keys(), "nixpi").unwrap().fingerprint,
+        real.fingerprint()
+    );
 
     // Re-running is a no-op; --fingerprint works as well as --report.
     let before = lab.snapshot();
@@ -143,7 +188,10 @@ fn enrolment_against_a_real_sshd() {
 
 #[test]
 fn derive_command_reads_public_and_private_keys() {
-    if !require("derive_command_reads_public_and_private_keys", &["ssh-keygen", "python3", "pynacl"]) {
+    if !require(
+        "derive_command_reads_public_and_private_keys",
+        &["ssh-keygen", "python3", "pynacl"],
+    ) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -151,10 +199,13 @@ fn derive_command_reads_public_and_private_keys() {
     run_ok(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-f"]).arg(&key));
     let public = keys::derive(&key.with_extension("pub")).unwrap();
     assert!(public.age_identity.is_none());
-    let expected = run_ok(Command::new("python3").arg(python_helper()).arg("-i").arg(key.with_extension("pub")));
+    let expected = run_ok(
+        Command::new("python3").arg(python_helper()).arg("-i").arg(key.with_extension("pub")),
+    );
     assert_eq!(public.age_recipient, expected.trim());
     let private = keys::derive(&key).unwrap();
-    let expected_id = run_ok(Command::new("python3").arg(python_helper()).args(["-private-key", "-i"]).arg(&key));
+    let expected_id =
+        run_ok(Command::new("python3").arg(python_helper()).args(["-private-key", "-i"]).arg(&key));
     assert_eq!(private.age_identity.as_deref(), Some(expected_id.trim()));
     assert_eq!(private.age_recipient, public.age_recipient);
     std::fs::write(dir.path().join("empty"), "").unwrap();

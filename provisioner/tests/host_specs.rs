@@ -16,21 +16,29 @@ use common::labprov;
 use serde_json::{json, Value};
 
 /// (host, image size in bytes): big enough for each spec's fixed sizes.
-const HOSTS: [(&str, u64); 3] = [("luna", 16 << 30), ("rydev", 4 << 30), ("nixos-bootstrap", 4 << 30)];
+const HOSTS: [(&str, u64); 3] =
+    [("luna", 16 << 30), ("rydev", 4 << 30), ("nixos-bootstrap", 4 << 30)];
 
 fn lab() -> String {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..").canonicalize().expect("repo root").display().to_string()
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .canonicalize()
+        .expect("repo root")
+        .display()
+        .to_string()
 }
 
 fn nix_reason() -> Option<String> {
-    (!common::have_tool("nix")).then(|| "nix is not installed (the host specs are read with `nix eval`)".to_string())
+    (!common::have_tool("nix"))
+        .then(|| "nix is not installed (the host specs are read with `nix eval`)".to_string())
 }
 
 fn plan_json(host: &str) -> Value {
     let lab = lab();
     let (ok, out, err) = labprov(&["--lab", &lab, "disk", "plan", host, "--json"]);
     assert!(ok, "labprov disk plan {host} --json failed:\n{err}");
-    serde_json::from_str(&out).unwrap_or_else(|e| panic!("plan of {host} is not JSON ({e}):\n{out}"))
+    serde_json::from_str(&out)
+        .unwrap_or_else(|e| panic!("plan of {host} is not JSON ({e}):\n{out}"))
 }
 
 /// Opens and closes the loop devices of an image file over and over until
@@ -44,7 +52,11 @@ impl Prober {
     fn start(image: &Path) -> Prober {
         use std::sync::atomic::Ordering;
         let out = Command::new("losetup").arg("-j").arg(image).output().expect("losetup -j");
-        let devs: Vec<PathBuf> = String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.split(':').next()).map(PathBuf::from).collect();
+        let devs: Vec<PathBuf> = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split(':').next())
+            .map(PathBuf::from)
+            .collect();
         assert!(!devs.is_empty(), "{} is not attached to any loop device", image.display());
         let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
         let flag = stop.clone();
@@ -83,7 +95,12 @@ fn sparse(path: &Path, bytes: u64) {
 
 fn sfdisk(img: &Path) -> Value {
     let out = Command::new("sfdisk").arg("--json").arg(img).output().expect("run sfdisk");
-    assert!(out.status.success(), "sfdisk --json {}: {}", img.display(), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "sfdisk --json {}: {}",
+        img.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     serde_json::from_slice(&out.stdout).expect("sfdisk json")
 }
 
@@ -102,7 +119,12 @@ fn comparable(t: &Value) -> Value {
 
 /// The gpt partitions of the plan's one disk.
 fn gpt_parts(plan: &Value) -> Vec<Value> {
-    let tables: Vec<&Value> = plan.as_array().expect("plan is a list").iter().filter(|s| s["step"] == "partition").collect();
+    let tables: Vec<&Value> = plan
+        .as_array()
+        .expect("plan is a list")
+        .iter()
+        .filter(|s| s["step"] == "partition")
+        .collect();
     assert_eq!(tables.len(), 1, "one disk expected: {plan}");
     assert_eq!(tables[0]["disk"], "main");
     assert_eq!(tables[0]["table"]["kind"], "gpt");
@@ -119,14 +141,18 @@ fn disko_sgdisk(img: &Path, parts: &[Value]) {
     run(vec!["--clear".into()]);
     for p in parts {
         let n = p["number"].as_u64().unwrap();
-        let attrs: Vec<String> = p["attributes"].as_array().unwrap().iter().map(|a| a.to_string()).collect();
+        let attrs: Vec<String> =
+            p["attributes"].as_array().unwrap().iter().map(|a| a.to_string()).collect();
         let mut args = vec![
             "--align-end".to_string(),
             format!("--new={n}:{}:{}", p["start"].as_str().unwrap(), p["end"].as_str().unwrap()),
             format!("--partition-guid={n}:R"),
             format!("--change-name={n}:{}", p["label"].as_str().unwrap()),
             format!("--typecode={n}:{}", p["typeCode"].as_str().unwrap()),
-            format!("--attributes={n}:=:{}", if attrs.is_empty() { "0".to_string() } else { attrs.join(",") }),
+            format!(
+                "--attributes={n}:=:{}",
+                if attrs.is_empty() { "0".to_string() } else { attrs.join(",") }
+            ),
         ];
         if p["alignment"].as_u64().unwrap_or(0) > 0 {
             args.insert(1, format!("--set-alignment={}", p["alignment"]));
@@ -145,20 +171,43 @@ fn host_specs_plan() {
         let plan = plan_json(host);
         let parts = gpt_parts(&plan);
         let labels: Vec<&str> = parts.iter().map(|p| p["label"].as_str().unwrap()).collect();
-        assert_eq!(labels.first(), Some(&"disk-main-ESP"), "{host}: the ESP comes first: {labels:?}");
-        assert_eq!(labels.last(), Some(&"disk-main-root"), "{host}: the 100% root comes last: {labels:?}");
+        assert_eq!(
+            labels.first(),
+            Some(&"disk-main-ESP"),
+            "{host}: the ESP comes first: {labels:?}"
+        );
+        assert_eq!(
+            labels.last(),
+            Some(&"disk-main-root"),
+            "{host}: the 100% root comes last: {labels:?}"
+        );
         assert_eq!(parts[0]["typeCode"], "EF00", "{host}");
-        assert!(parts.iter().all(|p| p["typeKnown"] == true), "{host}: unknown type code in {parts:?}");
+        assert!(
+            parts.iter().all(|p| p["typeKnown"] == true),
+            "{host}: unknown type code in {parts:?}"
+        );
         let mounts: Vec<(String, String)> = plan
             .as_array()
             .unwrap()
             .iter()
             .filter(|s| s["step"] == "mount")
-            .map(|s| (s["mountpoint"].as_str().unwrap().to_string(), s["fsType"].as_str().unwrap().to_string()))
+            .map(|s| {
+                (
+                    s["mountpoint"].as_str().unwrap().to_string(),
+                    s["fsType"].as_str().unwrap().to_string(),
+                )
+            })
             .collect();
-        assert_eq!(mounts.first().map(|m| m.0.as_str()), Some("/"), "{host}: / is mounted first: {mounts:?}");
+        assert_eq!(
+            mounts.first().map(|m| m.0.as_str()),
+            Some("/"),
+            "{host}: / is mounted first: {mounts:?}"
+        );
         assert!(mounts.contains(&("/boot".into(), "vfat".into())), "{host}: {mounts:?}");
-        assert!(!plan.as_array().unwrap().iter().any(|s| s["step"] == "unsupported"), "{host}: {plan}");
+        assert!(
+            !plan.as_array().unwrap().iter().any(|s| s["step"] == "unsupported"),
+            "{host}: {plan}"
+        );
         // The human-readable plan works too.
         let lab = lab();
         let (ok, out, err) = labprov(&["--lab", &lab, "disk", "plan", host]);
@@ -174,7 +223,10 @@ fn host_specs_partition_image_files_like_disko() {
     }
     for t in ["sfdisk", "sgdisk"] {
         if !common::have_tool(t) {
-            common::skip("host_specs_partition_image_files_like_disko", &format!("{t} is not installed (apt-get install fdisk gdisk)"));
+            common::skip(
+                "host_specs_partition_image_files_like_disko",
+                &format!("{t} is not installed (apt-get install fdisk gdisk)"),
+            );
             return;
         }
     }
@@ -187,17 +239,48 @@ fn host_specs_partition_image_files_like_disko() {
         sparse(&ours, bytes);
         sparse(&theirs, bytes);
         let disk = format!("main={}", ours.display());
-        let (ok, out, err) = labprov(&["--lab", &lab, "disk", "apply", host, "--disk", &disk, "--only", "partition", "--yes"]);
+        let (ok, out, err) = labprov(&[
+            "--lab",
+            &lab,
+            "disk",
+            "apply",
+            host,
+            "--disk",
+            &disk,
+            "--only",
+            "partition",
+            "--yes",
+        ]);
         assert!(ok && out.contains("done partition main"), "{host}: apply failed:\n{out}{err}");
         disko_sgdisk(&theirs, &parts);
         let (got, want) = (sfdisk(&ours), sfdisk(&theirs));
-        assert_eq!(comparable(&got), comparable(&want), "{host}: labprov's table differs from disko's sgdisk commands");
+        assert_eq!(
+            comparable(&got),
+            comparable(&want),
+            "{host}: labprov's table differs from disko's sgdisk commands"
+        );
         // Labels as the flake's fileSystems expect them (by-partlabel).
-        let names: Vec<&str> = got["partitiontable"]["partitions"].as_array().unwrap().iter().map(|p| p["name"].as_str().unwrap()).collect();
+        let names: Vec<&str> = got["partitiontable"]["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|p| p["name"].as_str().unwrap())
+            .collect();
         let labels: Vec<&str> = parts.iter().map(|p| p["label"].as_str().unwrap()).collect();
         assert_eq!(names, labels, "{host}");
         // A re-run changes nothing, GUIDs included.
-        let (ok, out, err) = labprov(&["--lab", &lab, "disk", "apply", host, "--disk", &disk, "--only", "partition", "--yes"]);
+        let (ok, out, err) = labprov(&[
+            "--lab",
+            &lab,
+            "disk",
+            "apply",
+            host,
+            "--disk",
+            &disk,
+            "--only",
+            "partition",
+            "--yes",
+        ]);
         assert!(ok && out.contains("kept partition main"), "{host}: re-apply:\n{out}{err}");
         assert_eq!(sfdisk(&ours), got, "{host}: the re-run changed the table");
     }
@@ -222,7 +305,8 @@ fn host_specs_apply_mount_unmount_on_loop_devices() {
             return;
         }
     }
-    let kernel_vfat = std::fs::read_to_string("/proc/filesystems").unwrap_or_default().contains("vfat");
+    let kernel_vfat =
+        std::fs::read_to_string("/proc/filesystems").unwrap_or_default().contains("vfat");
     let dir = tempfile::tempdir().unwrap();
     let lab = lab();
     for (host, bytes) in HOSTS {
@@ -239,7 +323,9 @@ fn host_specs_apply_mount_unmount_on_loop_devices() {
             eprintln!("NOTE: {test}: the kernel has no vfat; {host}'s ESP is ext4 in this run");
             let (ok, out, err) = labprov(&["--lab", &lab, "disk", "normalize", host]);
             assert!(ok, "{err}");
-            let spec = out.replace("\"format\": \"vfat\"", "\"format\": \"ext4\"").replace("\"umask=0077\"", "\"noatime\"");
+            let spec = out
+                .replace("\"format\": \"vfat\"", "\"format\": \"ext4\"")
+                .replace("\"umask=0077\"", "\"noatime\"");
             let path = dir.path().join(format!("{host}.json"));
             std::fs::write(&path, spec).unwrap();
             vec!["--spec".into(), path.display().to_string()]
@@ -253,7 +339,11 @@ fn host_specs_apply_mount_unmount_on_loop_devices() {
         };
         let (ok, out, err) = cmd("apply", &["--yes"]);
         let mounted = |p: &str| {
-            let o = Command::new("findmnt").args(["-rno", "FSTYPE,OPTIONS", "--mountpoint"]).arg(root.join(p.trim_start_matches('/'))).output().unwrap();
+            let o = Command::new("findmnt")
+                .args(["-rno", "FSTYPE,OPTIONS", "--mountpoint"])
+                .arg(root.join(p.trim_start_matches('/')))
+                .output()
+                .unwrap();
             String::from_utf8_lossy(&o.stdout).trim().to_string()
         };
         let checks = || -> Result<(), String> {
@@ -261,7 +351,11 @@ fn host_specs_apply_mount_unmount_on_loop_devices() {
                 return Err(format!("apply failed:\n{out}{err}"));
             }
             let want: &[(&str, &str, &str)] = match host {
-                "luna" => &[("/", "btrfs", "subvol=/root"), ("/nix", "btrfs", "subvol=/nix"), ("/home", "btrfs", "subvol=/home")],
+                "luna" => &[
+                    ("/", "btrfs", "subvol=/root"),
+                    ("/nix", "btrfs", "subvol=/nix"),
+                    ("/home", "btrfs", "subvol=/home"),
+                ],
                 _ => &[("/", "ext4", "rw")],
             };
             for (mp, fs, opt) in want {

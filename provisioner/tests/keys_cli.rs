@@ -9,7 +9,11 @@ use keys_support::{require, run, run_ok, TestLab};
 
 fn labprov(lab: &TestLab, identity: &std::path::Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_labprov"));
-    c.env("LAB_ROOT", lab.root()).env("HOME", &lab.home).env("XDG_CONFIG_HOME", &lab.home).env_remove("SOPS_AGE_KEY").env("SOPS_AGE_KEY_FILE", identity);
+    c.env("LAB_ROOT", lab.root())
+        .env("HOME", &lab.home)
+        .env("XDG_CONFIG_HOME", &lab.home)
+        .env_remove("SOPS_AGE_KEY")
+        .env("SOPS_AGE_KEY_FILE", identity);
     c
 }
 
@@ -29,7 +33,10 @@ fn new_show_sync_rotate_through_the_binary() {
     assert_eq!(std::fs::metadata(&enc).unwrap().permissions().mode() & 0o777, 0o600);
     assert!(!std::fs::read_to_string(&enc).unwrap().contains("OPENSSH"), "stored in clear");
 
-    let show: serde_json::Value = serde_json::from_str(&run_ok(labprov(&lab, &admin).args(["keys", "show", "nixpi", "--json"]))).unwrap();
+    let show: serde_json::Value = serde_json::from_str(&run_ok(
+        labprov(&lab, &admin).args(["keys", "show", "nixpi", "--json"]),
+    ))
+    .unwrap();
     let pub_file = lab.root().join("hosts/nixpi/ssh_host_ed25519_key.pub");
     let fp = run_ok(Command::new("ssh-keygen").arg("-lf").arg(&pub_file));
     assert_eq!(show["fingerprint"].as_str(), fp.split_whitespace().nth(1));
@@ -38,7 +45,8 @@ fn new_show_sync_rotate_through_the_binary() {
     assert_eq!(show["publicKey"].as_str().map(str::trim), Some(pub_line.trim()), "{show}");
     let age_pub = std::fs::read_to_string(lab.root().join("hosts/nixpi/age.pub")).unwrap();
     assert_eq!(show["ageRecipient"].as_str(), Some(age_pub.trim()), "{show}");
-    let derived = run_ok(labprov(&lab, &admin).args(["keys", "derive", "--ssh-key"]).arg(&pub_file));
+    let derived =
+        run_ok(labprov(&lab, &admin).args(["keys", "derive", "--ssh-key"]).arg(&pub_file));
     let recorded = std::fs::read_to_string(lab.root().join("hosts/nixpi/age.pub")).unwrap();
     assert!(derived.contains(recorded.trim()), "{derived} vs {recorded}");
 
@@ -49,7 +57,10 @@ fn new_show_sync_rotate_through_the_binary() {
     assert!(sops_yaml.starts_with("# GENERATED"), "{sops_yaml}");
     let pi = lab.host_identity("nixpi", "first");
     assert!(lab.decrypts(&pi, "hosts/nixpi/secrets.sops.yaml", "pi-secret"));
-    assert!(!lab.decrypts(&pi, "hosts/luna/secrets.sops.yaml", "luna-secret"), "nixpi reads luna's secrets");
+    assert!(
+        !lab.decrypts(&pi, "hosts/luna/secrets.sops.yaml", "luna-secret"),
+        "nixpi reads luna's secrets"
+    );
 
     // Idempotent: a second sync changes no byte.
     let before = lab.snapshot();
@@ -65,7 +76,10 @@ fn new_show_sync_rotate_through_the_binary() {
 
     // Rotation: the old key reads nothing, the new one reads its file.
     run_ok(labprov(&lab, &admin).args(["keys", "rotate", "nixpi"]));
-    assert!(!lab.decrypts(&pi, "hosts/nixpi/secrets.sops.yaml", "pi-secret"), "the old key still decrypts");
+    assert!(
+        !lab.decrypts(&pi, "hosts/nixpi/secrets.sops.yaml", "pi-secret"),
+        "the old key still decrypts"
+    );
     let pi2 = lab.host_identity("nixpi", "second");
     assert!(lab.decrypts(&pi2, "hosts/nixpi/secrets.sops.yaml", "pi-secret"));
 }
@@ -83,7 +97,10 @@ impl ReadOnly {
         let guard = ReadOnly(dir.to_path_buf());
         let ro = run(Command::new("mount").args(["-o", "remount,bind,ro"]).arg(dir));
         if !ro.status.success() {
-            return Err(format!("remount read-only failed: {}", String::from_utf8_lossy(&ro.stderr)));
+            return Err(format!(
+                "remount read-only failed: {}",
+                String::from_utf8_lossy(&ro.stderr)
+            ));
         }
         Ok(guard)
     }
@@ -98,7 +115,10 @@ impl Drop for ReadOnly {
 #[test]
 fn rotate_dry_run_writes_nothing_even_on_a_read_only_lab() {
     let t = "rotate_dry_run_writes_nothing_even_on_a_read_only_lab";
-    if !require(t, &["sops", "age", "age-keygen", "ssh-keygen", "python3", "pynacl", "nix", "mount"]) {
+    if !require(
+        t,
+        &["sops", "age", "age-keygen", "ssh-keygen", "python3", "pynacl", "nix", "mount"],
+    ) {
         return;
     }
     let lab = TestLab::new(&[("nixpi", &[])]);
@@ -117,14 +137,23 @@ fn rotate_dry_run_writes_nothing_even_on_a_read_only_lab() {
         }
     };
     // The mount really refuses writes, so a dry run that wrote would fail.
-    assert!(std::fs::write(lab.root().join("probe"), b"x").is_err(), "the read-only mount accepts writes");
-    let out = run_ok(labprov(&lab, &admin).args(["keys", "rotate", "nixpi", "--dry-run", "--json"]));
+    assert!(
+        std::fs::write(lab.root().join("probe"), b"x").is_err(),
+        "the read-only mount accepts writes"
+    );
+    let out =
+        run_ok(labprov(&lab, &admin).args(["keys", "rotate", "nixpi", "--dry-run", "--json"]));
     drop(guard);
-    let report: serde_json::Value = serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
+    let report: serde_json::Value =
+        serde_json::from_str(&out).unwrap_or_else(|e| panic!("{e}: {out}"));
     assert_eq!(report["sync"]["dryRun"], serde_json::Value::Bool(true), "{report}");
     assert_ne!(report["old"]["fingerprint"], report["new"]["fingerprint"], "{report}");
     let secrets_file = report["sync"]["files"][0].clone();
-    assert_eq!(secrets_file["changed"], serde_json::Value::Bool(true), "the dry run must show the re-encryption: {report}");
+    assert_eq!(
+        secrets_file["changed"],
+        serde_json::Value::Bool(true),
+        "the dry run must show the re-encryption: {report}"
+    );
     assert!(lab.snapshot() == before, "a dry run changed the lab");
     assert_eq!(run_ok(labprov(&lab, &admin).args(["keys", "show", "nixpi", "--json"])), old_fp);
 }

@@ -23,7 +23,10 @@ fn derive_with_lab_model(private: &Path, public: &Path) -> (String, String) {
 
 #[test]
 fn derivation_agrees_with_libsodium_pyrage_and_age_for_many_keys() {
-    if !require("derivation_agrees_with_libsodium_pyrage_and_age_for_many_keys", &["python3", "pynacl", "pyrage", "ssh-keygen", "age", "age-keygen"]) {
+    if !require(
+        "derivation_agrees_with_libsodium_pyrage_and_age_for_many_keys",
+        &["python3", "pynacl", "pyrage", "ssh-keygen", "age", "age-keygen"],
+    ) {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
@@ -32,7 +35,11 @@ fn derivation_agrees_with_libsodium_pyrage_and_age_for_many_keys() {
         let private = dir.path().join(format!("k{i}"));
         let public = dir.path().join(format!("k{i}.pub"));
         if i % 2 == 0 {
-            run_ok(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "", "-C", &format!("k{i}"), "-f"]).arg(&private));
+            run_ok(
+                Command::new("ssh-keygen")
+                    .args(["-q", "-t", "ed25519", "-N", "", "-C", &format!("k{i}"), "-f"])
+                    .arg(&private),
+            );
         } else {
             let key = HostKey::generate(&format!("k{i}"));
             std::fs::write(&private, key.private_openssh().as_bytes()).unwrap();
@@ -60,7 +67,12 @@ fn derivation_agrees_with_libsodium_pyrage_and_age_for_many_keys() {
         let plain = dir.path().join("plain");
         std::fs::write(&plain, format!("secret for {}", item["public"])).unwrap();
         let enc = dir.path().join("plain.age");
-        run_ok(Command::new("age").args(["-r", item["recipient"].as_str().unwrap(), "-o"]).arg(&enc).arg(&plain));
+        run_ok(
+            Command::new("age")
+                .args(["-r", item["recipient"].as_str().unwrap(), "-o"])
+                .arg(&enc)
+                .arg(&plain),
+        );
         let dec = run_ok(Command::new("age").arg("-d").arg("-i").arg(&id_file).arg(&enc));
         assert_eq!(dec.as_bytes(), std::fs::read(&plain).unwrap());
     }
@@ -73,14 +85,22 @@ fn non_ed25519_and_encrypted_keys_are_refused_clearly() {
     }
     let dir = tempfile::tempdir().unwrap();
     let rsa = dir.path().join("rsa");
-    run_ok(Command::new("ssh-keygen").args(["-q", "-t", "rsa", "-b", "1024", "-N", "", "-f"]).arg(&rsa));
+    run_ok(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "rsa", "-b", "1024", "-N", "", "-f"])
+            .arg(&rsa),
+    );
     let line = std::fs::read_to_string(rsa.with_extension("pub")).unwrap();
     let err = ssh_age::recipient_from_openssh_line(&line).unwrap_err().to_string();
     assert!(err.contains("not an ed25519 key"), "{err}");
     let err = HostKey::load(&rsa).err().unwrap().to_string();
     assert!(err.contains("ed25519"), "{err}");
     let locked = dir.path().join("locked");
-    run_ok(Command::new("ssh-keygen").args(["-q", "-t", "ed25519", "-N", "a passphrase", "-f"]).arg(&locked));
+    run_ok(
+        Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "a passphrase", "-f"])
+            .arg(&locked),
+    );
     let err = HostKey::load(&locked).err().unwrap().to_string();
     assert!(err.contains("passphrase"), "{err}");
 }

@@ -36,11 +36,16 @@ fn hosts_decrypt_exactly_their_files_rotation_and_removal_revoke() {
     assert!(enc_text.starts_with("-----BEGIN AGE ENCRYPTED FILE-----"));
     assert!(!enc_text.contains("OPENSSH"));
     // The admin decrypts it with the age CLI, independently of our code.
-    let out = keys_support::run_ok(std::process::Command::new("age").arg("-d").arg("-i").arg(&lab.admin_key).arg(&enc));
+    let out = keys_support::run_ok(
+        std::process::Command::new("age").arg("-d").arg("-i").arg(&lab.admin_key).arg(&enc),
+    );
     assert!(out.contains(&concat!("BEGIN OPENSSH ", "PRIVATE KEY").to_string()));
     let show = ops::show(lab.root(), &lab.keys(), "alpha").unwrap();
     assert_eq!(show.fingerprint, a.key.fingerprint);
-    assert_eq!(std::fs::read_to_string(lab.root().join("hosts/alpha/age.pub")).unwrap().trim(), show.age_recipient);
+    assert_eq!(
+        std::fs::read_to_string(lab.root().join("hosts/alpha/age.pub")).unwrap().trim(),
+        show.age_recipient
+    );
     // keys new again is a no-op that reports the same key.
     let again = ops::new_key(lab.root(), &lab.keys(), "alpha", None).unwrap();
     assert!(!again.created && again.key.fingerprint == a.key.fingerprint);
@@ -53,7 +58,11 @@ fn hosts_decrypt_exactly_their_files_rotation_and_removal_revoke() {
     let report = sync_lab(&lab).unwrap();
     assert!(report.config_changed);
     assert_eq!(report.files.len(), 4);
-    assert!(report.files.iter().filter(|f| f.path.starts_with("hosts") || f.path.starts_with("secrets/shared")).all(|f| f.changed));
+    assert!(report
+        .files
+        .iter()
+        .filter(|f| f.path.starts_with("hosts") || f.path.starts_with("secrets/shared"))
+        .all(|f| f.changed));
     let config = std::fs::read_to_string(lab.root().join(".sops.yaml")).unwrap();
     assert!(config.starts_with("# GENERATED"), "{config}");
 
@@ -65,7 +74,9 @@ fn hosts_decrypt_exactly_their_files_rotation_and_removal_revoke() {
         ("secrets/shared/wifi.sops.yaml", "W1"),
         ("secrets/admin-only.sops.yaml", "R1"),
     ];
-    let can = |id: &std::path::Path| -> Vec<&str> { files.iter().filter(|(f, m)| lab.decrypts(id, f, m)).map(|(f, _)| *f).collect() };
+    let can = |id: &std::path::Path| -> Vec<&str> {
+        files.iter().filter(|(f, m)| lab.decrypts(id, f, m)).map(|(f, _)| *f).collect()
+    };
     assert_eq!(can(&alpha), vec!["hosts/alpha/secrets.sops.yaml", "secrets/shared/wifi.sops.yaml"]);
     assert_eq!(can(&beta), vec!["hosts/beta/secrets.sops.yaml"]);
     assert_eq!(can(&lab.admin_key).len(), 4);
@@ -87,9 +98,16 @@ fn hosts_decrypt_exactly_their_files_rotation_and_removal_revoke() {
     assert!(rotated.sync.files.iter().any(|f| f.data_key_rotated));
     assert_eq!(can(&alpha), Vec::<&str>::new(), "the old alpha key still decrypts");
     let alpha2 = lab.host_identity("alpha", "v2");
-    assert_eq!(can(&alpha2), vec!["hosts/alpha/secrets.sops.yaml", "secrets/shared/wifi.sops.yaml"]);
+    assert_eq!(
+        can(&alpha2),
+        vec!["hosts/alpha/secrets.sops.yaml", "secrets/shared/wifi.sops.yaml"]
+    );
     assert_ne!(data_key(&lab, "secrets/shared/wifi.sops.yaml", &admin_r, &lab.admin_key), old_dk);
-    assert_eq!(data_key(&lab, "hosts/beta/secrets.sops.yaml", &admin_r, &lab.admin_key), beta_dk, "beta's file was not touched");
+    assert_eq!(
+        data_key(&lab, "hosts/beta/secrets.sops.yaml", &admin_r, &lab.admin_key),
+        beta_dk,
+        "beta's file was not touched"
+    );
 
     // Removing a host from the facts removes its access, and so does dropping
     // a shared secret from a host's facts.
@@ -97,7 +115,12 @@ fn hosts_decrypt_exactly_their_files_rotation_and_removal_revoke() {
     lab.add_host("alpha", &[]);
     let report = sync_lab(&lab).unwrap();
     // beta's own file loses beta, the wifi secret loses alpha; both get new data keys.
-    let lost: Vec<_> = report.files.iter().filter(|f| !f.removed.is_empty()).map(|f| f.path.to_string_lossy().into_owned()).collect();
+    let lost: Vec<_> = report
+        .files
+        .iter()
+        .filter(|f| !f.removed.is_empty())
+        .map(|f| f.path.to_string_lossy().into_owned())
+        .collect();
     assert_eq!(lost, vec!["hosts/beta/secrets.sops.yaml", "secrets/shared/wifi.sops.yaml"]);
     assert!(report.files.iter().filter(|f| !f.removed.is_empty()).all(|f| f.data_key_rotated));
     assert_eq!(can(&beta), Vec::<&str>::new());
@@ -118,22 +141,42 @@ fn bad_input_is_refused_and_changes_nothing() {
 
     // A host with no key.
     let err = ops::show(lab.root(), &lab.keys(), "gamma").unwrap_err().to_string();
-    assert!(err.contains("host `gamma` has no key") && err.contains("labprov keys new gamma"), "{err}");
-    let err = secrets::injection_material_with(lab.root(), "gamma", &lab.identity()).err().unwrap().to_string();
+    assert!(
+        err.contains("host `gamma` has no key") && err.contains("labprov keys new gamma"),
+        "{err}"
+    );
+    let err = secrets::injection_material_with(lab.root(), "gamma", &lab.identity())
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("labprov keys new gamma"), "{err}");
     lab.write_secret("hosts/gamma/secrets.sops.yaml", "gamma_pw: G1\n");
     let before = lab.snapshot();
     let err = sync_lab(&lab).unwrap_err().to_string();
-    assert!(err.contains("host `gamma` has no key") && err.contains("hosts/gamma/secrets.sops.yaml"), "{err}");
+    assert!(
+        err.contains("host `gamma` has no key") && err.contains("hosts/gamma/secrets.sops.yaml"),
+        "{err}"
+    );
     assert_eq!(lab.snapshot(), before);
     std::fs::remove_file(lab.root().join("hosts/gamma/secrets.sops.yaml")).unwrap();
 
     // Missing and wrong admin identities.
-    let err = AdminIdentity::from_vars(|n| (n == "HOME").then(|| lab.home.join("nothing").display().to_string())).unwrap_err().to_string();
+    let err = AdminIdentity::from_vars(|n| {
+        (n == "HOME").then(|| lab.home.join("nothing").display().to_string())
+    })
+    .unwrap_err()
+    .to_string();
     assert!(err.contains("no admin age identity") && err.contains("SOPS_AGE_KEY_FILE"), "{err}");
     let stranger = lab.home.join("stranger.txt");
     keys_support::run_ok(std::process::Command::new("age-keygen").arg("-o").arg(&stranger));
-    let err = secrets::injection_material_with(lab.root(), "alpha", &AdminIdentity::File(stranger.clone())).err().unwrap().to_string();
+    let err = secrets::injection_material_with(
+        lab.root(),
+        "alpha",
+        &AdminIdentity::File(stranger.clone()),
+    )
+    .err()
+    .unwrap()
+    .to_string();
     assert!(err.contains("none of the admin identities") && err.contains("stranger.txt"), "{err}");
 
     // A corrupt encrypted key: clear error naming the file and the way out.
@@ -143,10 +186,19 @@ fn bad_input_is_refused_and_changes_nothing() {
     let mid = bad.len() / 2;
     bad[mid] = if bad[mid] == b'A' { b'B' } else { b'A' };
     std::fs::write(&enc, &bad).unwrap();
-    let err = secrets::injection_material_with(lab.root(), "alpha", &lab.identity()).err().unwrap().to_string();
-    assert!(err.contains("corrupt") && err.contains("alpha.age") && err.contains("keys rotate alpha"), "{err}");
+    let err = secrets::injection_material_with(lab.root(), "alpha", &lab.identity())
+        .err()
+        .unwrap()
+        .to_string();
+    assert!(
+        err.contains("corrupt") && err.contains("alpha.age") && err.contains("keys rotate alpha"),
+        "{err}"
+    );
     std::fs::write(&enc, b"not age at all\n").unwrap();
-    let err = secrets::injection_material_with(lab.root(), "alpha", &lab.identity()).err().unwrap().to_string();
+    let err = secrets::injection_material_with(lab.root(), "alpha", &lab.identity())
+        .err()
+        .unwrap()
+        .to_string();
     assert!(err.contains("corrupt"), "{err}");
     std::fs::write(&enc, &good).unwrap();
     assert!(secrets::injection_material_with(lab.root(), "alpha", &lab.identity()).is_ok());
@@ -156,12 +208,19 @@ fn bad_input_is_refused_and_changes_nothing() {
     // even though the recipients did change (a new admin).
     let second_admin = lab.home.join("admin2.txt");
     keys_support::run_ok(std::process::Command::new("age-keygen").arg("-o").arg(&second_admin));
-    let second = keys_support::run_ok(std::process::Command::new("age-keygen").arg("-y").arg(&second_admin)).trim().to_string();
+    let second =
+        keys_support::run_ok(std::process::Command::new("age-keygen").arg("-y").arg(&second_admin))
+            .trim()
+            .to_string();
     lab.set_admins(&[&lab.admin_recipient.clone(), &second]);
     std::fs::write(lab.root().join("secrets/zz-broken.sops.yaml"), "key: [unclosed\n").unwrap();
     let before = lab.snapshot();
     let err = sync_lab(&lab).unwrap_err().to_string();
-    assert!(err.contains("sops failed on secrets/zz-broken.sops.yaml") && err.contains("no secrets file was changed"), "{err}");
+    assert!(
+        err.contains("sops failed on secrets/zz-broken.sops.yaml")
+            && err.contains("no secrets file was changed"),
+        "{err}"
+    );
     assert_eq!(lab.snapshot(), before, "a failed sync changed files");
     assert!(!lab.snapshot().iter().any(|(p, _)| p.to_string_lossy().contains(".labprov-sync")));
     assert!(!lab.decrypts(&second_admin, "hosts/alpha/secrets.sops.yaml", "A1"));
@@ -191,7 +250,8 @@ fn rotate_rolls_back_when_the_sync_fails() {
     std::fs::write(lab.root().join("secrets/broken.sops.yaml"), "{ not yaml\n").unwrap();
     let before = lab.snapshot();
     let identity = lab.identity();
-    let err = ops::rotate(&lab.lab(), "alpha", &SyncOptions::new(&identity)).unwrap_err().to_string();
+    let err =
+        ops::rotate(&lab.lab(), "alpha", &SyncOptions::new(&identity)).unwrap_err().to_string();
     assert!(err.contains("secrets/broken.sops.yaml"), "{err}");
     assert_eq!(lab.snapshot(), before, "a failed rotate left changes");
     assert!(lab.decrypts(&old_identity, "hosts/alpha/secrets.sops.yaml", "A1"));
@@ -212,7 +272,11 @@ fn dry_run_changes_nothing_keys_new_resumes_and_mismatched_keys_are_refused() {
     let mut opts = SyncOptions::new(&identity);
     opts.dry_run = true;
     let report = sync(lab.root(), &lab.keys(), &opts).unwrap();
-    assert!(report.config_changed && report.files[0].changed && report.files[0].added.iter().any(|r| r.contains("host alpha")));
+    assert!(
+        report.config_changed
+            && report.files[0].changed
+            && report.files[0].added.iter().any(|r| r.contains("host alpha"))
+    );
     assert_eq!(lab.snapshot(), before, "a dry run changed files");
 
     // Interrupted after the encrypted key was stored: re-running finishes it.
@@ -222,10 +286,18 @@ fn dry_run_changes_nothing_keys_new_resumes_and_mismatched_keys_are_refused() {
     assert!(err.contains("admin identity"), "{err}");
     let resumed = ops::new_key(lab.root(), &lab.keys(), "alpha", Some(&identity)).unwrap();
     assert_eq!(resumed.key.fingerprint, first.key.fingerprint);
-    assert_eq!(ops::show(lab.root(), &lab.keys(), "alpha").unwrap().fingerprint, first.key.fingerprint);
+    assert_eq!(
+        ops::show(lab.root(), &lab.keys(), "alpha").unwrap().fingerprint,
+        first.key.fingerprint
+    );
 
     // An encrypted key that is not the recorded one is never injected.
-    std::fs::copy(secrets::encrypted_key_path(lab.root(), "beta"), secrets::encrypted_key_path(lab.root(), "alpha")).unwrap();
-    let err = secrets::injection_material_with(lab.root(), "alpha", &identity).err().unwrap().to_string();
+    std::fs::copy(
+        secrets::encrypted_key_path(lab.root(), "beta"),
+        secrets::encrypted_key_path(lab.root(), "alpha"),
+    )
+    .unwrap();
+    let err =
+        secrets::injection_material_with(lab.root(), "alpha", &identity).err().unwrap().to_string();
     assert!(err.contains("not the recorded") && err.contains("ssh_host_ed25519_key.pub"), "{err}");
 }

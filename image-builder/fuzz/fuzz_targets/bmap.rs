@@ -7,7 +7,9 @@ use image_builder::bmap::Bmap;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
     if let Ok(map) = Bmap::parse(text) {
         let mut last = None;
         for r in &map.ranges {

@@ -21,7 +21,13 @@ fn prepared(var: &str, default: &str, what: &str, test: &str) -> Option<PathBuf>
     if dir.is_dir() {
         Some(dir)
     } else {
-        skip(test, &format!("{what} not prepared at {} (set {var}, or run .ci/run which prepares it)", dir.display()));
+        skip(
+            test,
+            &format!(
+                "{what} not prepared at {} (set {var}, or run .ci/run which prepares it)",
+                dir.display()
+            ),
+        );
         None
     }
 }
@@ -37,7 +43,12 @@ pub fn firmware(test: &str) -> Option<PathBuf> {
 }
 
 pub fn have(tool: &str) -> bool {
-    Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().map(|o| o.status.success()).unwrap_or(false)
+    Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
 }
 
 /// A throwaway ed25519 key made for this test run only.
@@ -64,7 +75,13 @@ pub fn run(cmd: &mut Command) -> Output {
 
 pub fn ok(cmd: &mut Command) -> Output {
     let out = run(cmd);
-    assert!(out.status.success(), "{:?} failed:\nstdout: {}\nstderr: {}", cmd, String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{:?} failed:\nstdout: {}\nstderr: {}",
+        cmd,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     out
 }
 
@@ -78,7 +95,13 @@ pub fn build_cmd(standin: &Path, firmware: &Path, key: Option<&Path>, out: &Path
 }
 
 /// `labimg build nixpi` from another root tree (directory or tar).
-pub fn build_from(rootfs: &Path, standin: &Path, firmware: &Path, key: Option<&Path>, out: &Path) -> Command {
+pub fn build_from(
+    rootfs: &Path,
+    standin: &Path,
+    firmware: &Path,
+    key: Option<&Path>,
+    out: &Path,
+) -> Command {
     let mut c = labimg();
     c.args(["build", "nixpi", "--rootfs"])
         .arg(rootfs)

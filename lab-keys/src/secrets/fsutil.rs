@@ -10,7 +10,10 @@ use super::{Error, Result};
 /// Writes `bytes` to `path` atomically with `mode` from the start (the one
 /// atomic writer of both tools, `lab_cli::files`).
 pub fn atomic_write(path: &Path, bytes: &[u8], mode: u32) -> Result<()> {
-    lab_cli::files::write_atomic(path, bytes, mode).map_err(|e| Error::Io { path: path.to_path_buf(), source: std::io::Error::other(e.to_string()) })
+    lab_cli::files::write_atomic(path, bytes, mode).map_err(|e| Error::Io {
+        path: path.to_path_buf(),
+        source: std::io::Error::other(e.to_string()),
+    })
 }
 
 /// Renames `from` over `to` (same file system) and syncs the directory.

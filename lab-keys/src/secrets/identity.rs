@@ -26,7 +26,11 @@ impl AdminIdentity {
     /// then `$XDG_CONFIG_HOME/sops/age/keys.txt` (default `~/.config`; on
     /// macOS without XDG_CONFIG_HOME, `~/Library/Application Support`).
     pub fn from_env() -> Result<AdminIdentity> {
-        Self::from_vars(|name| std::env::var_os(name).filter(|v| !v.is_empty()).map(|v| v.to_string_lossy().into_owned()))
+        Self::from_vars(|name| {
+            std::env::var_os(name)
+                .filter(|v| !v.is_empty())
+                .map(|v| v.to_string_lossy().into_owned())
+        })
     }
 
     /// [`Self::from_env`] over any variable source, so tests need not touch
@@ -35,7 +39,12 @@ impl AdminIdentity {
         if let Some(path) = var("SOPS_AGE_KEY_FILE") {
             let path = PathBuf::from(path);
             if !path.is_file() {
-                return Err(Error::NoAdminIdentity { tried: format!("SOPS_AGE_KEY_FILE is set to {}, which does not exist", path.display()) });
+                return Err(Error::NoAdminIdentity {
+                    tried: format!(
+                        "SOPS_AGE_KEY_FILE is set to {}, which does not exist",
+                        path.display()
+                    ),
+                });
             }
             return Ok(AdminIdentity::File(path));
         }
@@ -45,7 +54,9 @@ impl AdminIdentity {
         let mut tried = vec!["SOPS_AGE_KEY_FILE and SOPS_AGE_KEY are unset".to_string()];
         let config_dir = match (var("XDG_CONFIG_HOME"), var("HOME")) {
             (Some(xdg), _) => Some(PathBuf::from(xdg)),
-            (None, Some(home)) if cfg!(target_os = "macos") => Some(Path::new(&home).join("Library/Application Support")),
+            (None, Some(home)) if cfg!(target_os = "macos") => {
+                Some(Path::new(&home).join("Library/Application Support"))
+            }
             (None, Some(home)) => Some(Path::new(&home).join(".config")),
             (None, None) => None,
         };
@@ -70,12 +81,18 @@ impl AdminIdentity {
     pub fn load(&self) -> Result<Vec<Box<dyn age::Identity + Send + Sync>>> {
         let text = match self {
             AdminIdentity::File(path) => {
-                Zeroizing::new(std::fs::read_to_string(path).map_err(|e| Error::BadAdminIdentity { path: path.display().to_string(), reason: e.to_string() })?)
+                Zeroizing::new(std::fs::read_to_string(path).map_err(|e| {
+                    Error::BadAdminIdentity {
+                        path: path.display().to_string(),
+                        reason: e.to_string(),
+                    }
+                })?)
             }
             AdminIdentity::Inline(text) => text.clone(),
         };
         let bad = |reason: String| Error::BadAdminIdentity { path: self.describe(), reason };
-        let file = age::IdentityFile::from_buffer(text.as_bytes()).map_err(|e| bad(e.to_string()))?;
+        let file =
+            age::IdentityFile::from_buffer(text.as_bytes()).map_err(|e| bad(e.to_string()))?;
         let ids = file.into_identities().map_err(|e| bad(e.to_string()))?;
         if ids.is_empty() {
             return Err(bad("it holds no age identity".into()));
@@ -87,8 +104,12 @@ impl AdminIdentity {
     pub fn apply_to(&self, cmd: lab_cli::Cmd) -> lab_cli::Cmd {
         let cmd = cmd.env_remove("SOPS_AGE_KEY_CMD");
         match self {
-            AdminIdentity::File(path) => cmd.env_remove("SOPS_AGE_KEY").env("SOPS_AGE_KEY_FILE", path),
-            AdminIdentity::Inline(text) => cmd.env_remove("SOPS_AGE_KEY_FILE").env("SOPS_AGE_KEY", text.as_str()),
+            AdminIdentity::File(path) => {
+                cmd.env_remove("SOPS_AGE_KEY").env("SOPS_AGE_KEY_FILE", path)
+            }
+            AdminIdentity::Inline(text) => {
+                cmd.env_remove("SOPS_AGE_KEY_FILE").env("SOPS_AGE_KEY", text.as_str())
+            }
         }
     }
 }
@@ -99,14 +120,21 @@ mod tests {
 
     #[test]
     fn missing_identity_names_what_was_tried() {
-        let err = AdminIdentity::from_vars(|n| (n == "HOME").then(|| "/nonexistent-home".to_string())).unwrap_err().to_string();
+        let err =
+            AdminIdentity::from_vars(|n| (n == "HOME").then(|| "/nonexistent-home".to_string()))
+                .unwrap_err()
+                .to_string();
         assert!(err.contains("/nonexistent-home"), "{err}");
         assert!(err.contains("SOPS_AGE_KEY_FILE"), "{err}");
     }
 
     #[test]
     fn key_file_variable_that_points_nowhere_is_an_error() {
-        let err = AdminIdentity::from_vars(|n| (n == "SOPS_AGE_KEY_FILE").then(|| "/nope/keys.txt".to_string())).unwrap_err().to_string();
+        let err = AdminIdentity::from_vars(|n| {
+            (n == "SOPS_AGE_KEY_FILE").then(|| "/nope/keys.txt".to_string())
+        })
+        .unwrap_err()
+        .to_string();
         assert!(err.contains("/nope/keys.txt"), "{err}");
     }
 }

@@ -101,7 +101,9 @@ pub enum Error {
     KeyMismatch { path: PathBuf, public: PathBuf, host: String, found: String, recorded: String },
     #[error("host `{host}` has no stored private key ({path} is missing){hint}")]
     NoPrivateKey { host: String, path: PathBuf, hint: String },
-    #[error("host `{host}` already has a key ({fingerprint}); `labprov keys rotate {host}` replaces it")]
+    #[error(
+        "host `{host}` already has a key ({fingerprint}); `labprov keys rotate {host}` replaces it"
+    )]
     AlreadyHasKey { host: String, fingerprint: String },
     #[error(
         "`sops` is not installed: secrets sync re-encrypts with real sops. \
@@ -126,7 +128,9 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Host, admin and shared-secret names end up in paths and regexes.
 pub(crate) fn check_name(what: &'static str, name: &str) -> Result<()> {
-    let ok = !name.is_empty() && !name.starts_with('.') && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
+    let ok = !name.is_empty()
+        && !name.starts_with('.')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'));
     if ok {
         Ok(())
     } else {

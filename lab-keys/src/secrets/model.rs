@@ -55,17 +55,22 @@ impl LabKeys {
     pub fn load(lab: &Lab) -> Result<LabKeys> {
         let json = lab.facts_json()?;
         Self::from_json(&json).map_err(|e| match e {
-            Error::Facts(lab_facts::Error::Shape { source, .. }) => Error::Facts(lab_facts::Error::Shape { path: lab.facts_path(), source }),
+            Error::Facts(lab_facts::Error::Shape { source, .. }) => {
+                Error::Facts(lab_facts::Error::Shape { path: lab.facts_path(), source })
+            }
             other => other,
         })
     }
 
     pub fn from_json(json: &[u8]) -> Result<LabKeys> {
-        let raw: RawFacts = serde_json::from_slice(json).map_err(|source| lab_facts::Error::Shape { path: lab_facts::FACTS_FILE.into(), source })?;
+        let raw: RawFacts = serde_json::from_slice(json).map_err(|source| {
+            lab_facts::Error::Shape { path: lab_facts::FACTS_FILE.into(), source }
+        })?;
         let mut admins = Vec::new();
         for (name, admin) in &raw.admins {
             for r in &admin.age_recipients {
-                crate::age::parse_recipient(r).map_err(|source| Error::AdminRecipient { admin: name.clone(), source })?;
+                crate::age::parse_recipient(r)
+                    .map_err(|source| Error::AdminRecipient { admin: name.clone(), source })?;
                 admins.push((name.clone(), r.trim().to_string()));
             }
         }
@@ -76,7 +81,10 @@ impl LabKeys {
                 check_name("shared secret", s)?;
             }
             let key = match h.ssh_host_key.as_deref().map(str::trim).filter(|k| !k.is_empty()) {
-                Some(line) => Some(PublicHostKey::parse(line).map_err(|source| Error::HostKeyFact { host: name.clone(), source })?),
+                Some(line) => Some(
+                    PublicHostKey::parse(line)
+                        .map_err(|source| Error::HostKeyFact { host: name.clone(), source })?,
+                ),
                 None => None,
             };
             hosts.insert(name, HostKeys { key, shared_secrets: h.shared_secrets });
@@ -86,7 +94,10 @@ impl LabKeys {
 
     pub fn host(&self, name: &str) -> Result<&HostKeys> {
         self.hosts.get(name).ok_or_else(|| {
-            Error::Facts(lab_facts::Error::UnknownHost { name: name.to_string(), known: self.hosts.keys().cloned().collect::<Vec<_>>().join(", ") })
+            Error::Facts(lab_facts::Error::UnknownHost {
+                name: name.to_string(),
+                known: self.hosts.keys().cloned().collect::<Vec<_>>().join(", "),
+            })
         })
     }
 
@@ -109,7 +120,10 @@ impl LabKeys {
         if let Some((name, _)) = self.admins.iter().find(|(_, r)| r == recipient) {
             return Some(format!("admin {name}"));
         }
-        self.hosts.iter().find(|(_, h)| h.recipient().as_deref() == Some(recipient)).map(|(n, _)| format!("host {n}"))
+        self.hosts
+            .iter()
+            .find(|(_, h)| h.recipient().as_deref() == Some(recipient))
+            .map(|(n, _)| format!("host {n}"))
     }
 }
 
@@ -133,7 +147,8 @@ mod tests {
         assert!(keys.host("b").unwrap().key.is_none());
         assert!(keys.host("c").unwrap_err().to_string().contains("a, b"));
 
-        let bad = serde_json::json!({"admins": {"ry": {"ageRecipients": ["age1nope"]}}, "hosts": {}});
+        let bad =
+            serde_json::json!({"admins": {"ry": {"ageRecipients": ["age1nope"]}}, "hosts": {}});
         let err = LabKeys::from_json(bad.to_string().as_bytes()).unwrap_err().to_string();
         assert!(err.contains("admin `ry`") && err.contains("age1nope"), "{err}");
     }

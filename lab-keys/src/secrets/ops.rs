@@ -8,7 +8,10 @@ use serde::Serialize;
 
 use super::store::{decrypt_host_key, encrypt_host_key};
 use super::sync::{sync, SyncOptions, SyncReport};
-use super::{age_recipient_path, encrypted_key_path, fsutil, public_key_path, AdminIdentity, Error, LabKeys, Result};
+use super::{
+    age_recipient_path, encrypted_key_path, fsutil, public_key_path, AdminIdentity, Error, LabKeys,
+    Result,
+};
 use crate::{HostKey, PublicHostKey};
 use lab_facts::Lab;
 
@@ -40,7 +43,10 @@ impl KeyInfo {
 /// `keys show HOST`.
 pub fn show(root: &Path, keys: &LabKeys, host: &str) -> Result<KeyInfo> {
     let h = keys.host(host)?;
-    let key = h.key.as_ref().ok_or_else(|| Error::HostWithoutKey { host: host.to_string(), file: format!("hosts/{host}/{}", super::PUBLIC_KEY_FILE) })?;
+    let key = h.key.as_ref().ok_or_else(|| Error::HostWithoutKey {
+        host: host.to_string(),
+        file: format!("hosts/{host}/{}", super::PUBLIC_KEY_FILE),
+    })?;
     Ok(KeyInfo::of(root, host, key))
 }
 
@@ -55,14 +61,24 @@ pub struct NewKey {
 /// `keys new HOST`: a fresh key, its private half encrypted to the admins
 /// (0600, atomic), then the public files the facts read. Re-running after a
 /// crash between the two writes finishes the job (needs the admin identity).
-pub fn new_key(root: &Path, keys: &LabKeys, host: &str, identity: Option<&AdminIdentity>) -> Result<NewKey> {
+pub fn new_key(
+    root: &Path,
+    keys: &LabKeys,
+    host: &str,
+    identity: Option<&AdminIdentity>,
+) -> Result<NewKey> {
     let h = keys.host(host)?;
     let admins = keys.admin_recipients()?;
     let enc_path = encrypted_key_path(root, host);
     match (&h.key, enc_path.is_file()) {
-        (Some(key), true) => return Ok(NewKey { key: KeyInfo::of(root, host, key), created: false }),
+        (Some(key), true) => {
+            return Ok(NewKey { key: KeyInfo::of(root, host, key), created: false })
+        }
         (Some(key), false) => {
-            return Err(Error::AlreadyHasKey { host: host.to_string(), fingerprint: key.fingerprint() });
+            return Err(Error::AlreadyHasKey {
+                host: host.to_string(),
+                fingerprint: key.fingerprint(),
+            });
         }
         (None, true) => {
             // Resume: the private key was stored, the public files were not.
@@ -83,8 +99,16 @@ pub fn new_key(root: &Path, keys: &LabKeys, host: &str, identity: Option<&AdminI
 }
 
 fn write_public(root: &Path, host: &str, key: &PublicHostKey) -> Result<()> {
-    fsutil::atomic_write(&public_key_path(root, host), format!("{}\n", key.openssh()).as_bytes(), 0o644)?;
-    fsutil::atomic_write(&age_recipient_path(root, host), format!("{}\n", key.age_recipient()).as_bytes(), 0o644)
+    fsutil::atomic_write(
+        &public_key_path(root, host),
+        format!("{}\n", key.openssh()).as_bytes(),
+        0o644,
+    )?;
+    fsutil::atomic_write(
+        &age_recipient_path(root, host),
+        format!("{}\n", key.age_recipient()).as_bytes(),
+        0o644,
+    )
 }
 
 /// The three per-host key files as they were, to put back if a later step fails.
@@ -95,7 +119,11 @@ pub struct KeyFilesBackup {
 impl KeyFilesBackup {
     pub fn take(root: &Path, host: &str) -> Result<KeyFilesBackup> {
         let mut files = Vec::new();
-        for (path, mode) in [(encrypted_key_path(root, host), 0o600), (public_key_path(root, host), 0o644), (age_recipient_path(root, host), 0o644)] {
+        for (path, mode) in [
+            (encrypted_key_path(root, host), 0o600),
+            (public_key_path(root, host), 0o644),
+            (age_recipient_path(root, host), 0o644),
+        ] {
             let bytes = fsutil::read_optional(&path)?;
             files.push((path, bytes, mode));
         }
@@ -141,14 +169,21 @@ pub fn rotate(lab: &Lab, host: &str, opts: &SyncOptions) -> Result<Rotated> {
     }
     let backup = KeyFilesBackup::take(&lab.root, host)?;
     let result = (|| {
-        fsutil::atomic_write(&encrypted_key_path(&lab.root, host), &encrypt_host_key(&key, &admins)?, 0o600)?;
+        fsutil::atomic_write(
+            &encrypted_key_path(&lab.root, host),
+            &encrypt_host_key(&key, &admins)?,
+            0o600,
+        )?;
         write_public(&lab.root, host, &key.public())?;
         let keys = LabKeys::load(lab)?;
         let new = show(&lab.root, &keys, host)?;
         if new.fingerprint != key.fingerprint() {
             // The facts did not pick up the file we wrote: facts.nix must read
             // hosts/<host>/ssh_host_ed25519_key.pub.
-            return Err(Error::HostWithoutKey { host: host.to_string(), file: public_key_path(&lab.root, host).display().to_string() });
+            return Err(Error::HostWithoutKey {
+                host: host.to_string(),
+                file: public_key_path(&lab.root, host).display().to_string(),
+            });
         }
         let report = sync(&lab.root, &keys, opts)?;
         Ok(Rotated { old, new, sync: report })
@@ -172,12 +207,21 @@ pub enum Recorded {
 
 /// Records a host's public key (enrolment: the host made its own key, so the
 /// lab stores no private half; a stale encrypted one is removed).
-pub fn record_public_key(root: &Path, keys: &LabKeys, host: &str, key: &PublicHostKey, replace: bool) -> Result<Recorded> {
+pub fn record_public_key(
+    root: &Path,
+    keys: &LabKeys,
+    host: &str,
+    key: &PublicHostKey,
+    replace: bool,
+) -> Result<Recorded> {
     let h = keys.host(host)?;
     let outcome = match &h.key {
         Some(old) if old.same_key(key) => Recorded::Unchanged,
         Some(old) if !replace => {
-            return Err(Error::AlreadyHasKey { host: host.to_string(), fingerprint: old.fingerprint() });
+            return Err(Error::AlreadyHasKey {
+                host: host.to_string(),
+                fingerprint: old.fingerprint(),
+            });
         }
         Some(_) => Recorded::Replaced,
         None => Recorded::Recorded,
@@ -200,7 +244,11 @@ pub fn injection_material(lab: &Lab, host: &str) -> Result<HostKey> {
 /// [`injection_material`] with an explicit identity. The decrypted key must be
 /// the one the facts record, so an image never carries a key sops-nix's
 /// recipients do not match.
-pub fn injection_material_with(root: &Path, host: &str, identity: &AdminIdentity) -> Result<HostKey> {
+pub fn injection_material_with(
+    root: &Path,
+    host: &str,
+    identity: &AdminIdentity,
+) -> Result<HostKey> {
     super::check_name("host", host)?;
     let enc_path = encrypted_key_path(root, host);
     let pub_path = public_key_path(root, host);
@@ -219,7 +267,8 @@ pub fn injection_material_with(root: &Path, host: &str, identity: &AdminIdentity
     let key = decrypt_host_key(&bytes, identity, &enc_path, host)?;
     if let Some(line) = recorded {
         let line = String::from_utf8_lossy(&line);
-        let public = PublicHostKey::parse(&line).map_err(|source| Error::HostKeyFact { host: host.to_string(), source })?;
+        let public = PublicHostKey::parse(&line)
+            .map_err(|source| Error::HostKeyFact { host: host.to_string(), source })?;
         if !public.same_key(&key.public()) {
             return Err(Error::KeyMismatch {
                 path: enc_path,

@@ -22,7 +22,10 @@ const SOPS_SUFFIXES: [&str; 3] = [".sops.yaml", ".sops.yml", ".sops.json"];
 /// The rules for the lab, in sops' match order.
 pub fn rules(keys: &LabKeys) -> Result<Vec<Rule>> {
     let admins = keys.admin_recipients()?;
-    let admin_entries: Vec<(String, String)> = admins.iter().map(|r| (keys.label(r).unwrap_or_else(|| "admin".into()), r.clone())).collect();
+    let admin_entries: Vec<(String, String)> = admins
+        .iter()
+        .map(|r| (keys.label(r).unwrap_or_else(|| "admin".into()), r.clone()))
+        .collect();
     let mut rules = Vec::new();
     for (name, host) in &keys.hosts {
         // A host without a key gets no rule: its file (if any) is refused in
@@ -32,7 +35,11 @@ pub fn rules(keys: &LabKeys) -> Result<Vec<Rule>> {
             let mut recipients = admin_entries.clone();
             recipients.push((format!("host {name}"), r));
             rules.push(Rule {
-                path_regex: format!("^hosts/{}/{}$", regex_escape(name), regex_escape(HOST_SECRETS_FILE)),
+                path_regex: format!(
+                    "^hosts/{}/{}$",
+                    regex_escape(name),
+                    regex_escape(HOST_SECRETS_FILE)
+                ),
                 recipients,
                 about: format!("host {name}: its own secrets"),
             });
@@ -46,12 +53,20 @@ pub fn rules(keys: &LabKeys) -> Result<Vec<Rule>> {
             }
         }
         rules.push(Rule {
-            path_regex: format!("^{}/{}\\.sops\\.(yaml|yml|json)$", regex_escape(SHARED_DIR), regex_escape(&secret)),
+            path_regex: format!(
+                "^{}/{}\\.sops\\.(yaml|yml|json)$",
+                regex_escape(SHARED_DIR),
+                regex_escape(&secret)
+            ),
             recipients,
             about: format!("shared secret {secret}: used by {}", users.join(", ")),
         });
     }
-    rules.push(Rule { path_regex: "\\.sops\\.(yaml|yml|json)$".into(), recipients: admin_entries, about: "everything else: admins only".into() });
+    rules.push(Rule {
+        path_regex: "\\.sops\\.(yaml|yml|json)$".into(),
+        recipients: admin_entries,
+        about: "everything else: admins only".into(),
+    });
     Ok(rules)
 }
 
@@ -71,7 +86,10 @@ fn shared_users(keys: &LabKeys) -> std::collections::BTreeMap<String, Vec<String
 pub fn expected_recipients(keys: &LabKeys, rel: &Path) -> Result<Vec<String>> {
     let mut out = keys.admin_recipients()?;
     let parts: Vec<&str> = rel.iter().filter_map(|p| p.to_str()).collect();
-    let missing = |host: &str| Error::HostWithoutKey { host: host.to_string(), file: rel.display().to_string() };
+    let missing = |host: &str| Error::HostWithoutKey {
+        host: host.to_string(),
+        file: rel.display().to_string(),
+    };
     match parts.as_slice() {
         ["hosts", host, file] if *file == HOST_SECRETS_FILE && keys.hosts.contains_key(*host) => {
             out.push(keys.hosts[*host].recipient().ok_or_else(|| missing(host))?);
@@ -195,7 +213,9 @@ mod tests {
         assert_eq!(r, vec![admin.age_recipient(), a.age_recipient()]);
         let r = expected_recipients(&keys, Path::new("secrets/other.sops.yaml")).unwrap();
         assert_eq!(r, vec![admin.age_recipient()]);
-        let err = expected_recipients(&keys, Path::new("hosts/b/secrets.sops.yaml")).unwrap_err().to_string();
+        let err = expected_recipients(&keys, Path::new("hosts/b/secrets.sops.yaml"))
+            .unwrap_err()
+            .to_string();
         assert!(err.contains("host `b` has no key") && err.contains("labprov keys new b"), "{err}");
     }
 }

@@ -90,7 +90,8 @@ pub fn sync(root: &Path, keys: &LabKeys, opts: &SyncOptions) -> Result<SyncRepor
         let original = root.join(rel);
         let staged = stage.path().join(rel);
         let before = std::fs::read(&original).map_err(Error::io(&original))?;
-        std::fs::create_dir_all(staged.parent().expect("a file has a parent")).map_err(Error::io(&staged))?;
+        std::fs::create_dir_all(staged.parent().expect("a file has a parent"))
+            .map_err(Error::io(&staged))?;
         std::fs::copy(&original, &staged).map_err(Error::io(&staged))?;
         run_sops(opts, stage.path(), rel, &["updatekeys", "-y"])?;
         let mut after = std::fs::read(&staged).map_err(Error::io(&staged))?;
@@ -108,10 +109,14 @@ pub fn sync(root: &Path, keys: &LabKeys, opts: &SyncOptions) -> Result<SyncRepor
         if got != want_set {
             return Err(Error::Sops {
                 file: rel.display().to_string(),
-                stderr: format!("after updatekeys the file is encrypted to {got:?}, expected {want_set:?}"),
+                stderr: format!(
+                    "after updatekeys the file is encrypted to {got:?}, expected {want_set:?}"
+                ),
             });
         }
-        let label = |r: &String| format!("{r} ({})", keys.label(r).unwrap_or_else(|| "no longer in the facts".into()));
+        let label = |r: &String| {
+            format!("{r} ({})", keys.label(r).unwrap_or_else(|| "no longer in the facts".into()))
+        };
         report.push(FileSync {
             path: rel.clone(),
             changed: after != before,
@@ -127,7 +132,8 @@ pub fn sync(root: &Path, keys: &LabKeys, opts: &SyncOptions) -> Result<SyncRepor
             let original = root.join(&f.path);
             let staged = stage.path().join(&f.path);
             if let Ok(meta) = std::fs::metadata(&original) {
-                std::fs::set_permissions(&staged, meta.permissions()).map_err(Error::io(&staged))?;
+                std::fs::set_permissions(&staged, meta.permissions())
+                    .map_err(Error::io(&staged))?;
             }
             fsutil::replace(&staged, &original)?;
         }
@@ -148,8 +154,13 @@ fn run_sops(opts: &SyncOptions, stage: &Path, rel: &Path, args: &[&str]) -> Resu
         .current_dir(stage);
     opts.identity.apply_to(cmd).run().map_err(|e| match e {
         lab_cli::ToolError::Missing { .. } => Error::SopsMissing,
-        lab_cli::ToolError::Failed { stderr, .. } => Error::Sops { file: rel.display().to_string(), stderr },
-        other => Error::Io { path: PathBuf::from(&opts.sops), source: std::io::Error::other(other.to_string()) },
+        lab_cli::ToolError::Failed { stderr, .. } => {
+            Error::Sops { file: rel.display().to_string(), stderr }
+        }
+        other => Error::Io {
+            path: PathBuf::from(&opts.sops),
+            source: std::io::Error::other(other.to_string()),
+        },
     })?;
     Ok(())
 }
@@ -161,7 +172,8 @@ pub fn recipients_in(bytes: &[u8]) -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     for line in text.lines().filter(|l| l.contains("recipient")) {
         if let Some(start) = line.find("age1") {
-            let r: String = line[start..].chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
+            let r: String =
+                line[start..].chars().take_while(|c| c.is_ascii_alphanumeric()).collect();
             out.insert(r);
         }
     }

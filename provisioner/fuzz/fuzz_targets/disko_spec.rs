@@ -10,17 +10,36 @@ use lab_disko::{plan, Devices};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else { return };
-    let Ok(normalized) = lab_disko::normalize_str(text) else { return };
-    assert_eq!(lab_disko::normalize(&normalized).as_ref(), Ok(&normalized), "normalising a normalised spec changed it");
-    let devices: Devices = serde_json::from_value(normalized).expect("a normalised spec reads into the model");
-    let Ok(steps) = plan::plan(&devices) else { return };
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(normalized) = lab_disko::normalize_str(text) else {
+        return;
+    };
+    assert_eq!(
+        lab_disko::normalize(&normalized).as_ref(),
+        Ok(&normalized),
+        "normalising a normalised spec changed it"
+    );
+    let devices: Devices =
+        serde_json::from_value(normalized).expect("a normalised spec reads into the model");
+    let Ok(steps) = plan::plan(&devices) else {
+        return;
+    };
     for step in &steps {
         if let plan::Step::Partition { table, .. } = step {
-            for (sector_size, sectors) in [(512, 2048), (512, 8 << 20), (4096, 1 << 20), (512, u64::from(u32::MAX) + 4096)] {
+            for (sector_size, sectors) in
+                [(512, 2048), (512, 8 << 20), (4096, 1 << 20), (512, u64::from(u32::MAX) + 4096)]
+            {
                 if let Ok(parts) = plan::resolve_table(table, sector_size, sectors, &[]) {
                     for p in &parts {
-                        assert!(p.first <= p.last && p.last < sectors, "partition {} at {}..{} on {sectors} sectors", p.number, p.first, p.last);
+                        assert!(
+                            p.first <= p.last && p.last < sectors,
+                            "partition {} at {}..{} on {sectors} sectors",
+                            p.number,
+                            p.first,
+                            p.last
+                        );
                     }
                 }
             }

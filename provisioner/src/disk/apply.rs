@@ -47,11 +47,16 @@ fn tools_needed(steps: &[Step]) -> Vec<String> {
 /// Whether `tool` is an executable file on PATH (or a path to one).
 fn on_path(tool: &str) -> bool {
     use std::os::unix::fs::PermissionsExt;
-    let exec = |p: &Path| std::fs::metadata(p).map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0).unwrap_or(false);
+    let exec = |p: &Path| {
+        std::fs::metadata(p)
+            .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+            .unwrap_or(false)
+    };
     if tool.contains('/') {
         return exec(Path::new(tool));
     }
-    std::env::var_os("PATH").is_some_and(|paths| std::env::split_paths(&paths).any(|d| exec(&d.join(tool))))
+    std::env::var_os("PATH")
+        .is_some_and(|paths| std::env::split_paths(&paths).any(|d| exec(&d.join(tool))))
 }
 
 /// What apply will do to one disk's table, decided before any write.
@@ -68,37 +73,65 @@ struct TableWork {
 /// Reads every disk and decides what to write, so that every refusal (a
 /// size that does not fit, a disk holding something else, a mounted disk)
 /// comes before the first byte is written to any disk.
-fn prepare_tables(devices: &Devices, opts: &ApplyOptions, steps: &[Step]) -> Result<Vec<TableWork>, DiskError> {
+fn prepare_tables(
+    devices: &Devices,
+    opts: &ApplyOptions,
+    steps: &[Step],
+) -> Result<Vec<TableWork>, DiskError> {
     let mut work = Vec::new();
     for step in steps {
-        let Step::Partition { disk, table, .. } = step else { continue };
+        let Step::Partition { disk, table, .. } = step else {
+            continue;
+        };
         if let TablePlan::Gpt { partitions, hybrid, .. } = table {
             // TODO: disko's `sgdisk -h` hybrid MBR is not written yet (no
             // fixture pins its output); refuse rather than leave it out.
-            if let Some(p) = hybrid.first().and_then(|n| partitions.iter().find(|p| p.number == *n)) {
-                return Err(DiskError::Unsupported { kind: "hybrid MBR (`hybrid`)".into(), spec_path: format!("{}.hybrid", p.spec_path) });
+            if let Some(p) = hybrid.first().and_then(|n| partitions.iter().find(|p| p.number == *n))
+            {
+                return Err(DiskError::Unsupported {
+                    kind: "hybrid MBR (`hybrid`)".into(),
+                    spec_path: format!("{}.hybrid", p.spec_path),
+                });
             }
         }
         let target = target_of(devices, opts, disk)?;
         let (sector_size, total) = geometry(&target)?;
         let existing = table::read_existing(&target, sector_size)?;
-        let wants_gpt = matches!(table, TablePlan::Gpt { .. }) || matches!(table, TablePlan::Parted { format, .. } if format == "gpt");
+        let wants_gpt = matches!(table, TablePlan::Gpt { .. })
+            || matches!(table, TablePlan::Parted { format, .. } if format == "gpt");
         let kept = match (&existing, table) {
-            (Existing::Gpt(slots), TablePlan::Gpt { .. }) if !opts.wipe => slots.iter().map(|(s, _, _)| *s).collect(),
+            (Existing::Gpt(slots), TablePlan::Gpt { .. }) if !opts.wipe => {
+                slots.iter().map(|(s, _, _)| *s).collect()
+            }
             _ => Vec::new(),
         };
         let resolved = dplan::resolve_table(table, sector_size, total, &kept).map_err(|e| {
-            let at = e.partition().and_then(|n| table.spec_path_of(n)).map(str::to_string).unwrap_or_else(|| format!("disko.devices.disk.{disk}.content"));
-            DiskError::Geometry { disk: disk.clone(), path: target.clone(), spec_path: at, message: e.to_string(), bytes: total * sector_size }
+            let at = e
+                .partition()
+                .and_then(|n| table.spec_path_of(n))
+                .map(str::to_string)
+                .unwrap_or_else(|| format!("disko.devices.disk.{disk}.content"));
+            DiskError::Geometry {
+                disk: disk.clone(),
+                path: target.clone(),
+                spec_path: at,
+                message: e.to_string(),
+                bytes: total * sector_size,
+            }
         })?;
         // A GPT name holds 36 UTF-16 units; the table keeps what fits.
         let up_to_date = match &existing {
             Existing::Gpt(slots) if wants_gpt => resolved.iter().all(|r| {
-                slots.iter().any(|(s, name, _)| s.number == r.number && s.first == r.first && s.last == r.last && name == &table::truncate_utf16(&r.name, 36))
+                slots.iter().any(|(s, name, _)| {
+                    s.number == r.number
+                        && s.first == r.first
+                        && s.last == r.last
+                        && name == &table::truncate_utf16(&r.name, 36)
+                })
             }),
-            Existing::Msdos(slots) if !wants_gpt => {
-                resolved.iter().all(|r| slots.iter().any(|s| s.number == r.number && s.first == r.first && s.last == r.last))
-            }
+            Existing::Msdos(slots) if !wants_gpt => resolved.iter().all(|r| {
+                slots.iter().any(|s| s.number == r.number && s.first == r.first && s.last == r.last)
+            }),
             _ => false,
         };
         let write = if up_to_date {
@@ -107,12 +140,24 @@ fn prepare_tables(devices: &Devices, opts: &ApplyOptions, steps: &[Step]) -> Res
             match (&existing, opts.wipe) {
                 (Existing::Blank, _) | (_, true) => {}
                 (Existing::Gpt(_), false) if wants_gpt => {}
-                (other, false) => return Err(DiskError::NeedsWipe { path: target.clone(), found: describe_existing(other) }),
+                (other, false) => {
+                    return Err(DiskError::NeedsWipe {
+                        path: target.clone(),
+                        found: describe_existing(other),
+                    })
+                }
             }
             refuse_mounted(&target)?;
             Some(opts.wipe)
         };
-        work.push(TableWork { disk: disk.clone(), target, sector_size, resolved, wants_gpt, write });
+        work.push(TableWork {
+            disk: disk.clone(),
+            target,
+            sector_size,
+            resolved,
+            wants_gpt,
+            write,
+        });
     }
     Ok(work)
 }
@@ -126,8 +171,13 @@ pub fn apply(devices: &Devices, opts: &ApplyOptions) -> Result<Vec<Action>, Disk
     check_mapping(devices, opts)?;
     let steps = dplan::plan(devices)?;
     if !opts.only_partition {
-        if let Some(Step::Unsupported { kind, spec_path, .. }) = steps.iter().find(|s| matches!(s, Step::Unsupported { .. })) {
-            return Err(DiskError::Unsupported { kind: kind.clone(), spec_path: spec_path.clone() });
+        if let Some(Step::Unsupported { kind, spec_path, .. }) =
+            steps.iter().find(|s| matches!(s, Step::Unsupported { .. }))
+        {
+            return Err(DiskError::Unsupported {
+                kind: kind.clone(),
+                spec_path: spec_path.clone(),
+            });
         }
         if let Some(program) = tools_needed(&steps).into_iter().find(|t| !on_path(t)) {
             let package = lab_cli::tool::package_of(&program);
@@ -142,7 +192,11 @@ pub fn apply(devices: &Devices, opts: &ApplyOptions) -> Result<Vec<Action>, Disk
     for w in work {
         let TableWork { disk, target, sector_size, resolved, wants_gpt, write } = w;
         match write {
-            None => actions.push(Action { what: format!("partition {disk}"), done: false, detail: format!("{} already has the table", target.display()) }),
+            None => actions.push(Action {
+                what: format!("partition {disk}"),
+                done: false,
+                detail: format!("{} already has the table", target.display()),
+            }),
             Some(zap) => {
                 if zap {
                     table::zap(&target, sector_size)?;
@@ -171,29 +225,49 @@ pub fn apply(devices: &Devices, opts: &ApplyOptions) -> Result<Vec<Action>, Disk
     if opts.only_partition {
         return Ok(actions);
     }
-    let node = |spec_dev: &str| nodes.get(spec_dev).cloned().unwrap_or_else(|| PathBuf::from(spec_dev));
+    let node =
+        |spec_dev: &str| nodes.get(spec_dev).cloned().unwrap_or_else(|| PathBuf::from(spec_dev));
     for step in &steps {
         match step {
             Step::Format { device, format, extra_args } => {
                 let dev = node(device);
                 if has_signature(&dev)? {
-                    actions.push(Action { what: format!("format {device}"), done: false, detail: format!("{} already holds a filesystem", dev.display()) });
+                    actions.push(Action {
+                        what: format!("format {device}"),
+                        done: false,
+                        detail: format!("{} already holds a filesystem", dev.display()),
+                    });
                     continue;
                 }
                 let tool = format!("mkfs.{format}");
                 let mut args: Vec<String> = extra_args.clone();
                 args.push(dev.display().to_string());
-                Cmd::new(&tool).args(&args).label(format!("formatting {} as {format}", dev.display())).stream()?;
-                actions.push(Action { what: format!("format {device}"), done: true, detail: format!("{tool} {}", args.join(" ")) });
+                Cmd::new(&tool)
+                    .args(&args)
+                    .label(format!("formatting {} as {format}", dev.display()))
+                    .stream()?;
+                actions.push(Action {
+                    what: format!("format {device}"),
+                    done: true,
+                    detail: format!("{tool} {}", args.join(" ")),
+                });
             }
             Step::Mkswap { device, extra_args } => {
                 let dev = node(device);
                 if has_signature(&dev)? {
-                    actions.push(Action { what: format!("mkswap {device}"), done: false, detail: format!("{} already holds a signature", dev.display()) });
+                    actions.push(Action {
+                        what: format!("mkswap {device}"),
+                        done: false,
+                        detail: format!("{} already holds a signature", dev.display()),
+                    });
                     continue;
                 }
                 Cmd::new("mkswap").args(extra_args).arg(&dev).run()?;
-                actions.push(Action { what: format!("mkswap {device}"), done: true, detail: String::new() });
+                actions.push(Action {
+                    what: format!("mkswap {device}"),
+                    done: true,
+                    detail: String::new(),
+                });
             }
             Step::Btrfs { device, extra_args, subvolumes } => {
                 let dev = node(device);
@@ -203,13 +277,22 @@ pub fn apply(devices: &Devices, opts: &ApplyOptions) -> Result<Vec<Action>, Disk
                         .args(extra_args.iter().flat_map(|a| a.split_whitespace()))
                         .label(format!("formatting {} as btrfs", dev.display()))
                         .stream()?;
-                    actions.push(Action { what: format!("format {device}"), done: true, detail: "mkfs.btrfs".into() });
+                    actions.push(Action {
+                        what: format!("format {device}"),
+                        done: true,
+                        detail: "mkfs.btrfs".into(),
+                    });
                 }
                 if !subvolumes.is_empty() {
                     create_subvolumes(&dev, subvolumes, &mut actions)?;
                 }
             }
-            Step::Unsupported { kind, spec_path, .. } => return Err(DiskError::Unsupported { kind: kind.clone(), spec_path: spec_path.clone() }),
+            Step::Unsupported { kind, spec_path, .. } => {
+                return Err(DiskError::Unsupported {
+                    kind: kind.clone(),
+                    spec_path: spec_path.clone(),
+                })
+            }
             Step::Partition { .. } | Step::Mount { .. } => {}
         }
     }
@@ -238,14 +321,18 @@ fn has_signature(dev: &Path) -> Result<bool, DiskError> {
 /// Refuses to write a table to `target` while it, one of its partitions or
 /// anything stacked on them is mounted or held open by another program.
 fn refuse_mounted(target: &Path) -> Result<(), DiskError> {
-    let meta = std::fs::metadata(target).map_err(|source| DiskError::Io { path: target.to_path_buf(), source })?;
+    let meta = std::fs::metadata(target)
+        .map_err(|source| DiskError::Io { path: target.to_path_buf(), source })?;
     // An image file may be attached whole and, where the kernel shows no
     // partitions, once per partition at an offset: check every one.
     let devs = if meta.is_file() { attached_loops(target)? } else { vec![target.to_path_buf()] };
     for dev in devs {
         // The same check labimg flash makes: the device, its partitions and
         // anything stacked on them (device mapper, md), mounts and swap.
-        let mounts = lab_blockdev::mounts_of(&dev).map_err(|e| DiskError::Io { path: dev.clone(), source: std::io::Error::other(e.to_string()) })?;
+        let mounts = lab_blockdev::mounts_of(&dev).map_err(|e| DiskError::Io {
+            path: dev.clone(),
+            source: std::io::Error::other(e.to_string()),
+        })?;
         if !mounts.is_empty() {
             return Err(DiskError::Mounted { path: target.to_path_buf(), at: mounts.join(", ") });
         }
@@ -253,9 +340,15 @@ fn refuse_mounted(target: &Path) -> Result<(), DiskError> {
         // device number in mountinfo, but a mounted filesystem, or any
         // mounted partition of a disk, makes an exclusive open fail.
         use std::os::unix::fs::OpenOptionsExt;
-        if let Err(e) = std::fs::OpenOptions::new().read(true).custom_flags(nix::libc::O_EXCL).open(&dev) {
+        if let Err(e) =
+            std::fs::OpenOptions::new().read(true).custom_flags(nix::libc::O_EXCL).open(&dev)
+        {
             if e.raw_os_error() == Some(nix::libc::EBUSY) {
-                let at = format!("{} is in use: mounted, or held by another program (`lsblk {}` shows what)", dev.display(), dev.display());
+                let at = format!(
+                    "{} is in use: mounted, or held by another program (`lsblk {}` shows what)",
+                    dev.display(),
+                    dev.display()
+                );
                 return Err(DiskError::Mounted { path: target.to_path_buf(), at });
             }
         }
@@ -265,10 +358,18 @@ fn refuse_mounted(target: &Path) -> Result<(), DiskError> {
 
 /// Creates the btrfs subvolumes of `dev` that do not exist yet, with the
 /// filesystem mounted on a private temporary directory meanwhile.
-fn create_subvolumes(dev: &Path, subvolumes: &[String], actions: &mut Vec<Action>) -> Result<(), DiskError> {
+fn create_subvolumes(
+    dev: &Path,
+    subvolumes: &[String],
+    actions: &mut Vec<Action>,
+) -> Result<(), DiskError> {
     // Kept, not removed on drop: TempDir removes recursively, and if the
     // unmount below fails the new filesystem is still mounted there.
-    let tmp = tempfile::Builder::new().prefix("labprov-btrfs-").tempdir().map_err(|source| DiskError::Io { path: std::env::temp_dir(), source })?.keep();
+    let tmp = tempfile::Builder::new()
+        .prefix("labprov-btrfs-")
+        .tempdir()
+        .map_err(|source| DiskError::Io { path: std::env::temp_dir(), source })?
+        .keep();
     if let Err(e) = Cmd::new("mount").args(["-t", "btrfs"]).arg(dev).arg(&tmp).run() {
         let _ = std::fs::remove_dir(&tmp);
         return Err(e.into());
@@ -277,14 +378,23 @@ fn create_subvolumes(dev: &Path, subvolumes: &[String], actions: &mut Vec<Action
         for s in subvolumes {
             let p = tmp.join(s.trim_start_matches('/'));
             if p.exists() {
-                actions.push(Action { what: format!("subvolume {s}"), done: false, detail: "exists".into() });
+                actions.push(Action {
+                    what: format!("subvolume {s}"),
+                    done: false,
+                    detail: "exists".into(),
+                });
                 continue;
             }
             if let Some(parent) = p.parent() {
-                std::fs::create_dir_all(parent).map_err(|source| DiskError::Io { path: parent.to_path_buf(), source })?;
+                std::fs::create_dir_all(parent)
+                    .map_err(|source| DiskError::Io { path: parent.to_path_buf(), source })?;
             }
             Cmd::new("btrfs").args(["subvolume", "create"]).arg(&p).run()?;
-            actions.push(Action { what: format!("subvolume {s}"), done: true, detail: String::new() });
+            actions.push(Action {
+                what: format!("subvolume {s}"),
+                done: true,
+                detail: String::new(),
+            });
         }
         Ok(())
     })();
@@ -300,7 +410,8 @@ mod tests {
 
     #[test]
     fn a_missing_tool_is_named_with_its_package() {
-        let err: DiskError = Cmd::new("mkfs.ext4").env("PATH", "/nonexistent").run().unwrap_err().into();
+        let err: DiskError =
+            Cmd::new("mkfs.ext4").env("PATH", "/nonexistent").run().unwrap_err().into();
         assert_eq!(err.to_string(), "`mkfs.ext4` is not installed: install e2fsprogs");
         let tools = tools_needed(&[
             Step::Format { device: "/dev/vda1".into(), format: "vfat".into(), extra_args: vec![] },

@@ -17,10 +17,19 @@ pub fn describe_plan(steps: &[Step], root: &Path) -> Vec<String> {
         match s {
             Step::Partition { disk, device, table } => match table {
                 TablePlan::Gpt { partitions, .. } => {
-                    lines.push(format!("disk {disk} ({device}): gpt, create only missing partitions"));
+                    lines.push(format!(
+                        "disk {disk} ({device}): gpt, create only missing partitions"
+                    ));
                     for p in partitions {
-                        let warn = if p.type_known { "" } else { "  (unknown code: sgdisk writes Linux filesystem)" };
-                        lines.push(format!("  {}: {} start={} end={} type={}{warn}", p.number, p.label, p.start, p.end, p.type_code));
+                        let warn = if p.type_known {
+                            ""
+                        } else {
+                            "  (unknown code: sgdisk writes Linux filesystem)"
+                        };
+                        lines.push(format!(
+                            "  {}: {} start={} end={} type={}{warn}",
+                            p.number, p.label, p.start, p.end, p.type_code
+                        ));
                     }
                 }
                 TablePlan::Parted { format, partitions } => {
@@ -38,13 +47,24 @@ pub fn describe_plan(steps: &[Step], root: &Path) -> Vec<String> {
                     }
                 }
             },
-            Step::Format { device, format, extra_args } => lines.push(format!("format {device} as {format} {} (if blkid finds nothing)", extra_args.join(" "))),
-            Step::Mkswap { device, .. } => lines.push(format!("mkswap {device} (if blkid finds nothing)")),
-            Step::Btrfs { device, subvolumes, .. } => lines.push(format!("btrfs on {device}, subvolumes: {}", subvolumes.join(", "))),
-            Step::Unsupported { kind, spec_path, .. } => lines.push(format!("NOT SUPPORTED YET: {kind} at {spec_path}")),
-            Step::Mount { device, mountpoint, fs_type, options } => {
-                lines.push(format!("mount -t {fs_type} {device} {} -o {}", join_root(root, mountpoint).display(), options.join(",")))
+            Step::Format { device, format, extra_args } => lines.push(format!(
+                "format {device} as {format} {} (if blkid finds nothing)",
+                extra_args.join(" ")
+            )),
+            Step::Mkswap { device, .. } => {
+                lines.push(format!("mkswap {device} (if blkid finds nothing)"))
             }
+            Step::Btrfs { device, subvolumes, .. } => {
+                lines.push(format!("btrfs on {device}, subvolumes: {}", subvolumes.join(", ")))
+            }
+            Step::Unsupported { kind, spec_path, .. } => {
+                lines.push(format!("NOT SUPPORTED YET: {kind} at {spec_path}"))
+            }
+            Step::Mount { device, mountpoint, fs_type, options } => lines.push(format!(
+                "mount -t {fs_type} {device} {} -o {}",
+                join_root(root, mountpoint).display(),
+                options.join(",")
+            )),
         }
     }
     lines
@@ -54,7 +74,17 @@ pub fn describe_plan(steps: &[Step], root: &Path) -> Vec<String> {
 /// (for `plan --size`).
 pub fn resolve_for_size(table: &TablePlan, bytes: u64) -> Result<Vec<Resolved>, DiskError> {
     dplan::resolve_table(table, 512, bytes / 512, &[]).map_err(|e| {
-        let at = e.partition().and_then(|n| table.spec_path_of(n)).unwrap_or("disko.devices.disk").to_string();
-        DiskError::Geometry { disk: String::new(), path: PathBuf::new(), spec_path: at, message: e.to_string(), bytes }
+        let at = e
+            .partition()
+            .and_then(|n| table.spec_path_of(n))
+            .unwrap_or("disko.devices.disk")
+            .to_string();
+        DiskError::Geometry {
+            disk: String::new(),
+            path: PathBuf::new(),
+            spec_path: at,
+            message: e.to_string(),
+            bytes,
+        }
     })
 }

@@ -30,8 +30,12 @@ pub(super) fn notify_kernel(target: &Path) {
 
 /// The block device for a target: itself, or a loop device with partition
 /// scanning for an image file (attached once, reused on later runs).
-pub(super) fn block_device_for(target: &Path, loops: &mut BTreeMap<PathBuf, PathBuf>) -> Result<PathBuf, DiskError> {
-    let meta = std::fs::metadata(target).map_err(|source| DiskError::Io { path: target.to_path_buf(), source })?;
+pub(super) fn block_device_for(
+    target: &Path,
+    loops: &mut BTreeMap<PathBuf, PathBuf>,
+) -> Result<PathBuf, DiskError> {
+    let meta = std::fs::metadata(target)
+        .map_err(|source| DiskError::Io { path: target.to_path_buf(), source })?;
     if !meta.is_file() {
         return Ok(target.to_path_buf());
     }
@@ -44,7 +48,9 @@ pub(super) fn block_device_for(target: &Path, loops: &mut BTreeMap<PathBuf, Path
             let _ = Cmd::new("losetup").arg("-c").arg(&d).probe();
             d
         }
-        None => PathBuf::from(Cmd::new("losetup").args(["-f", "--show", "-P"]).arg(target).run()?.text().trim()),
+        None => PathBuf::from(
+            Cmd::new("losetup").args(["-f", "--show", "-P"]).arg(target).run()?.text().trim(),
+        ),
     };
     // Ask for the table explicitly: the scan `losetup -P` triggers does not
     // always show partitions in sysfs (seen in containers), BLKRRPART does.
@@ -66,7 +72,13 @@ pub fn attached_loop(image: &Path) -> Result<Option<PathBuf>, DiskError> {
 /// per-partition ones at an offset.
 pub fn attached_loops(image: &Path) -> Result<Vec<PathBuf>, DiskError> {
     let out = Cmd::new("losetup").env("LC_ALL", "C").arg("-j").arg(image).run()?;
-    Ok(out.text().lines().filter_map(|l| l.split(':').next()).filter(|d| !d.is_empty()).map(PathBuf::from).collect())
+    Ok(out
+        .text()
+        .lines()
+        .filter_map(|l| l.split(':').next())
+        .filter(|d| !d.is_empty())
+        .map(PathBuf::from)
+        .collect())
 }
 
 /// Detaches `dev` if, once open, it is still bound to `image`: holding it
@@ -77,11 +89,14 @@ pub fn attached_loops(image: &Path) -> Result<Vec<PathBuf>, DiskError> {
 /// program had open stays listed for a while).
 pub(super) fn detach_loop(dev: &Path, image: &Path) -> Result<bool, DiskError> {
     let io_err = |source| DiskError::Io { path: dev.to_path_buf(), source };
-    let backing = std::fs::metadata(image).map_err(|source| DiskError::Io { path: image.to_path_buf(), source })?;
+    let backing = std::fs::metadata(image)
+        .map_err(|source| DiskError::Io { path: image.to_path_buf(), source })?;
     let f = match File::open(dev) {
         Ok(f) => f,
         // Gone between the listing and now.
-        Err(e) if matches!(e.raw_os_error(), Some(nix::libc::ENXIO) | Some(nix::libc::ENOENT)) => return Ok(false),
+        Err(e) if matches!(e.raw_os_error(), Some(nix::libc::ENXIO) | Some(nix::libc::ENOENT)) => {
+            return Ok(false)
+        }
         Err(e) => return Err(io_err(e)),
     };
     let status = match lab_blockdev::loop_status(&f) {
@@ -92,7 +107,8 @@ pub(super) fn detach_loop(dev: &Path, image: &Path) -> Result<bool, DiskError> {
     if status.backing != (backing.dev(), backing.ino()) || status.detaching {
         return Ok(false);
     }
-    let mounts = lab_blockdev::mounts_of(dev).map_err(|e| io_err(io::Error::other(e.to_string())))?;
+    let mounts =
+        lab_blockdev::mounts_of(dev).map_err(|e| io_err(io::Error::other(e.to_string())))?;
     if !mounts.is_empty() {
         return Err(DiskError::Mounted { path: dev.to_path_buf(), at: mounts.join(", ") });
     }
@@ -116,7 +132,12 @@ pub fn partition_node(dev: &Path, n: u32) -> PathBuf {
 /// The node holding partition `n` of `target` (attached as `dev`). Where
 /// the kernel shows no partitions of a loop device (some containers), the
 /// partition gets its own loop device at its offset, like `losetup -o`.
-pub fn partition_device(target: &Path, dev: &Path, n: u32, sector_size: u64) -> Result<PathBuf, DiskError> {
+pub fn partition_device(
+    target: &Path,
+    dev: &Path,
+    n: u32,
+    sector_size: u64,
+) -> Result<PathBuf, DiskError> {
     let node = partition_node(dev, n);
     if sysfs_has(&node) && ensure_node(&node).is_ok() {
         return Ok(node);
@@ -126,10 +147,10 @@ pub fn partition_device(target: &Path, dev: &Path, n: u32, sector_size: u64) -> 
         Existing::Msdos(s) => s,
         _ => Vec::new(),
     };
-    let slot = slots
-        .into_iter()
-        .find(|s| s.number == n)
-        .ok_or_else(|| DiskError::Table { path: target.to_path_buf(), message: format!("partition {n} is not in the table") })?;
+    let slot = slots.into_iter().find(|s| s.number == n).ok_or_else(|| DiskError::Table {
+        path: target.to_path_buf(),
+        message: format!("partition {n} is not in the table"),
+    })?;
     let offset = slot.first * sector_size;
     let size = (slot.last - slot.first + 1) * sector_size;
     // The kernel did not pick the partition up from the table: add it.
@@ -142,11 +163,15 @@ pub fn partition_device(target: &Path, dev: &Path, n: u32, sector_size: u64) -> 
         Err(_) => {}
     }
     // An answer either way: no line means no loop device at this offset yet.
-    let out = Cmd::new("losetup").arg("-j").arg(target).args(["-o", &offset.to_string()]).probe()?;
+    let out =
+        Cmd::new("losetup").arg("-j").arg(target).args(["-o", &offset.to_string()]).probe()?;
     if let Some(existing) = out.text().lines().next().and_then(|l| l.split(':').next()) {
         return Ok(PathBuf::from(existing));
     }
-    let out = Cmd::new("losetup").args(["-f", "--show", "--offset", &offset.to_string(), "--sizelimit", &size.to_string()]).arg(target).run()?;
+    let out = Cmd::new("losetup")
+        .args(["-f", "--show", "--offset", &offset.to_string(), "--sizelimit", &size.to_string()])
+        .arg(target)
+        .run()?;
     Ok(PathBuf::from(out.text().trim()))
 }
 
@@ -159,7 +184,9 @@ fn sysfs_has(node: &Path) -> bool {
 /// (containers, some rescue systems) the kernel knows the partition (sysfs)
 /// but nobody creates `/dev/...`: do what udev would, from sysfs's `dev`.
 fn ensure_node(node: &Path) -> Result<(), DiskError> {
-    let Some(name) = node.file_name().and_then(|n| n.to_str()) else { return Ok(()) };
+    let Some(name) = node.file_name().and_then(|n| n.to_str()) else {
+        return Ok(());
+    };
     let sys = PathBuf::from("/sys/class/block").join(name).join("dev");
     // The kernel may still be adding the partition after BLKRRPART.
     for _ in 0..25 {
@@ -171,8 +198,12 @@ fn ensure_node(node: &Path) -> Result<(), DiskError> {
     // The kernel's word, not the node's existence, says the partition is
     // there: a node left behind by an earlier attachment (devtmpfs in a
     // container keeps them) may name no device, or another one.
-    let text = std::fs::read_to_string(&sys).map_err(|source| DiskError::Io { path: sys.clone(), source })?;
-    let bad = || DiskError::Table { path: sys.clone(), message: format!("unexpected content `{}`", text.trim()) };
+    let text = std::fs::read_to_string(&sys)
+        .map_err(|source| DiskError::Io { path: sys.clone(), source })?;
+    let bad = || DiskError::Table {
+        path: sys.clone(),
+        message: format!("unexpected content `{}`", text.trim()),
+    };
     let (major, minor) = text.trim().split_once(':').ok_or_else(bad)?;
     let (major, minor): (u64, u64) = match (major.parse(), minor.parse()) {
         (Ok(a), Ok(b)) => (a, b),
@@ -190,10 +221,12 @@ fn make_block_node(node: &Path, major: u64, minor: u64) -> Result<(), DiskError>
     let want = makedev(major, minor);
     match std::fs::metadata(node) {
         Ok(m) if m.file_type().is_block_device() && m.rdev() == want => return Ok(()),
-        Ok(_) => std::fs::remove_file(node).map_err(|source| DiskError::Io { path: node.to_path_buf(), source })?,
+        Ok(_) => std::fs::remove_file(node)
+            .map_err(|source| DiskError::Io { path: node.to_path_buf(), source })?,
         Err(_) => {}
     }
-    mknod(node, SFlag::S_IFBLK, Mode::from_bits_truncate(0o660), want).map_err(|e| DiskError::Io { path: node.to_path_buf(), source: e.into() })
+    mknod(node, SFlag::S_IFBLK, Mode::from_bits_truncate(0o660), want)
+        .map_err(|e| DiskError::Io { path: node.to_path_buf(), source: e.into() })
 }
 
 #[cfg(not(target_os = "linux"))]

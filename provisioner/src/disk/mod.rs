@@ -77,7 +77,10 @@ impl lab_cli::Classify for DiskError {
     fn class(&self) -> lab_cli::Class {
         match self {
             DiskError::Tool(e) => e.class(),
-            DiskError::NeedsWipe { .. } | DiskError::Mounted { .. } | DiskError::Unsupported { .. } | DiskError::NeedsLinux { .. } => lab_cli::Class::Refused,
+            DiskError::NeedsWipe { .. }
+            | DiskError::Mounted { .. }
+            | DiskError::Unsupported { .. }
+            | DiskError::NeedsLinux { .. } => lab_cli::Class::Refused,
             _ => lab_cli::Class::Failure,
         }
     }

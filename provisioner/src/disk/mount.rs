@@ -15,18 +15,35 @@ use super::{Action, ApplyOptions, DiskError};
 /// Mounts every `Mount` step under `root`, in plan order (parents first);
 /// already mounted ones are left alone. `node` maps a spec device path to
 /// the node that holds it on this machine.
-pub(super) fn mount_steps(steps: &[Step], root: &Path, node: &dyn Fn(&str) -> PathBuf) -> Result<Vec<Action>, DiskError> {
+pub(super) fn mount_steps(
+    steps: &[Step],
+    root: &Path,
+    node: &dyn Fn(&str) -> PathBuf,
+) -> Result<Vec<Action>, DiskError> {
     let mut actions = Vec::new();
     for step in steps {
         if let Step::Mount { device, mountpoint, fs_type, options } = step {
             let target = join_root(root, mountpoint);
             if is_mountpoint(&target) {
-                actions.push(Action { what: format!("mount {mountpoint}"), done: false, detail: format!("{} is already mounted", target.display()) });
+                actions.push(Action {
+                    what: format!("mount {mountpoint}"),
+                    done: false,
+                    detail: format!("{} is already mounted", target.display()),
+                });
                 continue;
             }
             let dev = node(device);
-            Cmd::new("mount").args(["-t", fs_type]).arg(&dev).arg(&target).args(["-o", &options.join(","), "-o", "X-mount.mkdir"]).run()?;
-            actions.push(Action { what: format!("mount {mountpoint}"), done: true, detail: format!("{} on {}", dev.display(), target.display()) });
+            Cmd::new("mount")
+                .args(["-t", fs_type])
+                .arg(&dev)
+                .arg(&target)
+                .args(["-o", &options.join(","), "-o", "X-mount.mkdir"])
+                .run()?;
+            actions.push(Action {
+                what: format!("mount {mountpoint}"),
+                done: true,
+                detail: format!("{} on {}", dev.display(), target.display()),
+            });
         }
     }
     Ok(actions)
@@ -44,7 +61,12 @@ pub(super) fn join_root(root: &Path, mountpoint: &str) -> PathBuf {
 
 /// Whether something is mounted at `p` (false when findmnt cannot tell).
 fn is_mountpoint(p: &Path) -> bool {
-    Cmd::new("findmnt").args(["-rno", "TARGET", "--mountpoint"]).arg(p).probe().map(|o| o.success() && !o.stdout.is_empty()).unwrap_or(false)
+    Cmd::new("findmnt")
+        .args(["-rno", "TARGET", "--mountpoint"])
+        .arg(p)
+        .probe()
+        .map(|o| o.success() && !o.stdout.is_empty())
+        .unwrap_or(false)
 }
 
 /// Mounts a prepared disk set (after `apply`, or on a rescue system):
@@ -61,8 +83,12 @@ pub fn mount(devices: &Devices, opts: &ApplyOptions) -> Result<Vec<Action>, Disk
             let target = target_of(devices, opts, disk)?;
             let dev = block_device_for(&target, &mut loops)?;
             let parts: Vec<(u32, String)> = match table {
-                TablePlan::Gpt { partitions, .. } => partitions.iter().map(|p| (p.number, p.device.clone())).collect(),
-                TablePlan::Parted { partitions, .. } => partitions.iter().map(|p| (p.index as u32, p.device.clone())).collect(),
+                TablePlan::Gpt { partitions, .. } => {
+                    partitions.iter().map(|p| (p.number, p.device.clone())).collect()
+                }
+                TablePlan::Parted { partitions, .. } => {
+                    partitions.iter().map(|p| (p.index as u32, p.device.clone())).collect()
+                }
             };
             let (sector_size, _) = geometry(&target)?;
             for (n, spec_dev) in parts {
@@ -71,7 +97,8 @@ pub fn mount(devices: &Devices, opts: &ApplyOptions) -> Result<Vec<Action>, Disk
             }
         }
     }
-    let node = |spec_dev: &str| nodes.get(spec_dev).cloned().unwrap_or_else(|| PathBuf::from(spec_dev));
+    let node =
+        |spec_dev: &str| nodes.get(spec_dev).cloned().unwrap_or_else(|| PathBuf::from(spec_dev));
     mount_steps(&steps, &opts.root, &node)
 }
 
@@ -86,18 +113,30 @@ pub fn unmount(devices: &Devices, opts: &ApplyOptions) -> Result<Vec<Action>, Di
         if let Step::Mount { mountpoint, .. } = step {
             let target = join_root(&opts.root, mountpoint);
             if !is_mountpoint(&target) {
-                actions.push(Action { what: format!("unmount {mountpoint}"), done: false, detail: "not mounted".into() });
+                actions.push(Action {
+                    what: format!("unmount {mountpoint}"),
+                    done: false,
+                    detail: "not mounted".into(),
+                });
                 continue;
             }
             Cmd::new("umount").arg(&target).run()?;
-            actions.push(Action { what: format!("unmount {mountpoint}"), done: true, detail: target.display().to_string() });
+            actions.push(Action {
+                what: format!("unmount {mountpoint}"),
+                done: true,
+                detail: target.display().to_string(),
+            });
         }
     }
     for path in opts.disks.values() {
         if std::fs::metadata(path).map(|m| m.is_file()).unwrap_or(false) {
             for l in attached_loops(path)? {
                 let done = detach_loop(&l, path)?;
-                let detail = if done { path.display().to_string() } else { "already detached or detaching".into() };
+                let detail = if done {
+                    path.display().to_string()
+                } else {
+                    "already detached or detaching".into()
+                };
                 actions.push(Action { what: format!("detach {}", l.display()), done, detail });
             }
             // Wait out the kernel's teardown, so that a re-run right after

@@ -32,8 +32,10 @@ pub fn load_raw(source: &SpecSource) -> Result<serde_json::Value, DiskError> {
             serde_json::from_slice(&json).map_err(|e| SpecError::Json(e.to_string()).into())
         }
         SpecSource::File(path) => {
-            let text = std::fs::read_to_string(path).map_err(|error| DiskError::SpecFile { path: path.clone(), error })?;
-            let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| SpecError::Json(format!("{}: {e}", path.display())))?;
+            let text = std::fs::read_to_string(path)
+                .map_err(|error| DiskError::SpecFile { path: path.clone(), error })?;
+            let v: serde_json::Value = serde_json::from_str(&text)
+                .map_err(|e| SpecError::Json(format!("{}: {e}", path.display())))?;
             // Accept `{ disko.devices = ...; }` wrappers too.
             Ok(v.get("disko").and_then(|d| d.get("devices")).cloned().unwrap_or(v))
         }
@@ -45,7 +47,8 @@ pub fn load_raw(source: &SpecSource) -> Result<serde_json::Value, DiskError> {
 pub fn load(source: &SpecSource) -> Result<(serde_json::Value, Devices), DiskError> {
     let raw = load_raw(source)?;
     let normalized = lab_disko::normalize(&raw)?;
-    let devices: Devices = serde_json::from_value(normalized.clone()).map_err(|e| SpecError::invalid("disko.devices", e.to_string()))?;
+    let devices: Devices = serde_json::from_value(normalized.clone())
+        .map_err(|e| SpecError::invalid("disko.devices", e.to_string()))?;
     Ok((normalized, devices))
 }
 
@@ -53,7 +56,10 @@ pub fn load(source: &SpecSource) -> Result<(serde_json::Value, Devices), DiskErr
 /// scripts, and leaving them out silently would make a different machine.
 pub fn check_hooks(normalized: &serde_json::Value) -> Result<(), DiskError> {
     match lab_disko::hooks_set(normalized).into_iter().next() {
-        Some(spec_path) => Err(DiskError::Unsupported { kind: "a hook (shell code disko runs around its steps)".into(), spec_path }),
+        Some(spec_path) => Err(DiskError::Unsupported {
+            kind: "a hook (shell code disko runs around its steps)".into(),
+            spec_path,
+        }),
         None => Ok(()),
     }
 }

@@ -38,12 +38,20 @@ fn lb(sector_size: u64) -> LogicalBlockSize {
 /// Reads what table (if any) `path` holds.
 pub fn read_existing(path: &Path, sector_size: u64) -> Result<Existing, DiskError> {
     let io = |source| DiskError::Io { path: path.to_path_buf(), source };
-    if let Ok(disk) = gpt::GptConfig::new().writable(false).logical_block_size(lb(sector_size)).open(path) {
+    if let Ok(disk) =
+        gpt::GptConfig::new().writable(false).logical_block_size(lb(sector_size)).open(path)
+    {
         let slots = disk
             .partitions()
             .iter()
             .filter(|(_, p)| p.is_used())
-            .map(|(n, p)| (Slot { number: *n, first: p.first_lba, last: p.last_lba }, p.name.clone(), p.part_guid.to_string()))
+            .map(|(n, p)| {
+                (
+                    Slot { number: *n, first: p.first_lba, last: p.last_lba },
+                    p.name.clone(),
+                    p.part_guid.to_string(),
+                )
+            })
             .collect();
         return Ok(Existing::Gpt(slots));
     }
@@ -55,7 +63,11 @@ pub fn read_existing(path: &Path, sector_size: u64) -> Result<Existing, DiskErro
             let slots = mbr
                 .iter()
                 .filter(|(_, p)| p.is_used())
-                .map(|(i, p)| Slot { number: i as u32, first: p.starting_lba as u64, last: p.starting_lba as u64 + p.sectors as u64 - 1 })
+                .map(|(i, p)| Slot {
+                    number: i as u32,
+                    first: p.starting_lba as u64,
+                    last: p.starting_lba as u64 + p.sectors as u64 - 1,
+                })
                 .collect();
             return Ok(Existing::Msdos(slots));
         }
@@ -64,7 +76,9 @@ pub fn read_existing(path: &Path, sector_size: u64) -> Result<Existing, DiskErro
     // blkid exits non-zero when it finds nothing; a blkid that cannot run
     // finds nothing either.
     match Cmd::new("blkid").args(["-p", "-o", "value", "-s", "TYPE"]).arg(path).probe() {
-        Ok(o) if o.success() && !o.stdout.is_empty() => Ok(Existing::Other(o.text().trim().to_string())),
+        Ok(o) if o.success() && !o.stdout.is_empty() => {
+            Ok(Existing::Other(o.text().trim().to_string()))
+        }
         _ => Ok(Existing::Blank),
     }
 }
@@ -73,12 +87,27 @@ pub fn read_existing(path: &Path, sector_size: u64) -> Result<Existing, DiskErro
 /// a GPT already on the disk holds stays as sgdisk would leave it: the disk
 /// GUID, the partition GUIDs of slots the spec does not pin, and every
 /// partition the spec does not mention.
-pub fn write_gpt(path: &Path, sector_size: u64, parts: &[Resolved], keep_existing: bool) -> Result<(), DiskError> {
-    let gpt_err = |e: gpt::GptError| DiskError::Table { path: path.to_path_buf(), message: e.to_string() };
+pub fn write_gpt(
+    path: &Path,
+    sector_size: u64,
+    parts: &[Resolved],
+    keep_existing: bool,
+) -> Result<(), DiskError> {
+    let gpt_err =
+        |e: gpt::GptError| DiskError::Table { path: path.to_path_buf(), message: e.to_string() };
     let io = |source| DiskError::Io { path: path.to_path_buf(), source };
-    let (disk_guid, mut map) = match gpt::GptConfig::new().writable(false).logical_block_size(lb(sector_size)).open(path) {
+    let (disk_guid, mut map) = match gpt::GptConfig::new()
+        .writable(false)
+        .logical_block_size(lb(sector_size))
+        .open(path)
+    {
         Ok(old) if keep_existing => {
-            let used = old.partitions().iter().filter(|(_, p)| p.is_used()).map(|(n, p)| (*n, p.clone())).collect::<BTreeMap<u32, gpt::partition::Partition>>();
+            let used = old
+                .partitions()
+                .iter()
+                .filter(|(_, p)| p.is_used())
+                .map(|(n, p)| (*n, p.clone()))
+                .collect::<BTreeMap<u32, gpt::partition::Partition>>();
             (Some(*old.guid()), used)
         }
         _ => (None, BTreeMap::new()),
@@ -88,8 +117,11 @@ pub fn write_gpt(path: &Path, sector_size: u64, parts: &[Resolved], keep_existin
     // Protective MBR first: sgdisk --clear writes one covering the disk.
     let total_sectors = total_bytes / sector_size;
     let mut file = file;
-    let pmbr = gpt::mbr::ProtectiveMBR::with_lb_size(u32::try_from(total_sectors - 1).unwrap_or(0xFFFF_FFFF));
-    pmbr.overwrite_lba0(&mut file).map_err(|e| DiskError::Table { path: path.to_path_buf(), message: e.to_string() })?;
+    let pmbr = gpt::mbr::ProtectiveMBR::with_lb_size(
+        u32::try_from(total_sectors - 1).unwrap_or(0xFFFF_FFFF),
+    );
+    pmbr.overwrite_lba0(&mut file)
+        .map_err(|e| DiskError::Table { path: path.to_path_buf(), message: e.to_string() })?;
     let mut disk = gpt::GptConfig::new()
         .writable(true)
         .logical_block_size(lb(sector_size))
@@ -168,7 +200,10 @@ pub fn device_bytes(f: &File, path: &Path) -> Result<u64, DiskError> {
 }
 
 fn parse_uuid(s: &str, path: &Path) -> Result<uuid::Uuid, DiskError> {
-    uuid::Uuid::parse_str(s).map_err(|e| DiskError::Table { path: path.to_path_buf(), message: format!("`{s}` is not a GUID: {e}") })
+    uuid::Uuid::parse_str(s).map_err(|e| DiskError::Table {
+        path: path.to_path_buf(),
+        message: format!("`{s}` is not a GUID: {e}"),
+    })
 }
 
 /// `s` cut to at most `max` UTF-16 units (a GPT name holds 36).

@@ -18,7 +18,10 @@ use super::{table, ApplyOptions, DiskError};
 pub fn check_mapping(devices: &Devices, opts: &ApplyOptions) -> Result<(), DiskError> {
     for name in opts.disks.keys() {
         if !devices.disk.contains_key(name) {
-            return Err(DiskError::UnknownMapping { disk: name.clone(), known: devices.disk.keys().cloned().collect::<Vec<_>>().join(", ") });
+            return Err(DiskError::UnknownMapping {
+                disk: name.clone(),
+                known: devices.disk.keys().cloned().collect::<Vec<_>>().join(", "),
+            });
         }
     }
     for (name, disk) in &devices.disk {
@@ -63,21 +66,27 @@ pub fn check_mapping(devices: &Devices, opts: &ApplyOptions) -> Result<(), DiskE
 
 /// The path spec disk `disk` is written to: its `--disk` mapping, or the
 /// spec's own `device`.
-pub(super) fn target_of(devices: &Devices, opts: &ApplyOptions, disk: &str) -> Result<PathBuf, DiskError> {
+pub(super) fn target_of(
+    devices: &Devices,
+    opts: &ApplyOptions,
+    disk: &str,
+) -> Result<PathBuf, DiskError> {
     match opts.disks.get(disk) {
         Some(p) => Ok(p.clone()),
-        None => devices
-            .disk
-            .get(disk)
-            .map(|d| PathBuf::from(&d.device))
-            .ok_or_else(|| DiskError::MissingMapping { disk: disk.to_string(), why: "the spec has no such disk".into() }),
+        None => devices.disk.get(disk).map(|d| PathBuf::from(&d.device)).ok_or_else(|| {
+            DiskError::MissingMapping {
+                disk: disk.to_string(),
+                why: "the spec has no such disk".into(),
+            }
+        }),
     }
 }
 
 /// Sector size and sector count of a device or image file (an image file
 /// has 512-byte sectors).
 pub fn geometry(path: &Path) -> Result<(u64, u64), DiskError> {
-    let f = File::open(path).map_err(|source| DiskError::Io { path: path.to_path_buf(), source })?;
+    let f =
+        File::open(path).map_err(|source| DiskError::Io { path: path.to_path_buf(), source })?;
     let bytes = table::device_bytes(&f, path)?;
     let meta = f.metadata().map_err(|source| DiskError::Io { path: path.to_path_buf(), source })?;
     let ss = if meta.is_file() { 512 } else { lab_blockdev::sector_size(&f).unwrap_or(512) };

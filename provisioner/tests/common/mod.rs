@@ -8,7 +8,11 @@ use std::path::PathBuf;
 pub fn fixtures_dir() -> PathBuf {
     let repo = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
     let dir = repo.join("../shared/fixtures/disko");
-    assert!(dir.is_dir(), "golden fixtures missing: {} does not exist; copy shared/ next to the repository (CI does)", dir.display());
+    assert!(
+        dir.is_dir(),
+        "golden fixtures missing: {} does not exist; copy shared/ next to the repository (CI does)",
+        dir.display()
+    );
     dir
 }
 
@@ -17,7 +21,9 @@ pub fn fixture_names() -> Vec<String> {
     let mut names: Vec<String> = std::fs::read_dir(fixtures_dir())
         .expect("read fixtures dir")
         .filter_map(|e| e.ok())
-        .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".input.json")).map(str::to_string))
+        .filter_map(|e| {
+            e.file_name().to_str().and_then(|n| n.strip_suffix(".input.json")).map(str::to_string)
+        })
         .collect();
     names.sort();
     assert!(!names.is_empty(), "no *.input.json in {}", fixtures_dir().display());
@@ -26,7 +32,8 @@ pub fn fixture_names() -> Vec<String> {
 
 pub fn read_json(name: &str) -> serde_json::Value {
     let path = fixtures_dir().join(name);
-    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
+    let text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("parse {}: {e}", path.display()))
 }
 
@@ -35,7 +42,11 @@ pub fn loop_devices_available() -> Result<(), String> {
     if !nix_is_root() {
         return Err("not running as root".into());
     }
-    let ok = std::process::Command::new("losetup").arg("--version").output().map(|o| o.status.success()).unwrap_or(false);
+    let ok = std::process::Command::new("losetup")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
     if !ok {
         return Err("losetup is not installed".into());
     }
@@ -46,7 +57,11 @@ pub fn loop_devices_available() -> Result<(), String> {
 }
 
 fn nix_is_root() -> bool {
-    std::process::Command::new("id").arg("-u").output().map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0").unwrap_or(false)
+    std::process::Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
 }
 
 // Not every test binary that includes this module uses both.
@@ -63,5 +78,9 @@ pub fn labprov(args: &[&str]) -> (bool, String, String) {
         .stdin(std::process::Stdio::null())
         .output()
         .expect("run labprov");
-    (out.status.success(), String::from_utf8_lossy(&out.stdout).into(), String::from_utf8_lossy(&out.stderr).into())
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into(),
+        String::from_utf8_lossy(&out.stderr).into(),
+    )
 }

@@ -19,7 +19,12 @@ pub fn require(test: &str, tools: &[&str]) -> bool {
         let ok = match *t {
             "pynacl" => python_has("nacl"),
             "pyrage" => python_has("pyrage"),
-            _ => Command::new("sh").arg("-c").arg(format!("command -v {t}")).output().map(|o| o.status.success()).unwrap_or(false),
+            _ => Command::new("sh")
+                .arg("-c")
+                .arg(format!("command -v {t}"))
+                .output()
+                .map(|o| o.status.success())
+                .unwrap_or(false),
         };
         if !ok {
             missing.push(*t);
@@ -32,7 +37,11 @@ pub fn require(test: &str, tools: &[&str]) -> bool {
 }
 
 fn python_has(module: &str) -> bool {
-    Command::new("python3").args(["-c", &format!("import {module}")]).output().map(|o| o.status.success()).unwrap_or(false)
+    Command::new("python3")
+        .args(["-c", &format!("import {module}")])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
 }
 
 pub fn run(cmd: &mut Command) -> Output {
@@ -42,7 +51,12 @@ pub fn run(cmd: &mut Command) -> Output {
 
 pub fn run_ok(cmd: &mut Command) -> String {
     let out = run(cmd);
-    assert!(out.status.success(), "{cmd:?} failed:\n{}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed:\n{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
@@ -65,7 +79,8 @@ impl TestLab {
         std::fs::create_dir_all(&home).unwrap();
         let admin_key = home.join("admin.txt");
         run_ok(Command::new("age-keygen").arg("-o").arg(&admin_key));
-        let admin_recipient = run_ok(Command::new("age-keygen").arg("-y").arg(&admin_key)).trim().to_string();
+        let admin_recipient =
+            run_ok(Command::new("age-keygen").arg("-y").arg(&admin_key)).trim().to_string();
         std::fs::create_dir_all(root.join("hosts")).unwrap();
         // The repository's own facts.nix (and the lab-wide facts it reads):
         // the tests exercise the real one.
@@ -100,7 +115,10 @@ impl TestLab {
         let list: Vec<String> = recipients.iter().map(|r| format!("\"{r}\"")).collect();
         std::fs::write(
             self.root().join("hosts/admins.nix"),
-            format!("{{ ry = {{ description = \"Ry\"; sshKeys = [ ]; ageRecipients = [ {} ]; }}; }}\n", list.join(" ")),
+            format!(
+                "{{ ry = {{ description = \"Ry\"; sshKeys = [ ]; ageRecipients = [ {} ]; }}; }}\n",
+                list.join(" ")
+            ),
         )
         .unwrap();
     }
@@ -109,8 +127,14 @@ impl TestLab {
         let dir = self.root().join("hosts").join(name);
         std::fs::create_dir_all(&dir).unwrap();
         let shared: Vec<String> = shared.iter().map(|s| format!("\"{s}\"")).collect();
-        std::fs::write(dir.join("facts.nix"), format!("{{ system = \"aarch64-linux\"; class = \"nixos\"; sharedSecrets = [ {} ]; }}\n", shared.join(" ")))
-            .unwrap();
+        std::fs::write(
+            dir.join("facts.nix"),
+            format!(
+                "{{ system = \"aarch64-linux\"; class = \"nixos\"; sharedSecrets = [ {} ]; }}\n",
+                shared.join(" ")
+            ),
+        )
+        .unwrap();
     }
 
     /// Writes `plain` YAML to `rel` and encrypts it in place to the admin only.
@@ -118,7 +142,11 @@ impl TestLab {
         let path = self.root().join(rel);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
         std::fs::write(&path, plain).unwrap();
-        run_ok(self.sops(&self.admin_key).args(["encrypt", "-i", "--age", &self.admin_recipient]).arg(&path));
+        run_ok(
+            self.sops(&self.admin_key)
+                .args(["encrypt", "-i", "--age", &self.admin_recipient])
+                .arg(&path),
+        );
     }
 
     /// sops with exactly one identity file and an empty HOME.
@@ -139,7 +167,10 @@ impl TestLab {
     pub fn decrypts(&self, identity: &Path, rel: &str, marker: &str) -> bool {
         let out = run(self.sops(identity).arg("decrypt").arg(self.root().join(rel)));
         if out.status.success() {
-            assert!(String::from_utf8_lossy(&out.stdout).contains(marker), "{rel} decrypted to something else");
+            assert!(
+                String::from_utf8_lossy(&out.stdout).contains(marker),
+                "{rel} decrypted to something else"
+            );
         }
         out.status.success()
     }
@@ -147,10 +178,16 @@ impl TestLab {
     /// The host's age identity file, derived INDEPENDENTLY (Python, libsodium)
     /// from the private key the lab injects.
     pub fn host_identity(&self, host: &str, label: &str) -> PathBuf {
-        let key = lab_keys::secrets::injection_material_with(self.root(), host, &self.identity()).unwrap();
+        let key = lab_keys::secrets::injection_material_with(self.root(), host, &self.identity())
+            .unwrap();
         let key_path = self.home.join(format!("{host}-{label}.key"));
         std::fs::write(&key_path, key.private_openssh().as_bytes()).unwrap();
-        let identity = run_ok(Command::new("python3").arg(python_helper()).args(["-private-key", "-i"]).arg(&key_path));
+        let identity = run_ok(
+            Command::new("python3")
+                .arg(python_helper())
+                .args(["-private-key", "-i"])
+                .arg(&key_path),
+        );
         let id_path = self.home.join(format!("{host}-{label}.age"));
         std::fs::write(&id_path, identity).unwrap();
         id_path
@@ -169,7 +206,10 @@ impl TestLab {
                 if p.is_dir() {
                     walk(root, &p, out);
                 } else {
-                    out.push((p.strip_prefix(root).unwrap().to_path_buf(), std::fs::read(&p).unwrap()));
+                    out.push((
+                        p.strip_prefix(root).unwrap().to_path_buf(),
+                        std::fs::read(&p).unwrap(),
+                    ));
                 }
             }
         }
@@ -190,10 +230,18 @@ pub fn data_key(lab: &TestLab, rel: &str, recipient: &str, identity: &Path) -> V
     let at = text.find(&format!("recipient: {recipient}")).expect("the recipient is in the file");
     let start = text[at..].find("-----BEGIN AGE ENCRYPTED FILE-----").unwrap() + at;
     let end = text[start..].find("-----END AGE ENCRYPTED FILE-----").unwrap() + start;
-    let block: String = text[start..end + "-----END AGE ENCRYPTED FILE-----".len()].lines().map(|l| l.trim()).collect::<Vec<_>>().join("\n");
+    let block: String = text[start..end + "-----END AGE ENCRYPTED FILE-----".len()]
+        .lines()
+        .map(|l| l.trim())
+        .collect::<Vec<_>>()
+        .join("\n");
     let armored = lab.home.join("stanza.age");
     std::fs::write(&armored, block + "\n").unwrap();
     let out = run(Command::new("age").arg("-d").arg("-i").arg(identity).arg(&armored));
-    assert!(out.status.success(), "age -d of the data key: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "age -d of the data key: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.stdout
 }

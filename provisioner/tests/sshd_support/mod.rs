@@ -28,12 +28,20 @@ pub fn free_port() -> u16 {
 }
 
 pub fn sshd_binary() -> Option<PathBuf> {
-    ["/usr/sbin/sshd", "/usr/bin/sshd", "/sbin/sshd"].iter().map(PathBuf::from).find(|p| p.is_file())
+    ["/usr/sbin/sshd", "/usr/bin/sshd", "/sbin/sshd"]
+        .iter()
+        .map(PathBuf::from)
+        .find(|p| p.is_file())
 }
 
 /// sshd on 127.0.0.1 with `host_key`, admitting `client_pub` for the current
 /// user; `extra` is appended to its configuration.
-pub fn start_sshd(dir: &Path, host_key: &Path, client_pub: &Path, extra: &str) -> Result<(Sshd, u16), String> {
+pub fn start_sshd(
+    dir: &Path,
+    host_key: &Path,
+    client_pub: &Path,
+    extra: &str,
+) -> Result<(Sshd, u16), String> {
     let sshd = sshd_binary().ok_or("no sshd binary")?;
     // Debian's sshd insists on its privilege separation directory.
     let _ = std::fs::create_dir_all("/run/sshd");

@@ -83,7 +83,9 @@ impl BuildArgs {
 
 fn epoch() -> Result<u64> {
     match std::env::var("SOURCE_DATE_EPOCH") {
-        Ok(v) if !v.is_empty() => v.trim().parse().with_context(|| format!("SOURCE_DATE_EPOCH must be seconds since 1970 as an integer, not `{v}`")),
+        Ok(v) if !v.is_empty() => v.trim().parse().with_context(|| {
+            format!("SOURCE_DATE_EPOCH must be seconds since 1970 as an integer, not `{v}`")
+        }),
         _ => Ok(DEFAULT_EPOCH),
     }
 }
@@ -106,7 +108,10 @@ fn render_plan(plan: &BuildPlan) -> String {
         plan.root.source,
         plan.firmware.len(),
         plan.bootloader.name,
-        plan.host_key.as_ref().map(|k| k.fingerprint.as_str()).unwrap_or("none (made at first boot)")
+        plan.host_key
+            .as_ref()
+            .map(|k| k.fingerprint.as_str())
+            .unwrap_or("none (made at first boot)")
     )
 }
 
@@ -114,18 +119,48 @@ fn render_summary(s: &BuildSummary) -> String {
     use std::fmt::Write;
     let m = &s.manifest;
     let mut t = String::new();
-    let _ = writeln!(t, "built {} for {} ({}) in {:.1} s", s.outputs.image.display(), m.host, m.board, s.seconds);
-    let _ = writeln!(t, "  size      {} MiB, {} MiB of it data", m.image.size >> 20, m.image.mapped_bytes >> 20);
+    let _ = writeln!(
+        t,
+        "built {} for {} ({}) in {:.1} s",
+        s.outputs.image.display(),
+        m.host,
+        m.board,
+        s.seconds
+    );
+    let _ = writeln!(
+        t,
+        "  size      {} MiB, {} MiB of it data",
+        m.image.size >> 20,
+        m.image.mapped_bytes >> 20
+    );
     for p in &m.partitions {
-        let _ = writeln!(t, "  part {}    {} {} {} MiB at {} MiB ({})", p.number, p.filesystem, p.label, p.size >> 20, p.start >> 20, p.id);
+        let _ = writeln!(
+            t,
+            "  part {}    {} {} {} MiB at {} MiB ({})",
+            p.number,
+            p.filesystem,
+            p.label,
+            p.size >> 20,
+            p.start >> 20,
+            p.id
+        );
     }
-    let _ = writeln!(t, "  root      {} ({} files, {} MiB)", m.root.source, m.root.stats.files, m.root.stats.bytes >> 20);
+    let _ = writeln!(
+        t,
+        "  root      {} ({} files, {} MiB)",
+        m.root.source,
+        m.root.stats.files,
+        m.root.stats.bytes >> 20
+    );
     match &m.host_key {
         Some(k) => {
             let _ = writeln!(t, "  host key  {} at {}", k.fingerprint, k.path);
         }
         None => {
-            let _ = writeln!(t, "  host key  none: the first boot generates one (enrol it with `labprov enrol`)");
+            let _ = writeln!(
+                t,
+                "  host key  none: the first boot generates one (enrol it with `labprov enrol`)"
+            );
         }
     }
     let _ = writeln!(t, "  sha256    {}", m.image.sha256);

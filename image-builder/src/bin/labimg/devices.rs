@@ -21,10 +21,16 @@ impl DevicesArgs {
     pub fn run(self) -> Result<()> {
         let json = self.json.init();
         let all = self.all;
-        let disks: Vec<Disk> = lab_blockdev::list().into_iter().filter(|d| all || (d.removable && !d.system)).collect();
+        let disks: Vec<Disk> = lab_blockdev::list()
+            .into_iter()
+            .filter(|d| all || (d.removable && !d.system))
+            .collect();
         lab_cli::output::report(json, &disks, |disks| {
             if disks.is_empty() {
-                return format!("no removable disks found{}\n", if all { "" } else { " (--all lists fixed disks too)" });
+                return format!(
+                    "no removable disks found{}\n",
+                    if all { "" } else { " (--all lists fixed disks too)" }
+                );
             }
             disks
                 .iter()
@@ -36,7 +42,11 @@ impl DevicesArgs {
                         d.model.as_deref().unwrap_or("-"),
                         d.serial.as_deref().unwrap_or("-"),
                         if d.removable { "removable" } else { "fixed" },
-                        if d.mounts.is_empty() { String::new() } else { format!(", mounted: {}", d.mounts.join(" ")) }
+                        if d.mounts.is_empty() {
+                            String::new()
+                        } else {
+                            format!(", mounted: {}", d.mounts.join(" "))
+                        }
                     )
                 })
                 .collect()

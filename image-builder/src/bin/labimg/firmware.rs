@@ -56,9 +56,19 @@ impl FirmwareCommand {
         match self {
             FirmwareCommand::Fetch(a) => {
                 let json = a.json.init();
-                let boards = if a.boards.is_empty() { firmware::BOARDS.iter().map(|b| b.to_string()).collect() } else { a.boards };
+                let boards = if a.boards.is_empty() {
+                    firmware::BOARDS.iter().map(|b| b.to_string()).collect()
+                } else {
+                    a.boards
+                };
                 let cache = a.cache.unwrap_or_else(firmware::default_cache);
-                let report = firmware::fetch(&manifest, &boards, &cache, a.mirror.as_deref(), Progress::default())?;
+                let report = firmware::fetch(
+                    &manifest,
+                    &boards,
+                    &cache,
+                    a.mirror.as_deref(),
+                    Progress::default(),
+                )?;
                 lab_cli::output::report(json, &report, |r| {
                     format!(
                         "firmware cache {}: {} fetched, {} already there ({} MiB downloaded); every file matches its pin\n",
@@ -72,7 +82,12 @@ impl FirmwareCommand {
             FirmwareCommand::Verify(a) => {
                 let dir = a.firmware_dir.unwrap_or_else(firmware::default_cache);
                 let files = firmware::load_verified(&manifest, &a.board, &dir)?;
-                println!("{}: all {} files for {} match their pins", dir.display(), files.len(), a.board);
+                println!(
+                    "{}: all {} files for {} match their pins",
+                    dir.display(),
+                    files.len(),
+                    a.board
+                );
                 Ok(())
             }
         }

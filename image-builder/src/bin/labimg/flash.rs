@@ -69,7 +69,13 @@ fn confirm(target: &Target, yes: bool) -> Result<(), Declined> {
     let context = format!("About to overwrite {}", target.describe());
     let word = target.confirm_name();
     let action = format!("write to {}", target.path.display());
-    Confirm { context: &context, action: &action, word: &word, without_terminal: "pass --yes to write without asking" }.ask(yes)
+    Confirm {
+        context: &context,
+        action: &action,
+        word: &word,
+        without_terminal: "pass --yes to write without asking",
+    }
+    .ask(yes)
 }
 
 impl FlashArgs {
@@ -78,7 +84,12 @@ impl FlashArgs {
         let mut img = flash::Image::open(&self.image, self.bmap.as_deref(), self.no_bmap)?;
         let yes = self.yes;
         let ask = |t: &Target| confirm(t, yes);
-        let opts = flash::FlashOptions { verify: !self.no_verify, allow_fixed: self.allow_fixed, progress: Progress::default(), confirm: &ask };
+        let opts = flash::FlashOptions {
+            verify: !self.no_verify,
+            allow_fixed: self.allow_fixed,
+            progress: Progress::default(),
+            confirm: &ask,
+        };
         if self.dry_run {
             let plan = flash::plan(&mut img, &self.device, &opts)?;
             let text = format!(

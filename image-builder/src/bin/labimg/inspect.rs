@@ -10,7 +10,9 @@ use lab_cli::args::JsonArg;
 
 /// Show an image's partitions, filesystems, firmware files and host key fingerprint
 #[derive(Args)]
-#[command(after_help = "Examples:\n  labimg inspect out/nixpi.img\n  labimg inspect out/nixpi.img --json | jq .hostKey")]
+#[command(
+    after_help = "Examples:\n  labimg inspect out/nixpi.img\n  labimg inspect out/nixpi.img --json | jq .hostKey"
+)]
 pub struct InspectArgs {
     /// The image file (as `labimg build` wrote it).
     image: PathBuf,

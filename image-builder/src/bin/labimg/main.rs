@@ -16,8 +16,10 @@ use lab_cli::exit::link;
 
 #[derive(Parser)]
 #[command(name = "labimg", version, about = "Build, inspect and flash the lab's SD images")]
-#[command(after_help = "Exit codes: 0 done, 1 failed, 2 usage, 3 verification mismatch, 4 refused by a safety check \
-                        or not confirmed, 130 interrupted.")]
+#[command(
+    after_help = "Exit codes: 0 done, 1 failed, 2 usage, 3 verification mismatch, 4 refused by a safety check \
+                        or not confirmed, 130 interrupted."
+)]
 pub struct Cli {
     /// The lab repository (default: the nearest parent of the current directory with hosts/facts.nix).
     #[arg(long, global = true, env = "LAB_ROOT", value_name = "DIR")]
@@ -67,7 +69,8 @@ fn main() -> ExitCode {
 mod tests {
     #[test]
     fn every_argument_has_a_help_line() {
-        let undocumented = lab_testkit::undocumented(&<super::Cli as clap::CommandFactory>::command());
+        let undocumented =
+            lab_testkit::undocumented(&<super::Cli as clap::CommandFactory>::command());
         assert!(undocumented.is_empty(), "arguments without a help line: {undocumented:?}");
     }
 }

@@ -19,7 +19,9 @@ pub enum DiskCommand {
     #[command(about = "Mount a prepared disk set under the root (idempotent).")]
     #[command(after_help = "Example:\n  labprov disk mount rydev --disk main=/dev/vda")]
     Mount(DiskSetArgs),
-    #[command(about = "Unmount what the spec mounts under the root, and detach image loop devices (idempotent).")]
+    #[command(
+        about = "Unmount what the spec mounts under the root, and detach image loop devices (idempotent)."
+    )]
     #[command(after_help = "Example:\n  labprov disk unmount rydev --disk main=disk.img")]
     Unmount(DiskSetArgs),
 }
@@ -48,7 +50,9 @@ struct TargetArgs {
 
 /// Print the ordered plan for a host's or a file's disko spec; touches nothing.
 #[derive(Args)]
-#[command(after_help = "Examples:\n  labprov disk plan rydev\n  labprov disk plan --spec disko.json --json")]
+#[command(
+    after_help = "Examples:\n  labprov disk plan rydev\n  labprov disk plan --spec disko.json --json"
+)]
 pub struct PlanArgs {
     #[command(flatten)]
     spec: SpecArgs,
@@ -121,14 +125,20 @@ impl SpecArgs {
     fn confirm_word(&self, opts: &ApplyOptions) -> String {
         match &self.host {
             Some(host) => host.clone(),
-            None => opts.disks.values().map(|p| p.display().to_string()).collect::<Vec<_>>().join(","),
+            None => {
+                opts.disks.values().map(|p| p.display().to_string()).collect::<Vec<_>>().join(",")
+            }
         }
     }
 }
 
 impl TargetArgs {
     fn options(&self) -> ApplyOptions {
-        ApplyOptions { root: self.root.clone(), disks: self.disks.iter().cloned().collect(), ..Default::default() }
+        ApplyOptions {
+            root: self.root.clone(),
+            disks: self.disks.iter().cloned().collect(),
+            ..Default::default()
+        }
     }
 }
 
@@ -136,7 +146,12 @@ fn render_actions(actions: &[Action]) -> String {
     actions
         .iter()
         .map(|a| {
-            format!("{} {}{}\n", if a.done { "done" } else { "kept" }, a.what, if a.detail.is_empty() { String::new() } else { format!(": {}", a.detail) })
+            format!(
+                "{} {}{}\n",
+                if a.done { "done" } else { "kept" },
+                a.what,
+                if a.detail.is_empty() { String::new() } else { format!(": {}", a.detail) }
+            )
         })
         .collect()
 }
@@ -161,7 +176,9 @@ impl DiskCommand {
                 let steps = lab_disko::plan::plan(&devices)?;
                 output::report(json, &steps, |steps| {
                     let mut lines = disk::describe_plan(steps, &a.root);
-                    lines.extend(lab_disko::hooks_set(&normalized).into_iter().map(|h| format!("NOT SUPPORTED YET: hook at {h} (apply refuses the spec)")));
+                    lines.extend(lab_disko::hooks_set(&normalized).into_iter().map(|h| {
+                        format!("NOT SUPPORTED YET: hook at {h} (apply refuses the spec)")
+                    }));
                     lines.iter().map(|l| format!("{l}\n")).collect()
                 })
             }
@@ -173,12 +190,16 @@ impl DiskCommand {
             DiskCommand::Mount(a) => {
                 let json = a.json.init();
                 let (_, devices) = disk::load(&a.spec.source(lab)?)?;
-                output::report(json, &disk::mount(&devices, &a.target.options())?, |a| render_actions(a))
+                output::report(json, &disk::mount(&devices, &a.target.options())?, |a| {
+                    render_actions(a)
+                })
             }
             DiskCommand::Unmount(a) => {
                 let json = a.json.init();
                 let (_, devices) = disk::load(&a.spec.source(lab)?)?;
-                output::report(json, &disk::unmount(&devices, &a.target.options())?, |a| render_actions(a))
+                output::report(json, &disk::unmount(&devices, &a.target.options())?, |a| {
+                    render_actions(a)
+                })
             }
         }
     }
@@ -198,13 +219,26 @@ impl ApplyArgs {
         let mut lines = disk::describe_plan(&steps, &opts.root);
         lines.extend(targets.iter().cloned());
         if self.dry_run {
-            let plan = ApplyPlan { dry_run: true, steps, targets, wipe: opts.wipe, only_partition: opts.only_partition };
-            return output::report(json, &plan, |_| lines.iter().map(|l| format!("{l}\n")).collect());
+            let plan = ApplyPlan {
+                dry_run: true,
+                steps,
+                targets,
+                wipe: opts.wipe,
+                only_partition: opts.only_partition,
+            };
+            return output::report(json, &plan, |_| {
+                lines.iter().map(|l| format!("{l}\n")).collect()
+            });
         }
         let word = self.spec.confirm_word(&opts);
         let action = format!("write these disks{}", if opts.wipe { " (WIPING them)" } else { "" });
-        Confirm { context: &lines.join("\n"), action: &action, word: &word, without_terminal: "pass --yes (after checking `labprov disk apply --dry-run`)" }
-            .ask(self.yes)?;
+        Confirm {
+            context: &lines.join("\n"),
+            action: &action,
+            word: &word,
+            without_terminal: "pass --yes (after checking `labprov disk apply --dry-run`)",
+        }
+        .ask(self.yes)?;
         let actions = disk::apply(&devices, &opts)?;
         output::report(json, &actions, |a| render_actions(a))
     }

@@ -56,7 +56,12 @@ fn confirm(c: &Candidate) -> enrol::Result<bool> {
         c.host, c.address, c.fingerprint, c.age_recipient
     );
     let action = format!("trust this key for {}", c.host);
-    let question = Confirm { context: &context, action: &action, word: "yes", without_terminal: "pass --fingerprint SHA256:..." };
+    let question = Confirm {
+        context: &context,
+        action: &action,
+        word: "yes",
+        without_terminal: "pass --fingerprint SHA256:...",
+    };
     match question.ask(false) {
         Ok(()) => Ok(true),
         Err(lab_cli::prompt::Declined::NotConfirmed { .. }) => Ok(false),
@@ -82,12 +87,22 @@ impl EnrolArgs {
             replace: self.replace,
             dry_run: self.dry_run,
         };
-        let done = enrol::enrol(&lab, &opts, &identity, &mut confirm).with_context(|| format!("enrol {} at {}", self.host, self.address))?;
+        let done = enrol::enrol(&lab, &opts, &identity, &mut confirm)
+            .with_context(|| format!("enrol {} at {}", self.host, self.address))?;
         lab_cli::output::report(json, &done, |done| {
-            let mut s = format!("{}: {} ({})\n", done.candidate.host, done.candidate.fingerprint, done.candidate.age_recipient);
+            let mut s = format!(
+                "{}: {} ({})\n",
+                done.candidate.host, done.candidate.fingerprint, done.candidate.age_recipient
+            );
             match &done.recorded {
                 None => s.push_str("dry run: verified over pinned SSH; nothing recorded\n"),
-                Some(r) => s.push_str(&format!("key {}\n", serde_json::to_value(r).ok().and_then(|v| v.as_str().map(str::to_string)).unwrap_or_default())),
+                Some(r) => s.push_str(&format!(
+                    "key {}\n",
+                    serde_json::to_value(r)
+                        .ok()
+                        .and_then(|v| v.as_str().map(str::to_string))
+                        .unwrap_or_default()
+                )),
             }
             if let Some(report) = &done.sync {
                 s.push_str(&crate::secrets::render_report(report));

@@ -66,10 +66,9 @@ pub struct InstallArgs {
 }
 
 fn parse_phase(word: &str) -> Result<Phase, String> {
-    Phase::ALL
-        .into_iter()
-        .find(|p| p.name() == word.trim())
-        .ok_or_else(|| format!("unknown phase `{word}`; phases are {}", Phase::ALL.map(Phase::name).join(", ")))
+    Phase::ALL.into_iter().find(|p| p.name() == word.trim()).ok_or_else(|| {
+        format!("unknown phase `{word}`; phases are {}", Phase::ALL.map(Phase::name).join(", "))
+    })
 }
 
 /// Questions on the terminal, through the one prompt; none without one.
@@ -97,13 +96,24 @@ impl install::Confirm for Terminal {
             "The installer at {} presents\n  fingerprint: {}\nCompare with its console (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`).",
             i.address, i.fingerprint
         );
-        answer(Confirm { context: &context, action: "trust the installer's key", word: "yes", without_terminal: "pass --fingerprint SHA256:..." })
-            .map_err(declined)
+        answer(Confirm {
+            context: &context,
+            action: "trust the installer's key",
+            word: "yes",
+            without_terminal: "pass --fingerprint SHA256:...",
+        })
+        .map_err(declined)
     }
 
     fn disks(&mut self, host: &str, plan: &str) -> install::Result<bool> {
         let context = format!("{}\nThis ERASES what the plan above replaces.", plan.trim_end());
-        answer(Confirm { context: &context, action: &format!("install {host} on these disks"), word: host, without_terminal: "pass --yes" }).map_err(declined)
+        answer(Confirm {
+            context: &context,
+            action: &format!("install {host} on these disks"),
+            word: host,
+            without_terminal: "pass --yes",
+        })
+        .map_err(declined)
     }
 }
 
@@ -121,7 +131,12 @@ fn run_install(lab: Option<&Path>, args: InstallArgs) -> Result<()> {
     phases.dedup();
     let opts = InstallOptions {
         host: args.host.clone(),
-        target: Target { address: args.address.clone(), port: args.port, user: "root".into(), identity: args.ssh_identity },
+        target: Target {
+            address: args.address.clone(),
+            port: args.port,
+            user: "root".into(),
+            identity: args.ssh_identity,
+        },
         fingerprint: args.fingerprint,
         disks: args.disks.iter().map(|(n, p)| format!("{n}={}", p.display())).collect(),
         root: args.root,
@@ -134,10 +149,14 @@ fn run_install(lab: Option<&Path>, args: InstallArgs) -> Result<()> {
     };
     // Only the keys phase decrypts, and not in a dry run; nothing else needs
     // the admin key.
-    let identity = if opts.phases.contains(&Phase::Keys) && !opts.dry_run { Some(AdminIdentity::from_env()?) } else { None };
+    let identity = if opts.phases.contains(&Phase::Keys) && !opts.dry_run {
+        Some(AdminIdentity::from_env()?)
+    } else {
+        None
+    };
     let mut say = lab_cli::output::say;
-    let report =
-        install::install(&lab, &opts, identity.as_ref(), &mut Terminal, &mut say).with_context(|| format!("install {} at {}", args.host, args.address))?;
+    let report = install::install(&lab, &opts, identity.as_ref(), &mut Terminal, &mut say)
+        .with_context(|| format!("install {} at {}", args.host, args.address))?;
     if json {
         lab_cli::output::json(&report)?;
     } else if report.dry_run {
@@ -146,10 +165,17 @@ fn run_install(lab: Option<&Path>, args: InstallArgs) -> Result<()> {
         }
         println!("dry run: nothing was changed");
     } else if opts.phases.contains(&Phase::Verify) {
-        println!("{} is installed at {} and answers with its own key {}", report.host, report.address, report.host_fingerprint);
+        println!(
+            "{} is installed at {} and answers with its own key {}",
+            report.host, report.address, report.host_fingerprint
+        );
     } else {
         let ran: Vec<&str> = opts.phases.iter().map(|p| p.name()).collect();
-        println!("{}: {} done; after the reboot check it with `--phases verify`", report.host, ran.join(", "));
+        println!(
+            "{}: {} done; after the reboot check it with `--phases verify`",
+            report.host,
+            ran.join(", ")
+        );
     }
     Ok(())
 }

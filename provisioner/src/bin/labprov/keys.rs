@@ -52,8 +52,10 @@ pub struct DeriveArgs {
 
 /// Replace a host's key, re-encrypt every secrets file; the old key can decrypt nothing.
 #[derive(Args, Debug)]
-#[command(after_help = "Examples:\n  labprov keys rotate nixpi\n  labprov keys rotate nixpi --dry-run     # what would change; writes nothing\n\
-                        Deploy the new key to the host right after (labprov install / a new image).")]
+#[command(
+    after_help = "Examples:\n  labprov keys rotate nixpi\n  labprov keys rotate nixpi --dry-run     # what would change; writes nothing\n\
+                        Deploy the new key to the host right after (labprov install / a new image)."
+)]
 pub struct RotateArgs {
     /// The host (as named in hosts/).
     host: String,
@@ -77,11 +79,16 @@ impl KeysCommand {
                 lab_cli::output::report(json, &made, |made| {
                     let mut s = String::new();
                     if !made.created {
-                        s.push_str(&format!("{} already has this key (nothing changed):\n", a.host));
+                        s.push_str(&format!(
+                            "{} already has this key (nothing changed):\n",
+                            a.host
+                        ));
                     }
                     s.push_str(&render_info(&made.key));
                     if made.created {
-                        s.push_str("next: `labprov secrets sync` so the host can read its secrets\n");
+                        s.push_str(
+                            "next: `labprov secrets sync` so the host can read its secrets\n",
+                        );
                     }
                     s
                 })
@@ -117,7 +124,10 @@ impl KeysCommand {
                     );
                     s.push_str(&crate::secrets::render_report(&r.sync));
                     if !a.dry_run {
-                        s.push_str(&format!("deploy the new key to {} now: until then it cannot read its secrets\n", a.host));
+                        s.push_str(&format!(
+                            "deploy the new key to {} now: until then it cannot read its secrets\n",
+                            a.host
+                        ));
                     }
                     s
                 })

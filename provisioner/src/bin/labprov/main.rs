@@ -17,9 +17,15 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 use lab_cli::exit::link;
 
 #[derive(Parser)]
-#[command(name = "labprov", version, about = "Provision lab machines: disks from disko specs, installs over SSH, host keys, secrets, enrolment")]
-#[command(after_help = "Exit codes: 0 done, 1 failed, 2 usage, 3 verification mismatch (a host answered with another key), \
-                        4 refused by a safety check or not confirmed, 130 interrupted.")]
+#[command(
+    name = "labprov",
+    version,
+    about = "Provision lab machines: disks from disko specs, installs over SSH, host keys, secrets, enrolment"
+)]
+#[command(
+    after_help = "Exit codes: 0 done, 1 failed, 2 usage, 3 verification mismatch (a host answered with another key), \
+                        4 refused by a safety check or not confirmed, 130 interrupted."
+)]
 pub struct Cli {
     /// The lab repository (default: the nearest parent holding hosts/facts.nix, or $LAB_ROOT).
     #[arg(long, global = true, env = "LAB_ROOT", value_name = "DIR")]
@@ -50,7 +56,11 @@ struct CompletionsArgs {
 }
 
 fn main() -> ExitCode {
-    let links = [link::<provisioner::disk::DiskError>, link::<provisioner::install::Error>, link::<provisioner::enrol::Error>];
+    let links = [
+        link::<provisioner::disk::DiskError>,
+        link::<provisioner::install::Error>,
+        link::<provisioner::enrol::Error>,
+    ];
     lab_cli::exit::main("labprov", &links, || {
         let cli = Cli::parse();
         let lab = cli.lab.as_deref();
@@ -68,7 +78,9 @@ fn main() -> ExitCode {
 /// `NAME=PATH` for `--disk`.
 pub fn disk_mapping(text: &str) -> Result<(String, PathBuf), String> {
     match text.split_once('=') {
-        Some((name, path)) if !name.is_empty() && !path.is_empty() => Ok((name.to_string(), PathBuf::from(path))),
+        Some((name, path)) if !name.is_empty() && !path.is_empty() => {
+            Ok((name.to_string(), PathBuf::from(path)))
+        }
         _ => Err(format!("expected NAME=PATH, e.g. --disk main=/dev/vda, not `{text}`")),
     }
 }
@@ -96,14 +108,19 @@ mod tests {
             Cli::try_parse_from(line.split(' ')).unwrap_or_else(|e| panic!("{line}: {e}"));
         }
         assert!(Cli::try_parse_from("t enrol nixpi".split(' ')).is_err(), "--address is required");
-        for bad in ["t install rydev --address a --phases disk,kexec", "t disk apply rydev --disk main", "t disk apply rydev --only format"] {
+        for bad in [
+            "t install rydev --address a --phases disk,kexec",
+            "t disk apply rydev --disk main",
+            "t disk apply rydev --only format",
+        ] {
             assert!(Cli::try_parse_from(bad.split(' ')).is_err(), "{bad} must be a usage error");
         }
     }
 
     #[test]
     fn every_argument_has_a_help_line() {
-        let undocumented = lab_testkit::undocumented(&<super::Cli as clap::CommandFactory>::command());
+        let undocumented =
+            lab_testkit::undocumented(&<super::Cli as clap::CommandFactory>::command());
         assert!(undocumented.is_empty(), "arguments without a help line: {undocumented:?}");
     }
 }

@@ -16,7 +16,9 @@ pub enum SecretsCommand {
 
 /// Regenerate .sops.yaml from the host facts and re-encrypt every secrets file to its recipients (sops updatekeys).
 #[derive(Args)]
-#[command(after_help = "Examples:\n  labprov secrets sync\n  labprov secrets sync --dry-run --json")]
+#[command(
+    after_help = "Examples:\n  labprov secrets sync\n  labprov secrets sync --dry-run --json"
+)]
 pub struct SyncArgs {
     /// Run sops on copies and report; replace nothing.
     #[arg(long)]
@@ -52,7 +54,11 @@ pub fn render_report(report: &SyncReport) -> String {
             s.push_str(&format!("{}: up to date\n", f.path.display()));
             continue;
         }
-        s.push_str(&format!("{}: re-encrypted{}{verb}\n", f.path.display(), if f.data_key_rotated { " with a new data key" } else { "" }));
+        s.push_str(&format!(
+            "{}: re-encrypted{}{verb}\n",
+            f.path.display(),
+            if f.data_key_rotated { " with a new data key" } else { "" }
+        ));
         for r in &f.added {
             s.push_str(&format!("  + {r}\n"));
         }
