@@ -235,10 +235,7 @@ fn mounts() -> Vec<(String, String)> {
             if let Some(name) = line.split_whitespace().next() {
                 if let Ok(m) = fs::metadata(name) {
                     if m.file_type().is_block_device() {
-                        out.push((
-                            format!("{}:{}", major(m.rdev()), minor(m.rdev())),
-                            "[swap]".into(),
-                        ));
+                        out.push((dev_string(m.rdev()), "[swap]".into()));
                     }
                 }
             }
@@ -247,12 +244,17 @@ fn mounts() -> Vec<(String, String)> {
     out
 }
 
-fn major(rdev: u64) -> u64 {
-    ((rdev >> 32) & 0xffff_f000) | ((rdev >> 8) & 0xfff)
+/// A device number as sysfs writes it, `major:minor` (Linux's encoding).
+#[cfg(target_os = "linux")]
+fn dev_string(rdev: u64) -> String {
+    format!("{}:{}", nix::sys::stat::major(rdev), nix::sys::stat::minor(rdev))
 }
 
-fn minor(rdev: u64) -> u64 {
-    ((rdev >> 12) & 0xffff_ff00) | (rdev & 0xff)
+/// Elsewhere there is no sysfs to compare with: the raw number, which names
+/// no sysfs entry, so every lookup says the device is unknown.
+#[cfg(not(target_os = "linux"))]
+fn dev_string(rdev: u64) -> String {
+    rdev.to_string()
 }
 
 const SYSTEM_MOUNTS: [&str; 5] = ["/", "/boot", "/boot/efi", "/boot/firmware", "/nix"];
@@ -269,7 +271,7 @@ pub enum Error {
 fn sysfs_dir(path: &Path) -> Result<PathBuf, Error> {
     let meta =
         fs::metadata(path).map_err(|source| Error::Stat { path: path.to_path_buf(), source })?;
-    let num = format!("{}:{}", major(meta.rdev()), minor(meta.rdev()));
+    let num = dev_string(meta.rdev());
     fs::canonicalize(format!("/sys/dev/block/{num}")).map_err(|source| Error::Stat {
         path: PathBuf::from(format!("/sys/dev/block/{num}")),
         source,

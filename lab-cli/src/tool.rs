@@ -11,10 +11,14 @@
 //!   `--json`) and its tail is kept.
 //!
 //! Either way a failure carries the command line, the exit status and the
-//! end of the program's stderr. A command marked [`Cmd::changes`] is not run
-//! in a dry run ([`Cmd::dry_run`]): it is described, and returns nothing.
-//! Ctrl-C while a program runs reaches it too (same process group); the
-//! runner then reports [`crate::interrupt::Interrupted`].
+//! end of the program's stderr. Ctrl-C while a program runs reaches it too
+//! (same process group); the runner then reports an interruption, and runs
+//! nothing more once Ctrl-C was pressed.
+//!
+//! Dry runs are not decided here but one step up, where a step is more than
+//! one program (install's `Ctx::change`, build's and flash's checks before
+//! their first writing phase): a step that mixes programs with in-process
+//! writes must be skipped whole.
 
 use std::collections::VecDeque;
 use std::ffi::{OsStr, OsString};
@@ -106,12 +110,11 @@ impl ToolError {
 }
 
 /// What a program printed, and how it ended.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Output {
     pub stdout: Vec<u8>,
     pub stderr: String,
-    /// `None` for a command a dry run did not run.
-    pub status: Option<ExitStatus>,
+    pub status: ExitStatus,
 }
 
 impl Output {
@@ -120,7 +123,7 @@ impl Output {
     }
 
     pub fn success(&self) -> bool {
-        self.status.is_none_or(|s| s.success())
+        self.status.success()
     }
 }
 
@@ -130,8 +133,6 @@ pub struct Cmd {
     command: Command,
     shown: Vec<String>,
     stdin: Option<Zeroizing<Vec<u8>>>,
-    changes: bool,
-    dry_run: bool,
     label: Option<String>,
     progress: Progress,
 }
@@ -146,8 +147,6 @@ impl Cmd {
             command: Command::new(program.as_ref()),
             shown: vec![path.display().to_string()],
             stdin: None,
-            changes: false,
-            dry_run: false,
             label: None,
             progress: Progress::default(),
         }
@@ -186,19 +185,6 @@ impl Cmd {
     /// zeroed when the command is done).
     pub fn stdin(mut self, bytes: &[u8]) -> Cmd {
         self.stdin = Some(Zeroizing::new(bytes.to_vec()));
-        self
-    }
-
-    /// This command changes something: a dry run describes it instead.
-    pub fn changes(mut self) -> Cmd {
-        self.changes = true;
-        self
-    }
-
-    /// Decided once by the caller's options; only commands marked
-    /// [`Cmd::changes`] are affected.
-    pub fn dry_run(mut self, dry_run: bool) -> Cmd {
-        self.dry_run = dry_run;
         self
     }
 
@@ -245,9 +231,6 @@ impl Cmd {
     }
 
     fn execute(&mut self, stream: bool, check: bool) -> Result<Output, ToolError> {
-        if self.changes && self.dry_run {
-            return Ok(Output::default());
-        }
         if crate::interrupt::requested() {
             return Err(ToolError::Interrupted { command: self.shown() });
         }
@@ -282,11 +265,11 @@ impl Cmd {
         if check && !status.success() {
             return Err(ToolError::Failed {
                 command: self.shown(),
-                status: describe(status),
+                status: describe_status(status),
                 stderr,
             });
         }
-        Ok(Output { stdout, stderr, status: Some(status) })
+        Ok(Output { stdout, stderr, status })
     }
 
     fn show_stderr(&self, pipe: impl Read) -> String {
@@ -332,7 +315,8 @@ fn spawn_error(program: &str, e: io::Error) -> ToolError {
     }
 }
 
-fn describe(status: ExitStatus) -> String {
+/// "exit code N" or "killed by signal N", as failures are described.
+pub fn describe_status(status: ExitStatus) -> String {
     use std::os::unix::process::ExitStatusExt;
     match (status.code(), status.signal()) {
         (Some(c), _) => format!("exit code {c}"),
@@ -386,17 +370,5 @@ mod tests {
         assert_eq!(out.stdout, b"key material");
         let probe = Cmd::new("sh").args(["-c", "exit 1"]).probe().unwrap();
         assert!(!probe.success());
-    }
-
-    #[test]
-    fn a_dry_run_skips_only_what_changes_something() {
-        let marker = tempfile::tempdir().unwrap();
-        let file = marker.path().join("touched");
-        let out = Cmd::new("touch").arg(&file).changes().dry_run(true).run().unwrap();
-        assert!(out.status.is_none() && !file.exists());
-        let read = Cmd::new("echo").arg("read").dry_run(true).run().unwrap();
-        assert_eq!(read.text(), "read\n");
-        Cmd::new("touch").arg(&file).changes().dry_run(false).run().unwrap();
-        assert!(file.exists());
     }
 }

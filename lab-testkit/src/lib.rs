@@ -56,6 +56,55 @@ fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
     }
 }
 
+/// What both tools promise of `TOOL completions SHELL`: a bash script
+/// `bash -n` accepts naming every command, a zsh script for the tool, no
+/// panic when the reader goes away early (`| head`), and an error (not a
+/// cut-off script and success) on a full disk (`> /dev/full`).
+pub fn check_completions(binary: &str, commands: &[&str]) {
+    use std::process::{Command, Stdio};
+    let run = |shell: &str| {
+        let out = Command::new(binary).args(["completions", shell]).output().expect("run the tool");
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8(out.stdout).expect("a script is text")
+    };
+    let script = run("bash");
+    for cmd in commands {
+        assert!(script.contains(cmd), "{cmd} missing from the bash completions");
+    }
+    let mut bash = Command::new("bash")
+        .arg("-n")
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("bash checks the script");
+    std::io::Write::write_all(bash.stdin.as_mut().expect("piped"), script.as_bytes())
+        .expect("bash reads the script");
+    let checked = bash.wait_with_output().expect("bash ends");
+    assert!(checked.status.success(), "bash -n: {}", String::from_utf8_lossy(&checked.stderr));
+    let name = std::path::Path::new(binary).file_name().map(|n| n.to_string_lossy().into_owned());
+    assert!(run("zsh").starts_with(&format!("#compdef {}", name.unwrap_or_default())));
+
+    let mut child = Command::new(binary)
+        .args(["completions", "zsh"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("run the tool");
+    drop(child.stdout.take());
+    let out = child.wait_with_output().expect("the tool ends");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !stderr.contains("panicked"), "{stderr}");
+
+    let full = std::fs::OpenOptions::new().write(true).open("/dev/full").expect("/dev/full");
+    let out = Command::new(binary)
+        .args(["completions", "bash"])
+        .stdout(full)
+        .output()
+        .expect("run the tool");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && stderr.contains("No space left"), "{stderr}");
+}
+
 #[cfg(test)]
 mod tests {
     use clap::{Arg, Command};

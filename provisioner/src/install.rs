@@ -628,7 +628,7 @@ impl Remote<'_> {
         if !out.success() {
             return Err(self.failed(
                 step,
-                &out.status.map(|s| s.to_string()).unwrap_or_default(),
+                &lab_cli::tool::describe_status(out.status),
                 &out.stderr,
             ));
         }
@@ -659,16 +659,14 @@ impl Remote<'_> {
     /// the shell means it is missing; ssh's own failures (255) say theirs.
     fn require_labprov(&self) -> Result<()> {
         let out = self.pinned.run("command -v labprov", None)?;
-        match out.status.and_then(|s| s.code()) {
+        match out.status.code() {
             Some(0) => Ok(()),
             Some(1) | Some(127) => {
                 Err(Error::NoRemoteLabprov { address: self.address.to_string() })
             }
-            _ => Err(self.failed(
-                "login",
-                &out.status.map(|s| s.to_string()).unwrap_or_default(),
-                &out.stderr,
-            )),
+            _ => {
+                Err(self.failed("login", &lab_cli::tool::describe_status(out.status), &out.stderr))
+            }
         }
     }
 }

@@ -22,6 +22,23 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// A blank sparse 256 MiB disk image.
+fn blank_disk(path: &Path) {
+    fs::File::create(path).unwrap().set_len(256 << 20).unwrap();
+}
+
+/// `labprov disk apply` of [`spec`] onto a new blank disk image in `dir`.
+fn apply_on_blank_disk(dir: &Path, extra: &[&str]) -> (std::path::PathBuf, Output) {
+    let img = dir.join("disk.img");
+    blank_disk(&img);
+    let spec = spec(dir);
+    let mapping = format!("main={}", img.display());
+    let mut args = vec!["disk", "apply", "--spec", spec.to_str().unwrap(), "--disk", &mapping];
+    args.extend_from_slice(extra);
+    let out = labprov(&args);
+    (img, out)
+}
+
 /// A one-disk GPT spec (an ext4 /boot and an ext4 root: this machine's
 /// kernel mounts no vfat) as disko's devices JSON.
 fn spec(dir: &Path) -> std::path::PathBuf {
@@ -62,20 +79,8 @@ fn each_class_of_failure_has_its_exit_code_and_one_error_line() {
     );
 
     // Refused: no terminal to confirm the disk write on, and no --yes.
-    let img = tmp.path().join("disk.img");
-    fs::File::create(&img).unwrap().set_len(256 << 20).unwrap();
-    let spec = spec(tmp.path());
-    let mapping = format!("main={}", img.display());
-    let out = labprov(&[
-        "disk",
-        "apply",
-        "--spec",
-        spec.to_str().unwrap(),
-        "--disk",
-        &mapping,
-        "--root",
-        tmp.path().join("mnt").to_str().unwrap(),
-    ]);
+    let (img, out) =
+        apply_on_blank_disk(tmp.path(), &["--root", tmp.path().join("mnt").to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(4), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("--yes") && stderr(&out).lines().count() == 1,
@@ -88,20 +93,7 @@ fn each_class_of_failure_has_its_exit_code_and_one_error_line() {
 #[test]
 fn apply_dry_run_json_is_json_and_writes_nothing() {
     let tmp = tempfile::tempdir().unwrap();
-    let img = tmp.path().join("disk.img");
-    fs::File::create(&img).unwrap().set_len(256 << 20).unwrap();
-    let spec = spec(tmp.path());
-    let mapping = format!("main={}", img.display());
-    let out = labprov(&[
-        "disk",
-        "apply",
-        "--spec",
-        spec.to_str().unwrap(),
-        "--disk",
-        &mapping,
-        "--dry-run",
-        "--json",
-    ]);
+    let (img, out) = apply_on_blank_disk(tmp.path(), &["--dry-run", "--json"]);
     assert!(out.status.success(), "{}", stderr(&out));
     let plan: serde_json::Value = serde_json::from_slice(&out.stdout)
         .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&out.stdout)));
@@ -114,7 +106,7 @@ fn apply_dry_run_json_is_json_and_writes_nothing() {
     assert!(fs::read(&img).unwrap().iter().all(|&b| b == 0), "a dry run wrote");
 }
 
-/// The partition table and the filesystems' UUIDs and labels of an image.
+/// The partition table's shape: each partition's start, size, type and name.
 fn layout(img: &Path) -> String {
     let table = Command::new("sfdisk").arg("--json").arg(img).output().unwrap();
     assert!(table.status.success(), "{}", String::from_utf8_lossy(&table.stderr));
@@ -177,7 +169,7 @@ fn ctrl_c_during_disk_apply_leaves_a_state_a_rerun_completes() {
 
     // The reference: one uninterrupted apply.
     let reference = tmp.path().join("reference.img");
-    fs::File::create(&reference).unwrap().set_len(256 << 20).unwrap();
+    blank_disk(&reference);
     let out = run(&reference, None);
     assert!(out.status.success(), "{}", stderr(&out));
     unmount(&reference);
@@ -187,7 +179,7 @@ fn ctrl_c_during_disk_apply_leaves_a_state_a_rerun_completes() {
     let mut interrupted = 0;
     for ms in [5u64, 60, 250] {
         let img = tmp.path().join(format!("interrupted-{ms}.img"));
-        fs::File::create(&img).unwrap().set_len(256 << 20).unwrap();
+        blank_disk(&img);
         let first = run(&img, Some(std::time::Duration::from_millis(ms)));
         if !first.status.success() {
             interrupted += 1;
