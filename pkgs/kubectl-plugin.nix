@@ -35,6 +35,7 @@ stdenvNoCC.mkDerivation {
   nativeInstallCheckInputs = map (name: buildPackages.${name}) (lib.attrNames check.inputs);
   installCheckPhase = ''
     runHook preInstallCheck
+    ${lib.concatMapStrings (f: "cp ${./. + "/${f}"} ${f}\n") (check.shared or [ ])}
     ${check.script}
     runHook postInstallCheck
   '';

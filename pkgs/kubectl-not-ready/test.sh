@@ -5,30 +5,10 @@ set -euo pipefail
 
 plugin="${1:?usage: test.sh PATH-TO-kubectl-not-ready}"
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
-fake="$(mktemp -d)"
-trap 'rm -rf "$fake"' EXIT
-
-# The stub's interpreter is the bash running this test: the Nix build sandbox
-# has no /usr/bin/env, and patchShebangs never sees a file written at run time.
-cat > "$fake/kubectl" <<STUB
-#!$BASH
-echo "\$*" > "$fake/args"
-cat "\${FIXTURE:?}"
-STUB
-chmod +x "$fake/kubectl"
-export PATH="$fake:$PATH"
-
-fail=0
-check() {
-  local name="$1" expected="$2" actual="$3"
-  if [ "$expected" = "$actual" ]; then
-    echo "ok: $name"
-  else
-    echo "FAIL: $name"
-    diff <(echo "$expected") <(echo "$actual") || true
-    fail=1
-  fi
-}
+lib="$here/kubectl-plugin-test-lib.sh"
+[ -f "$lib" ] || lib="$here/../kubectl-plugin-test-lib.sh"
+# shellcheck source=pkgs/kubectl-plugin-test-lib.sh
+. "$lib"
 
 actual="$(FIXTURE="$here/test-pods.json" "$plugin")"
 expected="$(printf '%s\t%s\t%s\t%s\n' \

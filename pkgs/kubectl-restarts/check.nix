@@ -4,6 +4,9 @@
 {
   # nixpkgs attributes the check needs beyond stdenv's own tools (package.nix
   # takes them as nativeInstallCheckInputs), each with the commands it provides.
+  # Files of pkgs/ placed beside test.sh before the script runs.
+  shared = [ "kubectl-plugin-test-lib.sh" ];
+
   inputs = {
     jq = [ "jq" ];
   };
