@@ -155,7 +155,7 @@ pub struct RootInfo {
     pub inodes: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct KeyInfo {
     pub path: &'static str,
@@ -215,6 +215,9 @@ struct Ctx<'a> {
     layout: SdLayout,
     firmware: Vec<firmware::Verified>,
     key: Option<HostKey>,
+    /// In a dry run, the lab-held key as recorded (public half): the plan
+    /// names it without decrypting the private half.
+    recorded_key: Option<KeyInfo>,
     tree: RootTree,
     bootloader: Vec<u8>,
     bootloader_name: String,
@@ -293,7 +296,7 @@ impl Ctx<'_> {
     }
 
     fn key_info(&self) -> Option<KeyInfo> {
-        self.key.as_ref().map(key_info)
+        self.key.as_ref().map(key_info).or_else(|| self.recorded_key.clone())
     }
 
     /// The dry run's answer: what the checks found, nothing written.
@@ -358,7 +361,11 @@ impl Ctx<'_> {
 
 /// Every input gathered and everything that can be refused checked, before
 /// the first byte is written: a dry run stops here.
-fn prepare(opts: &BuildOptions) -> Result<Ctx<'_>, Error> {
+/// `dry_run`: decide and check only what a plan shows, writing nothing of
+/// the build's own (no output directory, no decrypted key). Sizing a
+/// `--system` or flake closure still stages it in a temporary directory
+/// (removed after); that copy goes when staging does (issue 16).
+fn prepare(opts: &BuildOptions, dry_run: bool) -> Result<Ctx<'_>, Error> {
     let host = &opts.host;
     let board = host.board.clone().ok_or_else(|| Error::NotAnSdHost { host: host.name.clone() })?;
     let layout = SdLayout::from_facts(host.image.as_ref())?;
@@ -372,23 +379,30 @@ fn prepare(opts: &BuildOptions) -> Result<Ctx<'_>, Error> {
         path: template_path.clone(),
         source,
     })?;
-    let key = match &opts.host_key {
-        Some(path) => Some(HostKey::load(path)?),
+    let lab_held = secrets::encrypted_key_path(&opts.lab_root, &host.name).is_file();
+    let (key, recorded_key) = match &opts.host_key {
+        Some(path) => (Some(HostKey::load(path)?), None),
+        // A dry run names the lab-held key by its recorded public half and
+        // decrypts nothing.
+        None if lab_held && dry_run => (None, Some(recorded_key(&opts.lab_root, &host.name)?)),
         // The lab holds the host's key (`labprov keys new`): decrypted in
         // memory with the admin's age identity, checked against the facts.
-        None if secrets::encrypted_key_path(&opts.lab_root, &host.name).is_file() => {
+        None if lab_held => (
             Some(secrets::injection_material_with(
                 &opts.lab_root,
                 &host.name,
                 &secrets::AdminIdentity::from_env()?,
-            )?)
-        }
+            )?),
+            None,
+        ),
         // Neither: the first boot makes one and `labprov enrol` records it.
-        None => None,
+        None => (None, None),
     };
 
-    ensure_dir(&opts.out_dir)?;
-    let (tree, bootloader_path) = root_tree(opts, &board)?;
+    if !dry_run {
+        ensure_dir(&opts.out_dir)?;
+    }
+    let (tree, bootloader_path) = root_tree(opts, &board, dry_run)?;
     let bootloader_path =
         bootloader_path.ok_or_else(|| Error::BootloaderRequired { board: board.clone() })?;
     let bootloader = fs::read(&bootloader_path).map_err(|source| Error::Read {
@@ -399,7 +413,7 @@ fn prepare(opts: &BuildOptions) -> Result<Ctx<'_>, Error> {
     let bootloader_name = format!("u-boot-{board}.bin");
     let config_txt = firmware::render_config(&template, &bootloader_name);
 
-    let injected_inodes = if key.is_some() { 4 } else { 0 };
+    let injected_inodes = if key.is_some() || recorded_key.is_some() { 4 } else { 0 };
     let sizing = ext4::estimate(&tree.stats, injected_inodes, layout.root_headroom);
     let place = layout.place(sizing.need_bytes)?;
     // The image is sparse: what lands on disk is about the content, not the
@@ -415,6 +429,7 @@ fn prepare(opts: &BuildOptions) -> Result<Ctx<'_>, Error> {
         layout,
         firmware,
         key,
+        recorded_key,
         tree,
         bootloader,
         bootloader_name,
@@ -425,6 +440,22 @@ fn prepare(opts: &BuildOptions) -> Result<Ctx<'_>, Error> {
         digest: None,
         done: None,
     })
+}
+
+/// The lab-held key as the facts record it (hosts/HOST/ssh_host_ed25519_key.pub).
+fn recorded_key(lab_root: &Path, host: &str) -> Result<KeyInfo, Error> {
+    let path = secrets::public_key_path(lab_root, host);
+    let line = fs::read_to_string(&path).map_err(|source| Error::Read {
+        what: "the recorded public key",
+        path: path.clone(),
+        source,
+    })?;
+    let key = lab_keys::PublicHostKey::parse(line.trim()).map_err(|e| Error::Read {
+        what: "the recorded public key",
+        path,
+        source: io::Error::other(e.to_string()),
+    })?;
+    Ok(KeyInfo { path: HOST_KEY_PATH, public_key: key.openssh(), fingerprint: key.fingerprint() })
 }
 
 fn key_info(key: &HostKey) -> KeyInfo {
@@ -464,14 +495,14 @@ fn root_info(opts: &BuildOptions, tree: &RootTree, sizing: &ext4::Sizing) -> Roo
 /// Every check and every input of a build, nothing written: the build's own
 /// [`prepare`], stopped before the first phase that writes.
 pub fn plan(opts: &BuildOptions) -> Result<BuildPlan, Error> {
-    Ok(prepare(opts)?.plan())
+    Ok(prepare(opts, true)?.plan())
 }
 
 /// The whole build: [`prepare`], then each phase in order. Ctrl-C between
 /// phases stops it; whatever was written goes with the context.
 pub fn build(opts: &BuildOptions) -> Result<BuildSummary, Error> {
     let started = Instant::now();
-    let mut ctx = prepare(opts)?;
+    let mut ctx = prepare(opts, false)?;
     for (phase, run) in PHASES {
         if ctx.runs(phase) {
             interrupt::check()?;
@@ -641,7 +672,9 @@ fn write_mbr(image: &File, place: &Placement, disk_id: u32) -> io::Result<()> {
 }
 
 fn check_free_space(dir: &Path, need: u64) -> Result<(), Error> {
-    if let Ok(st) = nix::sys::statvfs::statvfs(dir) {
+    // The nearest directory that exists: a dry run does not create --out.
+    let existing = dir.ancestors().find(|d| d.is_dir()).unwrap_or(Path::new("."));
+    if let Ok(st) = nix::sys::statvfs::statvfs(existing) {
         let free = st.blocks_available() * st.fragment_size();
         if free < need {
             return Err(Error::DiskFull {
@@ -655,13 +688,18 @@ fn check_free_space(dir: &Path, need: u64) -> Result<(), Error> {
 }
 
 /// The root tree and, where the system provides one, the bootloader file.
-fn root_tree(opts: &BuildOptions, board: &str) -> Result<(RootTree, Option<PathBuf>), Error> {
+fn root_tree(
+    opts: &BuildOptions,
+    board: &str,
+    dry_run: bool,
+) -> Result<(RootTree, Option<PathBuf>), Error> {
+    // A dry run unpacks or stages in the system's temporary directory (gone
+    // with the tree), never in --out, which it does not create.
+    let scratch = if dry_run { std::env::temp_dir() } else { opts.out_dir.clone() };
     match &opts.root {
-        RootInput::Tree(path) => {
-            Ok((RootTree::open(path, &opts.out_dir)?, opts.bootloader.clone()))
-        }
+        RootInput::Tree(path) => Ok((RootTree::open(path, &scratch)?, opts.bootloader.clone())),
         RootInput::System(toplevel) => {
-            let tree = nixos::stage(toplevel, &opts.out_dir)?;
+            let tree = nixos::stage(toplevel, &scratch)?;
             let boot = match &opts.bootloader {
                 Some(b) => Some(b.clone()),
                 None => nixos::uboot(&opts.lab_root, &opts.host.name, board)?,
@@ -670,7 +708,7 @@ fn root_tree(opts: &BuildOptions, board: &str) -> Result<(RootTree, Option<PathB
         }
         RootInput::Flake => {
             let toplevel = nixos::build_toplevel(&opts.lab_root, &opts.host.name)?;
-            let tree = nixos::stage(&toplevel, &opts.out_dir)?;
+            let tree = nixos::stage(&toplevel, &scratch)?;
             let boot = match &opts.bootloader {
                 Some(b) => Some(b.clone()),
                 None => nixos::uboot(&opts.lab_root, &opts.host.name, board)?,

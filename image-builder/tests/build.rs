@@ -664,6 +664,20 @@ fn a_lab_held_host_key_is_decrypted_in_memory_and_injected() {
     // Another identity cannot decrypt it: a clear error, nothing written.
     let stranger = tmp.path().join("stranger.txt");
     tool_output(Command::new("age-keygen").arg("-o").arg(&stranger));
+    // A dry run decrypts nothing: with the stranger's identity it still
+    // plans, naming the key by its recorded public half.
+    let mut dry = labimg();
+    dry.env("LAB_ROOT", &lab).env("SOPS_AGE_KEY_FILE", &stranger).env_remove("SOPS_AGE_KEY");
+    dry.args(["build", "pi", "--dry-run", "--json", "--rootfs"]).arg(standin.join("rootfs"));
+    dry.arg("--bootloader").arg(standin.join("u-boot/rpi_4/u-boot.bin"));
+    dry.arg("--firmware-dir").arg(&fw).arg("--out").arg(&out);
+    let res = run(&mut dry);
+    assert!(res.status.success(), "{}", stderr(&res));
+    let plan: serde_json::Value = serde_json::from_slice(&res.stdout).unwrap();
+    let recorded =
+        tool_output(Command::new("ssh-keygen").arg("-lf").arg(key.with_extension("pub")));
+    assert_eq!(plan["hostKey"]["fingerprint"].as_str(), recorded.split_whitespace().nth(1));
+    assert!(!out.exists(), "a dry run created the output directory");
     let res = build(&stranger);
     assert!(!res.status.success(), "a stranger's identity decrypted the host key");
     assert!(listing(&out).is_empty(), "left behind: {:?}", listing(&out));
@@ -699,6 +713,7 @@ fn dry_run_checks_every_input_and_writes_no_image() {
     assert_eq!(plan["placement"]["firmwareStart"], 8 * MIB);
     assert!(plan["hostKey"]["fingerprint"].as_str().unwrap().starts_with("SHA256:"));
     assert!(listing(&out).is_empty(), "a dry run wrote {:?}", listing(&out));
+    assert!(!out.exists(), "a dry run created the output directory");
     // The same refusals as a real build.
     let mut bad = build_cmd(&standin, &tmp.path().join("no-fw"), None, &out);
     let res = run(bad.arg("--dry-run"));

@@ -81,7 +81,9 @@ pub fn one_line(err: &anyhow::Error) -> String {
     for cause in err.chain() {
         let text = cause.to_string();
         let text = text.trim();
-        if text.is_empty() || parts.last().is_some_and(|p| p.contains(text)) {
+        // Only a parent that ends with the cause printed it: a short cause
+        // ("Permission denied") may appear inside other words by chance.
+        if text.is_empty() || parts.last().is_some_and(|p| p.ends_with(text)) {
             continue;
         }
         parts.push(text.to_string());

@@ -742,9 +742,13 @@ fn verify(opts: &InstallOptions, key: &PublicHostKey) -> Result<()> {
         let last = match pinned.run("true", None) {
             Ok(o) if o.success() => return Ok(()),
             Ok(o) => o.stderr.trim().to_string(),
-            Err(e @ lab_cli::ToolError::Missing { .. }) => return Err(e.into()),
+            Err(
+                e @ (lab_cli::ToolError::Missing { .. } | lab_cli::ToolError::Interrupted { .. }),
+            ) => return Err(e.into()),
             Err(e) => e.to_string(),
         };
+        // Ctrl-C while waiting stops the wait, not only the next attempt.
+        lab_cli::interrupt::check()?;
         if started.elapsed() >= opts.wait {
             return Err(Error::NotVerified {
                 host: opts.host.clone(),

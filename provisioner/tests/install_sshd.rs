@@ -448,6 +448,33 @@ fn install_over_pinned_ssh_partitions_injects_copies_and_verifies() {
         "refused for another reason: {err}"
     );
     assert_eq!(out.status.code(), Some(3), "another key than the recorded one exits 3 (mismatch)");
+
+    // Ctrl-C while verify waits for a host that does not answer: it stops at
+    // once (130), not when --wait runs out.
+    let mut c = labprov();
+    env(&mut c);
+    c.args(["install", "rydev", "--address", "127.0.0.1", "--port", "9", "--phases", "verify"])
+        .args(["--wait", "120", "--ssh-identity"])
+        .arg(&client);
+    let child = c
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let asked = std::time::Instant::now();
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(130), "{}", stderr(&out));
+    assert!(
+        asked.elapsed() < std::time::Duration::from_secs(30),
+        "verify kept waiting after Ctrl-C"
+    );
 }
 
 /// The fingerprint of a public key line.

@@ -114,6 +114,11 @@ pub enum Error {
     Sops { file: String, stderr: String },
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
+    #[error(
+        "{failure}; putting {host}'s old key files back failed too: {restore}. \
+         Check hosts/{host}/ and secrets/host-keys/{host}.age (git diff) before anything else"
+    )]
+    RotateAndRestore { host: String, failure: Box<Error>, restore: Box<Error> },
     #[error("age encryption failed: {0}")]
     Encrypt(String),
 }

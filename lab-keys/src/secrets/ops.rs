@@ -188,10 +188,18 @@ pub fn rotate(lab: &Lab, host: &str, opts: &SyncOptions) -> Result<Rotated> {
         let report = sync(&lab.root, &keys, opts)?;
         Ok(Rotated { old, new, sync: report })
     })();
-    if result.is_err() {
-        backup.restore()?;
+    match result {
+        Err(failure) => match backup.restore() {
+            Ok(()) => Err(failure),
+            // Both said: the first failure is why, the second what to check.
+            Err(restore) => Err(Error::RotateAndRestore {
+                host: host.to_string(),
+                failure: Box::new(failure),
+                restore: Box::new(restore),
+            }),
+        },
+        ok => ok,
     }
-    result
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
