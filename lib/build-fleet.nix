@@ -7,6 +7,10 @@ let
   others = self: hosts: builtins.removeAttrs hosts [ self ];
   select = pred: set: builtins.filter pred (builtins.attrValues set);
   isBuilder = host: host ? builder && host ? address && host.sshHostKey != null;
+  # A builder serves only the hosts its facts name (`builder.clients`): a
+  # client logs in as the trusted nix-ssh user, which can import unsigned
+  # paths that the cache then signs, so edge devices (the Pi) are left out.
+  serves = self: host: builtins.elem self (host.builder.clients or [ ]);
   isCache = host: host ? cache && host ? address && host.cachePublicKey != null;
 in
 {
@@ -14,7 +18,7 @@ in
   # key to pin) and the other hosts that serve a cache (with a recorded key).
   client = self: hosts:
     let
-      builders = select isBuilder (others self hosts);
+      builders = select (host: isBuilder host && serves self host) (others self hosts);
       caches = select isCache (others self hosts);
     in
     {
@@ -52,9 +56,9 @@ in
       isBuilder = host ? builder;
       # The systems it builds other than its own run under binfmt emulation.
       emulatedSystems = builtins.filter (system: system != host.system) (host.builder.systems or [ ]);
-      # Every other host's SSH host key, and the admins' keys.
+      # The SSH host keys of the hosts it serves, and the admins' keys.
       clientKeys = builtins.filter (key: key != null)
-        (map (other: other.sshHostKey) (builtins.attrValues (others self hosts)))
+        (map (other: other.sshHostKey) (select (other: builtins.elem other.name (host.builder.clients or [ ])) (others self hosts)))
       ++ adminKeys;
       servesCache = host ? cache && host.cachePublicKey != null;
       cachePort = host.cache.port or null;

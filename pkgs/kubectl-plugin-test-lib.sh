@@ -18,6 +18,7 @@ STUB
 chmod +x "$fake/kubectl"
 export PATH="$fake:$PATH"
 
+# shellcheck disable=SC2034 # read by the test that sources this file
 fail=0
 check() {
   local name="$1" expected="$2" actual="$3"
@@ -26,6 +27,7 @@ check() {
   else
     echo "FAIL: $name"
     diff <(echo "$expected") <(echo "$actual") || true
+    # shellcheck disable=SC2034 # read by the test that sources this file
     fail=1
   fi
 }

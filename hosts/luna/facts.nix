@@ -13,6 +13,10 @@
     maxJobs = 4;
     speedFactor = 2;
     supportedFeatures = [ "nixos-test" "benchmark" "big-parallel" "kvm" ];
+    # Who may build here (as the trusted nix-ssh user): the machines admins
+    # deploy from. Not the Pi: an edge device must not be able to put paths
+    # into the store the cache signs.
+    clients = [ "rymac" "rydev" "nixos-bootstrap" ];
   };
   # ...and serves its store as a binary cache, signed with the key whose
   # public half is hosts/luna/nix-cache.pub (docs/nix.md, build fleet).
