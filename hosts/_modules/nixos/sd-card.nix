@@ -53,7 +53,7 @@ in
       };
       wantedBy = [ "sysinit.target" ];
       after = [ "local-fs.target" ];
-      before = [ "sysinit.target" "shutdown.target" "register-nix-paths.service" ];
+      before = [ "sysinit.target" "shutdown.target" "homelab-register-nix-paths.service" ];
       conflicts = [ "shutdown.target" ];
       restartIfChanged = false;
       serviceConfig = {
@@ -71,14 +71,20 @@ in
       '';
     };
 
-    systemd.services.register-nix-paths = {
+    # Our own name: this module replaces sd-image.nix (labimg builds the
+    # image), so nothing upstream defines it, and it cannot clash if that ever
+    # changes.
+    systemd.services.homelab-register-nix-paths = {
       description = "Register the store paths labimg copied onto the card";
       unitConfig = {
         DefaultDependencies = false;
         ConditionPathExists = registration;
       };
       wantedBy = [ "sysinit.target" ];
-      after = [ "local-fs.target" ];
+      # Only after the grow succeeded: this unit removes the marker both
+      # depend on, so a failed grow must leave it for the next boot to retry.
+      requires = [ "homelab-expand-root.service" ];
+      after = [ "local-fs.target" "homelab-expand-root.service" ];
       before = [ "sysinit.target" "shutdown.target" "nix-daemon.socket" "nix-daemon.service" ];
       conflicts = [ "shutdown.target" ];
       restartIfChanged = false;
