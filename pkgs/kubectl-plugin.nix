@@ -37,6 +37,10 @@ stdenvNoCC.mkDerivation {
     runHook preInstallCheck
     ${lib.concatMapStrings (f: "cp ${./. + "/${f}"} ${f}\n") (check.shared or [ ])}
     ${check.script}
+    # The check above tests the script before wrapping (a stand-in kubectl
+    # must come first on PATH); this runs the installed wrapper itself, with
+    # nothing inherited, so a broken wrapper or shebang fails the build.
+    env -i $out/bin/${pname} --help > /dev/null
     runHook postInstallCheck
   '';
 
