@@ -9,6 +9,8 @@
 #            uefi-disk  OVMF, ISO as a virtio disk (snapshot=on: the file is never written)
 #            bios-cd    SeaBIOS, ISO as -cdrom
 #            bios-disk  SeaBIOS, ISO as a virtio disk (snapshot=on)
+#            (disk modes: BOOT_DISK_BUS=usb attaches it as a USB stick on
+#            qemu-xhci instead of virtio)
 #   PORT     host port: user networking with hostfwd tcp:127.0.0.1:PORT-:22
 #   LOG      the serial console (and QEMU's own messages) go here
 # Writes QEMU's pid to LOG.pid: THE CALLER MUST KILL IT (kill "$(cat LOG.pid)")
@@ -77,7 +79,15 @@ case $mode in
 esac
 case $mode in
     *-cd) args+=(-drive "file=$iso,media=cdrom,readonly=on,format=raw") ;;
-    *-disk) args+=(-drive "file=$iso,if=virtio,format=raw,snapshot=on") ;;
+    *-disk)
+        case ${BOOT_DISK_BUS:-virtio} in
+            virtio) args+=(-drive "file=$iso,if=virtio,format=raw,snapshot=on") ;;
+            usb) args+=(-device "qemu-xhci,id=xhci"
+                -drive "if=none,id=stick,file=$iso,format=raw,snapshot=on"
+                -device "usb-storage,bus=xhci.0,drive=stick,removable=on") ;;
+            *) echo "boot.sh: BOOT_DISK_BUS must be virtio or usb" >&2; exit 2 ;;
+        esac
+        ;;
 esac
 
 now_ms() { local t=${EPOCHREALTIME/./}; echo $((t / 1000)); }
