@@ -467,6 +467,13 @@ fn check_base(path: &Path, progress: Progress) -> Result<BaseInfo, Error> {
             }
         }
     }
+    // A GPT keeps its backup header in the image's last sector.
+    if &head[512..520] == b"EFI PART" {
+        let backup = u64::from_le_bytes(head[512 + 32..512 + 40].try_into().expect("8 bytes"));
+        if (backup + 1) * 512 > size {
+            return Err(truncated("the GPT backup header".into(), (backup + 1) * 512));
+        }
+    }
     let boot_entries = boot_entries(path)?;
     if boot_entries.is_empty() {
         return Err(Error::NoBootRecords { path: path.to_path_buf() });
@@ -561,17 +568,19 @@ fn key_phase(ctx: &mut Ctx) -> Result<(), Error> {
 
 /// The payload in a private directory (0700, files 0600) for xorriso to
 /// read: xorriso adds files only from paths (it refuses /proc/self/fd links
-/// to memory files). Memory-backed /dev/shm where there is one, so the
-/// private key reaches no disk but the ISO; removed when the build ends,
-/// however it ends (see the decision record).
+/// to memory files). In memory where the system offers it (the user's
+/// runtime directory, else /dev/shm), so the private key reaches no disk but
+/// the ISO; removed as soon as xorriso is done and however the build ends
+/// (see docs/decisions/0002-installer-keying.md).
 fn stage_phase(ctx: &mut Ctx) -> Result<(), Error> {
-    let shm = Path::new("/dev/shm");
-    let parent = if shm.is_dir() && nix::unistd::access(shm, nix::unistd::AccessFlags::W_OK).is_ok()
-    {
-        shm.to_path_buf()
-    } else {
-        std::env::temp_dir()
-    };
+    let writable =
+        |d: &Path| d.is_dir() && nix::unistd::access(d, nix::unistd::AccessFlags::W_OK).is_ok();
+    let parent = std::env::var_os("XDG_RUNTIME_DIR")
+        .map(PathBuf::from)
+        .into_iter()
+        .chain([PathBuf::from("/dev/shm")])
+        .find(|d| d.is_absolute() && writable(d))
+        .unwrap_or_else(std::env::temp_dir);
     let dir = tempfile::Builder::new()
         .prefix(".labimg-installer-keys.")
         .permissions(fs::Permissions::from_mode(0o700))
@@ -623,6 +632,10 @@ fn xorriso_phase(ctx: &mut Ctx) -> Result<(), Error> {
         .arg(&ctx.base.path)
         .arg("-outdev")
         .arg(pending.path())
+        // As `xorriso -as mkisofs` (how NixOS makes the base) writes: no
+        // 64 KiB multi-session TOC before the volume, the 300 KiB padding
+        // inside it, so a GPT's backup header stays at the end of the file.
+        .args(["-compliance", "no_emul_toc", "-padding", "included"])
         .args(["-boot_image", "any", "replay"])
         .args(["-volume_date", "uuid", &uuid])
         .args(["-volume_date", "all_file_dates", "set_to_mtime"])
