@@ -160,7 +160,7 @@ fn keyed_iso_keeps_the_base_and_carries_the_manifests_key() {
         let tmp = tempfile::tempdir().unwrap();
         let base = make_base(tmp.path(), table_kind, true, 0);
         let admin = admin_key(tmp.path());
-        let lab = lab_with_admins(tmp.path(), &[admin.clone()]);
+        let lab = lab_with_admins(tmp.path(), std::slice::from_ref(&admin));
         let key = test_key(tmp.path());
         let out = tmp.path().join("out");
         let runtime = tmp.path().join("runtime");
@@ -361,7 +361,7 @@ fn bad_input_is_a_clear_error_and_leaves_nothing() {
     for (source, keep) in [(&good, efi_end - 4096), (&good, 600_000), (&gpt, gpt_len - 512)] {
         let good = source;
         let cut = tmp.path().join("cut.iso");
-        let mut bytes = fs::read(&good).unwrap();
+        let mut bytes = fs::read(good).unwrap();
         bytes.truncate(keep as usize);
         fs::write(&cut, bytes).unwrap();
         let err = refused(&mut installer(&lab, &cut, &out), &out);
