@@ -430,6 +430,9 @@ fn nix_build_base(lab: &Path, name: &str) -> Result<PathBuf, Error> {
 /// then xorriso's own reading of the boot catalog.
 fn check_base(path: &Path, progress: Progress) -> Result<BaseInfo, Error> {
     let read_err = |source| Error::Read { path: path.to_path_buf(), source };
+    // The manifest names the base by its full path (a Nix store path when
+    // Nix built it).
+    let path = &fs::canonicalize(path).map_err(read_err)?;
     let mut file = File::open(path).map_err(read_err)?;
     let size = file.metadata().map_err(read_err)?.len();
     if !file.metadata().map_err(read_err)?.is_file() {

@@ -297,9 +297,12 @@ fn same_key_and_epoch_give_a_byte_identical_iso_and_fresh_keys_differ() {
         fs::read(two.join("installer-x86_64.manifest.json")).unwrap()
     );
 
-    // Without --host-key each build makes its own key.
+    // Without --host-key each build makes its own key; --json reports it.
     let (three, four) = (tmp.path().join("three"), tmp.path().join("four"));
-    ok(&mut installer(&lab, &base, &three));
+    let res = ok(installer(&lab, &base, &three).arg("--json"));
+    let summary: serde_json::Value = serde_json::from_slice(&res.stdout).unwrap();
+    assert_eq!(summary["manifest"], manifest(&three));
+    assert_eq!(summary["outputs"]["iso"], three.join(iso).to_str().unwrap());
     ok(&mut installer(&lab, &base, &four));
     assert_ne!(
         manifest(&three)["hostKey"]["fingerprint"],
@@ -383,6 +386,17 @@ fn bad_input_is_a_clear_error_and_leaves_nothing() {
         &out,
     );
     assert!(err.contains("installer-x86_64 and installer-aarch64"), "{err}");
+
+    // Without --iso, Nix builds the base (its output streams first); where
+    // it cannot (no flake in this lab), the error says to pass --iso.
+    let res =
+        run(labimg().env("LAB_ROOT", &lab).args(["build", "installer-aarch64", "--out"]).arg(&out));
+    let err = stderr(&res);
+    assert_eq!(res.status.code(), Some(1), "{err}");
+    let last = err.lines().find(|l| l.starts_with("labimg: error:")).unwrap_or_default();
+    assert!(last.contains("cannot build the base installer ISO with Nix"), "{err}");
+    assert!(err.contains("pass --iso BASE.iso"), "{err}");
+    assert!(listing(&out).is_empty());
 
     // A dry run checks all of it, prints the plan and writes nothing.
     let res = ok(installer(&lab, &good, &out).args(["--dry-run", "--json"]));
