@@ -1,4 +1,4 @@
-//! labimg's library: SD images (layout, FAT, ext4, bmap), firmware, flashing
+//! labimg's library: SD images (layout, FAT, ext4, bmap), installer ISOs, firmware, flashing
 //! and verifying. The `labimg` binary only parses its command line.
 
 pub mod bmap;
@@ -9,5 +9,6 @@ pub mod firmware;
 pub mod flash;
 pub mod ids;
 pub mod inspect;
+pub mod installer;
 pub mod layout;
 pub mod rootfs;

@@ -1,10 +1,14 @@
-//! `labimg build HOST`.
+//! `labimg build HOST` (SD images) and `labimg build installer-ARCH`
+//! (installer ISOs keyed after their Nix build).
 
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::Args;
 use image_builder::build::{self, BuildOptions, BuildPlan, BuildSummary, RootInput};
+use image_builder::installer::{
+    self, BaseInput, InstallerOptions, InstallerPlan, InstallerSummary,
+};
 use lab_cli::output;
 use lab_cli::progress::Progress;
 
@@ -14,7 +18,7 @@ use lab_cli::args::JsonArg;
 /// so both filesystems carry the same timestamp.
 const DEFAULT_EPOCH: u64 = 315_532_800;
 
-/// Build a host's bootable SD image: OUT/HOST.img with .bmap, .sha256 and a manifest
+/// Build a host's bootable SD image (OUT/HOST.img, .bmap, .sha256, manifest) or a keyed installer ISO
 #[derive(Args)]
 #[command(after_help = "Examples:
   labimg build nixpi                                   # system from the flake (needs Nix and nixpkgs)
@@ -23,10 +27,22 @@ const DEFAULT_EPOCH: u64 = 315_532_800;
   SOURCE_DATE_EPOCH=1700000000 labimg build nixpi --rootfs root.tar --out /tmp/img
   labimg build nixpi --rootfs ./standin --bootloader u-boot.bin --dry-run   # checks and layout only
 
-The image is byte-identical for the same inputs and SOURCE_DATE_EPOCH (default 1980-01-01).")]
+  labimg build installer-x86_64 --iso nixos-installer.iso   # key a base installer ISO
+  labimg build installer-aarch64 --iso base.iso --host-key ./key --out /tmp/iso --dry-run --json
+
+An installer build writes OUT/installer-ARCH.iso (0600: it holds the installer's private host key),
+.iso.sha256 and installer-ARCH.manifest.json. The ISO gets /lab/ssh_host_ed25519_key (fresh per build
+unless --host-key), its .pub and /lab/authorized_keys (the admins' keys from hosts/admins.nix); the
+base ISO's files and boot records are kept as they are (xorriso replays them).
+
+The output is byte-identical for the same inputs and SOURCE_DATE_EPOCH (default 1980-01-01).")]
 pub struct BuildArgs {
-    /// Host name from hosts/facts.nix (must have a `board`).
+    /// Host name from hosts/facts.nix (must have a `board`), or installer-x86_64 / installer-aarch64.
     host: String,
+    /// Installer builds: the base installer ISO to key (default: `nix build` of the flake's
+    /// nixosConfigurations.installer-ARCH isoImage).
+    #[arg(long, value_name = "BASE.iso")]
+    iso: Option<PathBuf>,
     /// A prepared root tree (directory or plain .tar) instead of the NixOS system.
     #[arg(long, conflicts_with = "system", value_name = "PATH")]
     rootfs: Option<PathBuf>,
@@ -35,6 +51,7 @@ pub struct BuildArgs {
     system: Option<PathBuf>,
     /// The host's SSH ed25519 private key, placed at /etc/ssh/ssh_host_ed25519_key (0600, root).
     /// Default: the lab-held key (decrypted in memory with the admin identity), if the host has one.
+    /// Installers: the key placed at /lab/ssh_host_ed25519_key (default: a fresh one per build).
     #[arg(long, value_name = "PATH")]
     host_key: Option<PathBuf>,
     /// Output directory.
@@ -55,6 +72,15 @@ pub struct BuildArgs {
 
 impl BuildArgs {
     pub fn run(self, lab: Option<&Path>) -> Result<()> {
+        if installer::is_installer(&self.host) {
+            return self.run_installer(lab);
+        }
+        if self.iso.is_some() {
+            anyhow::bail!(
+                "--iso is for installer builds (labimg build installer-x86_64|installer-aarch64), not for `{}`",
+                self.host
+            );
+        }
         let json = self.json.init();
         let lab = lab_facts::Lab::find(lab)?;
         let host = lab.facts()?.host(&self.host)?.clone();
@@ -79,6 +105,82 @@ impl BuildArgs {
         }
         output::report(json, &build::build(&opts)?, render_summary)
     }
+}
+
+impl BuildArgs {
+    /// `labimg build installer-ARCH`: the base ISO keyed with a fresh host
+    /// key and the admins' keys from the facts.
+    fn run_installer(self, lab: Option<&Path>) -> Result<()> {
+        let sd_only = [
+            ("--rootfs", self.rootfs.is_some()),
+            ("--system", self.system.is_some()),
+            ("--firmware-dir", self.firmware_dir.is_some()),
+            ("--bootloader", self.bootloader.is_some()),
+        ];
+        if let Some((flag, _)) = sd_only.iter().find(|(_, given)| *given) {
+            anyhow::bail!(
+                "{flag} is for SD images; an installer build takes --iso BASE.iso (see labimg build --help)"
+            );
+        }
+        let json = self.json.init();
+        let lab = lab_facts::Lab::find(lab)?;
+        let facts = lab.facts()?;
+        let opts = InstallerOptions {
+            lab_root: lab.root.clone(),
+            name: self.host,
+            base: self.iso.map_or(BaseInput::Flake, BaseInput::Iso),
+            admins: facts.admins,
+            host_key: self.host_key,
+            out_dir: self.out,
+            epoch: epoch()?,
+            progress: Progress::default(),
+        };
+        if self.dry_run {
+            return output::report(json, &installer::plan(&opts)?, render_installer_plan);
+        }
+        output::report(json, &installer::build(&opts)?, render_installer_summary)
+    }
+}
+
+fn render_installer_plan(plan: &InstallerPlan) -> String {
+    let key = plan
+        .host_key
+        .as_ref()
+        .map(|k| k.fingerprint.clone())
+        .unwrap_or_else(|| "a fresh ed25519 key (made at build time)".into());
+    format!(
+        "would build {} ({}) from {} ({} MiB, volume {}, boot entries: {}): adding {}; host key {}; \
+         {} admin key(s)\n",
+        plan.iso.display(),
+        plan.arch,
+        plan.base.path.display(),
+        plan.base.size >> 20,
+        plan.base.volume_id,
+        plan.base.boot_entries.join("; "),
+        plan.payload.join(", "),
+        key,
+        plan.admin_keys.len()
+    )
+}
+
+fn render_installer_summary(s: &InstallerSummary) -> String {
+    use std::fmt::Write;
+    let m = &s.manifest;
+    let mut t = String::new();
+    let _ = writeln!(t, "built {} ({}) in {:.1} s", s.outputs.iso.display(), m.arch, s.seconds);
+    let _ = writeln!(t, "  base      {} ({})", m.base.path.display(), m.base.sha256);
+    for e in &m.base.boot_entries {
+        let _ = writeln!(t, "  boot      {e}");
+    }
+    let _ = writeln!(t, "  host key  {} at {}", m.host_key.fingerprint, m.host_key.path);
+    for k in &m.admin_keys {
+        let _ = writeln!(t, "  admin     {} {}", k.admin, k.fingerprint);
+    }
+    let _ = writeln!(t, "  sha256    {}", m.iso.sha256);
+    for p in [&s.outputs.sha256, &s.outputs.manifest] {
+        let _ = writeln!(t, "  wrote     {}", p.display());
+    }
+    t
 }
 
 fn epoch() -> Result<u64> {

@@ -1,0 +1,88 @@
+#!/usr/bin/env bash
+# fetch.sh CACHE_DIR
+#
+# Part of the labimg STAND-IN base installer ISO (x86_64): a Debian amd64
+# kernel + busybox + dropbear initramfs in NixOS's ISO boot layout, standing
+# in for the NixOS installer ISO that cannot be built on these machines.
+# This script downloads, idempotently, the Debian 12 amd64 packages the
+# stand-in ISO is made from into CACHE_DIR:
+#   - the kernel package that `linux-image-amd64` depends on
+#     (e.g. linux-image-6.1.0-56-amd64), resolved with apt-cache,
+#   - busybox-static, dropbear-bin and the libraries dropbear links against
+#     (libc6 libcrypt1 libtomcrypt1 libtommath1 zlib1g libgmp10),
+#   - the boot loaders: grub-efi-amd64-bin (GRUB EFI modules), isolinux
+#     (isolinux.bin, isohdpfx.bin), syslinux-common (ldlinux.c32).
+# Packages already in CACHE_DIR (same name and version) are not fetched
+# again; a run with nothing to do prints nothing. It also writes
+# CACHE_DIR/debs.txt ("PACKAGE FILE" lines) for make.sh.
+# Needs: apt (apt-get, apt-cache), dpkg. Runs `apt-get update` (as root) when
+# apt cannot resolve the packages.
+set -euo pipefail
+
+usage() { echo "usage: $0 CACHE_DIR" >&2; exit 2; }
+[[ $# -eq 1 ]] || usage
+cache=$1
+mkdir -p "$cache"
+cache=$(cd "$cache" && pwd)
+
+die() { echo "fetch.sh: $*" >&2; exit 1; }
+
+PKGS=(busybox-static dropbear-bin libc6 libcrypt1 libtomcrypt1 libtommath1 zlib1g libgmp10
+    grub-efi-amd64-bin isolinux syslinux-common)
+
+# Sets kpkg (the real kernel package behind the metapackage) and version[].
+declare -A version=() arch=()
+kpkg=""
+resolve() {
+    kpkg=$(apt-cache depends linux-image-amd64:amd64 2>/dev/null \
+        | awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9].*-amd64(:amd64)?$/ {sub(/:amd64$/, "", $2); print $2; exit}')
+    [[ -n $kpkg ]] || return 1
+    version=()
+    local pkg ver a p
+    while read -r pkg ver a; do
+        version[$pkg]=$ver
+        arch[$pkg]=$a
+    done < <(apt-cache show --no-all-versions "$kpkg:amd64" "${PKGS[@]/%/:amd64}" 2>/dev/null \
+        | awk '/^Package:/ {p = $2} /^Version:/ {v = $2} /^Architecture:/ {a = $2} /^$/ && p {print p, v, a; p = ""} END {if (p) print p, v, a}')
+    for p in "$kpkg" "${PKGS[@]}"; do
+        [[ -n ${version[$p]:-} ]] || return 1
+    done
+}
+if ! resolve; then
+    [[ $(id -u) -eq 0 ]] || die "apt-cache cannot resolve the amd64 packages; run apt-get update as root"
+    echo "fetch.sh: apt lists lack the amd64 packages; running apt-get update" >&2
+    apt-get update -qq
+    resolve || die "apt-cache cannot resolve linux-image-amd64 and: ${PKGS[*]}"
+fi
+
+# The directory apt-get download writes to must be writable by _apt when we
+# are root, or apt warns about unsandboxed downloads.
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
+if [[ $(id -u) -eq 0 ]] && id _apt >/dev/null 2>&1; then
+    chown _apt "$tmp"
+fi
+
+manifest=""
+for pkg in "$kpkg" "${PKGS[@]}"; do
+    ver=${version[$pkg]}
+    role=$pkg
+    [[ $pkg != "$kpkg" ]] || role=kernel
+    # apt-get download encodes the epoch colon as %3a; isolinux and
+    # syslinux-common are Architecture: all
+    file="${pkg}_${ver//:/%3a}_${arch[$pkg]}.deb"
+    if [[ ! -s $cache/$file ]]; then
+        echo "fetch.sh: downloading $pkg:amd64 $ver" >&2
+        (cd "$tmp" && apt-get download -qq "$pkg:amd64=$ver")
+        [[ -s $tmp/$file ]] || die "apt-get download did not produce $file"
+        dpkg-deb --info "$tmp/$file" >/dev/null || die "$file is not a valid .deb"
+        mv "$tmp/$file" "$cache/$file"
+    fi
+    manifest+="$role $file"$'\n'
+done
+
+# Rewrite the manifest only when it changes.
+if [[ ! -f $cache/debs.txt ]] || [[ $(cat "$cache/debs.txt") != "${manifest%$'\n'}" ]]; then
+    printf '%s' "$manifest" >"$cache/debs.txt.tmp"
+    mv "$cache/debs.txt.tmp" "$cache/debs.txt"
+fi

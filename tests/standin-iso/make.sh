@@ -1,0 +1,297 @@
+#!/usr/bin/env bash
+# make.sh CACHE_DIR OUT_DIR
+#
+# Builds the labimg STAND-IN base installer ISO for x86_64:
+#   OUT_DIR/installer-x86_64.standin.iso
+# a Debian 12 amd64 kernel + busybox + dropbear initramfs in NixOS's installer
+# ISO boot layout, standing in for the NixOS installer ISO
+# (nixosConfigurations.installer-x86_64) that cannot be built on these
+# machines. Made from the .debs fetch.sh put in CACHE_DIR:
+#   /boot/bzImage, /boot/initrd      kernel and initramfs (/init = installer-init.sh)
+#   /boot/efi.img                    El Torito EFI image (FAT "EFIBOOT": EFI/boot/{bootx64.efi,grub.cfg})
+#   /EFI/boot/bootx64.efi, grub.cfg  GRUB EFI (grub-mkimage, prefix /EFI/boot); grub.cfg
+#                                    finds the ISO through the marker /EFI/nixos-installer-image
+#   /EFI/nixos-installer-image       the marker file
+#   /isolinux/                       isolinux.bin, ldlinux.c32, isolinux.cfg (BIOS El Torito)
+#   /version.txt                     what this is
+# hybrid: isohdpfx.bin MBR (-isohybrid-mbr) and a GPT naming the EFI image
+# (-isohybrid-gpt-basdat), as nixpkgs' make-iso9660-image.sh does. Kernel
+# command line: console=ttyS0. No keys: labimg adds lab/ afterwards.
+# Byte-reproducible: SOURCE_DATE_EPOCH (default 1700000000) fixes every
+# date, the FAT volume id and GPT GUIDs are fixed, files go in sorted order.
+# Idempotent: does nothing when OUT_DIR/.standin-iso-stamp matches the
+# inputs (the .debs, these scripts, SOURCE_DATE_EPOCH) and the ISO is there.
+# Needs: dpkg-deb, kmod (depmod, modprobe), cpio, gzip, xorriso, grub-mkimage
+# (grub-common), mtools, dosfstools, faketime, sha256sum.
+set -euo pipefail
+
+usage() { echo "usage: $0 CACHE_DIR OUT_DIR" >&2; exit 2; }
+[[ $# -eq 2 ]] || usage
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+[[ -d $1 ]] || { echo "make.sh: no cache dir $1: run fetch.sh $1 first" >&2; exit 1; }
+cache=$(cd "$1" && pwd)
+mkdir -p "$2"
+out=$(cd "$2" && pwd)
+
+die() { echo "make.sh: $*" >&2; exit 1; }
+for tool in dpkg-deb depmod modprobe cpio gzip xorriso grub-mkimage mkfs.vfat mmd mcopy fsck.vfat faketime sha256sum; do
+    command -v "$tool" >/dev/null \
+        || die "$tool not found (packages: dpkg kmod cpio gzip xorriso grub-common mtools dosfstools faketime coreutils)"
+done
+
+SDE=${SOURCE_DATE_EPOCH:-1700000000}
+[[ $SDE =~ ^[0-9]+$ ]] || die "SOURCE_DATE_EPOCH must be whole seconds"
+ISO_NAME=installer-x86_64.standin.iso
+VOLID=labimg-standin-installer-x86_64
+CMDLINE="console=ttyS0"
+# GPT disk GUID of the hybrid table (xorriso would derive one from the date).
+GPT_GUID=6c61622d7374616e642d696e2d697830
+
+# Modules the initramfs loads, with their dependencies in modprobe order:
+# CD (q35's AHCI + sr_mod + isofs), disks (virtio, AHCI, USB storage),
+# NICs for QEMU user networking (virtio_net, e1000 (pc), e1000e (q35)).
+MODULES=(
+    ahci sr_mod sd_mod isofs
+    virtio_pci virtio_blk virtio_scsi virtio_net
+    xhci_pci ehci_pci uhci_hcd usb_storage
+    e1000 e1000e
+)
+# GRUB EFI modules: nixpkgs' iso-image.nix list, less the graphical ones,
+# plus terminal for the serial console.
+GRUB_MODULES=(
+    fat iso9660 part_gpt part_msdos normal boot linux configfile loopback chain halt
+    efifwsetup efi_gop ls search search_label search_fs_uuid search_fs_file
+    test all_video loadenv echo serial terminal
+)
+
+[[ -f $cache/debs.txt ]] || die "$cache/debs.txt missing: run fetch.sh $cache first"
+deb_of() {
+    local f
+    f=$(awk -v r="$1" '$1 == r {print $2}' "$cache/debs.txt")
+    [[ -n $f && -s $cache/$f ]] || die "no $1 .deb in $cache (run fetch.sh $cache)"
+    echo "$cache/$f"
+}
+ROLES=(kernel busybox-static dropbear-bin libc6 libcrypt1 libtomcrypt1 libtommath1 zlib1g libgmp10
+    grub-efi-amd64-bin isolinux syslinux-common)
+debs=()
+for r in "${ROLES[@]}"; do
+    debs+=("$(deb_of "$r")")
+done
+
+stamp=$( {
+    sha256sum "${debs[@]}" | awk '{print $1}'
+    cat "${BASH_SOURCE[0]}" "$here/installer-init.sh" "$here/udhcpc.sh" | sha256sum | awk '{print $1}'
+    printf '%s\n' "$SDE" "${MODULES[@]}" "${GRUB_MODULES[@]}"
+    xorriso -version 2>/dev/null | head -n 1
+} | sha256sum | awk '{print $1}')
+
+if [[ -s $out/$ISO_NAME && -f $out/.standin-iso-stamp && $(cat "$out/.standin-iso-stamp") == "$stamp" ]]; then
+    exit 0
+fi
+
+echo "make.sh: building the stand-in installer ISO in $out" >&2
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+x=$work/x
+for d in "${debs[@]}"; do
+    dpkg-deb -x "$d" "$x"
+done
+iso=$work/iso
+mkdir -p "$iso/boot" "$iso/EFI/boot" "$iso/isolinux"
+
+# --- kernel and modules ---------------------------------------------------------
+kvers=()
+for d in "$x"/lib/modules/*/; do
+    kvers+=("$(basename "$d")")
+done
+[[ ${#kvers[@]} -eq 1 ]] || die "expected one kernel release, found: ${kvers[*]:-none}"
+kver=${kvers[0]}
+[[ -f $x/boot/vmlinuz-$kver ]] || die "no boot/vmlinuz-$kver in the kernel .deb"
+cp "$x/boot/vmlinuz-$kver" "$iso/boot/bzImage"
+
+depmod -b "$x" "$kver"
+moddir=$x/lib/modules/$kver
+modlist=()
+for m in "${MODULES[@]}"; do
+    deps=$(modprobe -d "$x" -S "$kver" --show-depends "$m" 2>&1) || die "module $m: $deps"
+    while read -r kind path _; do
+        case $kind in
+            insmod) modlist+=("${path#"$moddir"/}") ;;
+            builtin) ;;
+            *) die "module $m: unexpected modprobe output: $kind $path" ;;
+        esac
+    done <<<"$deps"
+done
+
+# --- initramfs ----------------------------------------------------------------
+ir=$work/initrd
+mkdir -p "$ir"/{bin,sbin,usr/bin,usr/sbin,lib64,lib/x86_64-linux-gnu,dev,proc,sys,iso,run,tmp,root,etc,var/log,var/run}
+chmod 1777 "$ir/tmp"
+chmod 0700 "$ir/root"
+cp "$x/bin/busybox" "$ir/bin/busybox"
+# every applet busybox has, as a link (the static amd64 busybox runs here)
+while read -r a; do
+    [[ $a == */busybox ]] && continue
+    [[ -e $ir/$a ]] || ln -s /bin/busybox "$ir/$a"
+done < <("$x/bin/busybox" --list-full)
+cp "$x/usr/sbin/dropbear" "$ir/usr/sbin/dropbear"
+for b in dropbearconvert dropbearkey; do
+    cp "$x/usr/bin/$b" "$ir/usr/bin/$b"
+done
+# shared libraries of the dropbear binaries, from the fetched .debs only
+libdirs=("$x/lib/x86_64-linux-gnu" "$x/usr/lib/x86_64-linux-gnu")
+declare -A have=()
+need_libs() {
+    local f lib d found
+    for f in "$@"; do
+        for lib in $(objdump -p "$f" | awk '$1 == "NEEDED" {print $2}'); do
+            [[ -z ${have[$lib]:-} ]] || continue
+            found=""
+            for d in "${libdirs[@]}"; do
+                if [[ -e $d/$lib ]]; then found=$d/$lib; break; fi
+            done
+            [[ -n $found ]] || die "library $lib (needed by ${f##*/}) is in none of the fetched .debs"
+            have[$lib]=1
+            cp -L "$found" "$ir/lib/x86_64-linux-gnu/$lib"
+            need_libs "$found"
+        done
+    done
+}
+command -v objdump >/dev/null || die "objdump not found (package: binutils)"
+need_libs "$ir/usr/sbin/dropbear" "$ir/usr/bin/dropbearconvert" "$ir/usr/bin/dropbearkey"
+cp -L "$x/lib64/ld-linux-x86-64.so.2" "$ir/lib64/ld-linux-x86-64.so.2"
+
+install -m 0755 "$here/installer-init.sh" "$ir/init"
+install -m 0755 "$here/udhcpc.sh" "$ir/etc/udhcpc.sh"
+printf 'root:x:0:0:root:/root:/bin/sh\n' >"$ir/etc/passwd"
+printf 'root:*:1::::::\n' >"$ir/etc/shadow"
+chmod 0600 "$ir/etc/shadow"
+printf 'root:x:0:\ntty:x:5:\n' >"$ir/etc/group"
+printf '/bin/sh\n' >"$ir/etc/shells"
+printf '# stand-in installer: busybox init only reaps orphans\n' >"$ir/etc/inittab"
+echo standin-installer >"$ir/etc/hostname"
+cat >"$ir/etc/os-release" <<OSR
+NAME="labimg stand-in installer"
+ID=labimg-standin-installer
+PRETTY_NAME="labimg STAND-IN installer for NixOS (Debian $kver + busybox + dropbear)"
+OSR
+: >"$ir/etc/standin-modules"
+declare -A seen=()
+for rel in "${modlist[@]}"; do
+    [[ -z ${seen[$rel]:-} ]] || continue
+    # CPU-specific CRC accelerators (crct10dif-pclmul needs PCLMULQDQ, which
+    # QEMU's TCG CPU lacks): the generic module serves.
+    [[ $rel != *-pclmul.ko ]] || continue
+    seen[$rel]=1
+    [[ $rel == *.ko ]] || die "compressed module $rel: add decompression to make.sh"
+    mkdir -p "$ir/lib/modules/$kver/$(dirname "$rel")"
+    cp "$moddir/$rel" "$ir/lib/modules/$kver/$rel"
+    echo "$rel" >>"$ir/etc/standin-modules"
+done
+find "$ir" -exec touch -h -d "@$SDE" {} +
+(cd "$ir" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0 --reproducible) \
+    | gzip -9n >"$iso/boot/initrd"
+
+# --- GRUB EFI (as nixpkgs' iso-image.nix: grub-mkimage, prefix /EFI/boot) ------
+grubdir=$x/usr/lib/grub/x86_64-efi
+mods=()
+for m in "${GRUB_MODULES[@]}"; do
+    [[ -f $grubdir/$m.mod ]] && mods+=("$m")
+done
+grub-mkimage --directory="$grubdir" -o "$iso/EFI/boot/bootx64.efi" -p /EFI/boot -O x86_64-efi "${mods[@]}"
+: >"$iso/EFI/nixos-installer-image"
+cat >"$iso/EFI/boot/grub.cfg" <<CFG
+# labimg STAND-IN installer (x86_64): GRUB EFI menu
+serial --unit=0 --speed=115200
+terminal_input serial console
+terminal_output serial console
+set timeout=0
+set default=0
+
+# Search using the marker file (as NixOS does): from the El Torito EFI
+# image or the GPT EFI partition this finds the ISO filesystem.
+search --set=root --file /EFI/nixos-installer-image
+
+menuentry 'labimg STAND-IN installer (x86_64, Debian $kver)' {
+  linux /boot/bzImage $CMDLINE
+  initrd /boot/initrd
+}
+CFG
+
+# --- El Torito EFI image (FAT), as iso-image.nix's efiImg ------------------------
+fat=$work/fat
+mkdir -p "$fat/EFI/boot"
+cp "$iso/EFI/boot/bootx64.efi" "$iso/EFI/boot/grub.cfg" "$fat/EFI/boot/"
+find "$fat" -exec touch -h -d "@$SDE" {} +
+usage_size=$(($(du -s --block-size=1M --apparent-size "$fat" | cut -f1) * 1024 * 1024))
+image_size=$(((usage_size * 110 / 100 / 1048576 + 1) * 1048576))
+truncate --size="$image_size" "$iso/boot/efi.img"
+mkfs.vfat --invariant -i 12345678 -n EFIBOOT "$iso/boot/efi.img" >/dev/null
+when=$(date -u -d "@$SDE" '+%Y-%m-%d %H:%M:%S')
+(
+    cd "$fat"
+    for d in $(find EFI -type d | LC_ALL=C sort); do
+        TZ=UTC faketime "$when" mmd -i "$iso/boot/efi.img" "::/$d"
+    done
+    for f in $(find EFI -type f | LC_ALL=C sort); do
+        TZ=UTC mcopy -pm -i "$iso/boot/efi.img" "$f" "::/$f"
+    done
+)
+fsck.vfat -n "$iso/boot/efi.img" >/dev/null || die "fsck.vfat rejects the EFI image"
+
+# --- isolinux (BIOS) --------------------------------------------------------------
+cp "$x/usr/lib/ISOLINUX/isolinux.bin" "$iso/isolinux/isolinux.bin"
+cp "$x/usr/lib/syslinux/modules/bios/ldlinux.c32" "$iso/isolinux/ldlinux.c32"
+cat >"$iso/isolinux/isolinux.cfg" <<CFG
+# labimg STAND-IN installer (x86_64): isolinux (BIOS)
+SERIAL 0 115200
+DEFAULT standin
+PROMPT 0
+TIMEOUT 0
+LABEL standin
+  MENU LABEL labimg STAND-IN installer (x86_64, Debian $kver)
+  LINUX /boot/bzImage
+  INITRD /boot/initrd
+  APPEND $CMDLINE
+CFG
+isohdpfx=$x/usr/lib/ISOLINUX/isohdpfx.bin
+[[ -f $isohdpfx ]] || die "no isohdpfx.bin in the isolinux .deb"
+
+cat >"$iso/version.txt" <<TXT
+labimg STAND-IN base installer ISO (x86_64), not NixOS: Debian $kver + busybox + dropbear.
+Stands in for nixosConfigurations.installer-x86_64's ISO in labimg's tests.
+TXT
+
+find "$iso" -exec touch -h -d "@$SDE" {} +
+
+# --- the ISO (xorriso arguments of nixpkgs' make-iso9660-image.sh) ----------------
+tmpiso=$work/$ISO_NAME
+SOURCE_DATE_EPOCH=$SDE xorriso -report_about SORRY \
+    -boot_image any gpt_disk_guid="$GPT_GUID" \
+    -volume_date all_file_dates "=$SDE" \
+    -as mkisofs \
+    -iso-level 3 \
+    -volid "$VOLID" \
+    -appid labimg-standin \
+    -publisher labimg-standin \
+    -full-iso9660-filenames \
+    -joliet \
+    -eltorito-boot isolinux/isolinux.bin \
+    -eltorito-catalog .boot.cat \
+    -no-emul-boot -boot-load-size 4 -boot-info-table \
+    --sort-weight 1 /isolinux \
+    -isohybrid-mbr "$isohdpfx" \
+    -eltorito-alt-boot \
+    -e boot/efi.img \
+    -no-emul-boot \
+    -isohybrid-gpt-basdat \
+    -r \
+    --sort-weight 0 / \
+    -output "$tmpiso" \
+    "$iso" || die "xorriso failed"
+
+rm -f "$out/.standin-iso-stamp"
+mv "$tmpiso" "$out/$ISO_NAME"
+echo "$kver" >"$out/kver"
+echo "$stamp" >"$out/.standin-iso-stamp"
+echo "make.sh: $ISO_NAME: kernel $kver, ${#seen[@]} modules, $(du -k "$out/$ISO_NAME" | cut -f1) KiB" >&2
