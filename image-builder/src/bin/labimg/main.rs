@@ -15,7 +15,11 @@ use clap::{Args, CommandFactory, Parser, Subcommand};
 use lab_cli::exit::link;
 
 #[derive(Parser)]
-#[command(name = "labimg", version, about = "Build, inspect and flash the lab's SD images")]
+#[command(
+    name = "labimg",
+    version,
+    about = "Build, inspect and flash the lab's SD images and installer ISOs"
+)]
 #[command(
     after_help = "Exit codes: 0 done, 1 failed, 2 usage, 3 verification mismatch, 4 refused by a safety check \
                         or not confirmed, 130 interrupted."
@@ -49,7 +53,11 @@ struct CompletionsArgs {
 }
 
 fn main() -> ExitCode {
-    let links = [link::<image_builder::flash::Error>, link::<image_builder::build::Error>];
+    let links = [
+        link::<image_builder::flash::Error>,
+        link::<image_builder::build::Error>,
+        link::<image_builder::installer::Error>,
+    ];
     lab_cli::exit::main("labimg", &links, || {
         let cli = Cli::parse();
         let lab = cli.lab.as_deref();
