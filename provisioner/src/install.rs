@@ -63,6 +63,14 @@ pub enum Error {
          check the address and the fingerprint (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub` on the installer)"
     )]
     InstallerMismatch { address: String, expected: String, got: String },
+    #[error(
+        "REFUSED: {address} presents {got}, but {manifest} records the installer key {expected}. \
+         Do not install: boot the ISO that manifest belongs to (labimg build wrote them together), \
+         or check the address"
+    )]
+    NotTheManifestInstaller { address: String, manifest: PathBuf, expected: String, got: String },
+    #[error("cannot read the installer manifest {path}: {reason}")]
+    BadManifest { path: PathBuf, reason: String },
     #[error("--root {root}: {why}")]
     BadRoot { root: String, why: &'static str },
     #[error("--address `{0}` is not a host name or address")]
@@ -114,9 +122,10 @@ impl lab_cli::Classify for Error {
             Error::Disk(e) => e.class(),
             Error::Interrupted(_) => Class::Interrupted,
             Error::Tool(e) => e.class(),
-            Error::InstallerMismatch { .. } | Error::NotConfirmed { .. } | Error::NoTerminal => {
-                Class::Refused
-            }
+            Error::InstallerMismatch { .. }
+            | Error::NotTheManifestInstaller { .. }
+            | Error::NotConfirmed { .. }
+            | Error::NoTerminal => Class::Refused,
             // Another key answered: a mismatch. Nothing answering is a failure.
             Error::NotVerified { last, .. }
                 if last.contains("Host key verification failed")
@@ -183,6 +192,9 @@ pub struct InstallOptions {
     pub target: Target,
     /// The installer's key as its console shows it (`SHA256:...`).
     pub fingerprint: Option<String>,
+    /// The installer's key from the manifest `labimg build installer-ARCH`
+    /// wrote beside the ISO: trusted with no question.
+    pub manifest: Option<InstallerManifest>,
     /// `NAME=PATH` mappings for the spec's disks on the target.
     pub disks: Vec<String>,
     /// Where the target's filesystems are mounted.
@@ -229,6 +241,36 @@ impl InstallOptions {
 
     fn runs(&self, p: Phase) -> bool {
         self.phases.contains(&p)
+    }
+}
+
+/// The installer's key as `labimg build installer-ARCH` recorded it in
+/// `installer-ARCH.manifest.json` (its `hostKey.publicKey`).
+#[derive(Debug, Clone)]
+pub struct InstallerManifest {
+    pub path: PathBuf,
+    pub key: PublicHostKey,
+}
+
+impl InstallerManifest {
+    pub fn load(path: &Path) -> Result<InstallerManifest> {
+        let bad = |reason: String| Error::BadManifest { path: path.to_path_buf(), reason };
+        let text = std::fs::read_to_string(path).map_err(|e| bad(e.to_string()))?;
+        let json: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        let line = json["hostKey"]["publicKey"].as_str().ok_or_else(|| {
+            bad("it has no hostKey.publicKey (is it labimg's installer manifest?)".into())
+        })?;
+        let key = PublicHostKey::parse(line).map_err(|e| bad(e.to_string()))?;
+        Ok(InstallerManifest { path: path.to_path_buf(), key })
+    }
+
+    /// The manifest `labimg build installer-ARCH` leaves in the lab's
+    /// `out/` for a host of `system` (`x86_64-linux` -> installer-x86_64).
+    pub fn beside(lab_root: &Path, system: &str) -> Option<PathBuf> {
+        let arch = system.split('-').next()?;
+        let path = lab_root.join("out").join(format!("installer-{arch}.manifest.json"));
+        path.is_file().then_some(path)
     }
 }
 
@@ -467,8 +509,19 @@ fn pin_installer(ctx: &mut Ctx, confirm: &mut dyn Confirm) -> Result<()> {
         fingerprint: offered.fingerprint(),
         public_key: offered.openssh(),
     };
-    match &opts.fingerprint {
-        Some(fp) => {
+    match (&opts.manifest, &opts.fingerprint) {
+        // The key labimg put on the ISO: exactly that one, no question.
+        (Some(manifest), _) => {
+            if !manifest.key.same_key(&offered) {
+                return Err(Error::NotTheManifestInstaller {
+                    address: found.address,
+                    manifest: manifest.path.clone(),
+                    expected: manifest.key.fingerprint(),
+                    got: found.fingerprint,
+                });
+            }
+        }
+        (None, Some(fp)) => {
             let expected = enrol::check_fingerprint(fp)?;
             if expected != found.fingerprint {
                 return Err(Error::InstallerMismatch {
@@ -478,7 +531,7 @@ fn pin_installer(ctx: &mut Ctx, confirm: &mut dyn Confirm) -> Result<()> {
                 });
             }
         }
-        None => {
+        (None, None) => {
             if !confirm.installer_key(&found)? {
                 return Err(Error::NotConfirmed { address: found.address });
             }
@@ -780,6 +833,7 @@ mod tests {
                 identity: None,
             },
             fingerprint: None,
+            manifest: None,
             disks: Vec::new(),
             root: root.into(),
             system: None,

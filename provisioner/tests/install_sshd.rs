@@ -254,6 +254,42 @@ fn install_over_pinned_ssh_partitions_injects_copies_and_verifies() {
     );
     assert!(untouched(&img) && !root.exists(), "a dry run changed something");
 
+    // The installer labimg keyed: its manifest's key is trusted with no
+    // question and no --fingerprint, given or found in the lab's out/ for the
+    // host's architecture (rydev: aarch64); another key is refused (4).
+    let manifest = |key_line: &str| {
+        serde_json::json!({ "host": "installer-aarch64", "hostKey": { "publicKey": key_line } })
+            .to_string()
+    };
+    let installer_pub = std::fs::read_to_string(installer_key.with_extension("pub")).unwrap();
+    let given = work.join("installer-x86_64.manifest.json");
+    std::fs::write(&given, manifest(installer_pub.trim())).unwrap();
+    let dry = ["--dry-run", "--phases", "disk,keys"];
+    let out = install(&[&["--installer-manifest", given.to_str().unwrap()][..], &dry].concat());
+    assert!(out.status.success(), "manifest given: {}", stderr(&out));
+    std::fs::create_dir_all(lab.root().join("out")).unwrap();
+    let found = lab.root().join("out/installer-aarch64.manifest.json");
+    std::fs::write(&found, manifest(installer_pub.trim())).unwrap();
+    let out = install(&dry);
+    assert!(out.status.success(), "manifest found in out/: {}", stderr(&out));
+    assert!(stderr(&out).contains(found.to_str().unwrap()), "{}", stderr(&out));
+    let other = lab_keys::HostKey::generate("other").public_openssh();
+    std::fs::write(&found, manifest(&other)).unwrap();
+    let out = install(&dry);
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "another installer than the manifest's: {}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("REFUSED") && stderr(&out).contains(&installer_fp),
+        "{}",
+        stderr(&out)
+    );
+    std::fs::remove_file(&found).unwrap();
+    assert!(untouched(&img) && !root.exists(), "a manifest dry run changed something");
+
     // Ctrl-C in the middle of an install: it stops between steps (130) and
     // says how to resume; the install below then runs over what it left and
     // must end exactly as an uninterrupted one (every assertion after it).

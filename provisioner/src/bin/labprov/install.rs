@@ -18,9 +18,12 @@ use lab_cli::args::JsonArg;
 #[command(after_help = "Examples:\n  \
     labprov install rydev --address 10.0.0.23                 # asks to confirm the installer's key and the disk plan\n  \
     labprov install luna --address 10.0.0.2 --fingerprint SHA256:... --yes\n  \
+    labprov install luna --address 10.0.0.2 --installer-manifest out/installer-x86_64.manifest.json\n  \
     labprov install rydev --address 10.0.0.23 --dry-run      # pin, show the plan the installer computes, change nothing\n  \
     labprov install rydev --address 10.0.0.23 --phases install,reboot,verify   # resume after fixing a failure\n\n\
 The target runs the lab's installer ISO (installers/iso.nix): SSH for the admins' keys, labprov on its PATH.\n\
+Its key is trusted with no question when it is the one `labimg build installer-ARCH` recorded:\n\
+--installer-manifest, or the lab's out/installer-ARCH.manifest.json for the host's architecture.\n\
 The host needs a lab-held key first: `labprov keys new HOST` and `labprov secrets sync`.")]
 pub struct InstallArgs {
     /// The host (as named in hosts/); its disko.nix and key are used.
@@ -35,8 +38,12 @@ pub struct InstallArgs {
     #[arg(long, value_name = "PATH")]
     pub ssh_identity: Option<PathBuf>,
     /// The installer's host key fingerprint, from its console (SHA256:...).
-    #[arg(long)]
+    #[arg(long, conflicts_with = "installer_manifest")]
     pub fingerprint: Option<String>,
+    /// The manifest `labimg build installer-ARCH` wrote beside the ISO: its key is trusted
+    /// without a question (default: the lab's out/installer-ARCH.manifest.json, if there).
+    #[arg(long, value_name = "PATH")]
+    pub installer_manifest: Option<PathBuf>,
     /// Map a spec disk to a device on the target: NAME=PATH (repeatable).
     #[arg(long = "disk", value_name = "NAME=PATH", value_parser = crate::disk_mapping)]
     pub disks: Vec<(String, PathBuf)>,
@@ -129,6 +136,25 @@ fn run_install(lab: Option<&Path>, args: InstallArgs) -> Result<()> {
     let mut phases = args.phases.clone();
     phases.sort();
     phases.dedup();
+    // The installer's key from labimg's manifest: given, or the one the lab's
+    // out/ holds for this host's architecture (unless --fingerprint names
+    // the key some other way).
+    let manifest_path = match (&args.installer_manifest, &args.fingerprint) {
+        (Some(path), _) => Some(path.clone()),
+        (None, None) => {
+            let system = lab.facts()?.host(&args.host)?.system.clone();
+            install::InstallerManifest::beside(&lab.root, &system)
+        }
+        (None, Some(_)) => None,
+    };
+    let manifest = manifest_path.as_deref().map(install::InstallerManifest::load).transpose()?;
+    if let Some(m) = &manifest {
+        lab_cli::output::say(&format!(
+            "install: the installer must present {} ({})",
+            m.key.fingerprint(),
+            m.path.display()
+        ));
+    }
     let opts = InstallOptions {
         host: args.host.clone(),
         target: Target {
@@ -138,6 +164,7 @@ fn run_install(lab: Option<&Path>, args: InstallArgs) -> Result<()> {
             identity: args.ssh_identity,
         },
         fingerprint: args.fingerprint,
+        manifest,
         disks: args.disks.iter().map(|(n, p)| format!("{n}={}", p.display())).collect(),
         root: args.root,
         system: args.system,
