@@ -332,7 +332,7 @@ impl Ctx<'_> {
                 PartitionInfo {
                     number: 1,
                     r#type: format!("0x{FIRMWARE_PARTITION_TYPE:02x}"),
-                    bootable: true,
+                    bootable: false,
                     start: place.firmware_start,
                     size: place.firmware_size,
                     filesystem: "vfat",
@@ -342,7 +342,7 @@ impl Ctx<'_> {
                 PartitionInfo {
                     number: 2,
                     r#type: format!("0x{ROOT_PARTITION_TYPE:02x}"),
-                    bootable: false,
+                    bootable: true,
                     start: place.root_start,
                     size: place.root_size,
                     filesystem: "ext4",
@@ -649,8 +649,12 @@ fn commit_phase(ctx: &mut Ctx) -> Result<(), Error> {
     Ok(())
 }
 
-/// The SD layout's table: the FAT firmware partition (bootable, as the
-/// Raspberry Pi firmware and NixOS's sd-image set it) and the root after it.
+/// The SD layout's table: the FAT firmware partition, then the root, which
+/// carries the bootable flag. U-Boot's distro boot scans only flagged
+/// partitions for /boot/extlinux/extlinux.conf, which is on the root (the
+/// Pi's GPU firmware ignores the flag and reads the first FAT partition);
+/// with the FAT flagged, U-Boot stopped at its prompt under QEMU raspi3b
+/// (tests/uboot_boot.rs).
 fn write_mbr(image: &File, place: &Placement, disk_id: u32) -> io::Result<()> {
     use lab_blockdev::mbr::{self, Primary};
     let primary = |number, start: u64, size: u64, type_byte, bootable| Primary {
@@ -661,8 +665,8 @@ fn write_mbr(image: &File, place: &Placement, disk_id: u32) -> io::Result<()> {
         bootable,
     };
     let parts = [
-        primary(1, place.firmware_start, place.firmware_size, FIRMWARE_PARTITION_TYPE, true),
-        primary(2, place.root_start, place.root_size, ROOT_PARTITION_TYPE, false),
+        primary(1, place.firmware_start, place.firmware_size, FIRMWARE_PARTITION_TYPE, false),
+        primary(2, place.root_start, place.root_size, ROOT_PARTITION_TYPE, true),
     ];
     let mut f = image;
     mbr::write(&mut f, SECTOR, disk_id, &parts).map_err(|e| match e {
