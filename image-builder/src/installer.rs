@@ -473,8 +473,10 @@ fn check_base(path: &Path, progress: Progress) -> Result<BaseInfo, Error> {
     // A GPT keeps its backup header in the image's last sector.
     if &head[512..520] == b"EFI PART" {
         let backup = u64::from_le_bytes(head[512 + 32..512 + 40].try_into().expect("8 bytes"));
-        if (backup + 1) * 512 > size {
-            return Err(truncated("the GPT backup header".into(), (backup + 1) * 512));
+        // Saturating: the field comes from the file, which may be crafted.
+        let need = backup.saturating_add(1).saturating_mul(512);
+        if need > size {
+            return Err(truncated("the GPT backup header".into(), need));
         }
     }
     let boot_entries = boot_entries(path)?;
