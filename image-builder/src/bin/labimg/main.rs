@@ -11,7 +11,7 @@ mod inspect;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Args, CommandFactory, Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use lab_cli::exit::link;
 
 #[derive(Parser)]
@@ -41,15 +41,9 @@ enum Command {
     Devices(devices::DevicesArgs),
     Flash(flash::FlashArgs),
     Verify(flash::VerifyArgs),
-    Completions(CompletionsArgs),
-}
-
-/// Print shell completions
-#[derive(Args)]
-#[command(after_help = "Example:\n  labimg completions bash > /etc/bash_completion.d/labimg")]
-struct CompletionsArgs {
-    #[command(flatten)]
-    inner: lab_cli::args::ShellArg,
+    /// Print shell completions
+    #[command(after_help = "Example:\n  labimg completions bash > /etc/bash_completion.d/labimg")]
+    Completions(lab_cli::args::ShellArg),
 }
 
 fn main() -> ExitCode {
@@ -68,7 +62,7 @@ fn main() -> ExitCode {
             Command::Devices(a) => a.run(),
             Command::Flash(a) => a.run(),
             Command::Verify(a) => a.run(),
-            Command::Completions(a) => a.inner.run(Cli::command()),
+            Command::Completions(a) => a.run(Cli::command()),
         }
     })
 }

@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Result;
-use clap::{Args, CommandFactory, Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use lab_cli::exit::link;
 
 #[derive(Parser)]
@@ -44,15 +44,11 @@ enum Command {
     Secrets(secrets::SecretsCommand),
     Enrol(enrol::EnrolArgs),
     Install(install::InstallArgs),
-    Completions(CompletionsArgs),
-}
-
-/// Print shell completions
-#[derive(Args)]
-#[command(after_help = "Example:\n  labprov completions bash > /etc/bash_completion.d/labprov")]
-struct CompletionsArgs {
-    #[command(flatten)]
-    inner: lab_cli::args::ShellArg,
+    /// Print shell completions
+    #[command(
+        after_help = "Example:\n  labprov completions bash > /etc/bash_completion.d/labprov"
+    )]
+    Completions(lab_cli::args::ShellArg),
 }
 
 fn main() -> ExitCode {
@@ -70,7 +66,7 @@ fn main() -> ExitCode {
             Command::Secrets(c) => c.run(lab),
             Command::Enrol(a) => a.run(lab),
             Command::Install(a) => a.run(lab),
-            Command::Completions(a) => a.inner.run(Cli::command()),
+            Command::Completions(a) => a.run(Cli::command()),
         }
     })
 }
