@@ -12,9 +12,12 @@
 //! 1-16 KiB, the rest in six large ones, deterministic pseudo-random content)
 //! is generated once under target/bench/tree-TREE_MB.
 
+mod common;
+
+use common::{repo, Rng};
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -67,29 +70,6 @@ cd ..
 fsck.vfat -n firmware_part.img > /dev/null
 dd conv=notrunc if=firmware_part.img of=$out seek="$START" count="$SECTORS" status=none
 "#;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-/// A deterministic xorshift stream, so the tree is the same on every machine.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn fill(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            let v = self.next().to_le_bytes();
-            chunk.copy_from_slice(&v[..chunk.len()]);
-        }
-    }
-}
 
 fn make_tree(dir: &Path, total_mb: u64) {
     if dir.join(".complete").exists() {

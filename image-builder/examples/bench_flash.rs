@@ -13,15 +13,14 @@
 //! O_EXCL, flushes), else plain files. Page caches are dropped before each
 //! run where the kernel allows it, so every tool starts cold.
 
+mod common;
+
+use common::repo;
 use std::fs;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Instant;
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
 
 fn sh(cmd: &str) -> String {
     let out = Command::new("bash").arg("-c").arg(cmd).output().unwrap();

@@ -17,6 +17,9 @@
 //! timed step ends with `sync`, so each side pays for getting its bytes to
 //! the disk (labimg syncs its ISO itself; the other two would not).
 
+mod common;
+
+use common::{repo, Rng};
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::PermissionsExt;
@@ -26,29 +29,6 @@ use std::time::Instant;
 
 const EPOCH: &str = "1700000000";
 const VOLUME_ID: &str = "NIXOS_BENCH";
-
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
-}
-
-/// A deterministic xorshift stream, so the base is the same on every machine.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 << 13;
-        self.0 ^= self.0 >> 7;
-        self.0 ^= self.0 << 17;
-        self.0
-    }
-
-    fn fill(&mut self, buf: &mut [u8]) {
-        for chunk in buf.chunks_mut(8) {
-            let v = self.next().to_le_bytes();
-            chunk.copy_from_slice(&v[..chunk.len()]);
-        }
-    }
-}
 
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));

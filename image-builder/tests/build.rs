@@ -12,17 +12,6 @@ use common::*;
 
 const MIB: u64 = 1 << 20;
 
-fn tool_output(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 fn manifest(out: &Path) -> serde_json::Value {
     serde_json::from_slice(&fs::read(out.join("nixpi.manifest.json")).unwrap()).unwrap()
 }

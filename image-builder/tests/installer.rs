@@ -16,17 +16,6 @@ use common::*;
 const TOOLS: [&str; 6] = ["xorriso", "mkfs.vfat", "mcopy", "sfdisk", "ssh-keygen", "diff"];
 const EPOCH: &str = "1700000000";
 
-fn tool(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[derive(Clone, Copy, PartialEq)]
 enum Table {
     Mbr,
@@ -51,11 +40,13 @@ fn make_base(dir: &Path, table: Table, boot: bool, blob_mib: usize) -> PathBuf {
         fs::write(tree.join("blob"), blob).unwrap();
     }
     let efi = dir.join("efi.img");
-    tool(Command::new("mkfs.vfat").arg("-C").arg(&efi).arg("1440"));
-    tool(Command::new("mmd").arg("-i").arg(&efi).args(["::/EFI", "::/EFI/boot"]));
+    tool_output(Command::new("mkfs.vfat").arg("-C").arg(&efi).arg("1440"));
+    tool_output(Command::new("mmd").arg("-i").arg(&efi).args(["::/EFI", "::/EFI/boot"]));
     let grub = dir.join("BOOTX64.EFI");
     fs::write(&grub, b"stand-in GRUB\n").unwrap();
-    tool(Command::new("mcopy").arg("-i").arg(&efi).arg(&grub).arg("::/EFI/boot/BOOTX64.EFI"));
+    tool_output(
+        Command::new("mcopy").arg("-i").arg(&efi).arg(&grub).arg("::/EFI/boot/BOOTX64.EFI"),
+    );
     let iso = dir.join("base.iso");
     let mut cmd = Command::new("xorriso");
     cmd.args(["-no_rc", "-as", "mkisofs", "-o"]).arg(&iso).args(["-R", "-J", "-V", "NIXOS_TEST"]);
@@ -67,7 +58,7 @@ fn make_base(dir: &Path, table: Table, boot: bool, blob_mib: usize) -> PathBuf {
         cmd.args(["-e", "--interval:appended_partition_2:all::", "-no-emul-boot"]);
     }
     cmd.arg(&tree).env("SOURCE_DATE_EPOCH", "1600000000");
-    tool(&mut cmd);
+    tool_output(&mut cmd);
     iso
 }
 
@@ -82,7 +73,7 @@ fn lab_with_admins(dir: &Path, keys: &[String]) -> PathBuf {
 
 fn admin_key(dir: &Path) -> String {
     let key = dir.join("admin");
-    tool(
+    tool_output(
         Command::new("ssh-keygen")
             .args(["-q", "-t", "ed25519", "-N", "", "-C", "ry@test", "-f"])
             .arg(&key),
@@ -98,7 +89,7 @@ fn installer(lab: &Path, base: &Path, out: &Path) -> Command {
 }
 
 fn boot_entries(iso: &Path) -> Vec<String> {
-    let report = tool(
+    let report = tool_output(
         Command::new("xorriso")
             .args(["-no_rc", "-indev"])
             .arg(iso)
@@ -116,7 +107,7 @@ fn boot_entries(iso: &Path) -> Vec<String> {
 }
 
 fn extract(iso: &Path, from: &str, to: &Path) {
-    tool(
+    tool_output(
         Command::new("xorriso")
             .args(["-no_rc", "-osirrox", "on", "-indev"])
             .arg(iso)
@@ -194,19 +185,21 @@ fn keyed_iso_keeps_the_base_and_carries_the_manifests_key() {
         for f in ["ssh_host_ed25519_key", "ssh_host_ed25519_key.pub", "authorized_keys"] {
             extract(&iso, &format!("/lab/{f}"), &got.join(f));
         }
-        let fp =
-            tool(Command::new("ssh-keygen").arg("-lf").arg(got.join("ssh_host_ed25519_key.pub")));
+        let fp = tool_output(
+            Command::new("ssh-keygen").arg("-lf").arg(got.join("ssh_host_ed25519_key.pub")),
+        );
         let fingerprint = m["hostKey"]["fingerprint"].as_str().unwrap();
         assert!(fp.contains(fingerprint), "{fp} vs {fingerprint}");
         assert_eq!(m["payload"][0]["fingerprint"], fingerprint);
         assert!(m["payload"][0].get("sha256").is_none(), "no hash of the private key");
-        let derived =
-            tool(Command::new("ssh-keygen").arg("-yf").arg(got.join("ssh_host_ed25519_key")));
+        let derived = tool_output(
+            Command::new("ssh-keygen").arg("-yf").arg(got.join("ssh_host_ed25519_key")),
+        );
         let given = fs::read_to_string(key.with_extension("pub")).unwrap();
         assert_eq!(derived.split_whitespace().nth(1), given.split_whitespace().nth(1));
         assert_eq!(fs::read_to_string(got.join("authorized_keys")).unwrap(), format!("{admin}\n"));
         assert_eq!(m["adminKeys"][0]["publicKey"], admin.as_str());
-        let listing_lab = tool(
+        let listing_lab = tool_output(
             Command::new("xorriso")
                 .args(["-no_rc", "-indev"])
                 .arg(&iso)
@@ -230,7 +223,7 @@ fn keyed_iso_keeps_the_base_and_carries_the_manifests_key() {
         extract(&base, "/", &a);
         extract(&iso, "/", &b);
         fs::remove_dir_all(b.join("lab")).unwrap();
-        tool(Command::new("diff").args(["-r", "--exclude=boot.catalog"]).arg(&a).arg(&b));
+        tool_output(Command::new("diff").args(["-r", "--exclude=boot.catalog"]).arg(&a).arg(&b));
 
         // The same hybrid table: kind, partitions, types; the appended EFI
         // partition byte-identical.
@@ -256,14 +249,14 @@ fn keyed_iso_keeps_the_base_and_carries_the_manifests_key() {
         assert!(partition_bytes(&base, &eb) == partition_bytes(&iso, &ek), "EFI partition changed");
 
         // Checksum file and manifest agree with the ISO.
-        let sum = tool(Command::new("sha256sum").arg(&iso));
+        let sum = tool_output(Command::new("sha256sum").arg(&iso));
         let sha = sum.split_whitespace().next().unwrap();
         assert_eq!(m["iso"]["sha256"], sha);
         assert_eq!(
             fs::read_to_string(out.join("installer-x86_64.iso.sha256")).unwrap(),
             format!("{sha}  installer-x86_64.iso\n")
         );
-        let base_sum = tool(Command::new("sha256sum").arg(&base));
+        let base_sum = tool_output(Command::new("sha256sum").arg(&base));
         assert_eq!(m["base"]["sha256"], base_sum.split_whitespace().next().unwrap());
         assert_eq!(
             (m["host"].as_str(), m["arch"].as_str()),

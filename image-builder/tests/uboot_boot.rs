@@ -30,17 +30,6 @@ const KERNEL: &str = "/nix/store/00000000000000000000000000000001-linux-standin"
 const INITRD: &str = "/nix/store/00000000000000000000000000000002-initrd-standin";
 const TOPLEVEL: &str = "/nix/store/00000000000000000000000000000003-nixos-system-nixpi-standin";
 
-fn tool_output(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 /// `abs` (an absolute path, as in extlinux.conf) inside the tree at `root`.
 fn under(root: &Path, abs: &str) -> std::path::PathBuf {
     root.join(abs.trim_start_matches('/'))
