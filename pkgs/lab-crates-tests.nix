@@ -7,8 +7,9 @@
 , rustPlatform
 }:
 let
-  crates = [ "lab-cli" "lab-facts" "lab-keys" "lab-blockdev" "lab-disko" "lab-testkit" ];
-  packageFlags = lib.concatMap (c: [ "-p" c ]) crates;
+  # The same facts drive scripts/sandbox-check.
+  check = (import ./rust-workspace.nix).checks.lab-crates-tests;
+  crateFlags = lib.concatMap (crate: [ "-p" crate ]) check.crates;
 in
 rustPlatform.buildRustPackage {
   pname = "lab-crates-tests";
@@ -17,8 +18,8 @@ rustPlatform.buildRustPackage {
   src = import ./workspace-src.nix { inherit lib; };
   cargoLock.lockFile = ../Cargo.lock;
 
-  cargoBuildFlags = packageFlags;
-  cargoTestFlags = packageFlags ++ [ "--lib" ];
+  cargoBuildFlags = crateFlags;
+  cargoTestFlags = crateFlags ++ check.targets;
 
   # A library: nothing to install but the fact that the tests passed.
   installPhase = ''

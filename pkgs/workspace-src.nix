@@ -4,20 +4,7 @@
 { lib }:
 let
   root = ../.;
-  # The crates, plus firmware/: no blobs there, only the pinned manifest that
-  # image-builder's unit tests read as ../firmware/manifest.toml.
-  sourceDirs = [
-    "lab-cli"
-    "lab-facts"
-    "lab-keys"
-    "lab-blockdev"
-    "lab-disko"
-    "lab-testkit"
-    "image-builder"
-    "provisioner"
-    "firmware"
-  ];
-  sourceFiles = [ "Cargo.toml" "Cargo.lock" ];
+  inherit (import ./rust-workspace.nix) sourceDirs sourceFiles;
 in
 lib.cleanSourceWith {
   name = "homelab-workspace";

@@ -6,6 +6,12 @@
 , e2fsprogs
 , nix
 }:
+let
+  # Which crates it builds and which of their tests its checkPhase runs; the
+  # same facts drive scripts/sandbox-check.
+  check = (import ../rust-workspace.nix).checks.labimg;
+  crateFlags = lib.concatMap (crate: [ "-p" crate ]) check.crates;
+in
 rustPlatform.buildRustPackage {
   pname = "labimg";
   inherit ((lib.importTOML ../../Cargo.toml).workspace.package) version;
@@ -14,11 +20,10 @@ rustPlatform.buildRustPackage {
   # The workspace's own lock file: no vendor hash to keep in sync.
   cargoLock.lockFile = ../../Cargo.lock;
 
-  cargoBuildFlags = [ "-p" "image-builder" ];
-  # doCheck stays on, limited to the unit tests (--lib --bins): they need no
-  # external tool. The tests under image-builder/tests/ run mkfs, sfdisk,
-  # fsck, bmaptool and QEMU and use loop devices, which the sandbox lacks.
-  cargoTestFlags = [ "-p" "image-builder" "--lib" "--bins" ];
+  cargoBuildFlags = crateFlags;
+  # doCheck stays on, limited to the unit tests: the tests under tests/ run
+  # mkfs, sshd and QEMU and use loop devices, which the sandbox lacks.
+  cargoTestFlags = crateFlags ++ check.targets;
 
   nativeBuildInputs = [ makeWrapper ];
 

@@ -12,6 +12,12 @@
 , btrfs-progs
 , xfsprogs
 }:
+let
+  # Which crates it builds and which of their tests its checkPhase runs; the
+  # same facts drive scripts/sandbox-check.
+  check = (import ../rust-workspace.nix).checks.labprov;
+  crateFlags = lib.concatMap (crate: [ "-p" crate ]) check.crates;
+in
 rustPlatform.buildRustPackage {
   pname = "labprov";
   inherit ((lib.importTOML ../../Cargo.toml).workspace.package) version;
@@ -20,10 +26,10 @@ rustPlatform.buildRustPackage {
   # The workspace's own lock file: no vendor hash to keep in sync.
   cargoLock.lockFile = ../../Cargo.lock;
 
-  cargoBuildFlags = [ "-p" "provisioner" ];
-  # doCheck stays on, limited to the unit tests (--lib --bins): the tests
-  # under provisioner/tests/ start sshd and use loop devices.
-  cargoTestFlags = [ "-p" "provisioner" "--lib" "--bins" ];
+  cargoBuildFlags = crateFlags;
+  # doCheck stays on, limited to the unit tests: the tests under tests/ run
+  # mkfs, sshd and QEMU and use loop devices, which the sandbox lacks.
+  cargoTestFlags = crateFlags ++ check.targets;
 
   nativeBuildInputs = [ makeWrapper ];
 
