@@ -77,6 +77,11 @@ pub enum Error {
          pass the installer ISO Nix built"
     )]
     NoBootRecords { path: PathBuf },
+    #[error(
+        "{path} does not boot {arch}: it has no EFI loader {loader} (its EFI loaders: {found}); \
+         pass the installer-{arch} ISO, not another architecture's"
+    )]
+    WrongArch { path: PathBuf, arch: &'static str, loader: &'static str, found: String },
     #[error("xorriso could not read the base ISO {path}: {source}")]
     Inspect { path: PathBuf, source: lab_cli::ToolError },
     #[error("keying the ISO with xorriso failed: {source}")]
@@ -374,7 +379,7 @@ fn prepare(opts: &InstallerOptions) -> Result<Ctx<'_>, Error> {
         BaseInput::Iso(path) => path.clone(),
         BaseInput::Flake => nix_build_base(&opts.lab_root, &opts.name)?,
     };
-    let base = check_base(&base_path, opts.progress)?;
+    let base = check_base(&base_path, arch, opts.progress)?;
     Ok(Ctx { opts, arch, base, admin_keys, key, stage: None, iso: None, sha256: None, done: None })
 }
 
@@ -425,10 +430,11 @@ fn nix_build_base(lab: &Path, name: &str) -> Result<PathBuf, Error> {
     iso.ok_or(Error::NoIsoInBuild { name: name.to_string(), path: out })
 }
 
-/// The base is a whole ISO 9660 image with El Torito boot records: the
-/// volume descriptor, the sizes its volume and its partition table claim,
-/// then xorriso's own reading of the boot catalog.
-fn check_base(path: &Path, progress: Progress) -> Result<BaseInfo, Error> {
+/// The base is a whole ISO 9660 image with El Torito boot records for
+/// `arch`: the volume descriptor, the sizes its volume and its partition
+/// table claim, then xorriso's own reading of the boot catalog and of the
+/// EFI loaders.
+fn check_base(path: &Path, arch: &'static str, progress: Progress) -> Result<BaseInfo, Error> {
     let read_err = |source| Error::Read { path: path.to_path_buf(), source };
     // The manifest names the base by its full path (a Nix store path when
     // Nix built it).
@@ -483,6 +489,16 @@ fn check_base(path: &Path, progress: Progress) -> Result<BaseInfo, Error> {
     if boot_entries.is_empty() {
         return Err(Error::NoBootRecords { path: path.to_path_buf() });
     }
+    // NixOS's ISO carries its EFI loaders on the ISO filesystem too
+    // (/EFI/BOOT, beside boot/efi.img). Refused only when there are loaders
+    // and none is this architecture's: an ISO with none there may still
+    // have one inside its El Torito image.
+    let loaders = efi_loaders(path)?;
+    let loader = efi_loader_name(arch);
+    if !loaders.is_empty() && !loaders.iter().any(|l| l.eq_ignore_ascii_case(loader)) {
+        let found = loaders.join(", ");
+        return Err(Error::WrongArch { path: path.to_path_buf(), arch, loader, found });
+    }
     let sha256 = sha256_file(path, progress).map_err(read_err)?;
     Ok(BaseInfo { path: path.to_path_buf(), size, sha256, volume_id, boot_entries })
 }
@@ -508,6 +524,36 @@ pub fn boot_entries(iso: &Path) -> Result<Vec<String>, Error> {
         .run()
         .map_err(|source| Error::Inspect { path: iso.to_path_buf(), source })?;
     Ok(parse_boot_entries(&out.text()))
+}
+
+/// The removable-media EFI loader UEFI firmware starts on `arch` (NixOS's
+/// ISO has it as EFI/BOOT/BOOTX64.EFI or BOOTAA64.EFI).
+fn efi_loader_name(arch: &str) -> &'static str {
+    match arch {
+        "aarch64" => "bootaa64.efi",
+        _ => "bootx64.efi",
+    }
+}
+
+/// The file names of every `*.efi` on the ISO filesystem.
+fn efi_loaders(iso: &Path) -> Result<Vec<String>, Error> {
+    let out = lab_cli::Cmd::new("xorriso")
+        .args(["-no_rc", "-abort_on", "FAILURE", "-indev"])
+        .arg(iso)
+        .args(["-find", "/", "-type", "f", "-name", "*.[eE][fF][iI]"])
+        .run()
+        .map_err(|source| Error::Inspect { path: iso.to_path_buf(), source })?;
+    Ok(parse_found_names(&out.text()))
+}
+
+/// `xorriso -find` prints each path quoted, one per line; the names.
+fn parse_found_names(report: &str) -> Vec<String> {
+    report
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix('\'')?.strip_suffix('\''))
+        .filter_map(|p| p.rsplit('/').next())
+        .map(str::to_string)
+        .collect()
 }
 
 fn parse_boot_entries(report: &str) -> Vec<String> {
@@ -776,5 +822,13 @@ mod tests {
             vec!["1 BIOS y none 0x0000 0x00 4", "2 UEFI y none 0x0000 0x00 2880"]
         );
         assert!(parse_boot_entries("Boot record  : (none)\n").is_empty());
+    }
+
+    #[test]
+    fn found_names_are_the_last_component_of_each_quoted_path() {
+        let report = "'/EFI/BOOT/BOOTAA64.EFI'\n'/EFI/boot/grub x.efi'\nxorriso : NOTE : done\n";
+        assert_eq!(parse_found_names(report), vec!["BOOTAA64.EFI", "grub x.efi"]);
+        assert_eq!(efi_loader_name("aarch64"), "bootaa64.efi");
+        assert_eq!(efi_loader_name("x86_64"), "bootx64.efi");
     }
 }

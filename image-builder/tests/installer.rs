@@ -35,6 +35,8 @@ fn make_base(dir: &Path, table: Table, boot: bool, blob_mib: usize) -> PathBuf {
         (0..300_000u32).map(|i| (i.wrapping_mul(2_654_435_761) >> 24) as u8).collect();
     fs::write(tree.join("boot/initrd"), initrd).unwrap();
     fs::write(tree.join("EFI/nixos-installer-image"), b"").unwrap();
+    // NixOS has the loader on the ISO filesystem too, not only in efi.img.
+    fs::write(tree.join("EFI/boot/BOOTX64.EFI"), b"stand-in GRUB\n").unwrap();
     if blob_mib > 0 {
         let blob: Vec<u8> = (0..blob_mib << 20).map(|i| (i % 251) as u8).collect();
         fs::write(tree.join("blob"), blob).unwrap();
@@ -338,6 +340,21 @@ fn bad_input_is_a_clear_error_and_leaves_nothing() {
     let plain = make_base(&plain_dir, Table::Mbr, false, 0);
     let err = refused(&mut installer(&lab, &plain, &out), &out);
     assert!(err.contains("not an installer: no boot records"), "{err}");
+
+    // An x86_64 installer keyed as installer-aarch64: its only loader is
+    // BOOTX64.EFI.
+    let x86_dir = tmp.path().join("x86");
+    fs::create_dir(&x86_dir).unwrap();
+    let x86 = make_base(&x86_dir, Table::Mbr, true, 0);
+    let mut as_aarch64 = labimg();
+    as_aarch64.env("LAB_ROOT", &lab).args(["build", "installer-aarch64", "--iso"]).arg(&x86);
+    let err = refused(as_aarch64.arg("--out").arg(&out), &out);
+    assert!(
+        err.contains("does not boot aarch64")
+            && err.contains("bootaa64.efi")
+            && err.contains("BOOTX64.EFI"),
+        "{err}"
+    );
 
     let good_dir = tmp.path().join("good");
     fs::create_dir(&good_dir).unwrap();
