@@ -1,11 +1,14 @@
 //! The keyed installer boots and answers with exactly its manifest's key:
-//! `labimg build installer-x86_64` keys the STAND-IN base installer ISO
+//! `labimg build installer-ARCH` keys the STAND-IN base installer ISO
 //! (tests/standin-iso: a Debian kernel, busybox and dropbear in NixOS's ISO
-//! layout, made by scripts/setup), then QEMU (TCG) boots it via UEFI (OVMF)
-//! and via BIOS (SeaBIOS), each once as a CD and once as a disk. In each,
-//! ssh-keyscan returns exactly the manifest's fingerprint, the admin's key
-//! logs in with the host key pinned, and a password login and an unknown
-//! key are refused. The serial log is printed when a boot fails.
+//! layout, made by scripts/setup), then QEMU (TCG) boots it: x86_64 via UEFI
+//! (OVMF) and via BIOS (SeaBIOS), each once as a CD and once as a virtio
+//! disk, and via UEFI as a USB stick; aarch64 via UEFI (AAVMF) as a virtio
+//! disk, a USB stick and a CD. Each USB stick is what `labimg flash` wrote
+//! onto a loop device. In each, ssh-keyscan returns exactly the
+//! manifest's fingerprint, the admin's key logs in with the host key pinned,
+//! and a password login and an unknown key are refused. The serial log is
+//! printed when a boot fails.
 
 mod common;
 
@@ -15,12 +18,13 @@ use std::process::{Command, Output, Stdio};
 
 use common::{custom_lab, labimg, repo};
 
-/// The stand-in base ISO scripts/setup made (or $LABIMG_STANDIN_ISO/...).
-fn standin_iso(test: &str) -> Option<PathBuf> {
+/// The stand-in base ISO for `arch` scripts/setup made (or
+/// $LABIMG_STANDIN_ISO/...).
+fn standin_iso(test: &str, arch: &str) -> Option<PathBuf> {
     let dir = std::env::var_os("LABIMG_STANDIN_ISO")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo().join("target/standin-iso"));
-    let iso = dir.join("installer-x86_64.standin.iso");
+    let iso = dir.join(format!("installer-{arch}.standin.iso"));
     if iso.is_file() {
         return Some(iso);
     }
@@ -58,6 +62,32 @@ impl Drop for Vm {
     }
 }
 
+/// `labimg flash ISO /dev/loopN` onto a 128 MiB blank stick (a loop device
+/// over a sparse file, detached afterwards): the file QEMU then boots as a
+/// USB stick. None (skipped) without root or a loop device.
+fn flash_to_stick(t: &str, iso: &Path, dir: &Path) -> Option<PathBuf> {
+    if !nix::unistd::geteuid().is_root() {
+        lab_testkit::skip(t, "flashing the ISO onto a loop device needs root");
+        return None;
+    }
+    let stick = dir.join("stick.raw");
+    let _ = fs::remove_file(&stick);
+    fs::File::create(&stick).unwrap().set_len(128 << 20).unwrap();
+    let attached = run(Command::new("losetup").args(["-f", "--show"]).arg(&stick));
+    if !attached.status.success() {
+        lab_testkit::skip(t, &format!("no loop device: {}", text(&attached)));
+        return None;
+    }
+    let dev = String::from_utf8_lossy(&attached.stdout).trim().to_string();
+    let flashed = run(labimg().args(["flash", "--yes", "--json"]).arg(iso).arg(&dev));
+    let _ = Command::new("losetup").args(["-d", &dev]).status();
+    assert!(flashed.status.success(), "labimg flash {} {dev}: {}", iso.display(), text(&flashed));
+    let report: serde_json::Value = serde_json::from_slice(&flashed.stdout).unwrap();
+    assert_eq!(report["verify"], "ok", "{report}");
+    assert_eq!(report["target"]["kind"], "loop device", "{report}");
+    Some(stick)
+}
+
 fn ssh(port: u16, known_hosts: &Path, extra: &[&str]) -> Command {
     let mut c = Command::new("ssh");
     c.args(["-p", &port.to_string(), "-o", "BatchMode=yes", "-o", "ConnectTimeout=20"])
@@ -71,19 +101,48 @@ fn ssh(port: u16, known_hosts: &Path, extra: &[&str]) -> Command {
 }
 
 #[test]
-fn the_keyed_installer_boots_uefi_and_bios_as_cd_and_disk_and_answers_with_its_key() {
-    let t = "the_keyed_installer_boots_uefi_and_bios_as_cd_and_disk_and_answers_with_its_key";
-    let tools = ["xorriso", "qemu-system-x86_64", "ssh", "ssh-keygen", "ssh-keyscan"];
+fn the_keyed_x86_64_installer_boots_uefi_and_bios_as_cd_disk_and_usb_and_answers_with_its_key() {
+    keyed_installer_boots(
+        "the_keyed_x86_64_installer_boots_uefi_and_bios_as_cd_disk_and_usb_and_answers_with_its_key",
+        "x86_64",
+        &["/usr/share/OVMF/OVMF_CODE_4M.fd (package ovmf)", "/usr/share/OVMF/OVMF_VARS_4M.fd (package ovmf)"],
+        &[
+            ("uefi-cd", "virtio"),
+            ("uefi-disk", "virtio"),
+            ("uefi-disk", "usb"),
+            ("bios-cd", "virtio"),
+            ("bios-disk", "virtio"),
+        ],
+    );
+}
+
+#[test]
+fn the_keyed_aarch64_installer_boots_uefi_as_disk_usb_and_cd_and_answers_with_its_key() {
+    keyed_installer_boots(
+        "the_keyed_aarch64_installer_boots_uefi_as_disk_usb_and_cd_and_answers_with_its_key",
+        "aarch64",
+        &["/usr/share/qemu-efi-aarch64/QEMU_EFI.fd (package qemu-efi-aarch64)"],
+        &[("uefi-disk", "virtio"), ("uefi-disk", "usb"), ("uefi-cd", "virtio")],
+    );
+}
+
+/// Keys the `arch` stand-in and boots it once per (tests/standin-iso/boot.sh
+/// MODE, BOOT_DISK_BUS); `firmware` lists the files QEMU needs, each with
+/// the package that has it.
+fn keyed_installer_boots(t: &str, arch: &str, firmware: &[&str], boots: &[(&str, &str)]) {
+    let qemu = format!("qemu-system-{arch}");
+    let tools = ["xorriso", &qemu, "ssh", "ssh-keygen", "ssh-keyscan"];
     if !lab_testkit::require_tools(t, &tools) {
         return;
     }
-    for firmware in ["/usr/share/OVMF/OVMF_CODE_4M.fd", "/usr/share/OVMF/OVMF_VARS_4M.fd"] {
-        if !Path::new(firmware).is_file() {
-            lab_testkit::skip(t, &format!("{firmware} is missing (package ovmf)"));
+    for needed in firmware {
+        let file = needed.split_whitespace().next().unwrap_or_default();
+        if !Path::new(file).is_file() {
+            lab_testkit::skip(t, &format!("{needed} is missing"));
             return;
         }
     }
-    let Some(base) = standin_iso(t) else { return };
+    let Some(base) = standin_iso(t, arch) else { return };
     let tmp = tempfile::tempdir().unwrap();
 
     // The admin (a throwaway key) and a stranger.
@@ -107,10 +166,11 @@ fn the_keyed_installer_boots_uefi_and_bios_as_cd_and_disk_and_answers_with_its_k
     );
 
     let out_dir = tmp.path().join("out");
+    let name = format!("installer-{arch}");
     let built = run(labimg()
         .arg("--lab")
         .arg(&lab)
-        .args(["build", "installer-x86_64", "--json", "--iso"])
+        .args(["build", &name, "--json", "--iso"])
         .arg(&base)
         .arg("--out")
         .arg(&out_dir));
@@ -118,20 +178,31 @@ fn the_keyed_installer_boots_uefi_and_bios_as_cd_and_disk_and_answers_with_its_k
     let summary: serde_json::Value = serde_json::from_slice(&built.stdout).unwrap();
     let fingerprint = summary["manifest"]["hostKey"]["fingerprint"].as_str().unwrap().to_string();
     let public_key = summary["manifest"]["hostKey"]["publicKey"].as_str().unwrap().to_string();
-    let iso = out_dir.join("installer-x86_64.iso");
+    let iso = out_dir.join(format!("{name}.iso"));
     assert!(iso.is_file(), "{}", text(&built));
 
     let boot_sh = repo().join("tests/standin-iso/boot.sh");
-    for mode in ["uefi-cd", "uefi-disk", "bios-cd", "bios-disk"] {
+    for &(boot_mode, bus) in boots {
+        let mode = format!("{arch} {boot_mode} ({bus})");
+        // The USB stick is what `labimg flash` wrote to a device, not the
+        // ISO file itself.
+        let medium = if bus == "usb" {
+            let Some(stick) = flash_to_stick(t, &iso, tmp.path()) else { return };
+            stick
+        } else {
+            iso.clone()
+        };
         let port = free_port();
-        let log = tmp.path().join(format!("{mode}.log"));
+        let log = tmp.path().join(format!("{boot_mode}-{bus}.log"));
         let vm = Vm { pid_file: PathBuf::from(format!("{}.pid", log.display())) };
         let booted = run(Command::new("bash")
             .arg(&boot_sh)
-            .arg(&iso)
-            .arg(mode)
+            .arg(&medium)
+            .arg(boot_mode)
             .arg(port.to_string())
             .arg(&log)
+            .env("BOOT_ARCH", arch)
+            .env("BOOT_DISK_BUS", bus)
             .env("BOOT_TIMEOUT", "240"));
         assert!(
             booted.status.success() && text(&booted).contains("installer: sshd up"),
@@ -139,6 +210,18 @@ fn the_keyed_installer_boots_uefi_and_bios_as_cd_and_disk_and_answers_with_its_k
             text(&booted)
         );
         let serial = || fs::read_to_string(&log).unwrap_or_default();
+        // It booted from the medium under test: the init names the device
+        // it found the ISO filesystem on (sr: CD, vd: virtio, sd: USB).
+        let device = match (boot_mode.ends_with("-cd"), bus) {
+            (true, _) => "/dev/sr",
+            (false, "usb") => "/dev/sd",
+            (false, _) => "/dev/vd",
+        };
+        assert!(
+            serial().contains(&format!("ISO {device}")),
+            "{mode}: the ISO was not found on {device}*:\n{}",
+            serial()
+        );
 
         // Exactly the manifest's key, and it is on the console too.
         let scan = run(Command::new("ssh-keyscan").args([
@@ -165,7 +248,7 @@ fn the_keyed_installer_boots_uefi_and_bios_as_cd_and_disk_and_answers_with_its_k
         assert!(serial().contains(&fingerprint), "{mode}: console lacks {fingerprint}");
 
         // The admin's key logs in with only the manifest's key trusted.
-        let known_hosts = tmp.path().join(format!("{mode}.known_hosts"));
+        let known_hosts = tmp.path().join(format!("{boot_mode}-{bus}.known_hosts"));
         fs::write(&known_hosts, format!("[127.0.0.1]:{port} {public_key}\n")).unwrap();
         let login = run(&mut ssh(
             port,

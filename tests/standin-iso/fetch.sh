@@ -1,17 +1,19 @@
 #!/usr/bin/env bash
-# fetch.sh CACHE_DIR
+# fetch.sh CACHE_DIR [ARCH]
 #
-# Part of the labimg STAND-IN base installer ISO (x86_64): a Debian amd64
-# kernel + busybox + dropbear initramfs in NixOS's ISO boot layout, standing
-# in for the NixOS installer ISO that cannot be built on these machines.
-# This script downloads, idempotently, the Debian 12 amd64 packages the
-# stand-in ISO is made from into CACHE_DIR:
-#   - the kernel package that `linux-image-amd64` depends on
-#     (e.g. linux-image-6.1.0-56-amd64), resolved with apt-cache,
+# Part of the labimg STAND-IN base installer ISO (ARCH x86_64, the default,
+# or aarch64): a Debian kernel + busybox + dropbear initramfs in NixOS's ISO
+# boot layout, standing in for the NixOS installer ISO that cannot be built
+# on these machines. This script downloads, idempotently, the Debian 12
+# packages of ARCH (Debian's amd64 or arm64) the stand-in ISO is made from
+# into CACHE_DIR (one per ARCH):
+#   - the kernel package that `linux-image-amd64` / `linux-image-arm64`
+#     depends on (e.g. linux-image-6.1.0-56-amd64), resolved with apt-cache,
 #   - busybox-static, dropbear-bin and the libraries dropbear links against
 #     (libc6 libcrypt1 libtomcrypt1 libtommath1 zlib1g libgmp10),
-#   - the boot loaders: grub-efi-amd64-bin (GRUB EFI modules), isolinux
-#     (isolinux.bin, isohdpfx.bin), syslinux-common (ldlinux.c32).
+#   - the boot loaders: grub-efi-amd64-bin / grub-efi-arm64-bin (GRUB EFI
+#     modules); x86_64 also isolinux (isolinux.bin, isohdpfx.bin) and
+#     syslinux-common (ldlinux.c32) for BIOS.
 # Packages already in CACHE_DIR (same name and version) are not fetched
 # again; a run with nothing to do prints nothing. It also writes
 # CACHE_DIR/debs.txt ("PACKAGE FILE" lines) for make.sh.
@@ -19,40 +21,48 @@
 # apt cannot resolve the packages.
 set -euo pipefail
 
-usage() { echo "usage: $0 CACHE_DIR" >&2; exit 2; }
-[[ $# -eq 1 ]] || usage
+usage() { echo "usage: $0 CACHE_DIR [x86_64|aarch64]" >&2; exit 2; }
+[[ $# -eq 1 || $# -eq 2 ]] || usage
 cache=$1
 mkdir -p "$cache"
 cache=$(cd "$cache" && pwd)
 
 die() { echo "fetch.sh: $*" >&2; exit 1; }
 
-PKGS=(busybox-static dropbear-bin libc6 libcrypt1 libtomcrypt1 libtommath1 zlib1g libgmp10
-    grub-efi-amd64-bin isolinux syslinux-common)
+PKGS=(busybox-static dropbear-bin libc6 libcrypt1 libtomcrypt1 libtommath1 zlib1g libgmp10)
+case ${2:-x86_64} in
+    x86_64) deb_arch=amd64; PKGS+=(grub-efi-amd64-bin isolinux syslinux-common) ;;
+    aarch64) deb_arch=arm64; PKGS+=(grub-efi-arm64-bin) ;;
+    *) usage ;;
+esac
 
 # Sets kpkg (the real kernel package behind the metapackage) and version[].
 declare -A version=() arch=()
 kpkg=""
 resolve() {
-    kpkg=$(apt-cache depends linux-image-amd64:amd64 2>/dev/null \
-        | awk '$1 == "Depends:" && $2 ~ /^linux-image-[0-9].*-amd64(:amd64)?$/ {sub(/:amd64$/, "", $2); print $2; exit}')
+    kpkg=$(apt-cache depends "linux-image-$deb_arch:$deb_arch" 2>/dev/null \
+        | awk -v a="$deb_arch" '$1 == "Depends:" && $2 ~ ("^linux-image-[0-9].*-" a "(:" a ")?$") {sub(":" a "$", "", $2); print $2; exit}')
     [[ -n $kpkg ]] || return 1
     version=()
     local pkg ver a p
     while read -r pkg ver a; do
         version[$pkg]=$ver
         arch[$pkg]=$a
-    done < <(apt-cache show --no-all-versions "$kpkg:amd64" "${PKGS[@]/%/:amd64}" 2>/dev/null \
+    done < <(apt-cache show --no-all-versions "$kpkg:$deb_arch" "${PKGS[@]/%/:$deb_arch}" 2>/dev/null \
         | awk '/^Package:/ {p = $2} /^Version:/ {v = $2} /^Architecture:/ {a = $2} /^$/ && p {print p, v, a; p = ""} END {if (p) print p, v, a}')
     for p in "$kpkg" "${PKGS[@]}"; do
         [[ -n ${version[$p]:-} ]] || return 1
     done
 }
 if ! resolve; then
-    [[ $(id -u) -eq 0 ]] || die "apt-cache cannot resolve the amd64 packages; run apt-get update as root"
-    echo "fetch.sh: apt lists lack the amd64 packages; running apt-get update" >&2
+    [[ $(id -u) -eq 0 ]] || die "apt-cache cannot resolve the $deb_arch packages; run apt-get update as root"
+    if [[ $deb_arch != "$(dpkg --print-architecture)" ]] && ! dpkg --print-foreign-architectures | grep -qx "$deb_arch"; then
+        echo "fetch.sh: adding $deb_arch as a foreign dpkg architecture (packages are only downloaded, never installed)" >&2
+        dpkg --add-architecture "$deb_arch"
+    fi
+    echo "fetch.sh: apt lists lack the $deb_arch packages; running apt-get update" >&2
     apt-get update -qq
-    resolve || die "apt-cache cannot resolve linux-image-amd64 and: ${PKGS[*]}"
+    resolve || die "apt-cache cannot resolve linux-image-$deb_arch and: ${PKGS[*]}"
 fi
 
 # The directory apt-get download writes to must be writable by _apt when we
@@ -72,8 +82,8 @@ for pkg in "$kpkg" "${PKGS[@]}"; do
     # syslinux-common are Architecture: all
     file="${pkg}_${ver//:/%3a}_${arch[$pkg]}.deb"
     if [[ ! -s $cache/$file ]]; then
-        echo "fetch.sh: downloading $pkg:amd64 $ver" >&2
-        (cd "$tmp" && apt-get download -qq "$pkg:amd64=$ver")
+        echo "fetch.sh: downloading $pkg:$deb_arch $ver" >&2
+        (cd "$tmp" && apt-get download -qq "$pkg:$deb_arch=$ver")
         [[ -s $tmp/$file ]] || die "apt-get download did not produce $file"
         dpkg-deb --info "$tmp/$file" >/dev/null || die "$file is not a valid .deb"
         mv "$tmp/$file" "$cache/$file"

@@ -1,13 +1,15 @@
 #!/bin/sh
-# /init of the labimg STAND-IN base installer ISO (x86_64), standing in for
-# the NixOS installer's stage 1 + sshd; make.sh copies this file into
-# /boot/initrd. Runs under busybox sh as PID 1.
+# /init of the labimg STAND-IN base installer ISO (x86_64 and aarch64),
+# standing in for the NixOS installer's stage 1 + sshd; make.sh copies this
+# file into /boot/initrd. Runs under busybox sh as PID 1.
 #
+#  0. links every busybox applet (busybox --install -s),
 #  1. mounts proc/sys/dev/devpts, insmods the modules in /etc/standin-modules
-#     (cdrom: sr_mod isofs; disks: ahci virtio_blk virtio_scsi usb-storage;
-#     NICs: virtio_net e1000 e1000e; in modprobe --show-depends order),
+#     (cdrom: sr_mod isofs; disks: virtio_blk virtio_scsi usb-storage, ahci
+#     on x86_64; NICs: virtio_net, e1000 e1000e on x86_64; in modprobe
+#     --show-depends order),
 #  2. finds the ISO filesystem (any block device whose iso9660 filesystem has
-#     /EFI/nixos-installer-image and /boot/bzImage; waits up to 60 s) and
+#     /EFI/nixos-installer-image and /boot/initrd; waits up to 60 s) and
 #     mounts it read-only at /iso, as the NixOS live system does,
 #  3. brings up every ethernet interface with busybox udhcpc (QEMU user
 #     networking gives 10.0.2.15),
@@ -26,6 +28,7 @@
 set -u
 PATH=/sbin:/bin:/usr/sbin:/usr/bin
 export PATH
+/bin/busybox --install -s
 
 ISOWAIT=60
 
@@ -69,7 +72,7 @@ find_iso() {
     for dev in /dev/sr[0-9]* /dev/vd[a-z] /dev/sd[a-z] /dev/vd[a-z][0-9]* /dev/sd[a-z][0-9]*; do
         [ -b "$dev" ] || continue
         if mount -t iso9660 -o ro "$dev" /iso 2>/dev/null; then
-            if [ -f /iso/EFI/nixos-installer-image ] && [ -f /iso/boot/bzImage ]; then
+            if [ -f /iso/EFI/nixos-installer-image ] && [ -f /iso/boot/initrd ]; then
                 isodev=$dev
                 return 0
             fi

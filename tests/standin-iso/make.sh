@@ -1,22 +1,28 @@
 #!/usr/bin/env bash
-# make.sh CACHE_DIR OUT_DIR
+# make.sh CACHE_DIR OUT_DIR [ARCH]
 #
-# Builds the labimg STAND-IN base installer ISO for x86_64:
-#   OUT_DIR/installer-x86_64.standin.iso
-# a Debian 12 amd64 kernel + busybox + dropbear initramfs in NixOS's installer
-# ISO boot layout, standing in for the NixOS installer ISO
-# (nixosConfigurations.installer-x86_64) that cannot be built on these
-# machines. Made from the .debs fetch.sh put in CACHE_DIR:
-#   /boot/bzImage, /boot/initrd      kernel and initramfs (/init = installer-init.sh)
-#   /boot/efi.img                    El Torito EFI image (FAT "EFIBOOT": EFI/boot/{bootx64.efi,grub.cfg})
-#   /EFI/boot/bootx64.efi, grub.cfg  GRUB EFI (grub-mkimage, prefix /EFI/boot); grub.cfg
-#                                    finds the ISO through the marker /EFI/nixos-installer-image
+# Builds the labimg STAND-IN base installer ISO for ARCH (x86_64, the
+# default, or aarch64):
+#   OUT_DIR/installer-ARCH.standin.iso
+# a Debian 12 kernel + busybox + dropbear initramfs in NixOS's installer ISO
+# boot layout, standing in for the NixOS installer ISO
+# (nixosConfigurations.installer-ARCH) that cannot be built on these
+# machines. Made from the .debs fetch.sh put in CACHE_DIR (fetched for ARCH):
+#   /boot/bzImage (x86_64),          the kernel (NixOS's kernelFile names)
+#   /boot/Image (aarch64)
+#   /boot/initrd                     initramfs (/init = installer-init.sh)
+#   /boot/efi.img                    El Torito EFI image (FAT "EFIBOOT": EFI/boot/{BOOTEFI,grub.cfg})
+#   /EFI/boot/BOOTEFI, grub.cfg      GRUB EFI (grub-mkimage, prefix /EFI/boot), BOOTEFI being
+#                                    bootx64.efi or bootaa64.efi; grub.cfg finds the ISO
+#                                    through the marker /EFI/nixos-installer-image
 #   /EFI/nixos-installer-image       the marker file
-#   /isolinux/                       isolinux.bin, ldlinux.c32, isolinux.cfg (BIOS El Torito)
+#   /isolinux/ (x86_64 only)         isolinux.bin, ldlinux.c32, isolinux.cfg (BIOS El Torito)
 #   /version.txt                     what this is
-# hybrid: isohdpfx.bin MBR (-isohybrid-mbr) and a GPT naming the EFI image
-# (-isohybrid-gpt-basdat), as nixpkgs' make-iso9660-image.sh does. Kernel
-# command line: console=ttyS0. No keys: labimg adds lab/ afterwards.
+# hybrid, as nixpkgs' make-iso9660-image.sh and iso-image.nix make it: a GPT
+# naming the EFI image (-isohybrid-gpt-basdat), and on x86_64 (which boots
+# from BIOS too) the isohdpfx.bin MBR (-isohybrid-mbr). Kernel command line:
+# console=ttyS0 (x86_64) or console=ttyAMA0 (aarch64, QEMU virt's PL011). No
+# keys: labimg adds lab/ afterwards.
 # Byte-reproducible: SOURCE_DATE_EPOCH (default 1700000000) fixes every
 # date, the FAT volume id and GPT GUIDs are fixed, files go in sorted order.
 # Idempotent: does nothing when OUT_DIR/.standin-iso-stamp matches the
@@ -25,8 +31,9 @@
 # (grub-common), mtools, dosfstools, faketime, sha256sum.
 set -euo pipefail
 
-usage() { echo "usage: $0 CACHE_DIR OUT_DIR" >&2; exit 2; }
-[[ $# -eq 2 ]] || usage
+usage() { echo "usage: $0 CACHE_DIR OUT_DIR [x86_64|aarch64]" >&2; exit 2; }
+[[ $# -eq 2 || $# -eq 3 ]] || usage
+ARCH=${3:-x86_64}
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
 [[ -d $1 ]] || { echo "make.sh: no cache dir $1: run fetch.sh $1 first" >&2; exit 1; }
 cache=$(cd "$1" && pwd)
@@ -34,28 +41,50 @@ mkdir -p "$2"
 out=$(cd "$2" && pwd)
 
 die() { echo "make.sh: $*" >&2; exit 1; }
-for tool in dpkg-deb depmod modprobe cpio gzip xorriso grub-mkimage mkfs.vfat mmd mcopy fsck.vfat faketime sha256sum; do
+for tool in dpkg-deb depmod modprobe cpio gzip xorriso grub-mkimage mkfs.vfat mmd mcopy fsck.vfat faketime sha256sum readelf; do
     command -v "$tool" >/dev/null \
-        || die "$tool not found (packages: dpkg kmod cpio gzip xorriso grub-common mtools dosfstools faketime coreutils)"
+        || die "$tool not found (packages: dpkg kmod cpio gzip xorriso grub-common mtools dosfstools faketime coreutils binutils)"
 done
 
 SDE=${SOURCE_DATE_EPOCH:-1700000000}
 [[ $SDE =~ ^[0-9]+$ ]] || die "SOURCE_DATE_EPOCH must be whole seconds"
-ISO_NAME=installer-x86_64.standin.iso
-VOLID=labimg-standin-installer-x86_64
-CMDLINE="console=ttyS0"
-# GPT disk GUID of the hybrid table (xorriso would derive one from the date).
-GPT_GUID=6c61622d7374616e642d696e2d697830
-
-# Modules the initramfs loads, with their dependencies in modprobe order:
-# CD (q35's AHCI + sr_mod + isofs), disks (virtio, AHCI, USB storage),
-# NICs for QEMU user networking (virtio_net, e1000 (pc), e1000e (q35)).
-MODULES=(
-    ahci sr_mod sd_mod isofs
-    virtio_pci virtio_blk virtio_scsi virtio_net
-    xhci_pci ehci_pci uhci_hcd usb_storage
-    e1000 e1000e
-)
+ISO_NAME=installer-$ARCH.standin.iso
+VOLID=labimg-standin-installer-$ARCH
+# Per architecture: Debian's name for it, the kernel file name (NixOS's
+# kernelFile), the console, GRUB's platform and EFI file, the dynamic loader,
+# the GPT disk GUID of the hybrid table (xorriso would derive one from the
+# date) and the modules the initramfs loads (their dependencies follow in
+# modprobe order).
+case $ARCH in
+    x86_64)
+        DEB_ARCH=amd64 KERNEL_FILE=bzImage CMDLINE="console=ttyS0"
+        GRUB_PLATFORM=x86_64-efi EFI_FILE=bootx64.efi LOADER=lib64/ld-linux-x86-64.so.2
+        GPT_GUID=6c61622d7374616e642d696e2d697830
+        # CD (q35's AHCI + sr_mod + isofs), disks (virtio, AHCI, USB
+        # storage), NICs for QEMU user networking (virtio_net, e1000 (pc),
+        # e1000e (q35)).
+        MODULES=(
+            ahci sr_mod sd_mod isofs
+            virtio_pci virtio_blk virtio_scsi virtio_net
+            xhci_pci ehci_pci uhci_hcd usb_storage
+            e1000 e1000e
+        )
+        ;;
+    aarch64)
+        DEB_ARCH=arm64 KERNEL_FILE=Image CMDLINE="console=ttyAMA0"
+        GRUB_PLATFORM=arm64-efi EFI_FILE=bootaa64.efi LOADER=lib/ld-linux-aarch64.so.1
+        GPT_GUID=6c61622d7374616e642d696e2d616130
+        # QEMU virt: virtio disks, CD (virtio-scsi + sr_mod) and NIC, USB
+        # storage on xhci.
+        MODULES=(
+            sr_mod sd_mod isofs
+            virtio_pci virtio_mmio virtio_blk virtio_scsi virtio_net
+            xhci_pci usb_storage
+        )
+        ;;
+    *) usage ;;
+esac
+TRIPLET=$ARCH-linux-gnu
 # GRUB EFI modules: nixpkgs' iso-image.nix list, less the graphical ones,
 # plus terminal for the serial console.
 GRUB_MODULES=(
@@ -72,7 +101,8 @@ deb_of() {
     echo "$cache/$f"
 }
 ROLES=(kernel busybox-static dropbear-bin libc6 libcrypt1 libtomcrypt1 libtommath1 zlib1g libgmp10
-    grub-efi-amd64-bin isolinux syslinux-common)
+    "grub-efi-$DEB_ARCH-bin")
+[[ $ARCH != x86_64 ]] || ROLES+=(isolinux syslinux-common)
 debs=()
 for r in "${ROLES[@]}"; do
     debs+=("$(deb_of "$r")")
@@ -81,15 +111,16 @@ done
 stamp=$( {
     sha256sum "${debs[@]}" | awk '{print $1}'
     cat "${BASH_SOURCE[0]}" "$here/installer-init.sh" "$here/udhcpc.sh" | sha256sum | awk '{print $1}'
-    printf '%s\n' "$SDE" "${MODULES[@]}" "${GRUB_MODULES[@]}"
+    printf '%s\n' "$ARCH" "$SDE" "${MODULES[@]}" "${GRUB_MODULES[@]}"
     xorriso -version 2>/dev/null | head -n 1
 } | sha256sum | awk '{print $1}')
 
-if [[ -s $out/$ISO_NAME && -f $out/.standin-iso-stamp && $(cat "$out/.standin-iso-stamp") == "$stamp" ]]; then
+stampfile=$out/.$ISO_NAME.stamp
+if [[ -s $out/$ISO_NAME && -f $stampfile && $(cat "$stampfile") == "$stamp" ]]; then
     exit 0
 fi
 
-echo "make.sh: building the stand-in installer ISO in $out" >&2
+echo "make.sh: building the $ARCH stand-in installer ISO in $out" >&2
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 x=$work/x
@@ -97,7 +128,7 @@ for d in "${debs[@]}"; do
     dpkg-deb -x "$d" "$x"
 done
 iso=$work/iso
-mkdir -p "$iso/boot" "$iso/EFI/boot" "$iso/isolinux"
+mkdir -p "$iso/boot" "$iso/EFI/boot"
 
 # --- kernel and modules ---------------------------------------------------------
 kvers=()
@@ -107,7 +138,13 @@ done
 [[ ${#kvers[@]} -eq 1 ]] || die "expected one kernel release, found: ${kvers[*]:-none}"
 kver=${kvers[0]}
 [[ -f $x/boot/vmlinuz-$kver ]] || die "no boot/vmlinuz-$kver in the kernel .deb"
-cp "$x/boot/vmlinuz-$kver" "$iso/boot/bzImage"
+# Debian's arm64 vmlinuz is a gzip'd Image; GRUB's arm64 loader starts the
+# kernel's EFI stub, which only the plain Image has.
+if gzip -t "$x/boot/vmlinuz-$kver" 2>/dev/null; then
+    gzip -dc "$x/boot/vmlinuz-$kver" >"$iso/boot/$KERNEL_FILE"
+else
+    cp "$x/boot/vmlinuz-$kver" "$iso/boot/$KERNEL_FILE"
+fi
 
 depmod -b "$x" "$kver"
 moddir=$x/lib/modules/$kver
@@ -125,26 +162,24 @@ done
 
 # --- initramfs ----------------------------------------------------------------
 ir=$work/initrd
-mkdir -p "$ir"/{bin,sbin,usr/bin,usr/sbin,lib64,lib/x86_64-linux-gnu,dev,proc,sys,iso,run,tmp,root,etc,var/log,var/run}
+mkdir -p "$ir"/{bin,sbin,usr/bin,usr/sbin,"$(dirname "$LOADER")",lib/"$TRIPLET",dev,proc,sys,iso,run,tmp,root,etc,var/log,var/run}
 chmod 1777 "$ir/tmp"
 chmod 0700 "$ir/root"
 cp "$x/bin/busybox" "$ir/bin/busybox"
-# every applet busybox has, as a link (the static amd64 busybox runs here)
-while read -r a; do
-    [[ $a == */busybox ]] && continue
-    [[ -e $ir/$a ]] || ln -s /bin/busybox "$ir/$a"
-done < <("$x/bin/busybox" --list-full)
+# /init links the other applets itself (busybox --install -s): a foreign
+# architecture's busybox cannot list them here.
+ln -s busybox "$ir/bin/sh"
 cp "$x/usr/sbin/dropbear" "$ir/usr/sbin/dropbear"
 for b in dropbearconvert dropbearkey; do
     cp "$x/usr/bin/$b" "$ir/usr/bin/$b"
 done
 # shared libraries of the dropbear binaries, from the fetched .debs only
-libdirs=("$x/lib/x86_64-linux-gnu" "$x/usr/lib/x86_64-linux-gnu")
+libdirs=("$x/lib/$TRIPLET" "$x/usr/lib/$TRIPLET")
 declare -A have=()
 need_libs() {
     local f lib d found
     for f in "$@"; do
-        for lib in $(objdump -p "$f" | awk '$1 == "NEEDED" {print $2}'); do
+        for lib in $(readelf -d "$f" | sed -n 's/.*(NEEDED).*\[\(.*\)\]$/\1/p'); do
             [[ -z ${have[$lib]:-} ]] || continue
             found=""
             for d in "${libdirs[@]}"; do
@@ -152,14 +187,13 @@ need_libs() {
             done
             [[ -n $found ]] || die "library $lib (needed by ${f##*/}) is in none of the fetched .debs"
             have[$lib]=1
-            cp -L "$found" "$ir/lib/x86_64-linux-gnu/$lib"
+            cp -L "$found" "$ir/lib/$TRIPLET/$lib"
             need_libs "$found"
         done
     done
 }
-command -v objdump >/dev/null || die "objdump not found (package: binutils)"
 need_libs "$ir/usr/sbin/dropbear" "$ir/usr/bin/dropbearconvert" "$ir/usr/bin/dropbearkey"
-cp -L "$x/lib64/ld-linux-x86-64.so.2" "$ir/lib64/ld-linux-x86-64.so.2"
+cp -L "$x/$LOADER" "$ir/$LOADER"
 
 install -m 0755 "$here/installer-init.sh" "$ir/init"
 install -m 0755 "$here/udhcpc.sh" "$ir/etc/udhcpc.sh"
@@ -193,18 +227,22 @@ find "$ir" -exec touch -h -d "@$SDE" {} +
     | gzip -9n >"$iso/boot/initrd"
 
 # --- GRUB EFI (as nixpkgs' iso-image.nix: grub-mkimage, prefix /EFI/boot) ------
-grubdir=$x/usr/lib/grub/x86_64-efi
+grubdir=$x/usr/lib/grub/$GRUB_PLATFORM
 mods=()
 for m in "${GRUB_MODULES[@]}"; do
     [[ -f $grubdir/$m.mod ]] && mods+=("$m")
 done
-grub-mkimage --directory="$grubdir" -o "$iso/EFI/boot/bootx64.efi" -p /EFI/boot -O x86_64-efi "${mods[@]}"
+grub-mkimage --directory="$grubdir" -o "$iso/EFI/boot/$EFI_FILE" -p /EFI/boot -O "$GRUB_PLATFORM" "${mods[@]}"
 : >"$iso/EFI/nixos-installer-image"
+# x86_64: GRUB drives the 16550 itself; aarch64: the firmware's console is
+# already the serial port.
+serial_cfg=""
+if [[ $ARCH == x86_64 ]]; then
+    serial_cfg=$'serial --unit=0 --speed=115200\nterminal_input serial console\nterminal_output serial console'
+fi
 cat >"$iso/EFI/boot/grub.cfg" <<CFG
-# labimg STAND-IN installer (x86_64): GRUB EFI menu
-serial --unit=0 --speed=115200
-terminal_input serial console
-terminal_output serial console
+# labimg STAND-IN installer ($ARCH): GRUB EFI menu
+$serial_cfg
 set timeout=0
 set default=0
 
@@ -212,8 +250,8 @@ set default=0
 # image or the GPT EFI partition this finds the ISO filesystem.
 search --set=root --file /EFI/nixos-installer-image
 
-menuentry 'labimg STAND-IN installer (x86_64, Debian $kver)' {
-  linux /boot/bzImage $CMDLINE
+menuentry 'labimg STAND-IN installer ($ARCH, Debian $kver)' {
+  linux /boot/$KERNEL_FILE $CMDLINE
   initrd /boot/initrd
 }
 CFG
@@ -221,7 +259,7 @@ CFG
 # --- El Torito EFI image (FAT), as iso-image.nix's efiImg ------------------------
 fat=$work/fat
 mkdir -p "$fat/EFI/boot"
-cp "$iso/EFI/boot/bootx64.efi" "$iso/EFI/boot/grub.cfg" "$fat/EFI/boot/"
+cp "$iso/EFI/boot/$EFI_FILE" "$iso/EFI/boot/grub.cfg" "$fat/EFI/boot/"
 find "$fat" -exec touch -h -d "@$SDE" {} +
 usage_size=$(($(du -s --block-size=1M --apparent-size "$fat" | cut -f1) * 1024 * 1024))
 image_size=$(((usage_size * 110 / 100 / 1048576 + 1) * 1048576))
@@ -239,10 +277,13 @@ when=$(date -u -d "@$SDE" '+%Y-%m-%d %H:%M:%S')
 )
 fsck.vfat -n "$iso/boot/efi.img" >/dev/null || die "fsck.vfat rejects the EFI image"
 
-# --- isolinux (BIOS) --------------------------------------------------------------
-cp "$x/usr/lib/ISOLINUX/isolinux.bin" "$iso/isolinux/isolinux.bin"
-cp "$x/usr/lib/syslinux/modules/bios/ldlinux.c32" "$iso/isolinux/ldlinux.c32"
-cat >"$iso/isolinux/isolinux.cfg" <<CFG
+# --- isolinux (BIOS, x86_64 only) --------------------------------------------------
+bios_flags=()
+if [[ $ARCH == x86_64 ]]; then
+    mkdir -p "$iso/isolinux"
+    cp "$x/usr/lib/ISOLINUX/isolinux.bin" "$iso/isolinux/isolinux.bin"
+    cp "$x/usr/lib/syslinux/modules/bios/ldlinux.c32" "$iso/isolinux/ldlinux.c32"
+    cat >"$iso/isolinux/isolinux.cfg" <<CFG
 # labimg STAND-IN installer (x86_64): isolinux (BIOS)
 SERIAL 0 115200
 DEFAULT standin
@@ -250,16 +291,22 @@ PROMPT 0
 TIMEOUT 0
 LABEL standin
   MENU LABEL labimg STAND-IN installer (x86_64, Debian $kver)
-  LINUX /boot/bzImage
+  LINUX /boot/$KERNEL_FILE
   INITRD /boot/initrd
   APPEND $CMDLINE
 CFG
-isohdpfx=$x/usr/lib/ISOLINUX/isohdpfx.bin
-[[ -f $isohdpfx ]] || die "no isohdpfx.bin in the isolinux .deb"
+    isohdpfx=$x/usr/lib/ISOLINUX/isohdpfx.bin
+    [[ -f $isohdpfx ]] || die "no isohdpfx.bin in the isolinux .deb"
+    # make-iso9660-image.sh's isoBootFlags and usbBootFlags
+    bios_flags=(-eltorito-boot isolinux/isolinux.bin
+        -no-emul-boot -boot-load-size 4 -boot-info-table
+        --sort-weight 1 /isolinux
+        -isohybrid-mbr "$isohdpfx")
+fi
 
 cat >"$iso/version.txt" <<TXT
-labimg STAND-IN base installer ISO (x86_64), not NixOS: Debian $kver + busybox + dropbear.
-Stands in for nixosConfigurations.installer-x86_64's ISO in labimg's tests.
+labimg STAND-IN base installer ISO ($ARCH), not NixOS: Debian $kver + busybox + dropbear.
+Stands in for nixosConfigurations.installer-$ARCH's ISO in labimg's tests.
 TXT
 
 find "$iso" -exec touch -h -d "@$SDE" {} +
@@ -276,11 +323,8 @@ SOURCE_DATE_EPOCH=$SDE xorriso -report_about SORRY \
     -publisher labimg-standin \
     -full-iso9660-filenames \
     -joliet \
-    -eltorito-boot isolinux/isolinux.bin \
     -eltorito-catalog .boot.cat \
-    -no-emul-boot -boot-load-size 4 -boot-info-table \
-    --sort-weight 1 /isolinux \
-    -isohybrid-mbr "$isohdpfx" \
+    "${bios_flags[@]}" \
     -eltorito-alt-boot \
     -e boot/efi.img \
     -no-emul-boot \
@@ -290,8 +334,7 @@ SOURCE_DATE_EPOCH=$SDE xorriso -report_about SORRY \
     -output "$tmpiso" \
     "$iso" || die "xorriso failed"
 
-rm -f "$out/.standin-iso-stamp"
+rm -f "$stampfile"
 mv "$tmpiso" "$out/$ISO_NAME"
-echo "$kver" >"$out/kver"
-echo "$stamp" >"$out/.standin-iso-stamp"
+echo "$stamp" >"$stampfile"
 echo "make.sh: $ISO_NAME: kernel $kver, ${#seen[@]} modules, $(du -k "$out/$ISO_NAME" | cut -f1) KiB" >&2
