@@ -6,12 +6,14 @@
 //! - [`sgdisk`] and [`parted`]: where sgdisk and parted put a partition, so a
 //!   table written in-process matches the one disko's commands write.
 //! - [`plan`]: the ordered steps that partition, format and mount.
+//! - [`stacked`]: LUKS, LVM and mdadm steps with disko's command lines.
 
 pub mod model;
 pub mod normalize;
 pub mod parted;
 pub mod plan;
 pub mod sgdisk;
+pub mod stacked;
 pub mod typecodes;
 
 pub use model::Devices;
