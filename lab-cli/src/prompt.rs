@@ -2,8 +2,13 @@
 //! operator types a word shown to them (the device or host name for what is
 //! erased, `yes` for a fingerprint they compared). `--yes` skips the
 //! question; without a terminal and without `--yes` the answer is no.
+//!
+//! Secrets (a LUKS passphrase) are asked the same way, on the terminal
+//! only, without echo: [`passphrase`].
 
 use std::io::{BufRead, IsTerminal, Write};
+
+use zeroize::Zeroizing;
 
 use crate::exit::{Class, Classify};
 
@@ -67,6 +72,110 @@ impl Confirm<'_> {
     }
 }
 
+/// A secret read from the operator or a file: zeroed when dropped, never
+/// shown (its `Debug` prints no bytes).
+pub struct Secret(Zeroizing<Vec<u8>>);
+
+impl Secret {
+    pub fn new(bytes: Vec<u8>) -> Secret {
+        Secret(Zeroizing::new(bytes))
+    }
+
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Secret({} bytes)", self.0.len())
+    }
+}
+
+/// Asks for a passphrase on the terminal without echo (`PROMPT: `), twice
+/// when `confirm` ("again to be safe", until both agree, as disko asks). No
+/// terminal on stdin is [`Declined::NoTerminal`]: a secret is never read
+/// from a pipe that might be a script's. The newline ending the line is
+/// not part of it; an empty passphrase is asked again.
+pub fn passphrase(prompt: &str, confirm: bool) -> Result<Secret, Declined> {
+    if !std::io::stdin().is_terminal() {
+        return Err(Declined::NoTerminal {
+            hint: "a passphrase is only read from a terminal".into(),
+        });
+    }
+    let mut tty = std::fs::OpenOptions::new().read(true).write(true).open("/dev/tty")?;
+    let mut reader = std::io::BufReader::new(tty.try_clone()?);
+    loop {
+        let first = read_hidden(&mut reader, &mut tty, &format!("{prompt}: "))?;
+        if first.is_empty() {
+            writeln!(tty, "An empty passphrase is not accepted; please try again.")?;
+            continue;
+        }
+        if !confirm {
+            return Ok(Secret::new(first.to_vec()));
+        }
+        let again = read_hidden(&mut reader, &mut tty, &format!("{prompt} (again to be safe): "))?;
+        if *first == *again {
+            return Ok(Secret::new(first.to_vec()));
+        }
+        writeln!(tty, "Passphrases did not match, please try again.")?;
+    }
+}
+
+/// One line from the terminal with echo off (`stty -echo`, restored even
+/// when reading fails), without its newline.
+fn read_hidden(
+    reader: &mut dyn BufRead,
+    tty: &mut std::fs::File,
+    prompt: &str,
+) -> Result<Zeroizing<Vec<u8>>, Declined> {
+    write!(tty, "{prompt}")?;
+    tty.flush()?;
+    let _echo = EchoOff::new()?;
+    let mut line = Zeroizing::new(Vec::new());
+    let read = reader.read_until(b'\n', &mut line);
+    drop(_echo);
+    writeln!(tty)?;
+    read?;
+    if crate::interrupt::requested() {
+        return Err(Declined::NotConfirmed { what: "reading the passphrase (Ctrl-C)".into() });
+    }
+    if line.last() == Some(&b'\n') {
+        line.pop();
+    }
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    Ok(line)
+}
+
+/// Terminal echo switched off for as long as this lives. `stty` through the
+/// one runner, on the controlling terminal: the crate has no termios of its
+/// own, and this is the only place that needs it.
+struct EchoOff;
+
+impl EchoOff {
+    fn new() -> Result<EchoOff, Declined> {
+        crate::Cmd::new("stty")
+            .args([TTY_FLAG, "/dev/tty", "-echo"])
+            .run()
+            .map_err(|e| std::io::Error::other(e.to_string()))?;
+        Ok(EchoOff)
+    }
+}
+
+impl Drop for EchoOff {
+    fn drop(&mut self) {
+        let _ = crate::Cmd::new("stty").args([TTY_FLAG, "/dev/tty", "echo"]).run();
+    }
+}
+
+/// How stty names the terminal to act on: GNU `-F`, BSD/macOS `-f`.
+#[cfg(target_os = "linux")]
+const TTY_FLAG: &str = "-F";
+#[cfg(not(target_os = "linux"))]
+const TTY_FLAG: &str = "-f";
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,5 +196,20 @@ mod tests {
             "disk /dev/sdb, 32 GB\nType `sdb` to erase /dev/sdb: "
         );
         assert!(q.ask(true).is_ok());
+    }
+
+    #[test]
+    fn a_secret_never_shows_its_bytes() {
+        let s = Secret::new(b"hunter2".to_vec());
+        assert_eq!(format!("{s:?}"), "Secret(7 bytes)");
+        assert_eq!(s.as_bytes(), b"hunter2");
+    }
+
+    #[test]
+    fn a_passphrase_is_never_read_without_a_terminal() {
+        if std::io::stdin().is_terminal() {
+            return; // run by hand on a terminal: nothing to check here
+        }
+        assert!(matches!(passphrase("p", true), Err(Declined::NoTerminal { .. })));
     }
 }

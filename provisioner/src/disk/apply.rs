@@ -12,6 +12,7 @@ use lab_disko::Devices;
 
 use super::devices::{attached_loops, block_device_for, notify_kernel, partition_device};
 use super::mount::mount_steps;
+use super::stacked::{self, LuksKeys};
 use super::table::{self, Existing};
 use super::target::{check_mapping, geometry, target_of};
 use super::{Action, ApplyOptions, DiskError};
@@ -38,6 +39,7 @@ fn tools_needed(steps: &[Step]) -> Vec<String> {
             _ => {}
         }
     }
+    stacked::tools(steps, &mut add);
     for t in ["blkid", "losetup", "mount", "findmnt", "lsblk"] {
         add(t.into());
     }
@@ -45,7 +47,7 @@ fn tools_needed(steps: &[Step]) -> Vec<String> {
 }
 
 /// Whether `tool` is an executable file on PATH (or a path to one).
-fn on_path(tool: &str) -> bool {
+pub(super) fn on_path(tool: &str) -> bool {
     use std::os::unix::fs::PermissionsExt;
     let exec = |p: &Path| {
         std::fs::metadata(p)
@@ -167,9 +169,21 @@ fn prepare_tables(
 /// (parents first). Re-running on a prepared disk changes nothing.
 /// Everything that can be refused is refused before the first write.
 pub fn apply(devices: &Devices, opts: &ApplyOptions) -> Result<Vec<Action>, DiskError> {
+    apply_with_keys(devices, opts, &LuksKeys::default())
+}
+
+/// [`apply`] with LUKS keys from files (`--luks-key-file`); a LUKS volume
+/// without one whose spec asks for a passphrase is asked for it on the
+/// terminal, before anything is written.
+pub fn apply_with_keys(
+    devices: &Devices,
+    opts: &ApplyOptions,
+    luks_keys: &LuksKeys,
+) -> Result<Vec<Action>, DiskError> {
     super::require_linux("labprov disk apply")?;
     check_mapping(devices, opts)?;
     let steps = dplan::plan(devices)?;
+    stacked::check_key_names(&steps, luks_keys)?;
     if !opts.only_partition {
         if let Some(Step::Unsupported { kind, spec_path, .. }) =
             steps.iter().find(|s| matches!(s, Step::Unsupported { .. }))
@@ -180,11 +194,18 @@ pub fn apply(devices: &Devices, opts: &ApplyOptions) -> Result<Vec<Action>, Disk
             });
         }
         if let Some(program) = tools_needed(&steps).into_iter().find(|t| !on_path(t)) {
-            let package = lab_cli::tool::package_of(&program);
+            let package = stacked::package_of(&program);
             return Err(ToolError::Missing { program, package }.into());
         }
     }
     let work = prepare_tables(devices, opts, &steps)?;
+    // Every key now, before the first write: a missing terminal, key file
+    // or passphrase stops here with nothing written.
+    let keys = if opts.only_partition {
+        BTreeMap::new()
+    } else {
+        stacked::gather_keys(&steps, luks_keys, true)?
+    };
     let mut actions = Vec::new();
     let mut loops: BTreeMap<PathBuf, PathBuf> = BTreeMap::new();
     // Spec partition device path -> the node that really holds it.
@@ -287,6 +308,11 @@ pub fn apply(devices: &Devices, opts: &ApplyOptions) -> Result<Vec<Action>, Disk
                     create_subvolumes(&dev, subvolumes, &mut actions)?;
                 }
             }
+            Step::Luks(l) => stacked::create_luks(l, &node, &keys, &mut actions)?,
+            Step::LvmPv(p) => stacked::create_pv(p, &node, &mut actions)?,
+            Step::LvmVg(v) => stacked::create_vg(v, &node, &mut actions)?,
+            Step::Lv(l) => stacked::create_lv(l, &mut actions)?,
+            Step::Mdadm(m) => stacked::create_mdadm(m, &node, &mut actions)?,
             Step::Unsupported { kind, spec_path, .. } => {
                 return Err(DiskError::Unsupported {
                     kind: kind.clone(),

@@ -4,6 +4,7 @@
 use std::path::{Path, PathBuf};
 
 use lab_disko::plan::{self as dplan, Resolved, Step, TablePlan};
+use lab_disko::stacked::KeySource;
 
 use super::mount::join_root;
 use super::DiskError;
@@ -57,6 +58,40 @@ pub fn describe_plan(steps: &[Step], root: &Path) -> Vec<String> {
             Step::Btrfs { device, subvolumes, .. } => {
                 lines.push(format!("btrfs on {device}, subvolumes: {}", subvolumes.join(", ")))
             }
+            Step::Luks(l) => {
+                lines.push(format!(
+                    "luks {} on {} (key: {}), unless it is LUKS: {}",
+                    l.name,
+                    l.device,
+                    key_words(&l.key),
+                    l.format.join(" ")
+                ));
+                lines.push(format!("  open unless open: {}", l.open_persistent().join(" ")));
+                for f in &l.additional_key_files {
+                    lines.push(format!("  add key unless it opens: {}", l.add_key(f).join(" ")));
+                }
+            }
+            Step::LvmPv(p) => lines.push(format!(
+                "{} (if blkid finds nothing), for vg {}",
+                p.create.join(" "),
+                p.vg
+            )),
+            Step::LvmVg(v) => lines.push(format!(
+                "modprobe {}; {} (unless vgdisplay {} finds it)",
+                v.kernel_modules.join(" "),
+                v.create.join(" "),
+                v.name
+            )),
+            Step::Lv(l) => lines.push(format!(
+                "{} (unless lvdisplay {}/{} finds it)",
+                l.create.join(" "),
+                l.vg,
+                l.name
+            )),
+            Step::Mdadm(m) => lines.push(format!(
+                "echo y | {} (unless the array runs or its members assemble)",
+                m.create.join(" ")
+            )),
             Step::Unsupported { kind, spec_path, .. } => {
                 lines.push(format!("NOT SUPPORTED YET: {kind} at {spec_path}"))
             }
@@ -68,6 +103,15 @@ pub fn describe_plan(steps: &[Step], root: &Path) -> Vec<String> {
         }
     }
     lines
+}
+
+/// Where a LUKS key comes from, for the plan (never the key itself).
+fn key_words(k: &KeySource) -> String {
+    match k {
+        KeySource::KeyFile { path } => format!("key file {path}"),
+        KeySource::Ask => "passphrase asked on the terminal, or --luks-key-file".into(),
+        KeySource::PasswordFile { path } => format!("passphrase from {path}, on stdin"),
+    }
 }
 
 /// The resolved table of one disk of `bytes` bytes with 512-byte sectors

@@ -5,14 +5,16 @@
 //! every part shares. Reading the spec is in [`spec`], the `--disk`
 //! mapping and the disks it names in [`target`], partition tables in
 //! [`table`], the kernel's nodes for disks, image files and partitions in
-//! [`devices`], the create steps in [`apply`], mounting in [`mount`], and
-//! what `labprov disk plan` prints in [`describe`].
+//! [`devices`], the create steps in [`apply`], LUKS, LVM and mdadm (and
+//! their keys) in [`stacked`], mounting in [`mount`], and what `labprov
+//! disk plan` prints in [`describe`].
 
 mod apply;
 mod describe;
 mod devices;
 mod mount;
 mod spec;
+mod stacked;
 pub mod table;
 mod target;
 
@@ -22,11 +24,12 @@ use std::path::PathBuf;
 
 use lab_disko::SpecError;
 
-pub use apply::apply;
+pub use apply::{apply, apply_with_keys};
 pub use describe::{describe_plan, resolve_for_size};
 pub use devices::{attached_loop, attached_loops, partition_device, partition_node};
-pub use mount::{mount, unmount};
+pub use mount::{mount, mount_with_keys, unmount};
 pub use spec::{check_hooks, load, load_raw, SpecSource};
+pub use stacked::LuksKeys;
 pub use target::{check_mapping, describe_targets, geometry};
 
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +72,16 @@ pub enum DiskError {
     StillAttached { image: PathBuf },
     #[error("{spec_path}: `{kind}` is planned but labprov cannot create it yet; use disko for this host or drop it from the spec")]
     Unsupported { kind: String, spec_path: String },
+    #[error("{spec_path}: LUKS volume `{name}` ({device}) needs a passphrase and there is no terminal to ask on; pass --luks-key-file {name}=FILE (a file holding the passphrase; trailing newlines are dropped, as disko reads a passwordFile). Nothing was written")]
+    NoPassphrase { name: String, device: String, spec_path: String },
+    #[error("LUKS volume `{name}`: key file {}: {why}; put the file there or pass --luks-key-file {name}=PATH. Nothing was written", path.display())]
+    LuksKeyFile { name: String, path: PathBuf, why: String },
+    #[error("--luks-key-file {name}=...: the spec has no LUKS volume named `{name}`; its LUKS volumes are: {known}")]
+    UnknownLuksKey { name: String, known: String },
+    #[error("the key given for LUKS volume `{name}` does not open {device} (cryptsetup: no key slot matches): a wrong passphrase or key file; check it and re-run. {written}")]
+    WrongLuksKey { name: String, device: String, written: String },
+    #[error("{} already holds `{found}`, not {wanted}; labprov does not write over it. If its data is not needed, erase it (`wipefs -a {}`) and re-run", device.display(), device.display())]
+    Foreign { device: PathBuf, found: String, wanted: String },
 }
 
 /// A refusal made before writing gets the refused exit code; a tool's
@@ -80,6 +93,10 @@ impl lab_cli::Classify for DiskError {
             DiskError::NeedsWipe { .. }
             | DiskError::Mounted { .. }
             | DiskError::Unsupported { .. }
+            | DiskError::NoPassphrase { .. }
+            | DiskError::LuksKeyFile { .. }
+            | DiskError::UnknownLuksKey { .. }
+            | DiskError::Foreign { .. }
             | DiskError::NeedsLinux { .. } => lab_cli::Class::Refused,
             _ => lab_cli::Class::Failure,
         }

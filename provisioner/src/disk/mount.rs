@@ -9,6 +9,7 @@ use lab_disko::plan::{self as dplan, Step, TablePlan};
 use lab_disko::Devices;
 
 use super::devices::{attached_loops, block_device_for, detach_loop, partition_device};
+use super::stacked::{self, LuksKeys};
 use super::target::{check_mapping, geometry, target_of};
 use super::{Action, ApplyOptions, DiskError};
 
@@ -70,12 +71,31 @@ fn is_mountpoint(p: &Path) -> bool {
 }
 
 /// Mounts a prepared disk set (after `apply`, or on a rescue system):
-/// attaches image files, finds each partition's node and mounts what the
-/// spec mounts under `opts.root`, leaving mounted ones alone.
+/// attaches image files, finds each partition's node, opens LUKS volumes,
+/// assembles arrays and activates VGs, and mounts what the spec mounts
+/// under `opts.root`, leaving mounted and open ones alone.
 pub fn mount(devices: &Devices, opts: &ApplyOptions) -> Result<Vec<Action>, DiskError> {
+    mount_with_keys(devices, opts, &LuksKeys::default())
+}
+
+/// [`mount`] with LUKS keys from files; a passphrase the spec asks for is
+/// asked once on the terminal, before anything is opened.
+pub fn mount_with_keys(
+    devices: &Devices,
+    opts: &ApplyOptions,
+    luks_keys: &LuksKeys,
+) -> Result<Vec<Action>, DiskError> {
     super::require_linux("labprov disk mount")?;
     check_mapping(devices, opts)?;
     let steps = dplan::plan(devices)?;
+    stacked::check_key_names(&steps, luks_keys)?;
+    let mut tools = Vec::new();
+    stacked::tools(&steps, &mut |t| tools.push(t));
+    if let Some(program) = tools.into_iter().find(|t| !super::apply::on_path(t)) {
+        let package = stacked::package_of(&program);
+        return Err(lab_cli::ToolError::Missing { program, package }.into());
+    }
+    let keys = stacked::gather_keys(&steps, luks_keys, false)?;
     let mut loops = BTreeMap::new();
     let mut nodes: BTreeMap<String, PathBuf> = BTreeMap::new();
     for step in &steps {
@@ -99,7 +119,10 @@ pub fn mount(devices: &Devices, opts: &ApplyOptions) -> Result<Vec<Action>, Disk
     }
     let node =
         |spec_dev: &str| nodes.get(spec_dev).cloned().unwrap_or_else(|| PathBuf::from(spec_dev));
-    mount_steps(&steps, &opts.root, &node)
+    let mut actions = Vec::new();
+    stacked::activate(&steps, &node, &keys, &mut actions)?;
+    actions.extend(mount_steps(&steps, &opts.root, &node)?);
+    Ok(actions)
 }
 
 /// Unmounts everything the spec mounts under `root`, children first, and
@@ -128,6 +151,9 @@ pub fn unmount(devices: &Devices, opts: &ApplyOptions) -> Result<Vec<Action>, Di
             });
         }
     }
+    // Then close what the spec stacked, the last made first, so that the
+    // loop devices below are free to go.
+    stacked::deactivate(&steps, &mut actions)?;
     for path in opts.disks.values() {
         if std::fs::metadata(path).map(|m| m.is_file()).unwrap_or(false) {
             for l in attached_loops(path)? {

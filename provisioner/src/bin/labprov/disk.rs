@@ -17,7 +17,9 @@ pub enum DiskCommand {
     Normalize(NormalizeArgs),
     Apply(ApplyArgs),
     #[command(about = "Mount a prepared disk set under the root (idempotent).")]
-    #[command(after_help = "Example:\n  labprov disk mount rydev --disk main=/dev/vda")]
+    #[command(
+        after_help = "Examples:\n  labprov disk mount rydev --disk main=/dev/vda\n  labprov disk mount --spec luks.json --disk main=/dev/vda --luks-key-file crypted=/root/pass"
+    )]
     Mount(DiskSetArgs),
     #[command(
         about = "Unmount what the spec mounts under the root, and detach image loop devices (idempotent)."
@@ -46,6 +48,23 @@ struct TargetArgs {
     /// Mount root.
     #[arg(long, default_value = "/mnt", value_name = "DIR")]
     root: PathBuf,
+}
+
+/// Where LUKS keys come from when not from the terminal.
+#[derive(Args)]
+struct LuksKeyArgs {
+    /// Key for the LUKS volume named NAME (its `name` in the spec), read
+    /// from FILE instead of asking: a key file where the spec names one
+    /// (`settings.keyFile`), else the passphrase (trailing newlines dropped).
+    /// Never put a passphrase itself on the command line (repeatable).
+    #[arg(long = "luks-key-file", value_name = "NAME=FILE", value_parser = crate::disk_mapping)]
+    files: Vec<(String, PathBuf)>,
+}
+
+impl LuksKeyArgs {
+    fn keys(&self) -> disk::LuksKeys {
+        disk::LuksKeys { files: self.files.iter().cloned().collect() }
+    }
 }
 
 /// Print the ordered plan for a host's or a file's disko spec; touches nothing.
@@ -77,6 +96,7 @@ pub struct NormalizeArgs {
   labprov disk apply rydev --disk main=/dev/vda               # shows the plan and the disks, asks for the host name
   labprov disk apply --spec disko.json --disk main=disk.img --only partition --yes
   labprov disk apply rydev --disk main=/dev/vda --dry-run --json
+  labprov disk apply --spec luks.json --disk main=/dev/vda --luks-key-file crypted=/root/pass
 
 Re-running after a failure or Ctrl-C resumes: what is already there is kept.")]
 pub struct ApplyArgs {
@@ -97,6 +117,8 @@ pub struct ApplyArgs {
     #[arg(long)]
     yes: bool,
     #[command(flatten)]
+    luks: LuksKeyArgs,
+    #[command(flatten)]
     json: JsonArg,
 }
 
@@ -107,6 +129,8 @@ pub struct DiskSetArgs {
     spec: SpecArgs,
     #[command(flatten)]
     target: TargetArgs,
+    #[command(flatten)]
+    luks: LuksKeyArgs,
     #[command(flatten)]
     json: JsonArg,
 }
@@ -190,9 +214,8 @@ impl DiskCommand {
             DiskCommand::Mount(a) => {
                 let json = a.json.init();
                 let (_, devices) = disk::load(&a.spec.source(lab)?)?;
-                output::report(json, &disk::mount(&devices, &a.target.options())?, |a| {
-                    render_actions(a)
-                })
+                let actions = disk::mount_with_keys(&devices, &a.target.options(), &a.luks.keys())?;
+                output::report(json, &actions, |a| render_actions(a))
             }
             DiskCommand::Unmount(a) => {
                 let json = a.json.init();
@@ -239,7 +262,7 @@ impl ApplyArgs {
             without_terminal: "pass --yes (after checking `labprov disk apply --dry-run`)",
         }
         .ask(self.yes)?;
-        let actions = disk::apply(&devices, &opts)?;
+        let actions = disk::apply_with_keys(&devices, &opts, &self.luks.keys())?;
         output::report(json, &actions, |a| render_actions(a))
     }
 }
