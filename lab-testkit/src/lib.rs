@@ -1,5 +1,7 @@
 //! Test support shared by the tools' tests; a dev-dependency only.
 
+pub mod vm;
+
 /// Says why a test cannot run here (`SKIP: <test>: <reason>`) and returns
 /// true; the caller then returns. Under `LAB_REQUIRE_ALL=1` (what CI sets,
 /// having installed everything) the missing prerequisite fails the test

@@ -13,7 +13,9 @@
 #     (libc6 libcrypt1 libtomcrypt1 libtommath1 zlib1g libgmp10),
 #   - the boot loaders: grub-efi-amd64-bin / grub-efi-arm64-bin (GRUB EFI
 #     modules); x86_64 also isolinux (isolinux.bin, isohdpfx.bin) and
-#     syslinux-common (ldlinux.c32) for BIOS.
+#     syslinux-common (ldlinux.c32) for BIOS,
+#   - x86_64 only: the packages in install-tools.txt (what labprov needs on
+#     the target: util-linux, mkfs tools, cryptsetup, lvm2, mdadm, libraries).
 # Packages already in CACHE_DIR (same name and version) are not fetched
 # again; a run with nothing to do prints nothing. It also writes
 # CACHE_DIR/debs.txt ("PACKAGE FILE" lines) for make.sh.
@@ -31,7 +33,12 @@ die() { echo "fetch.sh: $*" >&2; exit 1; }
 
 PKGS=(busybox-static dropbear-bin libc6 libcrypt1 libtomcrypt1 libtommath1 zlib1g libgmp10)
 case ${2:-x86_64} in
-    x86_64) deb_arch=amd64; PKGS+=(grub-efi-amd64-bin isolinux syslinux-common) ;;
+    x86_64)
+        deb_arch=amd64
+        PKGS+=(grub-efi-amd64-bin isolinux syslinux-common)
+        # what labprov needs on the target (install-tools.txt)
+        mapfile -t -O "${#PKGS[@]}" PKGS < <(awk '!/^#/ && NF {print $1}' "$(dirname "${BASH_SOURCE[0]}")/install-tools.txt")
+        ;;
     aarch64) deb_arch=arm64; PKGS+=(grub-efi-arm64-bin) ;;
     *) usage ;;
 esac

@@ -68,6 +68,14 @@ case $ARCH in
             virtio_pci virtio_blk virtio_scsi virtio_net
             xhci_pci ehci_pci uhci_hcd usb_storage
             e1000 e1000e
+            # what labprov disk needs on the target (install-tools.txt):
+            # the filesystems it makes and mounts, device-mapper with
+            # dm-crypt (LUKS2's default aes-xts-plain64, the kernel crypto
+            # API cryptsetup uses for keyslots) and LVM's targets, md RAID
+            ext4 vfat nls_cp437 nls_ascii nls_iso8859_1 nls_utf8 btrfs xfs
+            dm_mod dm_crypt dm_snapshot dm_thin_pool dm_mirror
+            xts aes_generic sha256_generic algif_skcipher algif_hash
+            md_mod raid0 raid1 raid10
         )
         ;;
     aarch64)
@@ -103,6 +111,14 @@ deb_of() {
 ROLES=(kernel busybox-static dropbear-bin libc6 libcrypt1 libtomcrypt1 libtommath1 zlib1g libgmp10
     "grub-efi-$DEB_ARCH-bin")
 [[ $ARCH != x86_64 ]] || ROLES+=(isolinux syslinux-common)
+# x86_64: what labprov needs on the target, PACKAGE [COMMAND...] per line
+declare -A install_commands=()
+if [[ $ARCH == x86_64 ]]; then
+    while read -r pkg cmds; do
+        ROLES+=("$pkg")
+        install_commands[$pkg]=$cmds
+    done < <(awk '!/^#/ && NF' "$here/install-tools.txt")
+fi
 debs=()
 for r in "${ROLES[@]}"; do
     debs+=("$(deb_of "$r")")
@@ -110,7 +126,7 @@ done
 
 stamp=$( {
     sha256sum "${debs[@]}" | awk '{print $1}'
-    cat "${BASH_SOURCE[0]}" "$here/installer-init.sh" "$here/udhcpc.sh" | sha256sum | awk '{print $1}'
+    cat "${BASH_SOURCE[0]}" "$here/installer-init.sh" "$here/udhcpc.sh" "$here/install-tools.txt" | sha256sum | awk '{print $1}'
     printf '%s\n' "$ARCH" "$SDE" "${MODULES[@]}" "${GRUB_MODULES[@]}"
     xorriso -version 2>/dev/null | head -n 1
 } | sha256sum | awk '{print $1}')
@@ -195,6 +211,53 @@ need_libs() {
 need_libs "$ir/usr/sbin/dropbear" "$ir/usr/bin/dropbearconvert" "$ir/usr/bin/dropbearkey"
 cp -L "$x/$LOADER" "$ir/$LOADER"
 
+# The install tools (x86_64), into /usr/sbin: dropbear's PATH for root
+# starts there, ahead of the busybox applets of the same names in /sbin and
+# /bin. A command that is a link in its package (mkfs.ext4 -> mke2fs,
+# pvcreate -> lvm) stays a link.
+for pkg in "${!install_commands[@]}"; do
+    for cmd in ${install_commands[$pkg]}; do
+        src=""
+        for d in usr/sbin sbin usr/bin bin; do
+            if [[ -e $x/$d/$cmd || -L $x/$d/$cmd ]]; then src=$x/$d/$cmd; break; fi
+        done
+        [[ -n $src ]] || die "$cmd is not in the $pkg .deb (install-tools.txt)"
+        if [[ -L $src ]]; then
+            ln -sf "$(basename "$(readlink "$src")")" "$ir/usr/sbin/$cmd"
+        else
+            cp "$src" "$ir/usr/sbin/$cmd"
+            need_libs "$src"
+        fi
+    done
+done
+# A library-only package (install-tools.txt lists no command) ships its
+# shared objects whole: labprov, which the tests upload (a NixOS installer
+# has it from the flake), links libgcc_s, which no listed command needs.
+for pkg in "${!install_commands[@]}"; do
+    [[ -z ${install_commands[$pkg]} ]] || continue
+    while read -r rel; do
+        lib=${rel##*/}
+        [[ -z ${have[$lib]:-} ]] || continue
+        have[$lib]=1
+        cp -L "$x/$rel" "$ir/lib/$TRIPLET/$lib"
+    done < <(dpkg-deb --fsys-tarfile "$(deb_of "$pkg")" | tar -t | sed -n 's|^\./||; /\/lib\/'"$TRIPLET"'\/[^/]*\.so\.[0-9]*$/p; /^lib\/'"$TRIPLET"'\/[^/]*\.so\.[0-9]*$/p')
+done
+for link in "$ir"/usr/sbin/*; do
+    [[ ! -L $link || -e $link ]] || die "$(basename "$link") links to $(readlink "$link"), which install-tools.txt does not list"
+done
+# LVM and cryptsetup lock and keep state under /run (a tmpfs at boot) and
+# /var/lock. This initramfs has no udev (NixOS's installer has): LVM must
+# make its /dev/VG/LV nodes itself instead of waiting for udev's rules.
+mkdir -p "$ir/var/lock" "$ir/etc/lvm"
+cat >"$ir/etc/lvm/lvm.conf" <<'LVM'
+# labimg STAND-IN installer: no udev here, so device-mapper nodes and the
+# /dev/VG/LV links are made by LVM itself.
+activation {
+    udev_sync = 0
+    udev_rules = 0
+}
+LVM
+
 install -m 0755 "$here/installer-init.sh" "$ir/init"
 install -m 0755 "$here/udhcpc.sh" "$ir/etc/udhcpc.sh"
 printf 'root:x:0:0:root:/root:/bin/sh\n' >"$ir/etc/passwd"
@@ -213,9 +276,10 @@ OSR
 declare -A seen=()
 for rel in "${modlist[@]}"; do
     [[ -z ${seen[$rel]:-} ]] || continue
-    # CPU-specific CRC accelerators (crct10dif-pclmul needs PCLMULQDQ, which
-    # QEMU's TCG CPU lacks): the generic module serves.
-    [[ $rel != *-pclmul.ko ]] || continue
+    # CPU-specific CRC accelerators (crct10dif-pclmul needs PCLMULQDQ,
+    # crc32c-intel SSE4.2, which QEMU's TCG CPU lacks): the generic module
+    # serves.
+    [[ $rel != *-pclmul.ko && $rel != */crc32c-intel.ko ]] || continue
     seen[$rel]=1
     [[ $rel == *.ko ]] || die "compressed module $rel: add decompression to make.sh"
     mkdir -p "$ir/lib/modules/$kver/$(dirname "$rel")"
