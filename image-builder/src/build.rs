@@ -1,6 +1,7 @@
 //! `labimg build HOST`: a bootable Raspberry Pi SD image assembled in one
 //! file without root, loop devices or mounts, then its .bmap, .sha256 and
-//! manifest. See docs/labimg.md for the layout and what is reproducible.
+//! manifest; with `--compress zstd` the image as HOST.img.zst instead. See
+//! docs/labimg.md for the layout and what is reproducible.
 
 use std::fs::{self, File};
 use std::io::{self, Write};
@@ -15,6 +16,7 @@ use lab_keys::{HostKey, HOST_KEY_PATH};
 use serde::Serialize;
 
 use crate::bmap;
+use crate::compress;
 use crate::ext4::{self, Inject};
 use crate::fat::{self, FatFile};
 use crate::firmware::{self, Manifest as FirmwareManifest};
@@ -63,6 +65,22 @@ pub enum Error {
     Output(#[from] lab_cli::files::Error),
     #[error("{0}: nothing was left behind; run the same command again to start over")]
     Interrupted(#[from] interrupt::Interrupted),
+    #[error("{source}; nothing was left behind")]
+    Compress { source: compress::Error },
+    #[error(
+        "the new image is in place, but {path} (another build's image, which its new block map and \
+         checksum do not describe) could not be removed: {source}. Remove it by hand"
+    )]
+    Stale { path: PathBuf, source: io::Error },
+}
+
+impl From<compress::Error> for Error {
+    fn from(e: compress::Error) -> Error {
+        match e {
+            compress::Error::Interrupted(i) => Error::Interrupted(i),
+            source => Error::Compress { source },
+        }
+    }
 }
 
 impl lab_cli::Classify for Error {
@@ -95,7 +113,16 @@ pub struct BuildOptions {
     pub firmware_dir: Option<PathBuf>,
     pub bootloader: Option<PathBuf>,
     pub epoch: u64,
+    /// Write HOST.img.zst instead of HOST.img.
+    pub compress: Option<Compression>,
     pub progress: Progress,
+}
+
+/// How the image is compressed: zstd (the only format `labimg flash`
+/// streams), at a level in [`compress::LEVELS`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Compression {
+    pub level: i32,
 }
 
 /// Everything that went into the image: written next to it as
@@ -116,6 +143,9 @@ pub struct ImageManifest {
     pub host_key: Option<KeyInfo>,
 }
 
+/// The image as written to the card: `file` names it uncompressed (what
+/// the block map and `sha256` describe) even when only its compressed form
+/// is written, then described by `compressed`.
 #[derive(Debug, Serialize)]
 #[serde(rename_all = "camelCase")]
 pub struct ImageInfo {
@@ -124,6 +154,22 @@ pub struct ImageInfo {
     pub sha256: String,
     pub mapped_bytes: u64,
     pub disk_id: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compressed: Option<CompressedInfo>,
+}
+
+/// The compressed image: a single zstd frame declaring the image's size,
+/// with zstd's checksum. Its bytes are reproducible for the same image,
+/// level and zstd library version (not for another version of the library).
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CompressedInfo {
+    pub file: String,
+    pub format: &'static str,
+    pub level: i32,
+    pub zstd_version: String,
+    pub size: u64,
+    pub sha256: String,
 }
 
 #[derive(Debug, Serialize)]
@@ -171,12 +217,25 @@ pub struct BuildSummary {
     pub seconds: f64,
 }
 
+/// The files a build wrote. With `--compress`, `image` is the .zst, while
+/// `bmap` and `sha256` describe the uncompressed image (HOST.img.bmap and
+/// HOST.img.sha256, the names bmaptool and `labimg flash` look for beside
+/// HOST.img.zst, and what `sha256sum -c` checks after `zstd -d`), and
+/// `compressedSha256` is the .zst's own checksum file.
 #[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
 pub struct Outputs {
     pub image: PathBuf,
     pub bmap: PathBuf,
     pub sha256: PathBuf,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compressed_sha256: Option<PathBuf>,
     pub manifest: PathBuf,
+    /// The other form of the host's image (HOST.img beside a new
+    /// HOST.img.zst, or the reverse) when it was not the same image: the
+    /// block map and checksum beside it were just replaced.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub removed: Vec<PathBuf>,
 }
 
 /// What `labimg build --dry-run` prints: the build, without writing it.
@@ -191,7 +250,18 @@ pub struct BuildPlan {
     pub firmware: Vec<FileInfo>,
     pub bootloader: FileInfo,
     pub host_key: Option<KeyInfo>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compress: Option<CompressPlan>,
     pub dry_run: bool,
+}
+
+/// How a dry run's image would be compressed.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct CompressPlan {
+    pub format: &'static str,
+    pub level: i32,
+    pub workers: u32,
 }
 
 /// The parts of a build after its inputs are checked, in order.
@@ -203,6 +273,7 @@ enum Phase {
     Key,
     Normalize,
     Digest,
+    Compress,
     Commit,
 }
 
@@ -229,6 +300,8 @@ struct Ctx<'a> {
     image: Option<Pending>,
     /// The block map and the image's sha256, once the image is complete.
     digest: Option<(bmap::Bmap, String)>,
+    /// With `--compress`: the .zst being written, then what it came to.
+    compressed: Option<(Pending, compress::Compressed)>,
     /// What the build reports once its outputs are in place.
     done: Option<(ImageManifest, Outputs)>,
 }
@@ -236,20 +309,26 @@ struct Ctx<'a> {
 /// The phases in build order, each small; Ctrl-C is checked between them.
 type PhaseFn = fn(&mut Ctx) -> Result<(), Error>;
 
-const PHASES: [(Phase, PhaseFn); 7] = [
+const PHASES: [(Phase, PhaseFn); 8] = [
     (Phase::Layout, layout_phase),
     (Phase::Fat, fat_phase),
     (Phase::Root, root_phase),
     (Phase::Key, key_phase),
     (Phase::Normalize, normalize_phase),
     (Phase::Digest, digest_phase),
+    (Phase::Compress, compress_phase),
     (Phase::Commit, commit_phase),
 ];
 
 impl Ctx<'_> {
     /// A host without a key gets none injected: the first boot makes one.
+    /// Only `--compress` compresses.
     fn runs(&self, phase: Phase) -> bool {
-        phase != Phase::Key || self.key.is_some()
+        match phase {
+            Phase::Key => self.key.is_some(),
+            Phase::Compress => self.opts.compress.is_some(),
+            _ => true,
+        }
     }
 
     fn name(&self) -> &str {
@@ -262,6 +341,29 @@ impl Ctx<'_> {
 
     fn image_path(&self) -> PathBuf {
         self.opts.out_dir.join(self.image_file())
+    }
+
+    /// HOST.img.zst: the same name plus zstd's extension, as bmaptool and
+    /// `labimg flash` expect when they look for HOST.img.bmap beside it.
+    fn compressed_file(&self) -> String {
+        format!("{}.zst", self.image_file())
+    }
+
+    /// The file the build leaves for the card: HOST.img, or HOST.img.zst.
+    fn output_path(&self) -> PathBuf {
+        match self.opts.compress {
+            Some(_) => self.opts.out_dir.join(self.compressed_file()),
+            None => self.image_path(),
+        }
+    }
+
+    /// The image's mode: it holds a private key when one is injected.
+    fn image_mode(&self) -> u32 {
+        if self.key.is_some() {
+            0o600
+        } else {
+            0o644
+        }
     }
 
     fn pending(&self) -> &Pending {
@@ -304,17 +406,27 @@ impl Ctx<'_> {
         BuildPlan {
             host: self.name().to_string(),
             board: self.board.clone(),
-            image: self.image_path(),
+            image: self.output_path(),
             placement: self.place,
             root: self.root_info(),
             firmware: self.firmware_infos(),
             bootloader: self.bootloader_info(),
             host_key: self.key_info(),
+            compress: self.opts.compress.map(|c| CompressPlan {
+                format: "zstd",
+                level: c.level,
+                workers: compress::workers(),
+            }),
             dry_run: true,
         }
     }
 
-    fn manifest(&self, bmap: &bmap::Bmap, sha256: &str) -> ImageManifest {
+    fn manifest(
+        &self,
+        bmap: &bmap::Bmap,
+        sha256: &str,
+        compressed: Option<CompressedInfo>,
+    ) -> ImageManifest {
         let (place, layout, volume_id) = (&self.place, &self.layout, self.volume_id());
         ImageManifest {
             labimg: env!("CARGO_PKG_VERSION"),
@@ -327,6 +439,7 @@ impl Ctx<'_> {
                 sha256: sha256.to_string(),
                 mapped_bytes: bmap.mapped_blocks() * bmap.block_size,
                 disk_id: format!("0x{:08x}", self.disk_id()),
+                compressed,
             },
             partitions: vec![
                 PartitionInfo {
@@ -419,10 +532,11 @@ fn prepare(opts: &BuildOptions, dry_run: bool) -> Result<Ctx<'_>, Error> {
     // The image is sparse: what lands on disk is about the content, not the
     // partition sizes.
     let firmware_bytes: u64 = firmware.iter().map(|f| f.content.len() as u64).sum();
-    check_free_space(
-        &opts.out_dir,
-        tree.stats.blocks * rootfs::BLOCK + firmware_bytes + bootloader.len() as u64,
-    )?;
+    let data = tree.stats.blocks * rootfs::BLOCK + firmware_bytes + bootloader.len() as u64;
+    // The .zst is written while the image is still there: at worst (data
+    // that does not compress) it takes as much again.
+    let need = if opts.compress.is_some() { 2 * data } else { data };
+    check_free_space(&opts.out_dir, need)?;
     Ok(Ctx {
         opts,
         board,
@@ -438,6 +552,7 @@ fn prepare(opts: &BuildOptions, dry_run: bool) -> Result<Ctx<'_>, Error> {
         place,
         image: None,
         digest: None,
+        compressed: None,
         done: None,
     })
 }
@@ -517,8 +632,7 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary, Error> {
 /// the partition table. It holds a private key when a key is injected, so
 /// it is never readable by others, from creation on.
 fn layout_phase(ctx: &mut Ctx) -> Result<(), Error> {
-    let pending =
-        Pending::create(&ctx.image_path(), if ctx.key.is_some() { 0o600 } else { 0o644 })?;
+    let pending = Pending::create(&ctx.image_path(), ctx.image_mode())?;
     let image = pending.file.as_file();
     image.set_len(ctx.place.total).map_err(|source| Error::Write { what: "the image", source })?;
     write_mbr(image, &ctx.place, ctx.disk_id())
@@ -612,30 +726,73 @@ fn digest_phase(ctx: &mut Ctx) -> Result<(), Error> {
     Ok(())
 }
 
-/// The block map, checksum and manifest written under temporary names, then
-/// everything renamed into place, the image last: a finished image always
-/// has its matching block map and checksum beside it.
+/// The finished image as HOST.img.zst under a temporary name, streamed
+/// from the image on every core. It is created with the image's mode: it
+/// holds the same key. The uncompressed image goes when the build ends.
+fn compress_phase(ctx: &mut Ctx) -> Result<(), Error> {
+    let level = ctx.opts.compress.expect("runs only with --compress").level;
+    let (map, _) = ctx.digest.as_ref().expect("the image is digested before it is compressed");
+    let data: Vec<(u64, u64)> = map.ranges.iter().map(|r| map.span(r)).collect();
+    let pending = Pending::create(&ctx.output_path(), ctx.image_mode())?;
+    let compressed = compress::zstd_image(
+        ctx.pending().file.as_file(),
+        ctx.place.total,
+        &data,
+        level,
+        compress::workers(),
+        pending.file.as_file(),
+        ctx.opts.progress,
+    )?;
+    ctx.compressed = Some((pending, compressed));
+    Ok(())
+}
+
+/// The block map, checksums and manifest written under temporary names,
+/// then everything renamed into place, the image (or the .zst) last: a
+/// finished image always has its matching block map and checksum beside it.
 fn commit_phase(ctx: &mut Ctx) -> Result<(), Error> {
     let (bmap, sha256) = ctx.digest.take().expect("the image is digested before it is committed");
-    let manifest = ctx.manifest(&bmap, &sha256);
+    let compressed = ctx.compressed.take();
+    let level = ctx.opts.compress.map(|c| c.level);
+    let compressed_info = compressed.as_ref().zip(level).map(|((_, c), level)| CompressedInfo {
+        file: ctx.compressed_file(),
+        format: "zstd",
+        level,
+        zstd_version: compress::library_version(),
+        size: c.size,
+        sha256: c.sha256.clone(),
+    });
+    let manifest = ctx.manifest(&bmap, &sha256, compressed_info.clone());
     let image_file = ctx.image_file();
     let out_dir = &ctx.opts.out_dir;
-    let outputs = Outputs {
-        image: ctx.image_path(),
+    let mut outputs = Outputs {
+        image: ctx.output_path(),
         bmap: out_dir.join(format!("{image_file}.bmap")),
         sha256: out_dir.join(format!("{image_file}.sha256")),
+        compressed_sha256: compressed_info
+            .as_ref()
+            .map(|c| out_dir.join(format!("{}.sha256", c.file))),
         manifest: out_dir.join(format!("{}.manifest.json", ctx.name())),
+        removed: Vec::new(),
     };
+    let sha256_text = format!("{sha256}  {image_file}\n");
+    // Whether the image the previous build left here is this one: then its
+    // other form (HOST.img beside a new .zst, or the reverse) still matches
+    // the block map and checksum about to replace the old ones.
+    let same_image = fs::read_to_string(&outputs.sha256).is_ok_and(|old| old == sha256_text);
     let manifest_json =
         serde_json::to_string_pretty(&manifest).expect("manifest serialises") + "\n";
-    let small = [
-        (&outputs.bmap, bmap.to_xml()),
-        (&outputs.sha256, format!("{sha256}  {image_file}\n")),
-        (&outputs.manifest, manifest_json),
+    let mut small = vec![
+        (outputs.bmap.clone(), bmap.to_xml()),
+        (outputs.sha256.clone(), sha256_text),
+        (outputs.manifest.clone(), manifest_json),
     ];
+    if let (Some(path), Some(c)) = (&outputs.compressed_sha256, &compressed_info) {
+        small.push((path.clone(), format!("{}  {}\n", c.sha256, c.file)));
+    }
     let mut done = Vec::new();
     for (path, text) in small {
-        let mut p = Pending::create(path, 0o644)?;
+        let mut p = Pending::create(&path, 0o644)?;
         p.file
             .write_all(text.as_bytes())
             .map_err(|source| Error::Write { what: "an output file", source })?;
@@ -644,7 +801,26 @@ fn commit_phase(ctx: &mut Ctx) -> Result<(), Error> {
     for p in done {
         p.commit()?;
     }
-    ctx.image.take().expect("the image is created before it is committed").commit()?;
+    let image = ctx.image.take().expect("the image is created before it is committed");
+    let other_form = match compressed {
+        Some((zst, _)) => {
+            zst.commit()?;
+            // Dropped, the uncompressed image under its temporary name goes.
+            drop(image);
+            vec![ctx.image_path()]
+        }
+        None => {
+            image.commit()?;
+            let zst = out_dir.join(ctx.compressed_file());
+            vec![zst.clone(), out_dir.join(format!("{}.sha256", ctx.compressed_file()))]
+        }
+    };
+    if !same_image {
+        for path in other_form.into_iter().filter(|p| p.is_file()) {
+            fs::remove_file(&path).map_err(|source| Error::Stale { path: path.clone(), source })?;
+            outputs.removed.push(path);
+        }
+    }
     ctx.done = Some((manifest, outputs));
     Ok(())
 }

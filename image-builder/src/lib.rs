@@ -3,6 +3,7 @@
 
 pub mod bmap;
 pub mod build;
+pub mod compress;
 pub mod ext4;
 pub mod fat;
 pub mod firmware;

@@ -4,8 +4,9 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
-use clap::Args;
-use image_builder::build::{self, BuildOptions, BuildPlan, BuildSummary, RootInput};
+use clap::{Args, ValueEnum};
+use image_builder::build::{self, BuildOptions, BuildPlan, BuildSummary, Compression, RootInput};
+use image_builder::compress;
 use image_builder::installer::{
     self, BaseInput, InstallerOptions, InstallerPlan, InstallerSummary,
 };
@@ -26,6 +27,7 @@ const DEFAULT_EPOCH: u64 = 315_532_800;
   labimg build nixpi --system /nix/store/...-nixos-system-nixpi --json
   SOURCE_DATE_EPOCH=1700000000 labimg build nixpi --rootfs root.tar --out /tmp/img
   labimg build nixpi --rootfs ./standin --bootloader u-boot.bin --dry-run   # checks and layout only
+  labimg build nixpi --compress zstd                   # OUT/nixpi.img.zst, for distribution
 
   labimg build installer-x86_64 --iso nixos-installer.iso   # key a base installer ISO
   labimg build installer-aarch64 --iso base.iso --host-key ./key --out /tmp/iso --dry-run --json
@@ -35,7 +37,12 @@ An installer build writes OUT/installer-ARCH.iso (0600: it holds the installer's
 unless --host-key), its .pub and /lab/authorized_keys (the admins' keys from hosts/admins.nix); the
 base ISO's files and boot records are kept as they are (xorriso replays them).
 
-The output is byte-identical for the same inputs and SOURCE_DATE_EPOCH (default 1980-01-01).")]
+With --compress zstd an SD build writes OUT/HOST.img.zst (one zstd frame, compressed on every core)
+in place of HOST.img, with HOST.img.bmap and HOST.img.sha256 describing the uncompressed image (what
+`labimg flash HOST.img.zst DEVICE` and bmaptool use) and HOST.img.zst.sha256.
+
+The output is byte-identical for the same inputs and SOURCE_DATE_EPOCH (default 1980-01-01); a .zst
+also for the same level and zstd library version (in the manifest), whatever the number of cores.")]
 pub struct BuildArgs {
     /// Host name from hosts/facts.nix (must have a `board`), or installer-x86_64 / installer-aarch64.
     host: String,
@@ -63,11 +70,32 @@ pub struct BuildArgs {
     /// The file config.txt boots (U-Boot); built from the flake when not given with --system.
     #[arg(long, value_name = "PATH")]
     bootloader: Option<PathBuf>,
+    /// Write the SD image compressed, as OUT/HOST.img.zst (multi-threaded zstd), instead of HOST.img.
+    #[arg(long, value_enum, default_value_t = CompressArg::None, value_name = "FORMAT")]
+    compress: CompressArg,
+    /// zstd level for --compress zstd, 1 (fastest) to 22 (smallest).
+    #[arg(
+        long,
+        requires = "compress",
+        value_name = "N",
+        value_parser = clap::value_parser!(i32).range(*compress::LEVELS.start() as i64..=*compress::LEVELS.end() as i64),
+        default_value_t = compress::DEFAULT_LEVEL,
+    )]
+    compress_level: i32,
     /// Check every input and print the layout; no image is written.
     #[arg(long)]
     dry_run: bool,
     #[command(flatten)]
     json: JsonArg,
+}
+
+/// `--compress`: zstd is what `labimg flash` streams and bmaptool reads.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum CompressArg {
+    /// HOST.img, sparse (the default).
+    None,
+    /// HOST.img.zst.
+    Zstd,
 }
 
 impl BuildArgs {
@@ -98,6 +126,10 @@ impl BuildArgs {
             firmware_dir: self.firmware_dir,
             bootloader: self.bootloader,
             epoch: epoch()?,
+            compress: match self.compress {
+                CompressArg::None => None,
+                CompressArg::Zstd => Some(Compression { level: self.compress_level }),
+            },
             progress: Progress::default(),
         };
         if self.dry_run {
@@ -116,6 +148,7 @@ impl BuildArgs {
             ("--system", self.system.is_some()),
             ("--firmware-dir", self.firmware_dir.is_some()),
             ("--bootloader", self.bootloader.is_some()),
+            ("--compress", self.compress != CompressArg::None),
         ];
         if let Some((flag, _)) = sd_only.iter().find(|(_, given)| *given) {
             anyhow::bail!(
@@ -196,7 +229,7 @@ fn render_plan(plan: &BuildPlan) -> String {
     let p = &plan.placement;
     format!(
         "would build {} for {} ({}): {} MiB; FAT {} MiB at {} MiB, root {} MiB at {} MiB \
-         ({} files, {} MiB from {}); {} firmware files, bootloader {}; host key {}\n",
+         ({} files, {} MiB from {}); {} firmware files, bootloader {}; host key {}{}\n",
         plan.image.display(),
         plan.host,
         plan.board,
@@ -213,7 +246,14 @@ fn render_plan(plan: &BuildPlan) -> String {
         plan.host_key
             .as_ref()
             .map(|k| k.fingerprint.as_str())
-            .unwrap_or("none (made at first boot)")
+            .unwrap_or("none (made at first boot)"),
+        plan.compress
+            .as_ref()
+            .map(|c| format!(
+                "; then compressed with {} level {} on {} threads (the uncompressed image is not kept)",
+                c.format, c.level, c.workers
+            ))
+            .unwrap_or_default()
     )
 }
 
@@ -266,8 +306,25 @@ fn render_summary(s: &BuildSummary) -> String {
         }
     }
     let _ = writeln!(t, "  sha256    {}", m.image.sha256);
-    for p in [&s.outputs.bmap, &s.outputs.sha256, &s.outputs.manifest] {
+    if let Some(c) = &m.image.compressed {
+        let _ = writeln!(
+            t,
+            "  {}      {} level {}: {:.1} MiB ({:.1}% of the image), sha256 {}",
+            c.format,
+            c.file,
+            c.level,
+            c.size as f64 / 1048576.0,
+            100.0 * c.size as f64 / m.image.size as f64,
+            c.sha256
+        );
+    }
+    let written =
+        [Some(&s.outputs.bmap), Some(&s.outputs.sha256), s.outputs.compressed_sha256.as_ref()];
+    for p in written.into_iter().flatten().chain([&s.outputs.manifest]) {
         let _ = writeln!(t, "  wrote     {}", p.display());
+    }
+    for p in &s.outputs.removed {
+        let _ = writeln!(t, "  removed   {} (from an earlier build of another image)", p.display());
     }
     t
 }
