@@ -286,6 +286,12 @@ for rel in "${modlist[@]}"; do
     cp "$moddir/$rel" "$ir/lib/modules/$kver/$rel"
     echo "$rel" >>"$ir/etc/standin-modules"
 done
+# modprobe's indexes for the modules that are here (labprov, as disko,
+# runs `modprobe dm-snapshot` before creating a volume group).
+for f in modules.builtin modules.builtin.modinfo modules.order; do
+    [[ ! -f $moddir/$f ]] || cp "$moddir/$f" "$ir/lib/modules/$kver/$f"
+done
+depmod -b "$ir" "$kver"
 find "$ir" -exec touch -h -d "@$SDE" {} +
 (cd "$ir" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0 --reproducible) \
     | gzip -9n >"$iso/boot/initrd"
