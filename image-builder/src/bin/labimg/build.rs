@@ -70,7 +70,7 @@ pub struct BuildArgs {
     /// The file config.txt boots (U-Boot); built from the flake when not given with --system.
     #[arg(long, value_name = "PATH")]
     bootloader: Option<PathBuf>,
-    /// Write the SD image compressed, as OUT/HOST.img.zst (multi-threaded zstd), instead of HOST.img.
+    /// Write the SD image compressed, as OUT/HOST.img.zst (zstd on every core), not HOST.img.
     #[arg(long, value_enum, default_value_t = CompressArg::None, value_name = "FORMAT")]
     compress: CompressArg,
     /// zstd level for --compress zstd, 1 (fastest) to 22 (smallest).
@@ -78,7 +78,7 @@ pub struct BuildArgs {
         long,
         requires = "compress",
         value_name = "N",
-        value_parser = clap::value_parser!(i32).range(*compress::LEVELS.start() as i64..=*compress::LEVELS.end() as i64),
+        value_parser = level_parser(),
         default_value_t = compress::DEFAULT_LEVEL,
     )]
     compress_level: i32,
@@ -87,6 +87,12 @@ pub struct BuildArgs {
     dry_run: bool,
     #[command(flatten)]
     json: JsonArg,
+}
+
+/// A level outside zstd's range is a usage error that names the range.
+fn level_parser() -> clap::builder::RangedI64ValueParser<i32> {
+    let (low, high) = (*compress::LEVELS.start(), *compress::LEVELS.end());
+    clap::value_parser!(i32).range(i64::from(low)..=i64::from(high))
 }
 
 /// `--compress`: zstd is what `labimg flash` streams and bmaptool reads.
@@ -250,7 +256,8 @@ fn render_plan(plan: &BuildPlan) -> String {
         plan.compress
             .as_ref()
             .map(|c| format!(
-                "; then compressed with {} level {} on {} threads (the uncompressed image is not kept)",
+                "; then compressed with {} level {} on {} threads \
+                 (the uncompressed image is not kept)",
                 c.format, c.level, c.workers
             ))
             .unwrap_or_default()
