@@ -14,8 +14,9 @@
 #   - the boot loaders: grub-efi-amd64-bin / grub-efi-arm64-bin (GRUB EFI
 #     modules); x86_64 also isolinux (isolinux.bin, isohdpfx.bin) and
 #     syslinux-common (ldlinux.c32) for BIOS,
-#   - x86_64 only: the packages in install-tools.txt (what labprov needs on
-#     the target: util-linux, mkfs tools, cryptsetup, lvm2, mdadm, libraries).
+#   - x86_64 only: the packages in install-tools.txt and iso-tools.txt (what
+#     labprov install needs on the target: util-linux, mkfs tools,
+#     cryptsetup, lvm2, mdadm, Nix, libraries) and systemd-boot-efi.
 # Packages already in CACHE_DIR (same name and version) are not fetched
 # again; a run with nothing to do prints nothing. It also writes
 # CACHE_DIR/debs.txt ("PACKAGE FILE" lines) for make.sh.
@@ -37,7 +38,10 @@ case ${2:-x86_64} in
         deb_arch=amd64
         PKGS+=(grub-efi-amd64-bin isolinux syslinux-common)
         # what labprov needs on the target (install-tools.txt)
-        mapfile -t -O "${#PKGS[@]}" PKGS < <(awk '!/^#/ && NF {print $1}' "$(dirname "${BASH_SOURCE[0]}")/install-tools.txt")
+        # systemd-boot for the stand-in nixos-install
+        PKGS+=(systemd-boot-efi)
+        mapfile -t -O "${#PKGS[@]}" PKGS < <(awk '!/^#/ && NF {print $1}' \
+            "$(dirname "${BASH_SOURCE[0]}")/install-tools.txt" "$(dirname "${BASH_SOURCE[0]}")/iso-tools.txt" | sort -u)
         ;;
     aarch64) deb_arch=arm64; PKGS+=(grub-efi-arm64-bin) ;;
     *) usage ;;

@@ -18,6 +18,10 @@
 #   /EFI/nixos-installer-image       the marker file
 #   /isolinux/ (x86_64 only)         isolinux.bin, ldlinux.c32, isolinux.cfg (BIOS El Torito)
 #   /version.txt                     what this is
+#   /standin/ (x86_64 only)          iso-tools.txt's commands and libraries, systemd-boot
+# and, x86_64 only, OUT_DIR/standin-system-x86_64/{bzImage,initrd}: the
+# stand-in system's kernel and initramfs (system-init.sh) for the install
+# tests (standin-system.nix).
 # hybrid, as nixpkgs' make-iso9660-image.sh and iso-image.nix make it: a GPT
 # naming the EFI image (-isohybrid-gpt-basdat), and on x86_64 (which boots
 # from BIOS too) the isohdpfx.bin MBR (-isohybrid-mbr). Kernel command line:
@@ -111,13 +115,20 @@ deb_of() {
 ROLES=(kernel busybox-static dropbear-bin libc6 libcrypt1 libtomcrypt1 libtommath1 zlib1g libgmp10
     "grub-efi-$DEB_ARCH-bin")
 [[ $ARCH != x86_64 ]] || ROLES+=(isolinux syslinux-common)
-# x86_64: what labprov needs on the target, PACKAGE [COMMAND...] per line
-declare -A install_commands=()
+# x86_64: what labprov needs on the target, PACKAGE [COMMAND...] per line,
+# in the initramfs (install-tools.txt) or on the ISO (iso-tools.txt); and
+# systemd-boot for the stand-in nixos-install.
+declare -A install_commands=() iso_commands=()
 if [[ $ARCH == x86_64 ]]; then
     while read -r pkg cmds; do
         ROLES+=("$pkg")
         install_commands[$pkg]=$cmds
     done < <(awk '!/^#/ && NF' "$here/install-tools.txt")
+    while read -r pkg cmds; do
+        [[ -n ${install_commands[$pkg]+set} ]] || ROLES+=("$pkg")
+        iso_commands[$pkg]=$cmds
+    done < <(awk '!/^#/ && NF' "$here/iso-tools.txt")
+    ROLES+=(systemd-boot-efi)
 fi
 debs=()
 for r in "${ROLES[@]}"; do
@@ -126,13 +137,15 @@ done
 
 stamp=$( {
     sha256sum "${debs[@]}" | awk '{print $1}'
-    cat "${BASH_SOURCE[0]}" "$here/installer-init.sh" "$here/udhcpc.sh" "$here/install-tools.txt" | sha256sum | awk '{print $1}'
+    cat "${BASH_SOURCE[0]}" "$here"/*-init.sh "$here/udhcpc.sh" "$here"/*-tools.txt "$here"/standin-*.sh \
+        | sha256sum | awk '{print $1}'
     printf '%s\n' "$ARCH" "$SDE" "${MODULES[@]}" "${GRUB_MODULES[@]}"
     xorriso -version 2>/dev/null | head -n 1
 } | sha256sum | awk '{print $1}')
 
 stampfile=$out/.$ISO_NAME.stamp
-if [[ -s $out/$ISO_NAME && -f $stampfile && $(cat "$stampfile") == "$stamp" ]]; then
+if [[ -s $out/$ISO_NAME && -f $stampfile && $(cat "$stampfile") == "$stamp" ]] \
+    && [[ $ARCH != x86_64 || -s $out/standin-system-$ARCH/initrd ]]; then
     exit 0
 fi
 
@@ -190,25 +203,28 @@ for b in dropbearconvert dropbearkey; do
     cp "$x/usr/bin/$b" "$ir/usr/bin/$b"
 done
 # shared libraries of the dropbear binaries, from the fetched .debs only
-libdirs=("$x/lib/$TRIPLET" "$x/usr/lib/$TRIPLET")
+# (nix-bin keeps its own in /usr/lib/nix)
+libdirs=("$x/lib/$TRIPLET" "$x/usr/lib/$TRIPLET" "$x/usr/lib/nix")
 declare -A have=()
+# need_libs DEST FILE...: the libraries FILE... need, into DEST, each once.
 need_libs() {
-    local f lib d found
+    local dest=$1 f lib d found
+    shift
     for f in "$@"; do
         for lib in $(readelf -d "$f" | sed -n 's/.*(NEEDED).*\[\(.*\)\]$/\1/p'); do
-            [[ -z ${have[$lib]:-} ]] || continue
+            [[ -z ${have[$dest/$lib]:-} ]] || continue
             found=""
             for d in "${libdirs[@]}"; do
                 if [[ -e $d/$lib ]]; then found=$d/$lib; break; fi
             done
             [[ -n $found ]] || die "library $lib (needed by ${f##*/}) is in none of the fetched .debs"
-            have[$lib]=1
-            cp -L "$found" "$ir/lib/$TRIPLET/$lib"
-            need_libs "$found"
+            have[$dest/$lib]=1
+            cp -L "$found" "$dest/$lib"
+            need_libs "$dest" "$found"
         done
     done
 }
-need_libs "$ir/usr/sbin/dropbear" "$ir/usr/bin/dropbearconvert" "$ir/usr/bin/dropbearkey"
+need_libs "$ir/lib/$TRIPLET" "$ir/usr/sbin/dropbear" "$ir/usr/bin/dropbearconvert" "$ir/usr/bin/dropbearkey"
 cp -L "$x/$LOADER" "$ir/$LOADER"
 
 # The install tools (x86_64), into /usr/sbin: dropbear's PATH for root
@@ -226,7 +242,7 @@ for pkg in "${!install_commands[@]}"; do
             ln -sf "$(basename "$(readlink "$src")")" "$ir/usr/sbin/$cmd"
         else
             cp "$src" "$ir/usr/sbin/$cmd"
-            need_libs "$src"
+            need_libs "$ir/lib/$TRIPLET" "$src"
         fi
     done
 done
@@ -237,8 +253,8 @@ for pkg in "${!install_commands[@]}"; do
     [[ -z ${install_commands[$pkg]} ]] || continue
     while read -r rel; do
         lib=${rel##*/}
-        [[ -z ${have[$lib]:-} ]] || continue
-        have[$lib]=1
+        [[ -z ${have[$ir/lib/$TRIPLET/$lib]:-} ]] || continue
+        have[$ir/lib/$TRIPLET/$lib]=1
         cp -L "$x/$rel" "$ir/lib/$TRIPLET/$lib"
     done < <(dpkg-deb --fsys-tarfile "$(deb_of "$pkg")" | tar -t | sed -n 's|^\./||; /\/lib\/'"$TRIPLET"'\/[^/]*\.so\.[0-9]*$/p; /^lib\/'"$TRIPLET"'\/[^/]*\.so\.[0-9]*$/p')
 done
@@ -258,7 +274,40 @@ activation {
 }
 LVM
 
+# On the ISO (x86_64): the iso-tools.txt commands with their libraries and
+# the dynamic loader under /standin, a wrapper per command in the
+# initramfs; systemd-boot's EFI binary; the stand-in nixos-install and
+# systemctl; Nix's settings for a machine without build users.
+if [[ $ARCH == x86_64 ]]; then
+    mkdir -p "$iso/standin/bin" "$iso/standin/lib" "$ir/etc/nix"
+    cp -L "$x/$LOADER" "$iso/standin/lib/"
+    for pkg in "${!iso_commands[@]}"; do
+        for cmd in ${iso_commands[$pkg]}; do
+            src=""
+            for d in usr/sbin sbin usr/bin bin; do
+                if [[ -e $x/$d/$cmd || -L $x/$d/$cmd ]]; then src=$x/$d/$cmd; break; fi
+            done
+            [[ -n $src ]] || die "$cmd is not in the $pkg .deb (iso-tools.txt)"
+            real=$(basename "$(readlink -f "$src")")
+            [[ -e $iso/standin/bin/$real ]] || cp -L "$src" "$iso/standin/bin/$real"
+            need_libs "$iso/standin/lib" "$iso/standin/bin/$real"
+            # --argv0: a multi-call binary (nix) picks its mode by the name.
+            # shellcheck disable=SC2016 # $0 and $@ are the wrapper's own
+            printf '#!/bin/sh\n# labimg STAND-IN installer: %s from the ISO, with its libraries beside it\nexec /iso/standin/lib/%s --library-path /iso/standin/lib --argv0 "$0" /iso/standin/bin/%s "$@"\n' \
+                "$cmd" "$(basename "$LOADER")" "$real" >"$ir/usr/sbin/$cmd"
+            chmod 0755 "$ir/usr/sbin/$cmd"
+        done
+    done
+    cp "$x/usr/lib/systemd/boot/efi/systemd-bootx64.efi" "$iso/standin/systemd-bootx64.efi"
+    install -m 0755 "$here/standin-nixos-install.sh" "$ir/usr/sbin/nixos-install"
+    install -m 0755 "$here/standin-systemctl.sh" "$ir/usr/sbin/systemctl"
+    printf '%s\n' '# labimg STAND-IN installer: root only, no build users, no builds' \
+        'build-users-group =' 'sandbox = false' 'experimental-features = nix-command' \
+        >"$ir/etc/nix/nix.conf"
+fi
+
 install -m 0755 "$here/installer-init.sh" "$ir/init"
+install -m 0644 "$here/standin-lib.sh" "$ir/lib/standin-lib.sh"
 install -m 0755 "$here/udhcpc.sh" "$ir/etc/udhcpc.sh"
 printf 'root:x:0:0:root:/root:/bin/sh\n' >"$ir/etc/passwd"
 printf 'root:*:1::::::\n' >"$ir/etc/shadow"
@@ -293,8 +342,23 @@ for f in modules.builtin modules.builtin.modinfo modules.order; do
 done
 depmod -b "$ir" "$kver"
 find "$ir" -exec touch -h -d "@$SDE" {} +
-(cd "$ir" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0 --reproducible) \
-    | gzip -9n >"$iso/boot/initrd"
+# cpio_of DIR OUT: DIR as a reproducible gzip'd newc initramfs.
+cpio_of() {
+    (cd "$1" && find . -mindepth 1 | LC_ALL=C sort | cpio --quiet -o -H newc -R 0:0 --reproducible) \
+        | gzip -9n >"$2"
+}
+cpio_of "$ir" "$iso/boot/initrd"
+# x86_64: the stand-in SYSTEM's kernel and initramfs (the same tree with
+# system-init.sh as /init), which standin-system.nix makes a toplevel of
+# for the install tests.
+system_dir=$out/standin-system-$ARCH
+if [[ $ARCH == x86_64 ]]; then
+    install -m 0755 "$here/system-init.sh" "$ir/init"
+    touch -h -d "@$SDE" "$ir/init"
+    mkdir -p "$work/system"
+    cp "$iso/boot/$KERNEL_FILE" "$work/system/$KERNEL_FILE"
+    cpio_of "$ir" "$work/system/initrd"
+fi
 
 # --- GRUB EFI (as nixpkgs' iso-image.nix: grub-mkimage, prefix /EFI/boot) ------
 grubdir=$x/usr/lib/grub/$GRUB_PLATFORM
@@ -406,5 +470,9 @@ SOURCE_DATE_EPOCH=$SDE xorriso -report_about SORRY \
 
 rm -f "$stampfile"
 mv "$tmpiso" "$out/$ISO_NAME"
+if [[ -d $work/system ]]; then
+    rm -rf "$system_dir"
+    mv "$work/system" "$system_dir"
+fi
 echo "$stamp" >"$stampfile"
 echo "make.sh: $ISO_NAME: kernel $kver, ${#seen[@]} modules, $(du -k "$out/$ISO_NAME" | cut -f1) KiB" >&2
