@@ -38,7 +38,8 @@ case "$name" in
       isLuks) [ -e "$S/luks$(k "$2")" ]; exit ;;
       -q) touch "$S/luks$(k "$3")"; echo crypto_LUKS > "$S/sig$(k "$3")"
           [ "$stdin" = yes ] && cp "$S/.stdin" "$S/pass$(k "$3")"; exit 0 ;;
-      status) [ -e "$S/open_$2" ]; exit ;;
+      # status names the device under the mapping, as cryptsetup does.
+      status) [ -e "$S/open_$2" ] || exit 4; echo "  device:  $(cat "$S/open_$2")"; exit 0 ;;
       close) rm -f "$S/open_$2"; exit 0 ;;
       luksAddKey) touch "$S/addkey$(k "$2")$(k "$3")"; exit 0 ;;
       open)
@@ -50,10 +51,14 @@ case "$name" in
         if [ "$stdin" = yes ] && ! cmp -s "$S/.stdin" "$S/pass$(k "$2")"; then
           echo "No key available with this passphrase." >&2; exit 2
         fi
-        touch "$S/open_$3"; exit 0 ;;
+        echo "$2" > "$S/open_$3"; exit 0 ;;
     esac ;;
   pvcreate) echo LVM2_member > "$S/sig$(k "$1")" ;;
   vgdisplay) [ -e "$S/vg_$1" ]; exit ;;
+  # No PVs listed: the PVs here sit on stub mappings the kernel does not
+  # have, so labprov's check that a VG lies on the given disks is left to
+  # the VM test (vm_disk_stacked).
+  pvs) exit 0 ;;
   vgcreate) touch "$S/vg_$1" ;;
   lvdisplay) [ -e "$S/lv_$(k "$1")" ]; exit ;;
   lvcreate)
@@ -85,6 +90,7 @@ const STUBS: &[&str] = &[
     "cryptsetup",
     "pvcreate",
     "vgdisplay",
+    "pvs",
     "vgcreate",
     "vgchange",
     "lvdisplay",

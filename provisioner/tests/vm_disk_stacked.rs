@@ -5,7 +5,9 @@
 //! on it and a RAID1 with LUKS and ext4 on it, each over two disks). The
 //! kernel's view afterwards (`cryptsetup status`, `lvs`, `mdadm --detail`,
 //! the mounts) must be the spec's; a file written survives unmount, a
-//! re-apply and mount; a wrong key opens nothing and mounts nothing.
+//! re-apply and mount; a wrong key opens nothing and mounts nothing; the
+//! same names applied to another disk while they are open are refused
+//! before anything is written.
 
 mod vm_support;
 
@@ -142,6 +144,25 @@ fn luks_lvm_and_luks_on_mdadm_applied_inside_the_installer_vm_match_their_specs(
     assert!(lvs.contains("64.00m"), "{lvs}");
     let pv = installer.must("pvs --noheadings -o pv_name,vg_name");
     assert!(pv.contains("/dev/mapper/crypted") && pv.contains("pool"), "{pv}");
+
+    // The same names on another disk: `crypted` is open on /dev/vda2, so
+    // labprov refuses (4) before writing anything to /dev/vdb, where disko
+    // would take the open volume for the spec's.
+    let other = installer
+        .ssh(
+            "labprov disk apply --spec /tmp/luks-lvm.json --disk main=/dev/vdb --root /mnt-other \
+             --luks-key-file crypted=/tmp/right.key --yes",
+        )
+        .output()
+        .unwrap();
+    let said = vm_support::text(&other);
+    assert_eq!(other.status.code(), Some(4), "another disk with the same names: {said}");
+    assert!(
+        said.contains("LUKS volume `crypted` already exists") && said.contains("/dev/vda2"),
+        "{said}"
+    );
+    let blank = installer.ssh("blkid -p /dev/vdb").output().unwrap();
+    assert!(!blank.status.success(), "/dev/vdb was written: {}", vm_support::text(&blank));
 
     apply_mount_reapply_and_keys(
         &installer,

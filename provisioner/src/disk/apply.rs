@@ -199,6 +199,9 @@ pub fn apply_with_keys(
         }
     }
     let work = prepare_tables(devices, opts, &steps)?;
+    if !opts.only_partition {
+        stacked::check_names_are_ours(&steps, &super::target::targets(devices, opts)?)?;
+    }
     // Every key now, before the first write: a missing terminal, key file
     // or passphrase stops here with nothing written.
     let keys = if opts.only_partition {

@@ -82,6 +82,12 @@ pub enum DiskError {
     WrongLuksKey { name: String, device: String, written: String },
     #[error("{} already holds `{found}`, not {wanted}; labprov does not write over it. If its data is not needed, erase it (`wipefs -a {}`) and re-run", device.display(), device.display())]
     Foreign { device: PathBuf, found: String, wanted: String },
+    #[error(
+        "{kind} `{name}` already exists on this machine, on {holder}, which is not on the disks \
+         given: labprov opens, mounts and closes only the spec's own. Give its disks with --disk, \
+         or rename it in the spec"
+    )]
+    NameTaken { kind: &'static str, name: String, holder: PathBuf },
 }
 
 /// A refusal made before writing gets the refused exit code; a tool's
@@ -97,6 +103,7 @@ impl lab_cli::Classify for DiskError {
             | DiskError::LuksKeyFile { .. }
             | DiskError::UnknownLuksKey { .. }
             | DiskError::Foreign { .. }
+            | DiskError::NameTaken { .. }
             | DiskError::NeedsLinux { .. } => lab_cli::Class::Refused,
             _ => lab_cli::Class::Failure,
         }

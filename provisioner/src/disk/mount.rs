@@ -95,6 +95,7 @@ pub fn mount_with_keys(
         let package = stacked::package_of(&program);
         return Err(lab_cli::ToolError::Missing { program, package }.into());
     }
+    stacked::check_names_are_ours(&steps, &super::target::targets(devices, opts)?)?;
     let keys = stacked::gather_keys(&steps, luks_keys, false)?;
     let mut loops = BTreeMap::new();
     let mut nodes: BTreeMap<String, PathBuf> = BTreeMap::new();
@@ -131,6 +132,10 @@ pub fn unmount(devices: &Devices, opts: &ApplyOptions) -> Result<Vec<Action>, Di
     super::require_linux("labprov disk unmount")?;
     check_mapping(devices, opts)?;
     let steps = dplan::plan(devices)?;
+    // Before the first unmount: nothing of the machine's own is closed.
+    if steps.iter().any(|s| matches!(s, Step::Luks(_) | Step::LvmVg(_) | Step::Mdadm(_))) {
+        stacked::check_names_are_ours(&steps, &super::target::targets(devices, opts)?)?;
+    }
     let mut actions = Vec::new();
     for step in steps.iter().rev() {
         if let Step::Mount { mountpoint, .. } = step {

@@ -15,7 +15,7 @@
 //! by its path, a passphrase goes to cryptsetup's stdin (`--key-file -`)
 //! from memory that is zeroed after use.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 use lab_cli::prompt::Secret;
@@ -50,7 +50,7 @@ pub(super) fn tools(steps: &[Step], add: &mut dyn FnMut(String)) {
             Step::Luks(_) => add("cryptsetup".into()),
             Step::LvmPv(_) => add("pvcreate".into()),
             Step::LvmVg(_) => {
-                for t in ["modprobe", "vgdisplay", "vgcreate", "vgchange"] {
+                for t in ["modprobe", "pvs", "vgdisplay", "vgcreate", "vgchange"] {
                     add(t.into());
                 }
             }
@@ -68,7 +68,7 @@ pub(super) fn tools(steps: &[Step], add: &mut dyn FnMut(String)) {
 /// know (the LVM tools beyond the create ones, modprobe).
 pub(super) fn package_of(program: &str) -> &'static str {
     match program {
-        "vgdisplay" | "lvdisplay" | "vgchange" | "pvcreate" | "vgcreate" | "lvcreate" => {
+        "pvs" | "vgdisplay" | "lvdisplay" | "vgchange" | "pvcreate" | "vgcreate" | "lvcreate" => {
             "lvm2 (Debian and Nix: lvm2)"
         }
         "cryptsetup" => "cryptsetup (Debian: cryptsetup-bin; Nix: cryptsetup)",
@@ -96,6 +96,140 @@ pub(super) fn check_key_names(steps: &[Step], keys: &LuksKeys) -> Result<(), Dis
         }
     }
     Ok(())
+}
+
+/// The spec's disks as given: block devices by their kernel name, image
+/// files by path (their loop devices name them as the backing file).
+struct OurDisks {
+    names: BTreeSet<String>,
+    files: BTreeSet<PathBuf>,
+}
+
+impl OurDisks {
+    fn new(disks: &[PathBuf]) -> OurDisks {
+        let mut ours = OurDisks { names: BTreeSet::new(), files: BTreeSet::new() };
+        for d in disks {
+            let Ok(real) = std::fs::canonicalize(d) else { continue };
+            if std::fs::metadata(&real).map(|m| m.is_file()).unwrap_or(false) {
+                ours.files.insert(real);
+            } else if let Some(name) = real.file_name().and_then(|n| n.to_str()) {
+                ours.names.insert(name.to_string());
+            }
+        }
+        ours
+    }
+
+    /// Whether block device `dev` lies on our disks: one of them, a
+    /// partition of one, a loop device of one of our image files, or a
+    /// device (dm, md) all of whose underlying devices do (sysfs `slaves`).
+    fn hold(&self, dev: &Path) -> bool {
+        kernel_name(dev).is_some_and(|n| self.hold_name(&n, 0))
+    }
+
+    fn hold_name(&self, name: &str, depth: u32) -> bool {
+        if depth > 8 {
+            return false;
+        }
+        if self.names.contains(name) {
+            return true;
+        }
+        let sys = Path::new("/sys/class/block").join(name);
+        if let Ok(file) = std::fs::read_to_string(sys.join("loop/backing_file")) {
+            if self.files.contains(Path::new(file.trim())) {
+                return true;
+            }
+        }
+        if sys.join("partition").exists() {
+            let parent = std::fs::canonicalize(&sys).ok().and_then(|p| {
+                p.parent().and_then(|q| q.file_name()).and_then(|n| n.to_str()).map(String::from)
+            });
+            return parent.is_some_and(|p| self.hold_name(&p, depth + 1));
+        }
+        let slaves: Vec<String> = std::fs::read_dir(sys.join("slaves"))
+            .map(|d| d.flatten().filter_map(|e| e.file_name().to_str().map(String::from)).collect())
+            .unwrap_or_default();
+        !slaves.is_empty() && slaves.iter().all(|s| self.hold_name(s, depth + 1))
+    }
+}
+
+/// The kernel's name of block device node `dev` (`dm-0` for
+/// /dev/mapper/crypted, which without udev is a node, not a link), from
+/// its device number through /sys/dev/block.
+fn kernel_name(dev: &Path) -> Option<String> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let meta = std::fs::metadata(dev).ok()?;
+    if !meta.file_type().is_block_device() {
+        return None;
+    }
+    // Linux's dev_t layout (glibc's gnu_dev_major/minor).
+    let rdev = meta.rdev();
+    let major = ((rdev >> 8) & 0xfff) | ((rdev >> 32) & !0xfff);
+    let minor = (rdev & 0xff) | ((rdev >> 12) & !0xff);
+    let sys = std::fs::canonicalize(format!("/sys/dev/block/{major}:{minor}")).ok()?;
+    sys.file_name()?.to_str().map(String::from)
+}
+
+/// disko finds a LUKS volume, volume group or array by its name alone; on
+/// a machine that has its own `crypted` or `pool` that would open, mount
+/// and close the machine's volumes as the spec's. Every such name that
+/// exists here must lie on the spec's disks (`disks`); checked before
+/// anything is written, opened or closed. A holder that is not a device
+/// here (only stub tools report such) is not judged.
+pub(super) fn check_names_are_ours(steps: &[Step], disks: &[PathBuf]) -> Result<(), DiskError> {
+    let ours = OurDisks::new(disks);
+    let taken = |kind, name: &str, holder: PathBuf| DiskError::NameTaken {
+        kind,
+        name: name.to_string(),
+        holder,
+    };
+    for s in steps {
+        match s {
+            Step::Luks(l) => {
+                if let Some(backing) = luks_backing(&l.name)? {
+                    if backing.exists() && !ours.hold(&backing) {
+                        return Err(taken("LUKS volume", &l.name, backing));
+                    }
+                }
+            }
+            Step::LvmVg(v) => {
+                let out =
+                    Cmd::new("pvs").args(["--noheadings", "-o", "pv_name,vg_name"]).probe()?;
+                for line in out.text().lines() {
+                    let mut f = line.split_whitespace();
+                    if let (Some(pv), Some(vg)) = (f.next(), f.next()) {
+                        if vg == v.name && Path::new(pv).exists() && !ours.hold(Path::new(pv)) {
+                            return Err(taken("volume group", &v.name, PathBuf::from(pv)));
+                        }
+                    }
+                }
+            }
+            Step::Mdadm(m) => {
+                // Only a running array: without udev a stopped one leaves
+                // its node (and an empty md device) behind.
+                let dev = Path::new(&m.device);
+                if array_running(&m.device)? && dev.exists() && !ours.hold(dev) {
+                    let holder = std::fs::canonicalize(dev).unwrap_or_else(|_| dev.to_path_buf());
+                    return Err(taken("array", &m.device, holder));
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// The device under open LUKS volume `name` (`cryptsetup status NAME`'s
+/// `device:` line), or None when it is not open.
+fn luks_backing(name: &str) -> Result<Option<PathBuf>, DiskError> {
+    let out = Cmd::new("cryptsetup").args(["status", name]).probe()?;
+    if !out.success() {
+        return Ok(None);
+    }
+    Ok(out
+        .text()
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("device:").map(|d| PathBuf::from(d.trim())))
+        .or_else(|| Some(PathBuf::from(format!("/dev/mapper/{name}")))))
 }
 
 /// Whether LUKS volume `name` is open (`cryptsetup status NAME`).

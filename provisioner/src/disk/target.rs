@@ -66,6 +66,11 @@ pub fn check_mapping(devices: &Devices, opts: &ApplyOptions) -> Result<(), DiskE
 
 /// The path spec disk `disk` is written to: its `--disk` mapping, or the
 /// spec's own `device`.
+/// Every spec disk's target (mapped with --disk, else its spec device).
+pub(super) fn targets(devices: &Devices, opts: &ApplyOptions) -> Result<Vec<PathBuf>, DiskError> {
+    devices.disk.keys().map(|d| target_of(devices, opts, d)).collect()
+}
+
 pub(super) fn target_of(
     devices: &Devices,
     opts: &ApplyOptions,
