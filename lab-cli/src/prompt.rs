@@ -6,7 +6,7 @@
 //! Secrets (a LUKS passphrase) are asked the same way, on the terminal
 //! only, without echo: [`passphrase`].
 
-use std::io::{BufRead, IsTerminal, Write};
+use std::io::{BufRead, IsTerminal, Read, Write};
 
 use zeroize::Zeroizing;
 
@@ -104,9 +104,8 @@ pub fn passphrase(prompt: &str, confirm: bool) -> Result<Secret, Declined> {
         });
     }
     let mut tty = std::fs::OpenOptions::new().read(true).write(true).open("/dev/tty")?;
-    let mut reader = std::io::BufReader::new(tty.try_clone()?);
     loop {
-        let first = read_hidden(&mut reader, &mut tty, &format!("{prompt}: "))?;
+        let first = read_hidden(&mut tty, &format!("{prompt}: "))?;
         if first.is_empty() {
             writeln!(tty, "An empty passphrase is not accepted; please try again.")?;
             continue;
@@ -114,7 +113,7 @@ pub fn passphrase(prompt: &str, confirm: bool) -> Result<Secret, Declined> {
         if !confirm {
             return Ok(Secret::new(first.to_vec()));
         }
-        let again = read_hidden(&mut reader, &mut tty, &format!("{prompt} (again to be safe): "))?;
+        let again = read_hidden(&mut tty, &format!("{prompt} (again to be safe): "))?;
         if *first == *again {
             return Ok(Secret::new(first.to_vec()));
         }
@@ -123,25 +122,35 @@ pub fn passphrase(prompt: &str, confirm: bool) -> Result<Secret, Declined> {
 }
 
 /// One line from the terminal with echo off (`stty -echo`, restored even
-/// when reading fails), without its newline.
-fn read_hidden(
-    reader: &mut dyn BufRead,
-    tty: &mut std::fs::File,
-    prompt: &str,
-) -> Result<Zeroizing<Vec<u8>>, Declined> {
+/// when reading fails), without its newline. Read a byte at a time straight
+/// into memory that is zeroed when dropped: no buffer keeps a copy. The end
+/// of input (a hung-up terminal, Ctrl-D) declines.
+fn read_hidden(tty: &mut std::fs::File, prompt: &str) -> Result<Zeroizing<Vec<u8>>, Declined> {
     write!(tty, "{prompt}")?;
     tty.flush()?;
-    let _echo = EchoOff::new()?;
+    let echo = EchoOff::new()?;
     let mut line = Zeroizing::new(Vec::new());
-    let read = reader.read_until(b'\n', &mut line);
-    drop(_echo);
+    let mut byte = [0u8; 1];
+    let ended = loop {
+        match tty.read(&mut byte) {
+            Ok(0) => break Ok(false),
+            Ok(_) if byte[0] == b'\n' => break Ok(true),
+            Ok(_) => line.push(byte[0]),
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => break Err(e),
+        }
+    };
+    zeroize::Zeroize::zeroize(&mut byte);
+    drop(echo);
     writeln!(tty)?;
-    read?;
+    let complete = ended?;
     if crate::interrupt::requested() {
         return Err(Declined::NotConfirmed { what: "reading the passphrase (Ctrl-C)".into() });
     }
-    if line.last() == Some(&b'\n') {
-        line.pop();
+    if !complete {
+        return Err(Declined::NotConfirmed {
+            what: "reading the passphrase (end of input)".into(),
+        });
     }
     if line.last() == Some(&b'\r') {
         line.pop();
@@ -166,7 +175,12 @@ impl EchoOff {
 
 impl Drop for EchoOff {
     fn drop(&mut self) {
-        let _ = crate::Cmd::new("stty").args([TTY_FLAG, "/dev/tty", "echo"]).run();
+        // Not through the one runner: after Ctrl-C it starts nothing, and
+        // echo must come back then most of all.
+        let _ = std::process::Command::new("stty")
+            .args([TTY_FLAG, "/dev/tty", "echo"])
+            .stdin(std::process::Stdio::null())
+            .status();
     }
 }
 

@@ -315,6 +315,72 @@ fn no_terminal_and_no_key_file_is_refused_before_anything_is_written() {
 }
 
 #[test]
+fn a_passphrase_typed_on_a_terminal_reaches_cryptsetup_byte_for_byte_and_echo_is_restored() {
+    let t =
+        "a_passphrase_typed_on_a_terminal_reaches_cryptsetup_byte_for_byte_and_echo_is_restored";
+    if !root_and_loops(t) || !lab_testkit::require_tools(t, &["script", "stty"]) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let spec = luks_lvm_spec(dir.path());
+    let img = image(dir.path(), "main.img");
+    let stub = Stubbed::new();
+    // util-linux `script` gives labprov a pseudo-terminal fed from this
+    // pipe: a mismatch first (asked again), then the same passphrase
+    // twice; afterwards the terminal's settings must have echo back on.
+    let command = format!(
+        "{} disk apply --spec {} --disk main={} --root {} --yes; stty -a",
+        env!("CARGO_BIN_EXE_labprov"),
+        spec.display(),
+        img.display(),
+        dir.path().join("mnt").display()
+    );
+    let mut child = Command::new("script")
+        .args(["-qec", &command, "/dev/null"])
+        .env("PATH", &stub.path)
+        .env("REAL_PATH", std::env::var("PATH").unwrap_or_default())
+        .env("STUB_LOG", stub.log())
+        .env("STUB_STATE", stub.dir.path().join("state"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write;
+        let input = child.stdin.as_mut().unwrap();
+        for line in ["first try", "does not match", "correct horse", "correct horse"] {
+            std::thread::sleep(std::time::Duration::from_millis(700));
+            input.write_all(format!("{line}\n").as_bytes()).unwrap();
+        }
+    }
+    let out = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(said.contains("Passphrases did not match"), "{said}");
+    assert!(!said.contains("correct horse"), "the passphrase was echoed: {said}");
+    // stty -a lists `echo` (on) or `-echo` (off).
+    assert!(said.split_whitespace().any(|w| w == "echo"), "echo is off afterwards: {said}");
+    let node = format!("{}p2", loop_of(&img));
+    let key = std::fs::read(
+        stub.dir.path().join("state").join(format!("pass{}", node.replace('/', "_"))),
+    )
+    .unwrap_or_else(|e| panic!("no LUKS format with a passphrase ({e}): {said}"));
+    assert_eq!(key, b"correct horse", "the key cryptsetup got is not what was typed");
+    let log = std::fs::read_to_string(stub.log()).unwrap_or_default();
+    assert!(!log.contains("correct horse"), "the passphrase is in a command line: {log}");
+    let _ = stub.labprov(&[
+        "disk",
+        "unmount",
+        "--spec",
+        spec.to_str().unwrap(),
+        "--disk",
+        &format!("main={}", img.display()),
+        "--root",
+        dir.path().join("mnt").to_str().unwrap(),
+    ]);
+}
+
+#[test]
 fn luks_lvm_apply_reapply_mount_unmount_run_disko_commands() {
     if !root_and_loops("luks_lvm_apply_reapply_mount_unmount_run_disko_commands") {
         return;
