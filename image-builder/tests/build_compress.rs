@@ -298,3 +298,41 @@ fn ctrl_c_while_compressing_leaves_nothing() {
     assert!(err.contains("interrupted") && err.contains("run the same command again"), "{err}");
     assert!(listing(&out).is_empty(), "left behind: {:?}", listing(&out));
 }
+
+#[test]
+fn the_other_form_of_the_image_stays_only_while_it_is_the_same_image() {
+    let t = "the_other_form_of_the_image_stays_only_while_it_is_the_same_image";
+    let (Some(standin), Some(fw)) = (standin(t), firmware(t)) else {
+        return;
+    };
+    if !lab_testkit::require_tools(t, &["ssh-keygen"]) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let key = test_key(tmp.path());
+    let out = tmp.path().join("out");
+    let build = |key: &Path, extra: &[&str]| {
+        ok(build_cmd(&standin, &fw, Some(key), &out).env("SOURCE_DATE_EPOCH", EPOCH).args(extra))
+    };
+    // Plain, then compressed from the same inputs: the same image, so the
+    // plain one is kept beside the .zst (both match the map and checksum).
+    build(&key, &[]);
+    let res = build(&key, &["--compress", "zstd", "--json"]);
+    assert!(out.join("nixpi.img").is_file(), "{:?}", listing(&out));
+    assert!(out.join("nixpi.img.zst").is_file());
+    let removed = &json(&res)["outputs"]["removed"];
+    assert!(removed.as_array().is_none_or(|a| a.is_empty()), "{removed}");
+    // Plain with another key: another image, so the .zst (and its
+    // checksum), which the new map no longer describes, go, and are named.
+    let other = tmp.path().join("other");
+    fs::create_dir(&other).unwrap();
+    let other_key = test_key(&other);
+    let res = build(&other_key, &["--json"]);
+    assert!(!out.join("nixpi.img.zst").exists() && !out.join("nixpi.img.zst.sha256").exists());
+    let removed = json(&res)["outputs"]["removed"].to_string();
+    assert!(removed.contains("nixpi.img.zst"), "{removed}");
+    // Compressed with the first key again: the plain image is now another
+    // one, so it goes.
+    build(&key, &["--compress", "zstd"]);
+    assert_eq!(listing(&out), COMPRESSED_OUTPUTS);
+}

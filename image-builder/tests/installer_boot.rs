@@ -109,9 +109,11 @@ fn the_keyed_x86_64_installer_boots_uefi_and_bios_as_cd_disk_and_usb_and_answers
         &[
             ("uefi-cd", "virtio"),
             ("uefi-disk", "virtio"),
-            ("uefi-disk", "usb"),
             ("bios-cd", "virtio"),
             ("bios-disk", "virtio"),
+            // Last: writing the stick needs root, and without it the
+            // boots after it would be skipped too.
+            ("uefi-disk", "usb"),
         ],
     );
 }
@@ -122,7 +124,7 @@ fn the_keyed_aarch64_installer_boots_uefi_as_disk_usb_and_cd_and_answers_with_it
         "the_keyed_aarch64_installer_boots_uefi_as_disk_usb_and_cd_and_answers_with_its_key",
         "aarch64",
         &["/usr/share/qemu-efi-aarch64/QEMU_EFI.fd (package qemu-efi-aarch64)"],
-        &[("uefi-disk", "virtio"), ("uefi-disk", "usb"), ("uefi-cd", "virtio")],
+        &[("uefi-disk", "virtio"), ("uefi-cd", "virtio"), ("uefi-disk", "usb")],
     );
 }
 

@@ -13,28 +13,6 @@ use std::time::Duration;
 use serde_json::Value;
 use vm_support::{boot_installer, repo, spec_json};
 
-/// The disk as the kernel and the standard tools see it (the stand-in has
-/// no udev, so lsblk knows no labels; sfdisk and blkid read the disk):
-/// sfdisk's partition table, then each partition's filesystem type and
-/// mountpoint.
-fn disk_view(installer: &vm_support::Installer) -> (Value, Vec<(String, String)>) {
-    let table: Value = serde_json::from_str(&installer.must("sfdisk --json /dev/vda")).unwrap();
-    let mounts = installer.must("cat /proc/mounts");
-    let mut fs = Vec::new();
-    for part in table["partitiontable"]["partitions"].as_array().expect("partitions") {
-        let node = part["node"].as_str().unwrap();
-        let kind = installer.must(&format!("blkid -o value -s TYPE {node}")).trim().to_string();
-        let mountpoint = mounts
-            .lines()
-            .find(|l| l.split_whitespace().next() == Some(node))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .unwrap_or("-")
-            .to_string();
-        fs.push((kind, mountpoint));
-    }
-    (table, fs)
-}
-
 #[test]
 fn rydevs_spec_applied_inside_the_installer_vm_matches_and_a_reapply_keeps_the_data() {
     let t = "rydevs_spec_applied_inside_the_installer_vm_matches_and_a_reapply_keeps_the_data";
@@ -49,7 +27,7 @@ fn rydevs_spec_applied_inside_the_installer_vm_matches_and_a_reapply_keeps_the_d
 
     // The kernel's view: GPT with rydev's two partitions, their filesystems,
     // mounted under /mnt as the spec says.
-    let (table, fs) = disk_view(&installer);
+    let (table, fs) = installer.disk_view("vda");
     let parts = table["partitiontable"]["partitions"].as_array().unwrap();
     assert_eq!(table["partitiontable"]["label"], "gpt", "{table}");
     assert_eq!(parts.len(), 2, "{table}");
@@ -71,7 +49,7 @@ fn rydevs_spec_applied_inside_the_installer_vm_matches_and_a_reapply_keeps_the_d
     assert!(!installer.must("cat /proc/mounts").contains(" /mnt "), "still mounted");
     let again: Value = serde_json::from_str(&installer.must(apply)).unwrap();
     assert_eq!(installer.must("cat /mnt/marker").trim(), "kept");
-    assert_eq!(disk_view(&installer), (table, fs), "a re-apply changed the disk:\n{again}");
+    assert_eq!(installer.disk_view("vda"), (table, fs), "a re-apply changed the disk:\n{again}");
 
     // A hard reset (no unmount, no sync) and the disk is still the spec's:
     // the installer boots from the ISO again (the disk has no loader), and

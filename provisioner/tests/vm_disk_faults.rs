@@ -15,38 +15,30 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::Duration;
 
-use serde_json::Value;
 use vm_support::{boot_installer, repo, spec_json, Installer};
 
 /// What must be equal between an interrupted-then-rerun disk and the
 /// uninterrupted one: each partition's name, type, start and size, and its
 /// filesystem type and mountpoint below the disk's root.
 fn view(installer: &Installer, disk: &str, root: &str) -> Vec<String> {
-    let table: Value =
-        serde_json::from_str(&installer.must(&format!("sfdisk --json /dev/{disk}"))).unwrap();
+    let (table, fs) = installer.disk_view(disk);
     assert_eq!(table["partitiontable"]["label"], "gpt", "{table}");
-    let mounts = installer.must("cat /proc/mounts");
-    let mut out = Vec::new();
-    for p in table["partitiontable"]["partitions"].as_array().unwrap() {
-        let node = p["node"].as_str().unwrap();
-        let fs = installer.must(&format!("blkid -p -o value -s TYPE {node} || true"));
-        let mountpoint = mounts
-            .lines()
-            .find(|l| l.split_whitespace().next() == Some(node))
-            .and_then(|l| l.split_whitespace().nth(1))
-            .map(|m| m.strip_prefix(root).unwrap_or(m).to_string())
-            .unwrap_or_else(|| "-".into());
-        out.push(format!(
-            "{} {} start={} size={} fs={} at={}",
-            p["name"],
-            p["type"],
-            p["start"],
-            p["size"],
-            fs.trim(),
-            if mountpoint.is_empty() { "/".into() } else { mountpoint }
-        ));
-    }
-    out
+    let parts = table["partitiontable"]["partitions"].as_array().unwrap();
+    parts
+        .iter()
+        .zip(fs)
+        .map(|(p, (kind, mountpoint))| {
+            let at = match mountpoint.strip_prefix(root) {
+                Some("") => "/".to_string(),
+                Some(rest) => rest.to_string(),
+                None => mountpoint,
+            };
+            format!(
+                "{} {} start={} size={} fs={kind} at={at}",
+                p["name"], p["type"], p["start"], p["size"]
+            )
+        })
+        .collect()
 }
 
 /// `running PATTERN`: whether a process whose name (/proc/PID/comm)

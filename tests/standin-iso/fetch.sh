@@ -46,6 +46,8 @@ case ${2:-x86_64} in
     aarch64) deb_arch=arm64; PKGS+=(grub-efi-arm64-bin) ;;
     *) usage ;;
 esac
+# One entry per package (the lists overlap): debs.txt has one line each.
+mapfile -t PKGS < <(printf '%s\n' "${PKGS[@]}" | awk '!seen[$0]++')
 
 # Sets kpkg (the real kernel package behind the metapackage) and version[].
 declare -A version=() arch=()

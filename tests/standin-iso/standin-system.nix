@@ -7,7 +7,10 @@
 # /etc/ssh/authorized_keys.d from users.users.root.openssh.authorizedKeys.
 # The kernel and initrd are make.sh's (target/standin-iso/
 # standin-system-x86_64: the stand-in installer's kernel, system-init.sh as
-# /init), each a store path of its own as in NixOS.
+# /init), each a store path of its own as in NixOS. Its builders are the
+# machine's /bin/sh and /usr/bin tools, so it builds where the Nix sandbox
+# is off (scripts/setup configures this machine's Nix so), as
+# tests/standin/nixos-system.nix does.
 { kernel
 , initrd
   # The root filesystem's device, as the host's fileSystems."/" names it.

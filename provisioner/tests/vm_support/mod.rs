@@ -168,6 +168,29 @@ impl Installer {
         assert!(out.status.success(), "upload {path}: {}", text(&out));
     }
 
+    /// /dev/DISK as the kernel and the standard tools see it (no udev
+    /// here, so lsblk knows no labels; sfdisk and blkid read the disk):
+    /// sfdisk's partition table, then each partition's filesystem type
+    /// (`blkid -p`, empty for none) and mountpoint (`-` when not mounted).
+    pub fn disk_view(&self, disk: &str) -> (serde_json::Value, Vec<(String, String)>) {
+        let table: serde_json::Value =
+            serde_json::from_str(&self.must(&format!("sfdisk --json /dev/{disk}"))).unwrap();
+        let mounts = self.must("cat /proc/mounts");
+        let mut fs = Vec::new();
+        for part in table["partitiontable"]["partitions"].as_array().expect("partitions") {
+            let node = part["node"].as_str().unwrap();
+            let kind = self.must(&format!("blkid -p -o value -s TYPE {node} || true"));
+            let mountpoint = mounts
+                .lines()
+                .find(|l| l.split_whitespace().next() == Some(node))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .unwrap_or("-")
+                .to_string();
+            fs.push((kind.trim().to_string(), mountpoint));
+        }
+        (table, fs)
+    }
+
     /// This build's labprov on the installer as /usr/local/bin/labprov
     /// (debug info stripped: the transfer runs over emulated networking).
     /// A NixOS installer has it from the flake's package instead.
