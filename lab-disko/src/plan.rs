@@ -103,18 +103,16 @@ pub fn plan(devices: &Devices) -> Result<Vec<Step>, SpecError> {
                 let disk = &devices.disk[&key];
                 if let Some(c) = &disk.content {
                     let path = format!("disko.devices.disk.{key}.content");
-                    walk.content(c, &path, Some(&key), &disk.device)?;
+                    walk.content(c, &path, Some(&key))?;
                 }
             }
             "mdadm" => {
                 let md = &devices.mdadm[&key];
                 let path = format!("disko.devices.mdadm.{key}");
                 let members = walk.members.remove(&md.name).unwrap_or_default();
-                let step = stacked::mdadm(md, &path, members)?;
-                let device = step.device.clone();
-                walk.steps.push(Step::Mdadm(step));
+                walk.steps.push(Step::Mdadm(stacked::mdadm(md, &path, members)?));
                 if let Some(c) = &md.content {
-                    walk.content(c, &format!("{path}.content"), None, &device)?;
+                    walk.content(c, &format!("{path}.content"), None)?;
                 }
             }
             "lvm_vg" => {
@@ -131,8 +129,7 @@ pub fn plan(devices: &Devices) -> Result<Vec<Step>, SpecError> {
                 }
                 for (lv_key, lv) in &lvs {
                     if let Some(c) = &lv.content {
-                        let device = format!("/dev/{}/{}", vg.name, lv.name);
-                        walk.content(c, &format!("{path}.lvs.{lv_key}.content"), None, &device)?;
+                        walk.content(c, &format!("{path}.lvs.{lv_key}.content"), None)?;
                     }
                 }
             }
@@ -253,13 +250,7 @@ struct Walk {
 impl Walk {
     /// The steps of one content. `disk` is the spec disk's name when the
     /// content sits directly on that disk (where a partition table may go).
-    fn content(
-        &mut self,
-        c: &Content,
-        path: &str,
-        disk: Option<&str>,
-        device: &str,
-    ) -> Result<(), SpecError> {
+    fn content(&mut self, c: &Content, path: &str, disk: Option<&str>) -> Result<(), SpecError> {
         match c {
             Content::Gpt(g) => {
                 let Some(disk) = disk else {
@@ -273,7 +264,7 @@ impl Walk {
                 for (_, p) in g.sorted() {
                     if let Some(pc) = &p.content {
                         let ppath = format!("{path}.partitions.{}.content", p.name);
-                        self.content(pc, &ppath, None, &p.device)?;
+                        self.content(pc, &ppath, None)?;
                     }
                 }
             }
@@ -288,10 +279,8 @@ impl Walk {
                 });
                 for (i, p) in t.partitions.iter().enumerate() {
                     if let Some(pc) = &p.content {
-                        let dev = super::normalize::device_numbering(&t.device, i + 1)
-                            .unwrap_or_default();
                         let ppath = format!("{path}.partitions.[{i}].content");
-                        self.content(pc, &ppath, None, &dev)?;
+                        self.content(pc, &ppath, None)?;
                     }
                 }
             }
@@ -318,11 +307,9 @@ impl Walk {
             }
             Content::Btrfs(b) => btrfs(b, path, &mut self.steps, &mut self.mounts)?,
             Content::Luks(l) => {
-                let step = stacked::luks(l, path)?;
-                let mapper = step.mapper.clone();
-                self.steps.push(Step::Luks(step));
+                self.steps.push(Step::Luks(stacked::luks(l, path)?));
                 if let Some(inner) = &l.content {
-                    self.content(inner, &format!("{path}.content"), None, &mapper)?;
+                    self.content(inner, &format!("{path}.content"), None)?;
                 }
             }
             Content::LvmPv(p) => {
@@ -335,7 +322,6 @@ impl Walk {
                 self.members.entry(m.name.clone()).or_default().push(m.device.clone());
             }
         }
-        let _ = device;
         Ok(())
     }
 

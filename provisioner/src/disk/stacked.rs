@@ -554,11 +554,10 @@ pub(super) fn create_mdadm(
     }
     let members: Vec<String> = m.members.iter().map(|d| node(d).display().to_string()).collect();
     let mut raid = 0;
-    for (spec, dev) in m.members.iter().zip(&members) {
+    for dev in &members {
         match blkid_type(Path::new(dev))? {
             Some(t) if t == "linux_raid_member" => raid += 1,
             Some(found) => {
-                let _ = spec;
                 return Err(DiskError::Foreign {
                     device: PathBuf::from(dev),
                     found,
