@@ -18,23 +18,6 @@ use std::process::{Command, Output, Stdio};
 
 use common::{custom_lab, labimg, repo};
 
-/// The stand-in base ISO for `arch` scripts/setup made (or
-/// $LABIMG_STANDIN_ISO/...).
-fn standin_iso(test: &str, arch: &str) -> Option<PathBuf> {
-    let dir = std::env::var_os("LABIMG_STANDIN_ISO")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("target/standin-iso"));
-    let iso = dir.join(format!("installer-{arch}.standin.iso"));
-    if iso.is_file() {
-        return Some(iso);
-    }
-    lab_testkit::skip(
-        test,
-        &format!("{} is missing: run scripts/setup (tests/standin-iso/make.sh)", iso.display()),
-    );
-    None
-}
-
 fn run(cmd: &mut Command) -> Output {
     cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
 }
@@ -144,7 +127,7 @@ fn keyed_installer_boots(t: &str, arch: &str, firmware: &[&str], boots: &[(&str,
             return;
         }
     }
-    let Some(base) = standin_iso(t, arch) else { return };
+    let Some(base) = lab_testkit::vm::standin_iso(t, arch) else { return };
     let tmp = tempfile::tempdir().unwrap();
 
     // The admin (a throwaway key) and a stranger.

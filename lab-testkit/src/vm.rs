@@ -40,6 +40,24 @@ pub fn require_vm(test: &str) -> bool {
     true
 }
 
+/// The stand-in base installer ISO for `arch` that scripts/setup made
+/// (tests/standin-iso/make.sh into target/standin-iso, or
+/// $LABIMG_STANDIN_ISO), or None after a [`crate::skip`] saying so.
+pub fn standin_iso(test: &str, arch: &str) -> Option<PathBuf> {
+    let dir = std::env::var_os("LABIMG_STANDIN_ISO")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/standin-iso"));
+    let iso = dir.join(format!("installer-{arch}.standin.iso"));
+    if iso.is_file() {
+        return Some(iso);
+    }
+    crate::skip(
+        test,
+        &format!("{} is missing: run scripts/setup (tests/standin-iso/make.sh)", iso.display()),
+    );
+    None
+}
+
 /// What to boot.
 #[derive(Debug, Clone)]
 pub struct VmOptions {

@@ -151,20 +151,14 @@ impl Stubbed {
     }
 
     fn labprov(&self, args: &[&str]) -> (bool, String, String) {
-        let out = Command::new(env!("CARGO_BIN_EXE_labprov"))
-            .args(args)
-            .env("PATH", &self.path)
-            .env("REAL_PATH", std::env::var("PATH").unwrap_or_default())
-            .env("STUB_LOG", self.log())
-            .env("STUB_STATE", self.dir.path().join("state"))
-            .env_remove("RUST_BACKTRACE")
-            .stdin(std::process::Stdio::null())
-            .output()
-            .expect("run labprov");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into(),
-            String::from_utf8_lossy(&out.stderr).into(),
+        common::labprov_with(
+            args,
+            &[
+                ("PATH", self.path.clone()),
+                ("REAL_PATH", std::env::var("PATH").unwrap_or_default()),
+                ("STUB_LOG", self.log().display().to_string()),
+                ("STUB_STATE", self.dir.path().join("state").display().to_string()),
+            ],
         )
     }
 

@@ -19,13 +19,7 @@
 , host ? "standin"
 }:
 let
-  mk = name: script: derivation {
-    inherit name;
-    system = builtins.currentSystem;
-    builder = "/bin/sh";
-    args = [ "-c" script ];
-    PATH = "/usr/bin:/bin";
-  };
+  mk = import ../standin/mk.nix;
   kernelPkg = mk "linux-standin" "mkdir -p $out; cp ${kernel} $out/bzImage";
   initrdPkg = mk "initrd-standin" "mkdir -p $out; cp ${initrd} $out/initrd";
 in

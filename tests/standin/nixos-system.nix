@@ -5,13 +5,7 @@
 # paths so the closure is more than one path. A stand-in, not a NixOS system.
 { host ? "standin" }:
 let
-  mk = name: script: derivation {
-    inherit name;
-    system = builtins.currentSystem;
-    builder = "/bin/sh";
-    args = [ "-c" script ];
-    PATH = "/usr/bin:/bin";
-  };
+  mk = import ./mk.nix;
   kernel = mk "linux-standin" "mkdir -p $out/dtbs/broadcom; echo kernel > $out/Image; echo dtb > $out/dtbs/broadcom/bcm2711-rpi-4-b.dtb";
   initrd = mk "initrd-standin" "mkdir -p $out; echo initrd > $out/initrd";
 in

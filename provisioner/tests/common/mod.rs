@@ -71,8 +71,14 @@ pub use lab_testkit::{have_tool, skip};
 /// Runs labprov with `args`, without a terminal on stdin and without
 /// backtraces in its error output. Returns (success, stdout, stderr).
 pub fn labprov(args: &[&str]) -> (bool, String, String) {
+    labprov_with(args, &[])
+}
+
+/// [`labprov`] with these environment variables set too.
+pub fn labprov_with(args: &[&str], env: &[(&str, String)]) -> (bool, String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_labprov"))
         .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env_remove("RUST_BACKTRACE")
         .env_remove("RUST_LIB_BACKTRACE")
         .stdin(std::process::Stdio::null())

@@ -25,22 +25,6 @@ fn run(cmd: &mut Command) -> Output {
     cmd.stdin(Stdio::null()).output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"))
 }
 
-/// The base stand-in ISO scripts/setup made, or None after a skip.
-fn standin_iso(test: &str) -> Option<PathBuf> {
-    let dir = std::env::var_os("LABIMG_STANDIN_ISO")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| repo().join("target/standin-iso"));
-    let iso = dir.join("installer-x86_64.standin.iso");
-    if iso.is_file() {
-        return Some(iso);
-    }
-    lab_testkit::skip(
-        test,
-        &format!("{} is missing: run scripts/setup (tests/standin-iso/make.sh)", iso.display()),
-    );
-    None
-}
-
 /// The labimg binary of this workspace build (cargo puts it beside the
 /// test binaries' deps/ directory), or None after a skip.
 fn labimg(test: &str) -> Option<PathBuf> {
@@ -82,7 +66,7 @@ pub fn boot_installer(test: &str, dir: &Path, disks: usize, disk_bytes: u64) -> 
     {
         return None;
     }
-    let base = standin_iso(test)?;
+    let base = vm::standin_iso(test, "x86_64")?;
     let labimg = labimg(test)?;
 
     let admin_key = dir.join("admin");
