@@ -16,6 +16,36 @@ pub enum PartedError {
     Msdos { index: usize, message: String },
 }
 
+/// A character of a legacy `table` partition name that disko cannot
+/// escape, so disko's evaluation of the spec fails on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("{character:?} at byte {offset} is not printable ASCII (0x20..=0x7E)")]
+pub struct UnescapableChar {
+    pub character: char,
+    pub offset: usize,
+}
+
+/// The name disko passes to `parted mkpart` for a partition of a legacy
+/// `table` of format gpt, which parted writes to the GPT entry as it is.
+///
+/// disko v1.13.0 (`de570873`) `lib/types/table.nix` runs
+/// `mkpart "${diskoLib.hexEscapeUdevSymlink partition.name}" ...`: the
+/// escape of `lib/default.nix` ([`hex_escape_udev_symlink`]), so
+/// `my name` is the literal `my\x20name`, backslash included, on disk.
+/// That escape takes each character's code from nixpkgs
+/// `lib.strings.charToInt`, a lookup in `lib/ascii-table.nix` that holds
+/// only 0x20..=0x7E, so a tab, a newline or any non-ASCII byte makes
+/// disko's evaluation fail; it is an error here too, so labprov never
+/// writes a name disko could not.
+///
+/// [`hex_escape_udev_symlink`]: crate::normalize::hex_escape_udev_symlink
+pub fn mkpart_name(name: &str) -> Result<String, UnescapableChar> {
+    if let Some((offset, character)) = name.char_indices().find(|(_, c)| !(' '..='~').contains(c)) {
+        return Err(UnescapableChar { character, offset });
+    }
+    Ok(crate::normalize::hex_escape_udev_symlink(name))
+}
+
 /// The 1 MiB grain parted aligns to when the device reports no topology.
 const GRAIN_BYTES: u64 = 1024 * 1024;
 
@@ -153,6 +183,34 @@ mod tests {
     #[test]
     fn msdos_fixture() {
         assert_eq!(place(1, "1M", "100%", TOTAL, 512, 1, TOTAL - 1, &[]).unwrap(), (2048, 8388607));
+    }
+
+    #[test]
+    fn names_are_escaped_as_disko_escapes_them() {
+        let esc = |s: &str| mkpart_name(s).unwrap();
+        assert_eq!(esc("name with spaces"), r"name\x20with\x20spaces");
+        assert_eq!(esc(r#"say "hi""#), r"say\x20\x22hi\x22");
+        assert_eq!(esc("it's"), r"it\x27s");
+        assert_eq!(esc(r"a\b"), r"a\x5Cb");
+        assert_eq!(esc("100%"), r"100\x25");
+        // The regex range `+-.` keeps `+ , - .`; the other kept punctuation.
+        assert_eq!(esc("x,y+z-w.v"), "x,y+z-w.v");
+        assert_eq!(esc("#:=@_/"), "#:=@_/");
+        assert_eq!(esc("ESP"), "ESP");
+        assert_eq!(esc("~*"), r"\x7E\x2A");
+        assert_eq!(esc(""), "");
+    }
+
+    #[test]
+    fn names_disko_cannot_evaluate_are_refused() {
+        for (name, character, offset) in [
+            ("a\tb", '\t', 1),
+            ("line\n", '\n', 4),
+            ("caf\u{e9}", '\u{e9}', 3),
+            ("\u{7f}", '\u{7f}', 0),
+        ] {
+            assert_eq!(mkpart_name(name), Err(UnescapableChar { character, offset }), "{name:?}");
+        }
     }
 
     #[test]

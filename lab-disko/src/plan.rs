@@ -79,6 +79,9 @@ pub struct PartedPart {
     pub index: usize,
     /// The partition's option path (`...content.partitions.[0]`).
     pub spec_path: String,
+    /// On gpt, the name parted writes: the spec's name escaped as disko
+    /// escapes it (`name with spaces` is `name\x20with\x20spaces` on disk);
+    /// on msdos, the spec's name, which nothing writes.
     pub name: Option<String>,
     pub part_type: String,
     pub fs_type: Option<String>,
@@ -462,10 +465,23 @@ fn table_plan(t: &Table, path: &str) -> Result<TablePlan, SpecError> {
                 ));
             }
         }
+        // On gpt parted writes the name disko hands it, which disko escapes
+        // first; msdos has no names (the first word of mkpart is the type).
+        let name = match (&p.name, t.format.as_str()) {
+            (Some(n), "gpt") => Some(parted::mkpart_name(n).map_err(|e| {
+                SpecError::unsupported(
+                    format!("{path}.partitions.[{i}].name"),
+                    format!(
+                        "{e}: disko escapes a gpt partition name with nixpkgs `lib.strings.charToInt`, which knows only printable ASCII, so disko fails to evaluate this spec; use printable ASCII in the name"
+                    ),
+                )
+            })?),
+            _ => p.name.clone(),
+        };
         partitions.push(PartedPart {
             index: i + 1,
             spec_path: format!("{path}.partitions.[{i}]"),
-            name: p.name.clone(),
+            name,
             part_type: p.part_type.clone(),
             fs_type: p.fs_type.clone(),
             start: p.start.clone(),
@@ -686,5 +702,60 @@ pub fn resolve_table(
             }
             Ok(out)
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn legacy_table(format: &str, name: &str) -> Devices {
+        let raw = serde_json::json!({"disk": {"main": {"type": "disk", "device": "/dev/vda",
+            "content": {"type": "table", "format": format, "partitions": [
+                {"name": "ESP", "start": "1M", "end": "10M"},
+                {"name": name, "start": "10M", "end": "100%"}]}}}});
+        Devices::from_raw(&raw).expect("normalise")
+    }
+
+    fn parted_names(steps: &[Step]) -> Vec<Option<String>> {
+        steps
+            .iter()
+            .find_map(|s| match s {
+                Step::Partition { table: TablePlan::Parted { partitions, .. }, .. } => {
+                    Some(partitions.iter().map(|p| p.name.clone()).collect())
+                }
+                _ => None,
+            })
+            .expect("a legacy table step")
+    }
+
+    #[test]
+    fn gpt_names_are_planned_as_disko_escapes_them() {
+        let steps = plan(&legacy_table("gpt", "it's mine")).unwrap();
+        assert_eq!(
+            parted_names(&steps),
+            [Some("ESP".to_string()), Some(r"it\x27s\x20mine".to_string())]
+        );
+        let resolved = match &steps[0] {
+            Step::Partition { table, .. } => resolve_table(table, 512, 1 << 20, &[]).unwrap(),
+            other => panic!("first step is not the table: {other:?}"),
+        };
+        assert_eq!(resolved[1].name, r"it\x27s\x20mine");
+    }
+
+    #[test]
+    fn gpt_names_disko_cannot_evaluate_are_refused() {
+        let err = plan(&legacy_table("gpt", "caf\u{e9}")).unwrap_err();
+        let SpecError::Unsupported { path, message } = err else {
+            panic!("not an unsupported-spec error: {err}");
+        };
+        assert_eq!(path, "disko.devices.disk.main.content.partitions.[1].name");
+        assert!(message.contains("'é' at byte 3") && message.contains("disko"), "{message}");
+    }
+
+    #[test]
+    fn msdos_names_are_not_written_so_not_checked() {
+        let steps = plan(&legacy_table("msdos", "tab\there")).unwrap();
+        assert_eq!(parted_names(&steps)[1].as_deref(), Some("tab\there"));
     }
 }

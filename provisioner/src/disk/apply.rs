@@ -86,8 +86,12 @@ fn prepare_tables(
             continue;
         };
         if let TablePlan::Gpt { partitions, hybrid, .. } = table {
-            // TODO: disko's `sgdisk -h` hybrid MBR is not written yet (no
-            // fixture pins its output); refuse rather than leave it out.
+            // Refused, not left out: `disk::table` writes the GPT and its
+            // protective MBR itself, and a hybrid MBR would need `sgdisk -h`'s
+            // exact entries (EE placement, CHS, types) plus disko's `sfdisk
+            // --label-nested dos --part-type/--activate`, while no disko
+            // fixture pins a hybrid MBR's output to check them against (the
+            // `hybrid` fixture is a BIOS+EFI layout without `hybrid`).
             if let Some(p) = hybrid.first().and_then(|n| partitions.iter().find(|p| p.number == *n))
             {
                 return Err(DiskError::Unsupported {
