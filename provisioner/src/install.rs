@@ -281,6 +281,16 @@ pub struct Step {
     pub phase: Phase,
     pub what: String,
     pub done: bool,
+    /// Wall time the step took (0 for what a dry run would do).
+    pub seconds: f64,
+}
+
+/// Wall time of one phase that ran.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PhaseTime {
+    pub phase: &'static str,
+    pub seconds: f64,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -294,6 +304,12 @@ pub struct Report {
     pub system: Option<PathBuf>,
     pub dry_run: bool,
     pub steps: Vec<Step>,
+    /// Each phase that ran, in install order, with its wall time, after
+    /// `prepare` (the local checks, the key decrypted, the system built)
+    /// and `pin` (the installer's key checked and pinned).
+    pub phases: Vec<PhaseTime>,
+    /// The whole command.
+    pub seconds: f64,
 }
 
 /// The installer's key, as offered and then confirmed.
@@ -357,10 +373,12 @@ impl Ctx<'_> {
             return Ok(());
         }
         (self.say)(&format!("{}: {what}", phase.name()));
-        self.steps.push(Step { phase, what: what.clone(), done: false });
+        self.steps.push(Step { phase, what: what.clone(), done: false, seconds: 0.0 });
+        let started = Instant::now();
         let detail = act(self)?;
         if let Some(s) = self.steps.last_mut() {
             s.done = true;
+            s.seconds = started.elapsed().as_secs_f64();
             if !detail.trim().is_empty() {
                 s.what = format!("{what}\n{}", detail.trim_end());
             }
@@ -370,7 +388,7 @@ impl Ctx<'_> {
 
     fn note(&mut self, phase: Phase, what: String, done: bool) {
         (self.say)(&format!("{}: {what}", phase.name()));
-        self.steps.push(Step { phase, what, done });
+        self.steps.push(Step { phase, what, done, seconds: 0.0 });
     }
 
     fn remote(&self) -> Remote<'_> {
@@ -422,14 +440,31 @@ pub fn install(
     confirm: &mut dyn Confirm,
     say: &mut dyn FnMut(&str),
 ) -> Result<Report> {
+    let started = Instant::now();
+    let mut times = Vec::new();
+    let mut timed = |phase: &'static str, since: Instant| {
+        times.push(PhaseTime { phase, seconds: since.elapsed().as_secs_f64() });
+    };
     let mut ctx = prepare(lab, opts, identity, say)?;
+    timed("prepare", started);
     if ctx.spec.is_some() {
+        let at = Instant::now();
         pin_installer(&mut ctx, confirm)?;
+        timed("pin", at);
     }
     for (phase, run) in PHASES {
         if opts.runs(phase) {
             lab_cli::interrupt::check()?;
+            let at = Instant::now();
             run(&mut ctx, confirm)?;
+            if !opts.dry_run {
+                (ctx.say)(&format!(
+                    "{}: done in {:.1} s",
+                    phase.name(),
+                    at.elapsed().as_secs_f64()
+                ));
+            }
+            timed(phase.name(), at);
         }
     }
     Ok(Report {
@@ -440,6 +475,8 @@ pub fn install(
         system: ctx.system,
         dry_run: opts.dry_run,
         steps: ctx.steps,
+        phases: times,
+        seconds: started.elapsed().as_secs_f64(),
     })
 }
 
@@ -583,23 +620,31 @@ fn keys_phase(ctx: &mut Ctx, _: &mut dyn Confirm) -> Result<()> {
         ctx.host_key.fingerprint()
     );
     ctx.change(Phase::Keys, what, |ctx| {
-        let key = ctx.private.as_ref().ok_or_else(|| Error::NoLabKey { host: ctx.opts.host.clone() })?;
-        // The directories with the usual modes (the new system's /etc must
-        // stay readable), then umask 077 before any key byte lands: not even
-        // the temporary file is readable by others, and one left by an
-        // earlier run (even a symlink) is removed, not written through.
+        let key =
+            ctx.private.as_ref().ok_or_else(|| Error::NoLabKey { host: ctx.opts.host.clone() })?;
         let put = |target: &str, mode: &str, data: &[u8]| {
-            let (d, t, tmp) = (quote(&key_dir), quote(target), quote(&format!("{target}.labprov-tmp")));
-            ctx.remote().run(
-                "host key",
-                &format!("umask 022 && mkdir -p {d} && umask 077 && rm -f {tmp} && cat > {tmp} && chmod {mode} {tmp} && mv -f {tmp} {t}"),
-                Some(data),
-            )
+            ctx.remote().run("host key", &put_file(&key_dir, target, mode, data.len()), Some(data))
         };
         put(&key_file, "600", key.private_openssh().as_bytes())?;
         put(&format!("{key_file}.pub"), "644", format!("{}\n", key.public_openssh()).as_bytes())?;
         Ok(String::new())
     })
+}
+
+/// The shell command that puts stdin (`len` bytes) at `target` in `dir`
+/// with `mode`. The directories get the usual modes (the new system's /etc
+/// must stay readable), then umask 077 before any key byte lands: not even
+/// the temporary file is readable by others, and one left by an earlier run
+/// (even a symlink) is removed, not written through. Only a complete copy is
+/// renamed into place: when the connection drops mid-transfer, `cat` sees an
+/// early end of input and succeeds, and a cut key must not become the
+/// host's key.
+fn put_file(dir: &str, target: &str, mode: &str, len: usize) -> String {
+    let (d, t, tmp) = (quote(dir), quote(target), quote(&format!("{target}.labprov-tmp")));
+    format!(
+        "umask 022 && mkdir -p {d} && umask 077 && rm -f {tmp} && cat > {tmp} && \
+         size=$(wc -c < {tmp}) && [ $size -eq {len} ] && chmod {mode} {tmp} && mv -f {tmp} {t}"
+    )
 }
 
 /// The closure into ROOT/nix/store over the pinned connection, then
@@ -619,7 +664,12 @@ fn install_phase(ctx: &mut Ctx, _: &mut dyn Confirm) -> Result<()> {
                 .system
                 .as_deref()
                 .ok_or_else(|| Error::NotASystem { path: PathBuf::from(&shown) })?;
-            nix_copy(ctx.pinned.as_ref().expect("pinned"), &ctx.opts.root, system)?;
+            nix_copy(
+                ctx.pinned.as_ref().expect("pinned"),
+                &ctx.opts.target.address,
+                &ctx.opts.root,
+                system,
+            )?;
             Ok(String::new())
         },
     )?;
@@ -764,7 +814,7 @@ fn system_closure(
 /// `nix copy` of the closure into ROOT's store over the pinned connection.
 /// The root was validated to plain characters, so one level of encoding
 /// inside the store URI is enough.
-fn nix_copy(pinned: &Pinned, root: &str, system: &Path) -> Result<()> {
+fn nix_copy(pinned: &Pinned, address: &str, root: &str, system: &Path) -> Result<()> {
     let sshopts = pinned.nix_sshopts().map_err(Error::SshOpts)?;
     let store = format!(
         "ssh://{}?remote-store=local%3Froot%3D{}&compress=true",
@@ -783,7 +833,17 @@ fn nix_copy(pinned: &Pinned, root: &str, system: &Path) -> Result<()> {
         .arg(system)
         .env("NIX_SSHOPTS", sshopts)
         .label(format!("copying {} to the target", system.display()))
-        .stream()?;
+        .stream()
+        .map_err(|e| match e {
+            // Like a failed step on the installer: the cause, then how to resume.
+            lab_cli::ToolError::Failed { status, stderr, .. } => Error::Remote {
+                step: "nix copy".into(),
+                address: address.to_string(),
+                status,
+                stderr: stderr.trim().to_string(),
+            },
+            other => other.into(),
+        })?;
     Ok(())
 }
 
@@ -857,6 +917,36 @@ mod tests {
                 "{address}"
             );
         }
+    }
+
+    #[test]
+    fn a_key_put_renames_only_a_complete_copy() {
+        let dir = tempfile::tempdir().unwrap();
+        let ssh = dir.path().join("etc/ssh");
+        let target = ssh.join("key");
+        let put = |sent: &[u8], len: usize| {
+            let cmd = put_file(ssh.to_str().unwrap(), target.to_str().unwrap(), "600", len);
+            let mut child = std::process::Command::new("sh")
+                .args(["-c", &cmd])
+                .stdin(std::process::Stdio::piped())
+                .spawn()
+                .unwrap();
+            std::io::Write::write_all(child.stdin.as_mut().unwrap(), sent).unwrap();
+            drop(child.stdin.take());
+            child.wait().unwrap().success()
+        };
+        // The input ends early (a dropped connection): nothing in place.
+        assert!(!put(b"-----BEGIN OPENSSH", 40));
+        assert!(!target.exists());
+        let whole = b"-----BEGIN OPENSSH PRIVATE KEY-----\n";
+        assert!(put(whole, whole.len()));
+        assert_eq!(std::fs::read(&target).unwrap(), whole);
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&target).unwrap().permissions().mode() & 0o777, 0o600);
+        assert!(!ssh.join("key.labprov-tmp").exists());
+        // A cut copy later leaves the complete key in place.
+        assert!(!put(b"x", 40));
+        assert_eq!(std::fs::read(&target).unwrap(), whole);
     }
 
     #[test]

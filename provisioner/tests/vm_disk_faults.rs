@@ -15,37 +15,7 @@ use std::io::{BufRead, BufReader};
 use std::process::Stdio;
 use std::time::Duration;
 
-use vm_support::{boot_installer, repo, spec_json, Installer};
-
-/// What must be equal between an interrupted-then-rerun disk and the
-/// uninterrupted one: each partition's name, type, start and size, and its
-/// filesystem type and mountpoint below the disk's root.
-fn view(installer: &Installer, disk: &str, root: &str) -> Vec<String> {
-    let (table, fs) = installer.disk_view(disk);
-    assert_eq!(table["partitiontable"]["label"], "gpt", "{table}");
-    let parts = table["partitiontable"]["partitions"].as_array().unwrap();
-    parts
-        .iter()
-        .zip(fs)
-        .map(|(p, (kind, mountpoint))| {
-            let at = match mountpoint.strip_prefix(root) {
-                Some("") => "/".to_string(),
-                Some(rest) => rest.to_string(),
-                None => mountpoint,
-            };
-            format!(
-                "{} {} start={} size={} fs={kind} at={at}",
-                p["name"], p["type"], p["start"], p["size"]
-            )
-        })
-        .collect()
-}
-
-/// `running PATTERN`: whether a process whose name (/proc/PID/comm)
-/// matches the shell pattern runs (the stand-in's busybox has no pgrep).
-const RUNNING: &str =
-    "running() { for c in /proc/[0-9]*/comm; do read -r n < \"$c\" 2> /dev/null || continue; \
-     case \"$n\" in $1) return 0 ;; esac; done; return 1; }; ";
+use vm_support::{boot_installer, repo, spec_json, Installer, RUNNING};
 
 fn apply_cmd(disk: &str) -> String {
     format!("labprov disk apply --spec /tmp/rydev.json --disk main=/dev/{disk} --root /mnt-{disk} --yes")
@@ -89,7 +59,7 @@ fn an_apply_killed_cut_off_or_reset_midway_completes_on_rerun_as_if_uninterrupte
 
     // The reference: vda, uninterrupted.
     installer.must(&apply_cmd("vda"));
-    let reference = view(&installer, "vda", "/mnt-vda");
+    let reference = installer.layout("vda", "/mnt-vda");
     assert_eq!(reference.len(), 2, "{reference:?}");
     assert!(reference[0].contains("fs=vfat at=/boot"), "{reference:?}");
     assert!(reference[1].contains("fs=ext4 at=/"), "{reference:?}");
@@ -102,7 +72,7 @@ fn an_apply_killed_cut_off_or_reset_midway_completes_on_rerun_as_if_uninterrupte
     settle(&installer);
     let rerun = installer.must(&format!("{} --json", apply_cmd("vdb")));
     eprintln!("re-run on vdb: {rerun}");
-    assert_eq!(view(&installer, "vdb", "/mnt-vdb"), reference, "after SIGKILL and a re-run");
+    assert_eq!(installer.layout("vdb", "/mnt-vdb"), reference, "after SIGKILL and a re-run");
 
     // vdc: the SSH connection cut as the root's mkfs starts: the local ssh
     // killed while apply writes its progress into the session, as when
@@ -122,7 +92,7 @@ fn an_apply_killed_cut_off_or_reset_midway_completes_on_rerun_as_if_uninterrupte
     let rerun = installer.must(&format!("{} --json", apply_cmd("vdc")));
     eprintln!("re-run on vdc: {rerun}");
     assert_eq!(
-        view(&installer, "vdc", "/mnt-vdc"),
+        installer.layout("vdc", "/mnt-vdc"),
         reference,
         "after a cut connection and a re-run"
     );
@@ -156,8 +126,8 @@ fn an_apply_killed_cut_off_or_reset_midway_completes_on_rerun_as_if_uninterrupte
     eprintln!("re-run on vdd: {rerun}");
     // The reference again after the reset: its mounts are gone too.
     installer.must(&apply_cmd("vda"));
-    assert_eq!(view(&installer, "vda", "/mnt-vda"), reference, "the reference after the reset");
-    assert_eq!(view(&installer, "vdd", "/mnt-vdd"), reference, "after a reset and a re-run");
+    assert_eq!(installer.layout("vda", "/mnt-vda"), reference, "the reference after the reset");
+    assert_eq!(installer.layout("vdd", "/mnt-vdd"), reference, "after a reset and a re-run");
     let fsck =
         installer.must("umount /mnt-vdd/boot /mnt-vdd && e2fsck -fn /dev/vdd2 2>&1; echo rc=$?");
     assert!(fsck.trim_end().ends_with("rc=0"), "the re-run left a damaged ext4:\n{fsck}");

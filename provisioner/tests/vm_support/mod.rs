@@ -43,6 +43,18 @@ fn labimg(test: &str) -> Option<PathBuf> {
     None
 }
 
+/// This build's labprov: cargo's path in a test, else (an example: scripts/
+/// e2e-install) the binary beside the examples/ directory.
+pub fn labprov_bin() -> PathBuf {
+    match option_env!("CARGO_BIN_EXE_labprov") {
+        Some(p) => PathBuf::from(p),
+        None => std::env::current_exe()
+            .ok()
+            .and_then(|e| Some(e.parent()?.parent()?.join("labprov")))
+            .unwrap_or_else(|| PathBuf::from("labprov")),
+    }
+}
+
 /// A running installer VM with what a test needs to talk to it.
 pub struct Installer {
     pub vm: Vm,
@@ -175,20 +187,49 @@ impl Installer {
         (table, fs)
     }
 
+    /// What must be equal between an interrupted-then-rerun disk and an
+    /// uninterrupted one: each partition's name, type, start and size (GPT,
+    /// UUIDs aside), and its filesystem type and mountpoint below `root`.
+    pub fn layout(&self, disk: &str, root: &str) -> Vec<String> {
+        let (table, fs) = self.disk_view(disk);
+        assert_eq!(table["partitiontable"]["label"], "gpt", "{table}");
+        let parts = table["partitiontable"]["partitions"].as_array().unwrap();
+        parts
+            .iter()
+            .zip(fs)
+            .map(|(p, (kind, mountpoint))| {
+                let at = match mountpoint.strip_prefix(root) {
+                    Some("") => "/".to_string(),
+                    Some(rest) => rest.to_string(),
+                    None => mountpoint,
+                };
+                format!(
+                    "{} {} start={} size={} fs={kind} at={at}",
+                    p["name"], p["type"], p["start"], p["size"]
+                )
+            })
+            .collect()
+    }
+
     /// This build's labprov on the installer as /usr/local/bin/labprov
     /// (debug info stripped: the transfer runs over emulated networking).
     /// A NixOS installer has it from the flake's package instead.
     pub fn install_labprov(&self) {
         let stripped = self.dir.join("labprov");
-        let strip = run(Command::new("objcopy")
-            .arg("--strip-debug")
-            .arg(env!("CARGO_BIN_EXE_labprov"))
-            .arg(&stripped));
+        let strip =
+            run(Command::new("objcopy").arg("--strip-debug").arg(labprov_bin()).arg(&stripped));
         assert!(strip.status.success(), "objcopy: {}", text(&strip));
         self.must("mkdir -p /usr/local/bin");
         self.put("/usr/local/bin/labprov", &fs::read(&stripped).unwrap(), true);
     }
 }
+
+/// Defines the shell function `running PATTERN` for a command on the
+/// installer: whether a process whose name (/proc/PID/comm) matches the
+/// shell pattern runs (the stand-in's busybox has no pgrep).
+pub const RUNNING: &str =
+    "running() { for c in /proc/[0-9]*/comm; do read -r n < \"$c\" 2> /dev/null || continue; \
+     case \"$n\" in $1) return 0 ;; esac; done; return 1; }; ";
 
 /// A disko spec file evaluated to JSON with plain Nix (pure data).
 pub fn spec_json(spec: &Path) -> Vec<u8> {
