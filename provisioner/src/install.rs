@@ -849,7 +849,9 @@ fn nix_copy(pinned: &Pinned, address: &str, root: &str, system: &Path) -> Result
 
 /// Polls until the host answers with exactly its recorded key.
 fn verify(opts: &InstallOptions, key: &PublicHostKey) -> Result<()> {
-    let pinned = Pinned::new(&opts.target, &format!("labprov-host-{}", opts.host), key)?;
+    // A booting host often takes the connection and says nothing until its
+    // sshd runs: each attempt waits 5 s at most, and the next follows 1 s on.
+    let pinned = Pinned::new(&opts.target, &format!("labprov-host-{}", opts.host), key)?.polling(5);
     let started = Instant::now();
     loop {
         let last = match pinned.run("true", None) {
@@ -871,7 +873,7 @@ fn verify(opts: &InstallOptions, key: &PublicHostKey) -> Result<()> {
             });
         }
         std::thread::sleep(
-            Duration::from_secs(2)
+            Duration::from_secs(1)
                 .min(opts.wait.saturating_sub(started.elapsed()))
                 .max(Duration::from_millis(100)),
         );

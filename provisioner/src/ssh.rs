@@ -24,6 +24,8 @@ pub struct Pinned {
     target: Target,
     alias: String,
     known_hosts: PathBuf,
+    /// Seconds for the TCP connect and the server's greeting.
+    connect_timeout: u32,
     _dir: tempfile::TempDir,
 }
 
@@ -33,7 +35,20 @@ impl Pinned {
         let dir = tempfile::Builder::new().prefix("labprov-ssh-").tempdir()?;
         let known_hosts = dir.path().join("known_hosts");
         std::fs::write(&known_hosts, format!("{alias} {}\n", key.openssh()))?;
-        Ok(Pinned { target: target.clone(), alias: alias.to_string(), known_hosts, _dir: dir })
+        Ok(Pinned {
+            target: target.clone(),
+            alias: alias.to_string(),
+            known_hosts,
+            connect_timeout: 10,
+            _dir: dir,
+        })
+    }
+
+    /// A shorter wait per connection, for polling a host that is booting:
+    /// each attempt gives up sooner and the next one starts.
+    pub fn polling(mut self, connect_timeout: u32) -> Pinned {
+        self.connect_timeout = connect_timeout;
+        self
     }
 
     /// The options every connection uses, as separate arguments.
@@ -53,7 +68,7 @@ impl Pinned {
             "ControlMaster=no".into(),
             "ControlPath=none".into(),
             "BatchMode=yes".into(),
-            "ConnectTimeout=10".into(),
+            format!("ConnectTimeout={}", self.connect_timeout),
             "ServerAliveInterval=15".into(),
         ]
         .into_iter()

@@ -257,8 +257,8 @@ pub fn spec_facts(spec: &Path) -> Result<(Vec<String>, String), String> {
 }
 
 /// The device the spec mounts at `/`, as NixOS's fileSystems."/" names it
-/// (disko's `device`). The stand-in system's init mounts only a plain
-/// block device or a by-partlabel/by-label name, not LUKS, LVM or md.
+/// (disko's `device`). The stand-in system's init mounts a by-partlabel or
+/// by-label name; a LUKS, LVM or md root is refused.
 pub fn root_device(normalized: &serde_json::Value) -> Result<String, String> {
     fn find(v: &serde_json::Value) -> Option<&serde_json::Value> {
         match v {
@@ -276,9 +276,11 @@ pub fn root_device(normalized: &serde_json::Value) -> Result<String, String> {
     }
     let fs = find(normalized).ok_or("the spec mounts no filesystem at /")?;
     let device = fs["device"].as_str().ok_or("the root filesystem has no device")?;
-    if device.starts_with("/dev/mapper/") || device.starts_with("/dev/md") {
+    if !device.starts_with("/dev/disk/by-partlabel/") && !device.starts_with("/dev/disk/by-label/")
+    {
         return Err(format!(
-            "the spec's root is {device}; the stand-in system's init mounts only a partition (no LUKS, LVM or md)"
+            "the spec's root is {device}; the stand-in system's init mounts only a partition \
+             named by its label (no LUKS, LVM or md root)"
         ));
     }
     Ok(device.to_string())
