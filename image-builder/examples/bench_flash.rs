@@ -1,7 +1,8 @@
 //! Benchmark: `labimg flash` (verify included) against `bmaptool copy` (no
-//! read-back) and `dd bs=4M conv=fsync` followed by `cmp`, writing the same
-//! image to the same kind of target. Prints times and ratios; asserts
-//! nothing about time.
+//! read-back), `dd bs=4M conv=fsync` followed by `cmp`, and the floor: each
+//! mapped range of the bmap written with O_DIRECT and read back with
+//! O_DIRECT (`dd`, nothing compared), on the same image and the same kind of
+//! target. Prints times and ratios; asserts nothing about time.
 //!
 //!   cargo build --release -p image-builder
 //!   cargo run --release -p image-builder --example bench_flash -- [IMAGE_MIB] [RUNS]
@@ -78,6 +79,34 @@ fn timed(cmd: &str) -> f64 {
     t.elapsed().as_secs_f64()
 }
 
+/// The floor as a shell script: every mapped range of `bmap` (4 KiB
+/// blocks) copied from `image` to `target` with O_DIRECT, then every range
+/// read back from `target` with O_DIRECT into /dev/null.
+fn floor_script(bmap: &Path, image: &Path, target: &Path) -> String {
+    let xml = fs::read_to_string(bmap).unwrap();
+    let mut ranges = Vec::new();
+    for part in xml.split("<Range").skip(1) {
+        let body = part.split('>').nth(1).unwrap_or("").split('<').next().unwrap_or("").trim();
+        let (first, last) = body.split_once('-').unwrap_or((body, body));
+        let (first, last): (u64, u64) =
+            (first.trim().parse().unwrap(), last.trim().parse().unwrap());
+        ranges.push((first * 4096, (last - first + 1) * 4096));
+    }
+    let (i, t) = (image.display(), target.display());
+    let mut script = String::from("set -e\n");
+    for (at, len) in &ranges {
+        script.push_str(&format!(
+            "dd if={i} of={t} bs=4M iflag=skip_bytes,count_bytes oflag=direct,seek_bytes conv=notrunc skip={at} seek={at} count={len} status=none\n"
+        ));
+    }
+    for (at, len) in &ranges {
+        script.push_str(&format!(
+            "dd if={t} of=/dev/null bs=4M iflag=direct,skip_bytes,count_bytes skip={at} count={len} status=none\n"
+        ));
+    }
+    script
+}
+
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
     v[v.len() / 2]
@@ -109,7 +138,8 @@ fn main() {
         drop_caches()
     );
     let size = mib << 20;
-    let (mut ours, mut bmaptool, mut dd) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut ours, mut bmaptool, mut dd, mut floor) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for run in 1..=runs {
         let (t, cleanup) = target(&dir, "target-labimg", size, use_loop);
         drop_caches();
@@ -141,19 +171,28 @@ fn main() {
             t.display()
         ));
         cleanup.map(|c| sh(&c));
-        println!("run {run}: labimg flash+verify {a:.2} s | bmaptool copy {b:.2} s | dd+cmp {c:.2} s | vs bmaptool {:.2}x, vs dd+cmp {:.2}x", a / b, a / c);
+        let (t, cleanup) = target(&dir, "target-floor", size, use_loop);
+        drop_caches();
+        let d = timed(&floor_script(&bmap, &image, &t));
+        cleanup.map(|c| sh(&c));
+        println!("run {run}: labimg flash+verify {a:.2} s | bmaptool copy {b:.2} s | dd+cmp {c:.2} s | floor {d:.2} s | vs bmaptool {:.2}x, vs dd+cmp {:.2}x, vs floor {:.2}x", a / b, a / c, a / d);
+        floor.push(d);
         ours.push(a);
         bmaptool.push(b);
         dd.push(c);
     }
-    let (a, b, c) = (median(ours), median(bmaptool), median(dd));
+    let (a, b, c, d) = (median(ours), median(bmaptool), median(dd), median(floor));
     println!(
         "median of {runs}: labimg {a:.2} s, bmaptool {b:.2} s, dd+cmp {c:.2} s; labimg takes {:.2}x bmaptool's time and {:.2}x dd+cmp's ({:.1}x faster)",
         a / b,
         a / c,
         c / a
     );
-    for f in ["target-labimg", "target-bmaptool", "target-dd"] {
+    println!(
+        "median of {runs}: labimg {a:.2} s / floor (O_DIRECT write + read-back of the mapped ranges) {d:.2} s = {:.2}x",
+        a / d
+    );
+    for f in ["target-labimg", "target-bmaptool", "target-dd", "target-floor"] {
         let _ = fs::remove_file(dir.join(f));
     }
 }

@@ -262,39 +262,72 @@ pub fn digest(file: &File, size: u64, progress: Progress) -> io::Result<(Bmap, S
     let blocks = data_blocks(file, size)?;
     let mapped_bytes: u64 = blocks.iter().map(|(f, l)| (l - f + 1) * BLOCK_SIZE).sum();
     let bar = progress.bytes("checksum", mapped_bytes);
-    let mut whole = Sha256::new();
-    let zeros = vec![0u8; 1 << 20];
-    let mut buf = vec![0u8; 4 << 20];
-    let mut at = 0u64;
-    let mut ranges = Vec::with_capacity(blocks.len());
-    let feed_zeros = |h: &mut Sha256, mut n: u64| {
-        while n > 0 {
-            let k = n.min(zeros.len() as u64) as usize;
-            h.update(&zeros[..k]);
-            n -= k as u64;
-        }
-    };
-    for (first, last) in blocks {
-        let start = first * BLOCK_SIZE;
-        let end = ((last + 1) * BLOCK_SIZE).min(size);
-        feed_zeros(&mut whole, start - at);
-        let mut range = Sha256::new();
-        let mut pos = start;
-        while pos < end {
-            lab_cli::interrupt::check().map_err(io::Error::other)?;
-            let n = (end - pos).min(buf.len() as u64) as usize;
-            file.read_exact_at(&mut buf[..n], pos)?;
-            range.update(&buf[..n]);
-            whole.update(&buf[..n]);
-            pos += n as u64;
-            bar.inc(n as u64);
-        }
-        at = end;
-        ranges.push(Range { first, last, sha256: hex::encode(range.finalize()) });
+    // Every mapped byte is hashed twice (its range's sha256 and the whole
+    // image's), and the whole hash also takes the holes' zeros: the whole
+    // hash runs on a second thread, fed the chunks this one has read and
+    // hashed, which come back through `free` to be read into again.
+    const CHUNK: usize = 4 << 20;
+    enum Feed {
+        Zeros(u64),
+        Data(Vec<u8>, usize),
     }
-    feed_zeros(&mut whole, size - at);
-    bar.finish_and_clear();
-    Ok((Bmap { image_size: size, block_size: BLOCK_SIZE, ranges }, hex::encode(whole.finalize())))
+    let (feed_tx, feed_rx) = std::sync::mpsc::sync_channel::<Feed>(3);
+    let (free_tx, free_rx) = std::sync::mpsc::channel::<Vec<u8>>();
+    for _ in 0..4 {
+        free_tx.send(vec![0u8; CHUNK]).expect("the receiver is here");
+    }
+    std::thread::scope(|scope| {
+        // Owned here: an early error drops it, which ends the hash thread
+        // before the scope waits for it.
+        let feed_tx = feed_tx;
+        let whole = scope.spawn(move || {
+            let mut whole = Sha256::new();
+            let zeros = vec![0u8; 1 << 20];
+            for feed in feed_rx {
+                match feed {
+                    Feed::Zeros(mut n) => {
+                        while n > 0 {
+                            let k = n.min(zeros.len() as u64) as usize;
+                            whole.update(&zeros[..k]);
+                            n -= k as u64;
+                        }
+                    }
+                    Feed::Data(buf, n) => {
+                        whole.update(&buf[..n]);
+                        // The reader may have stopped (an error): nothing to return to.
+                        let _ = free_tx.send(buf);
+                    }
+                }
+            }
+            hex::encode(whole.finalize())
+        });
+        let mut at = 0u64;
+        let mut ranges = Vec::with_capacity(blocks.len());
+        for (first, last) in blocks {
+            let start = first * BLOCK_SIZE;
+            let end = ((last + 1) * BLOCK_SIZE).min(size);
+            feed_tx.send(Feed::Zeros(start - at)).map_err(io::Error::other)?;
+            let mut range = Sha256::new();
+            let mut pos = start;
+            while pos < end {
+                lab_cli::interrupt::check().map_err(io::Error::other)?;
+                let mut buf = free_rx.recv().map_err(io::Error::other)?;
+                let n = (end - pos).min(CHUNK as u64) as usize;
+                file.read_exact_at(&mut buf[..n], pos)?;
+                range.update(&buf[..n]);
+                feed_tx.send(Feed::Data(buf, n)).map_err(io::Error::other)?;
+                pos += n as u64;
+                bar.inc(n as u64);
+            }
+            at = end;
+            ranges.push(Range { first, last, sha256: hex::encode(range.finalize()) });
+        }
+        feed_tx.send(Feed::Zeros(size - at)).map_err(io::Error::other)?;
+        drop(feed_tx);
+        let whole = whole.join().map_err(|_| io::Error::other("the image hash thread panicked"))?;
+        bar.finish_and_clear();
+        Ok((Bmap { image_size: size, block_size: BLOCK_SIZE, ranges }, whole))
+    })
 }
 
 #[cfg(test)]

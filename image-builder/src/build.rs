@@ -215,6 +215,21 @@ pub struct BuildSummary {
     pub manifest: ImageManifest,
     pub outputs: Outputs,
     pub seconds: f64,
+    /// Each phase that ran, in order, with its wall time (`prepare`: the
+    /// inputs read and checked before anything is written, and a system's
+    /// closure staged).
+    pub phases: Vec<PhaseTime>,
+    /// How a `--system` closure was staged: "links" (hard links to the
+    /// store's files, nothing copied) or "copy" (another filesystem, or
+    /// links not allowed); absent for a root tree.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub staging: Option<&'static str>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct PhaseTime {
+    pub phase: String,
+    pub seconds: f64,
 }
 
 /// The files a build wrote. With `--compress`, `image` is the .zst, while
@@ -617,15 +632,21 @@ pub fn plan(opts: &BuildOptions) -> Result<BuildPlan, Error> {
 /// phases stops it; whatever was written goes with the context.
 pub fn build(opts: &BuildOptions) -> Result<BuildSummary, Error> {
     let started = Instant::now();
+    let mut phases = Vec::new();
     let mut ctx = prepare(opts, false)?;
+    phases.push(PhaseTime { phase: "prepare".into(), seconds: started.elapsed().as_secs_f64() });
     for (phase, run) in PHASES {
         if ctx.runs(phase) {
             interrupt::check()?;
+            let at = Instant::now();
             run(&mut ctx)?;
+            let name = format!("{phase:?}").to_lowercase();
+            phases.push(PhaseTime { phase: name, seconds: at.elapsed().as_secs_f64() });
         }
     }
     let (manifest, outputs) = ctx.done.take().expect("the commit phase is the last");
-    Ok(BuildSummary { manifest, outputs, seconds: started.elapsed().as_secs_f64() })
+    let seconds = started.elapsed().as_secs_f64();
+    Ok(BuildSummary { manifest, outputs, seconds, phases, staging: ctx.tree.staging })
 }
 
 /// The image file under a temporary name, at its full (sparse) size, with
@@ -959,13 +980,24 @@ mod nixos {
         let store = dir.path().join("nix/store");
         fs::create_dir_all(&store)
             .map_err(|source| Error::Write { what: "the staging directory", source })?;
-        lab_cli::Cmd::new("cp")
-            .args(["-a", "--reflink=auto", "-t"])
-            .arg(&store)
-            .args(&paths)
-            .label(format!("copying {} store paths", paths.len()))
-            .stream()
-            .map_err(|source| Error::Stage { source })?;
+        let mut staging = "links";
+        if link_closure(&paths, &store).is_err() {
+            staging = "copy";
+            // Another filesystem, or store files this user may not link
+            // (fs.protected_hardlinks): copy, as NixOS's recipe does. Whatever
+            // the links left is removed first.
+            rootfs::writable_dirs(&store)
+                .and_then(|_| fs::remove_dir_all(&store))
+                .and_then(|_| fs::create_dir_all(&store))
+                .map_err(|source| Error::Write { what: "the staging directory", source })?;
+            lab_cli::Cmd::new("cp")
+                .args(["-a", "--reflink=auto", "-t"])
+                .arg(&store)
+                .args(&paths)
+                .label(format!("copying {} store paths", paths.len()))
+                .stream()
+                .map_err(|source| Error::Stage { source })?;
+        }
         let write = |rel: &str, text: &str| {
             let p = dir.path().join(rel);
             fs::create_dir_all(p.parent().expect("has a parent"))
@@ -975,7 +1007,44 @@ mod nixos {
         write("nix-path-registration", &(registration + "\n"))?;
         write("boot/extlinux/extlinux.conf", &extlinux_conf(toplevel)?)?;
         let stats = rootfs::scan(dir.path())?;
-        Ok(RootTree::staged(dir, toplevel.to_path_buf(), stats))
+        Ok(RootTree::staged(dir, toplevel.to_path_buf(), stats, staging))
+    }
+
+    /// The closure staged without copying a byte: each store path's tree
+    /// rebuilt under `store` from hard links to the store's own files (and
+    /// symlinks), its directories new with the store's modes. mkfs.ext4 -d
+    /// reads the same files, names and modes as from a copy (`cp -a`, the
+    /// old way, gives a byte-identical image), and the store's own hard
+    /// links stay links: they are one inode here too. Fails where the
+    /// kernel refuses a link (another filesystem, or files another user
+    /// owns under fs.protected_hardlinks); the caller then copies.
+    fn link_closure(paths: &[&str], store: &Path) -> io::Result<()> {
+        fn link_tree(src: &Path, dst: &Path) -> io::Result<()> {
+            let meta = fs::symlink_metadata(src)?;
+            if !meta.is_dir() {
+                return fs::hard_link(src, dst);
+            }
+            fs::create_dir(dst)?;
+            for entry in fs::read_dir(src)? {
+                let entry = entry?;
+                link_tree(&entry.path(), &dst.join(entry.file_name()))?;
+            }
+            // The store's mode and times (mkfs.ext4 -d records both; cp -a
+            // keeps them), once the entries are in: adding one would touch
+            // the time again.
+            fs::set_permissions(dst, meta.permissions())?;
+            let times =
+                fs::FileTimes::new().set_accessed(meta.accessed()?).set_modified(meta.modified()?);
+            fs::File::open(dst)?.set_times(times)
+        }
+        for path in paths {
+            interrupt::check().map_err(io::Error::other)?;
+            let src = Path::new(path);
+            let name =
+                src.file_name().ok_or_else(|| io::Error::other("a store path without a name"))?;
+            link_tree(src, &store.join(name))?;
+        }
+        Ok(())
     }
 
     /// What NixOS's generic-extlinux-compatible builder writes, pointing at

@@ -50,6 +50,9 @@ pub struct RootTree {
     /// What the user named (directory or archive).
     pub source: PathBuf,
     pub stats: TreeStats,
+    /// How a staged system's closure got into `dir`: "links" (hard links to
+    /// the store's files, no copy) or "copy".
+    pub staging: Option<&'static str>,
     _unpacked: Option<tempfile::TempDir>,
 }
 
@@ -72,17 +75,55 @@ impl RootTree {
             (tmp.path().to_path_buf(), Some(tmp))
         };
         let stats = scan(&dir)?;
-        Ok(RootTree { dir, source: path.to_path_buf(), stats, _unpacked: unpacked })
+        Ok(RootTree { dir, source: path.to_path_buf(), stats, staging: None, _unpacked: unpacked })
     }
 
     /// A tree assembled in `dir` by the caller (a staged NixOS system).
-    pub fn staged(dir: tempfile::TempDir, source: PathBuf, stats: TreeStats) -> RootTree {
-        RootTree { dir: dir.path().to_path_buf(), source, stats, _unpacked: Some(dir) }
+    pub fn staged(
+        dir: tempfile::TempDir,
+        source: PathBuf,
+        stats: TreeStats,
+        staging: &'static str,
+    ) -> RootTree {
+        RootTree {
+            dir: dir.path().to_path_buf(),
+            source,
+            stats,
+            staging: Some(staging),
+            _unpacked: Some(dir),
+        }
     }
 
     pub fn contains(&self, rel: &str) -> bool {
         fs::symlink_metadata(self.dir.join(rel)).is_ok()
     }
+}
+
+impl Drop for RootTree {
+    /// A staged closure keeps the store's read-only directory modes, which
+    /// would stop its removal (as a user other than root): made writable
+    /// first, then the temporary directory goes.
+    fn drop(&mut self) {
+        if self._unpacked.is_some() {
+            let _ = writable_dirs(&self.dir);
+        }
+    }
+}
+
+/// Makes every directory under `dir` writable for its owner, so that a
+/// staged tree with the store's read-only modes can be removed. Only
+/// directories: they are the staging's own, while a file may be a hard link
+/// to the store's, whose mode must not change.
+pub fn writable_dirs(dir: &Path) -> io::Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let meta = fs::symlink_metadata(dir)?;
+    if meta.is_dir() {
+        fs::set_permissions(dir, fs::Permissions::from_mode(meta.permissions().mode() | 0o700))?;
+        for entry in fs::read_dir(dir)? {
+            writable_dirs(&entry?.path())?;
+        }
+    }
+    Ok(())
 }
 
 fn unpack_tar(path: &Path, into: &Path) -> Result<(), Error> {
