@@ -977,11 +977,29 @@ mod nixos {
             .prefix(".labimg-system.")
             .tempdir_in(scratch)
             .map_err(|source| Error::Write { what: "the staging directory", source })?;
+        // On any failure below the tree goes too: its directories made
+        // writable first (the store's read-only modes would keep it).
+        let filled = fill(&dir, toplevel, &paths, registration);
+        if filled.is_err() {
+            let _ = rootfs::writable_dirs(dir.path());
+        }
+        let (staging, stats) = filled?;
+        Ok(RootTree::staged(dir, toplevel.to_path_buf(), stats, staging))
+    }
+
+    /// The staging tree's content: the closure (linked, else copied), the
+    /// registration and extlinux.conf; how it was staged and its size.
+    fn fill(
+        dir: &tempfile::TempDir,
+        toplevel: &Path,
+        paths: &[&str],
+        registration: String,
+    ) -> Result<(&'static str, rootfs::TreeStats), Error> {
         let store = dir.path().join("nix/store");
         fs::create_dir_all(&store)
             .map_err(|source| Error::Write { what: "the staging directory", source })?;
         let mut staging = "links";
-        if link_closure(&paths, &store).is_err() {
+        if !link_closure(paths, &store)? {
             staging = "copy";
             // Another filesystem, or store files this user may not link
             // (fs.protected_hardlinks): copy, as NixOS's recipe does. Whatever
@@ -993,7 +1011,7 @@ mod nixos {
             lab_cli::Cmd::new("cp")
                 .args(["-a", "--reflink=auto", "-t"])
                 .arg(&store)
-                .args(&paths)
+                .args(paths)
                 .label(format!("copying {} store paths", paths.len()))
                 .stream()
                 .map_err(|source| Error::Stage { source })?;
@@ -1006,8 +1024,7 @@ mod nixos {
         };
         write("nix-path-registration", &(registration + "\n"))?;
         write("boot/extlinux/extlinux.conf", &extlinux_conf(toplevel)?)?;
-        let stats = rootfs::scan(dir.path())?;
-        Ok(RootTree::staged(dir, toplevel.to_path_buf(), stats, staging))
+        Ok((staging, rootfs::scan(dir.path())?))
     }
 
     /// The closure staged without copying a byte: each store path's tree
@@ -1017,8 +1034,10 @@ mod nixos {
     /// old way, gives a byte-identical image), and the store's own hard
     /// links stay links: they are one inode here too. Fails where the
     /// kernel refuses a link (another filesystem, or files another user
-    /// owns under fs.protected_hardlinks); the caller then copies.
-    fn link_closure(paths: &[&str], store: &Path) -> io::Result<()> {
+    /// owns under fs.protected_hardlinks): Ok(false), and the caller copies.
+    /// Any other error (Ctrl-C, a full disk) is one.
+    fn link_closure(paths: &[&str], store: &Path) -> Result<bool, Error> {
+        use nix::errno::Errno;
         fn link_tree(src: &Path, dst: &Path) -> io::Result<()> {
             let meta = fs::symlink_metadata(src)?;
             if !meta.is_dir() {
@@ -1038,13 +1057,24 @@ mod nixos {
             fs::File::open(dst)?.set_times(times)
         }
         for path in paths {
-            interrupt::check().map_err(io::Error::other)?;
+            interrupt::check()?;
             let src = Path::new(path);
-            let name =
-                src.file_name().ok_or_else(|| io::Error::other("a store path without a name"))?;
-            link_tree(src, &store.join(name))?;
+            let Some(name) = src.file_name() else { continue };
+            match link_tree(src, &store.join(name)) {
+                Ok(()) => {}
+                // EXDEV: another filesystem; EPERM: fs.protected_hardlinks;
+                // EMLINK: a file that has as many links as it can.
+                Err(e)
+                    if [Errno::EXDEV, Errno::EPERM, Errno::EMLINK]
+                        .into_iter()
+                        .any(|n| e.raw_os_error() == Some(n as i32)) =>
+                {
+                    return Ok(false)
+                }
+                Err(source) => return Err(Error::Write { what: "the staging directory", source }),
+            }
         }
-        Ok(())
+        Ok(true)
     }
 
     /// What NixOS's generic-extlinux-compatible builder writes, pointing at

@@ -230,13 +230,14 @@ fn a_bad_level_is_a_usage_error_and_writes_nothing() {
     };
     let tmp = tempfile::tempdir().unwrap();
     let out = tmp.path().join("out");
-    let cases: [&[&str]; 5] = [
+    let cases: [&[&str]; 6] = [
         &["--compress", "zstd", "--compress-level", "0"],
         &["--compress", "zstd", "--compress-level", "23"],
         &["--compress", "zstd", "--compress-level", "fast"],
         &["--compress", "gzip"],
-        // A level alone would be silently ignored: it needs --compress.
+        // A level alone would be silently ignored: it needs --compress zstd.
         &["--compress-level", "5"],
+        &["--compress", "none", "--compress-level", "5"],
     ];
     for args in cases {
         let res = run(build_cmd(&standin, &fw, None, &out).args(args));

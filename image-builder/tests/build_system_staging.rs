@@ -79,7 +79,16 @@ fn a_closure_staged_by_links_builds_the_image_a_copy_builds_and_keeps_hard_links
     let (toplevel, linked) = linked_toplevel(tmp.path()).unwrap_or_else(|e| panic!("{e}"));
     let store_file = Path::new(&linked).join("a/file");
     let before = fs::metadata(&store_file).unwrap();
-    assert_eq!(before.nlink(), 2, "the stand-in store path holds one file under two names");
+    // Two names here; more where the store is optimised (auto-optimise-store).
+    assert!(before.nlink() >= 2, "the stand-in store path holds one file under two names");
+    let probe = tmp.path().join("probe");
+    if let Err(e) = fs::hard_link(&store_file, &probe) {
+        return skip(
+            t,
+            &format!("this user may not hard-link the store's files ({e}): labimg copies"),
+        );
+    }
+    fs::remove_file(&probe).unwrap();
 
     let by_links = tmp.path().join("out");
     let report = build(&toplevel, &standin, &fw, &by_links);

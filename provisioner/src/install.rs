@@ -638,12 +638,13 @@ fn keys_phase(ctx: &mut Ctx, _: &mut dyn Confirm) -> Result<()> {
 /// (even a symlink) is removed, not written through. Only a complete copy is
 /// renamed into place: when the connection drops mid-transfer, `cat` sees an
 /// early end of input and succeeds, and a cut key must not become the
-/// host's key.
+/// host's key (nor stay behind under its temporary name).
 fn put_file(dir: &str, target: &str, mode: &str, len: usize) -> String {
     let (d, t, tmp) = (quote(dir), quote(target), quote(&format!("{target}.labprov-tmp")));
     format!(
         "umask 022 && mkdir -p {d} && umask 077 && rm -f {tmp} && cat > {tmp} && \
-         size=$(wc -c < {tmp}) && [ $size -eq {len} ] && chmod {mode} {tmp} && mv -f {tmp} {t}"
+         {{ size=$(wc -c < {tmp}) && [ $size -eq {len} ] || {{ rm -f {tmp}; false; }}; }} && \
+         chmod {mode} {tmp} && mv -f {tmp} {t}"
     )
 }
 
@@ -937,9 +938,11 @@ mod tests {
             drop(child.stdin.take());
             child.wait().unwrap().success()
         };
-        // The input ends early (a dropped connection): nothing in place.
+        // The input ends early (a dropped connection): nothing in place,
+        // nothing left under the temporary name.
         assert!(!put(b"-----BEGIN OPENSSH", 40));
         assert!(!target.exists());
+        assert!(!ssh.join("key.labprov-tmp").exists());
         let whole = b"-----BEGIN OPENSSH PRIVATE KEY-----\n";
         assert!(put(whole, whole.len()));
         assert_eq!(std::fs::read(&target).unwrap(), whole);

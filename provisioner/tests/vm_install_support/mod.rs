@@ -211,6 +211,16 @@ impl Running {
     }
 }
 
+impl Drop for Running {
+    /// A test that panics mid-run leaves no labprov behind.
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
+
 /// The threads reading stdout (to its end) and stderr.
 type Drained = (std::thread::JoinHandle<Vec<u8>>, std::thread::JoinHandle<()>);
 

@@ -73,15 +73,9 @@ pub struct BuildArgs {
     /// Write the SD image compressed, as OUT/HOST.img.zst (zstd on every core), not HOST.img.
     #[arg(long, value_enum, default_value_t = CompressArg::None, value_name = "FORMAT")]
     compress: CompressArg,
-    /// zstd level for --compress zstd, 1 (fastest) to 22 (smallest).
-    #[arg(
-        long,
-        requires = "compress",
-        value_name = "N",
-        value_parser = level_parser(),
-        default_value_t = compress::DEFAULT_LEVEL,
-    )]
-    compress_level: i32,
+    /// zstd level for --compress zstd, 1 (fastest) to 22 (smallest); 9 when not given.
+    #[arg(long, requires = "compress", value_name = "N", value_parser = level_parser())]
+    compress_level: Option<i32>,
     /// Check every input and print the layout; no image is written.
     #[arg(long)]
     dry_run: bool,
@@ -115,6 +109,17 @@ impl BuildArgs {
                 self.host
             );
         }
+        if self.compress == CompressArg::None && self.compress_level.is_some() {
+            // `requires` is met by an explicit `--compress none`; a level
+            // that would be ignored is a usage error all the same.
+            use clap::CommandFactory;
+            crate::Cli::command()
+                .error(
+                    clap::error::ErrorKind::ArgumentConflict,
+                    "--compress-level applies to --compress zstd, not --compress none",
+                )
+                .exit();
+        }
         let json = self.json.init();
         let lab = lab_facts::Lab::find(lab)?;
         let host = lab.facts()?.host(&self.host)?.clone();
@@ -134,7 +139,9 @@ impl BuildArgs {
             epoch: epoch()?,
             compress: match self.compress {
                 CompressArg::None => None,
-                CompressArg::Zstd => Some(Compression { level: self.compress_level }),
+                CompressArg::Zstd => Some(Compression {
+                    level: self.compress_level.unwrap_or(compress::DEFAULT_LEVEL),
+                }),
             },
             progress: Progress::default(),
         };
