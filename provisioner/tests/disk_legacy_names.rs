@@ -78,14 +78,7 @@ fn parted(img: &Path, args: &[&str]) {
 /// The partitions as `sfdisk --json` lists them, without the random GUIDs
 /// and the node names.
 fn partitions(img: &Path) -> Vec<Value> {
-    let out = Command::new("sfdisk").arg("--json").arg(img).output().expect("run sfdisk");
-    assert!(
-        out.status.success(),
-        "sfdisk --json {}: {}",
-        img.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: Value = serde_json::from_slice(&out.stdout).expect("sfdisk json");
+    let v = common::sfdisk_json(img);
     let t = &v["partitiontable"];
     assert_eq!(t["label"], "gpt", "{v}");
     t["partitions"]

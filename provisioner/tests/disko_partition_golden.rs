@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::process::Command;
 
 use serde_json::{json, Value};
@@ -29,17 +28,6 @@ fn comparable(sfdisk: &Value) -> Value {
         "label": t["label"], "unit": t["unit"], "firstlba": t["firstlba"], "lastlba": t["lastlba"],
         "sectorsize": t["sectorsize"], "partitions": parts,
     })
-}
-
-fn sfdisk_json(img: &Path) -> Value {
-    let out = Command::new("sfdisk").arg("--json").arg(img).output().expect("run sfdisk");
-    assert!(
-        out.status.success(),
-        "sfdisk --json {}: {}",
-        img.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("sfdisk json")
 }
 
 #[test]
@@ -81,7 +69,7 @@ fn partition_tables_match_disko_for_every_fixture() {
                 continue;
             }
             let want = comparable(&common::read_json(&format!("{name}.{disk_name}.sfdisk.json")));
-            let got = comparable(&sfdisk_json(&img));
+            let got = comparable(&common::sfdisk_json(&img));
             compared += 1;
             if want != got {
                 failures.push(format!("{name}.{disk_name}:\n want {want}\n got  {got}"));

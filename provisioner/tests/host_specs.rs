@@ -93,17 +93,6 @@ fn sparse(path: &Path, bytes: u64) {
     std::fs::File::create(path).expect("create image").set_len(bytes).expect("size image");
 }
 
-fn sfdisk(img: &Path) -> Value {
-    let out = Command::new("sfdisk").arg("--json").arg(img).output().expect("run sfdisk");
-    assert!(
-        out.status.success(),
-        "sfdisk --json {}: {}",
-        img.display(),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    serde_json::from_slice(&out.stdout).expect("sfdisk json")
-}
-
 /// The table without what is random (GUIDs, disk id) or names the file.
 fn comparable(t: &Value) -> Value {
     let t = &t["partitiontable"];
@@ -253,7 +242,7 @@ fn host_specs_partition_image_files_like_disko() {
         ]);
         assert!(ok && out.contains("done partition main"), "{host}: apply failed:\n{out}{err}");
         disko_sgdisk(&theirs, &parts);
-        let (got, want) = (sfdisk(&ours), sfdisk(&theirs));
+        let (got, want) = (common::sfdisk_json(&ours), common::sfdisk_json(&theirs));
         assert_eq!(
             comparable(&got),
             comparable(&want),
@@ -282,7 +271,7 @@ fn host_specs_partition_image_files_like_disko() {
             "--yes",
         ]);
         assert!(ok && out.contains("kept partition main"), "{host}: re-apply:\n{out}{err}");
-        assert_eq!(sfdisk(&ours), got, "{host}: the re-run changed the table");
+        assert_eq!(common::sfdisk_json(&ours), got, "{host}: the re-run changed the table");
     }
 }
 

@@ -90,3 +90,16 @@ pub fn labprov_with(args: &[&str], env: &[(&str, String)]) -> (bool, String, Str
         String::from_utf8_lossy(&out.stderr).into(),
     )
 }
+
+/// `sfdisk --json IMG`: the partition table as util-linux reads it.
+pub fn sfdisk_json(img: &std::path::Path) -> serde_json::Value {
+    let out =
+        std::process::Command::new("sfdisk").arg("--json").arg(img).output().expect("run sfdisk");
+    assert!(
+        out.status.success(),
+        "sfdisk --json {}: {}",
+        img.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("sfdisk json")
+}
