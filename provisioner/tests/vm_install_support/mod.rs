@@ -186,11 +186,6 @@ impl Running {
         self.collect(status)
     }
 
-    /// Whether its progress so far holds `needle`.
-    pub fn said(&self, needle: &str) -> bool {
-        String::from_utf8_lossy(&self.stderr.lock().unwrap()).contains(needle)
-    }
-
     /// Its output after it ended. Processes it started (ssh) may hold its
     /// pipes a while after a SIGKILL: waited for up to a minute.
     fn collect(&mut self, status: std::process::ExitStatus) -> Output {
