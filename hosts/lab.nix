@@ -5,4 +5,13 @@
   # NixOS host's clock and logs. A host in another place sets `timeZone` in
   # its own facts.nix.
   timeZone = "UTC";
+
+  # The lab's network. Every host address lies in `subnet` (checked by
+  # lib/services); `domain` is the zone BIND serves for the hosts and the
+  # services of hosts/services.nix. The reverse zone follows the subnet, so
+  # its prefix length is a whole number of octets (8, 16 or 24).
+  network = {
+    domain = "lab";
+    subnet = "192.168.1.0/24";
+  };
 }
