@@ -20,6 +20,8 @@
 #   health    what answers when the service is up: { port; dns = NAME; } asks
 #             for NAME over DNS, { port; http = PATH; } expects a 2xx/3xx
 #   names     extra DNS names (in the lab domain) for the service's host
+#   state     directories of state worth backing up (issue 15's restic picks
+#             them up); the controllers' own scheduled backups land there
 #   container run as a Podman container: { image (pinned by digest);
 #             volumes = [ { name; path; } ]; environment }
 #
@@ -57,6 +59,8 @@
       ports.dns = { port = 5302; protocol = "dns"; };
       ports.web = { port = 3000; };
       health = { port = "dns"; dns = "luna"; };
+      # Query log and statistics (its settings come from the registry).
+      state = [ "/var/lib/AdGuardHome" ];
     };
     dnsdist = {
       host = "luna";
@@ -106,6 +110,7 @@
       unit = "prometheus.service";
       ports.web = { port = 9090; };
       metrics = { port = "web"; path = "/metrics"; };
+      state = [ "/var/lib/prometheus2" ];
       health = { port = "web"; http = "/-/healthy"; };
     };
     node-exporter = {
@@ -136,6 +141,8 @@
       ports.discovery = { port = 10001; protocol = "udp"; bind = "lan"; open = true; };
       ports.portal-http = { port = 8881; bind = "lan"; open = true; };
       ports.portal-https = { port = 8844; bind = "lan"; open = true; };
+      # UniFi writes its scheduled backups (Settings, System, Backups) here.
+      state = [ "/var/lib/unifi/data/backup" ];
     };
     # nixpkgs' own module (services.omada, x86_64 only); its ports are the
     # package's defaults, so they are stated here as they are.
@@ -143,12 +150,16 @@
       host = "luna";
       unit = "omada.service";
       ports.web = { port = 8043; };
-      ports.portal-http = { port = 8088; bind = "lan"; open = true; };
+      # The controller's HTTP port serves the management redirect and the
+      # guest portal alike.
+      ports.http = { port = 8088; bind = "lan"; open = true; };
       ports.portal-https = { port = 8843; bind = "lan"; open = true; };
       ports.discovery = { port = 29810; protocol = "udp"; bind = "lan"; open = true; };
       ports.discovery-v1 = { port = 19810; protocol = "udp"; bind = "lan"; open = true; };
       ports.app-discovery = { port = 27001; protocol = "udp"; bind = "lan"; open = true; };
       ports.devices = { port = 29811; last = 29817; bind = "lan"; open = true; };
+      # Omada's automatic backups (Settings, Maintenance, Backup) land here.
+      state = [ "/var/lib/omada/data/autobackup" ];
     };
 
     # --- Containers (Podman). Uptime Kuma watches the lab from the outside

@@ -8,6 +8,7 @@
 let
   inherit (inputs.nixpkgs) lib;
   facts = import ../hosts/facts.nix;
+  services = import ./services { inherit facts; };
 
   hostDir = name: ../hosts + "/${name}";
 
@@ -29,6 +30,10 @@ let
       homelab.hosts = facts.hosts;
       homelab.admins = admins;
     }
+    # The host's part of the service registry (hosts/services.nix).
+    (lib.optionalAttrs (facts.hosts.${name}.class == "nixos") {
+      homelab.services = services.forHost name;
+    })
     # sops-nix reads the host's secrets file only once `labprov secrets sync`
     # has written it; until then the host has no secrets and builds anyway.
     (

@@ -45,7 +45,8 @@ let
     ++ u.optional (s.metrics != null && !(hasPort (s.metrics.port or null))) "${where}: metrics.port names no port of the service"
     ++ u.optional (s.health != null && !(hasPort (s.health.port or null))) "${where}: health.port names no port of the service"
     ++ u.optional (s.health != null && !(s.health ? dns || s.health ? http)) "${where}: health needs dns = NAME or http = PATH"
-    ++ builtins.concatMap (n: u.optional (builtins.match label n == null) "${where}: name ${n} is not a DNS label") s.names;
+    ++ builtins.concatMap (n: u.optional (builtins.match label n == null) "${where}: name ${n} is not a DNS label") s.names
+    ++ builtins.concatMap (d: u.optional (builtins.match "/[^ ]*" d == null) "${where}: state ${d} is not an absolute path") s.state;
 
   # Two services on one host on the same port and protocol (ranges overlap).
   instances = builtins.concatMap (s: map (h: { service = s; host = h; }) services.${s}.hosts) (builtins.attrNames services);

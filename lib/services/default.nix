@@ -8,9 +8,11 @@
 #   files     every configuration text, by file name: what
 #             scripts/render-services writes to OUT/<host>/ and what the NixOS
 #             modules (hosts/_modules/nixos/services) give the daemons
+#   etc       the files among them that live under /etc on the host
 #   settings  the structured settings the NixOS modules take as attribute sets
 #             (Blocky, AdGuard Home, Prometheus, the containers), rendered to
 #             files too
+#   secrets   the sops-nix secrets its daemons read (key, what it holds)
 #   firewall  the ports to open, health  the checks a deploy runs
 # A registry mistake is an evaluation error that names the entry; nothing is
 # rendered from a registry with a mistake.
@@ -52,6 +54,7 @@ let
       health = s.health or null;
       names = s.names or [ ];
       container = s.container or null;
+      state = s.state or [ ];
     })
     registry.services;
 
@@ -121,11 +124,22 @@ let
           "firewall.json" = json (firewallOf host) + "\n";
           "health.json" = json (healthOf host) + "\n";
         };
+      # The files that live under /etc on the host (environment.etc): the
+      # zones where named.conf reads them, the status page where nginx does.
+      etcPath = dir: builtins.substring 5 (builtins.stringLength dir) dir; # "/etc/x" -> "x"
+      etc =
+        u.optionalAttrs (has "bind")
+          (builtins.listToAttrs (map
+            (f: { name = "${etcPath dns.zoneDir}/${builtins.baseNameOf f}"; value = files.${f}; })
+            (builtins.filter (f: builtins.match "zones/.*" f != null) (builtins.attrNames files))))
+        // u.optionalAttrs (has "nginx") { "${etcPath proxy.statusRoot}/index.html" = proxy.statusPage; };
     in
     {
       services = u.genAttrs (servicesOn host) (s: services.${s});
+      inherit etc;
       daemons = map (s: services.${s}.daemon) (servicesOn host);
       inherit files settings;
+      secrets = proxy.secretsOn host;
       firewall = firewallOf host;
       health = healthOf host;
     };
@@ -169,5 +183,5 @@ checked {
   hosts = u.genAttrs runningHosts forHost;
   # Every host, with or without services: what the NixOS module reads.
   forHost = host: if builtins.elem host runningHosts then forHost host else
-  { services = { }; daemons = [ ]; files = { }; settings = { }; firewall = firewallOf host; health = [ ]; };
+  { services = { }; daemons = [ ]; files = { }; etc = { }; settings = { }; secrets = [ ]; firewall = firewallOf host; health = [ ]; };
 }

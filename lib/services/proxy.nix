@@ -8,11 +8,24 @@ let
   # The address to reach a route's backend from the proxy's host.
   backend = r: s: endpoint s routes.${r}.port (hostOf routes.${r}.via) (hostOf s);
 
-  # Where the sops-nix secrets are (hosts/_modules/nixos/services/secrets.nix
-  # declares them; sops-nix writes /run/secrets/<name>).
+  # The secrets the proxies read, as sops-nix gives them (the NixOS module
+  # declares each under `key` in the host's secrets file): Caddy the admin
+  # password's hash through its environment, HAProxy the DNS-over-TLS
+  # certificate and key (one PEM) at the path sops-nix writes.
   secrets = {
-    adminPasswordHash = "LAB_ADMIN_PASSWORD_HASH";
-    dotCertificate = "/run/secrets/haproxy/dot.pem";
+    adminPasswordHash = {
+      key = "caddy/admin-password-hash";
+      env = "LAB_ADMIN_PASSWORD_HASH";
+      daemon = "caddy";
+      what = "the lab's admin password for Caddy's protected routes, as `caddy hash-password` prints it";
+    };
+    dotCertificate = {
+      key = "haproxy/dot.pem";
+      path = "/run/secrets/haproxy/dot.pem";
+      daemon = "haproxy";
+      owner = "haproxy";
+      what = "the DNS-over-TLS certificate and its private key, one PEM";
+    };
   };
 
   caddySite = r:
@@ -23,7 +36,7 @@ let
     u.lines ([ "${r}.${domain} {" "  tls internal" ]
       ++ u.optionals route.auth [
       "  basicauth {"
-      ("    admin {$" + secrets.adminPasswordHash + "}")
+      ("    admin {$" + secrets.adminPasswordHash.env + "}")
       "  }"
     ]
       ++ (if route.scheme == "https" then [
@@ -49,7 +62,7 @@ let
   haproxy = host:
     let
       self = services.${daemonOn "haproxy" host};
-      bindLines = p: tls: map (a: "  bind ${a}:${toString p.port}${if tls then " ssl crt ${secrets.dotCertificate}" else ""}")
+      bindLines = p: tls: map (a: "  bind ${a}:${toString p.port}${if tls then " ssl crt ${secrets.dotCertificate.path}" else ""}")
         ([ "127.0.0.1" ] ++ u.optional (p.bind == "lan") hosts.${host}.address);
       metrics = self.ports.${self.metrics.port};
       section = r:
@@ -127,5 +140,12 @@ let
   ++ [ "</table>" "</body>" "</html>" ]);
 in
 {
-  inherit caddy haproxy nginxServer statusPage statusRoot secrets;
+  inherit caddy haproxy nginxServer statusPage statusRoot;
+  # The secrets a host's proxies need: Caddy's only with a route behind the
+  # password, HAProxy's only with a TLS route.
+  secretsOn = host:
+    builtins.filter (s: daemonOn s.daemon host != null) (
+      u.optional (builtins.any (r: routes.${r}.auth) (routesVia "caddy")) secrets.adminPasswordHash
+      ++ u.optional (builtins.any (r: routes.${r}.tls) (routesVia "haproxy")) secrets.dotCertificate
+    );
 }

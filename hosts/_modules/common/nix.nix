@@ -16,5 +16,7 @@
     "unifi-controller"
     "mongodb"
     "mongodb-ce"
+    # The Omada controller on luna (services.omada).
+    "omada-software-controller"
   ];
 }

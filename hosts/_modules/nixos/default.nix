@@ -8,10 +8,10 @@
     ./firewall.nix
     ./gc.nix
     ./locale.nix
-    ./node-exporter.nix
     ./openssh.nix
     ./sd-card.nix
     ./secrets.nix
+    ./services
     ./upgrades.nix
     ./users.nix
   ];

@@ -1,0 +1,49 @@
+# The network controllers (docs/services.md): UniFi and Omada, both on luna,
+# their ports from the registry.
+{ config, lib, pkgs, ... }:
+let
+  cfg = config.homelab.services;
+  ready = config.homelab.servicesReady;
+  unifi = lib.findFirst (s: s.daemon == "unifi") null (lib.attrValues cfg.services);
+  # UniFi's own names for the ports the registry gives it.
+  unifiProperties = lib.optionalAttrs (unifi != null) {
+    "unifi.http.port" = unifi.ports.inform.port;
+    "unifi.https.port" = unifi.ports.web.port;
+    "portal.http.port" = unifi.ports.portal-http.port;
+    "portal.https.port" = unifi.ports.portal-https.port;
+    "unifi.stun.port" = unifi.ports.stun.port;
+  };
+in
+{
+  config = lib.mkMerge [
+    (lib.mkIf (ready "unifi") {
+      services.unifi = {
+        enable = true;
+        # The module's default (mongodb-7_0) is built from source: no binary
+        # cache carries it (unfree), so luna would compile MongoDB for hours.
+        # mongodb-ce is MongoDB's own binary build (allowed by name in
+        # hosts/_modules/common/nix.nix).
+        mongodbPackage = pkgs.mongodb-ce;
+        # The registry opens the ports (hosts/services.nix).
+        openFirewall = false;
+      };
+      # UniFi reads its ports from system.properties in its data directory,
+      # a file it also writes: set ours, keep the rest.
+      systemd.services.unifi.preStart = lib.mkAfter ''
+        props=/var/lib/unifi/data/system.properties
+        mkdir -p "$(dirname "$props")"
+        touch "$props"
+        ${lib.concatStrings (lib.mapAttrsToList (key: port: ''
+          sed -i '/^${lib.escapeRegex key}=/d' "$props"
+          echo '${key}=${toString port}' >> "$props"
+        '') unifiProperties)}
+      '';
+    })
+
+    (lib.mkIf (ready "omada") {
+      # nixpkgs' module (x86_64 only, unfree: allowed by name in
+      # hosts/_modules/common/nix.nix); the registry opens its ports.
+      services.omada.enable = true;
+    })
+  ];
+}
