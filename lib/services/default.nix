@@ -177,9 +177,32 @@ let
   throw ("hosts/services.nix: " + builtins.concatStringsSep "\nhosts/services.nix: " problems);
 
   runningHosts = builtins.filter (h: servicesOn h != [ ]) (builtins.attrNames hosts);
+
+  # The map in docs/services.md (scripts/render-services --update-docs
+  # writes it there; scripts/check-nix fails while it is out of date).
+  docMap = u.lines ([
+    "| host | service | unit | ports (purpose port/protocol; open = in the firewall, lan = LAN address but closed; else loopback) | names |"
+    "|---|---|---|---|---|"
+  ] ++ builtins.concatMap
+    (h: map
+      (s:
+        let svc = services.${s}; in
+        "| ${h} | ${s} | `${svc.unit}` | ${builtins.concatStringsSep ", " (u.mapAttrsToList (purpose: p: "${purpose} ${u.portText p}") svc.ports)} | "
+          + builtins.concatStringsSep ", " (map (n: "${n}.${domain}") svc.names) + " |")
+      (servicesOn h))
+    runningHosts
+  ++ [
+    ""
+    "| route | via | to | backend port | auth |"
+    "|---|---|---|---|---|"
+  ] ++ map
+    (r:
+      let route = routes.${r}; in
+      "| ${if route.via == "caddy" then "https://${r}.${domain}/" else "${r} (port ${toString services.${route.via}.ports.${route.listen}.port}${if route.tls then ", TLS" else ""})"} | ${route.via} | ${builtins.concatStringsSep ", " route.to} | ${route.port} | ${if route.auth then "admin password" else "no"} |")
+    (builtins.attrNames routes));
 in
 checked {
-  inherit domain services routes;
+  inherit domain services routes docMap;
   hosts = u.genAttrs runningHosts forHost;
   # Every host, with or without services: what the NixOS module reads.
   forHost = host: if builtins.elem host runningHosts then forHost host else

@@ -116,7 +116,6 @@ let
     ];
 
   escape = s: builtins.replaceStrings [ "&" "<" ">" "\"" ] [ "&amp;" "&lt;" "&gt;" "&quot;" ] s;
-  portText = p: "${toString p.port}${if p.last != p.port then "-${toString p.last}" else ""}/${p.protocol}${if p.bind == "lan" then "" else " (loopback)"}";
   statusPage = u.lines ([
     "<!doctype html>"
     "<html lang=\"en\">"
@@ -135,7 +134,7 @@ let
   ] ++ map
     (s:
       let svc = services.${s}; in
-      "<tr><td>${escape s}</td><td>${escape (builtins.concatStringsSep ", " svc.hosts)}</td><td>${escape (builtins.concatStringsSep ", " (map (p: "${p.purpose} ${portText p}") (builtins.attrValues svc.ports)))}</td><td>${escape svc.unit}</td></tr>")
+      "<tr><td>${escape s}</td><td>${escape (builtins.concatStringsSep ", " svc.hosts)}</td><td>${escape (builtins.concatStringsSep ", " (map (p: "${p.purpose} ${u.portText p}") (builtins.attrValues svc.ports)))}</td><td>${escape svc.unit}</td></tr>")
     (builtins.attrNames services)
   ++ [ "</table>" "</body>" "</html>" ]);
 in

@@ -19,4 +19,8 @@ rec {
   padRight = n: s:
     let len = builtins.stringLength s; in
     if len >= n then s else s + builtins.concatStringsSep "" (builtins.genList (_: " ") (n - len));
+  # A registry port as the map and the status page show it: "53/dns open",
+  # "8088-8090/tcp lan" (the LAN address, closed), "9090/tcp" (loopback).
+  portText = p: "${toString p.port}${if p.last != p.port then "-${toString p.last}" else ""}/${p.protocol}"
+    + (if p.bind == "lan" then (if p.open then " open" else " lan") else "");
 }
