@@ -3,11 +3,13 @@
 # texts scripts/render-services writes and tests/services proves with the
 # daemons themselves. Nothing about a service is written here: a new service
 # is a registry entry (docs/services.md).
-{ config, lib, ... }:
+{ config, options, lib, ... }:
 let
   cfg = config.homelab.services;
   name = config.homelab.facts.name;
-  secretsFile = ../../../${name}/secrets.sops.yaml;
+  # lib/mkSystem.nix sets sops.defaultSopsFile exactly when the host's
+  # secrets file exists.
+  hasSecretsFile = options.sops.defaultSopsFile.isDefined;
 in
 {
   imports = [
@@ -33,7 +35,7 @@ in
     type = lib.types.functionTo lib.types.bool;
     readOnly = true;
     default = daemon: builtins.elem daemon cfg.daemons
-      && (builtins.pathExists secretsFile || !(builtins.any (s: s.daemon == daemon) cfg.secrets));
+      && (hasSecretsFile || !(builtins.any (s: s.daemon == daemon) cfg.secrets));
     description = "Whether the registry runs DAEMON here and its secrets are in place (read by the service modules).";
   };
 
@@ -58,7 +60,7 @@ in
     # Each secret a daemon here reads, from the host's secrets file, once it
     # exists; until then the daemons that need one stay off and evaluation
     # says what to do.
-    (lib.mkIf (builtins.pathExists secretsFile) {
+    (lib.mkIf hasSecretsFile {
       sops.secrets = builtins.listToAttrs (map
         (s: {
           name = s.key;
@@ -67,7 +69,7 @@ in
         cfg.secrets);
     })
     {
-      warnings = lib.optional (cfg.secrets != [ ] && !(builtins.pathExists secretsFile))
+      warnings = lib.optional (cfg.secrets != [ ] && !hasSecretsFile)
         ("${name}: ${lib.concatMapStringsSep " and " (s: s.daemon) cfg.secrets} stay off until hosts/${name}/secrets.sops.yaml holds their secrets: "
           + "run `labprov secrets sync` (it writes .sops.yaml with ${name}'s key), then `sops hosts/${name}/secrets.sops.yaml` and add "
           + lib.concatMapStringsSep "; " (s: "${s.key}: ${s.what}") cfg.secrets

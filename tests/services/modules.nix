@@ -1,0 +1,121 @@
+# The service modules (hosts/_modules/nixos/services) evaluated with plain Nix
+# against a stand-in for the few nixpkgs lib functions they call and a
+# stand-in config: not the NixOS module system (option types and merging are
+# not checked; docs/upstream-options.md is where the options were read), but
+# every attribute the modules read from lib/services exists, and what they
+# set for each host carries the registry's values. scripts/check-nix runs it.
+let
+  facts = import ../../hosts/facts.nix;
+  services = import ../../lib/services { };
+  dir = ../../hosts/_modules/nixos/services;
+
+  # nixpkgs lib, the parts the modules use, with the same meaning.
+  lib = rec {
+    mkOption = x: x;
+    types = { attrsOf = _: "attrsOf"; anything = "anything"; functionTo = _: "functionTo"; bool = "bool"; };
+    mkIf = cond: value: if cond then value else { };
+    mkAfter = x: x;
+    mkMerge = builtins.foldl' merge { };
+    merge = a: b: builtins.foldl'
+      (acc: name: acc // {
+        ${name} =
+          if !(acc ? ${name}) then b.${name}
+          else if builtins.isAttrs acc.${name} && builtins.isAttrs b.${name} then merge acc.${name} b.${name}
+          else if builtins.isList acc.${name} && builtins.isList b.${name} then acc.${name} ++ b.${name}
+          else throw "two modules set ${name} to different values";
+      })
+      a
+      (builtins.attrNames b);
+    optional = cond: x: if cond then [ x ] else [ ];
+    optionalAttrs = cond: set: if cond then set else { };
+    attrValues = set: map (n: set.${n}) (builtins.attrNames set);
+    findFirst = pred: default: list: let found = builtins.filter pred list; in if found == [ ] then default else builtins.head found;
+    filterAttrs = pred: set: builtins.listToAttrs (map (name: { inherit name; value = set.${name}; })
+      (builtins.filter (name: pred name set.${name}) (builtins.attrNames set)));
+    hasPrefix = prefix: s: builtins.substring 0 (builtins.stringLength prefix) s == prefix;
+    mapAttrs = builtins.mapAttrs;
+    mapAttrs' = f: set: builtins.listToAttrs (map (name: f name set.${name}) (builtins.attrNames set));
+    nameValuePair = name: value: { inherit name value; };
+    mapAttrsToList = f: set: map (name: f name set.${name}) (builtins.attrNames set);
+    concatStrings = builtins.concatStringsSep "";
+    concatMapStrings = f: list: builtins.concatStringsSep "" (map f list);
+    concatMapStringsSep = sep: f: list: builtins.concatStringsSep sep (map f list);
+    escapeRegex = builtins.replaceStrings [ "." ] [ "\\." ];
+  };
+  pkgs = {
+    writeText = name: text: builtins.toFile name text;
+    mongodb-ce = "mongodb-ce";
+  };
+
+  # One host's configuration as the modules set it (their `config` parts
+  # merged), with its secrets file present or not.
+  evalHost = host: withSecrets:
+    let
+      self = services.forHost host;
+      config = {
+        homelab = {
+          facts = facts.hosts.${host};
+          services = self;
+          # The option default.nix declares, with its default.
+          servicesReady = (top.options.homelab.servicesReady).default;
+        };
+        sops = {
+          templates = builtins.mapAttrs (name: _: { path = "/run/secrets/rendered/${name}"; }) (merged.sops.templates or { });
+          placeholder = builtins.listToAttrs (map (s: { name = s.key; value = "<${s.key}>"; }) self.secrets);
+        };
+        virtualisation.podman.package = "/podman";
+      };
+      modules = map (f: import (dir + "/${f}") { inherit config lib pkgs; })
+        (builtins.filter (f: f != "default.nix") (builtins.attrNames (builtins.readDir dir)));
+      top = import (dir + "/default.nix") { inherit config lib; options.sops.defaultSopsFile.isDefined = withSecrets; };
+      merged = lib.mkMerge (map (m: m.config) (modules ++ [ top ]));
+    in
+    merged;
+
+  luna = evalHost "luna" true;
+  lunaFresh = evalHost "luna" false;
+  nixpi = evalHost "nixpi" true;
+  rydev = evalHost "rydev" true;
+  registry = import ../../hosts/services.nix;
+  expect = cond: msg: if cond then [ ] else [ msg ];
+  problems =
+    expect (luna.services.bind.enable && builtins.readFile luna.services.bind.configFile == services.hosts.luna.files."named.conf")
+      "luna: BIND does not get the rendered named.conf"
+    ++ expect (luna.environment.etc."bind/zones/db.lab".text == services.hosts.luna.files."zones/db.lab") "luna: the lab zone is not at /etc/bind/zones/db.lab"
+    ++ expect
+      (luna.services.dnsdist.listenPort == registry.services.dnsdist.ports.dns.port && luna.services.dnsdist.listenAddress == facts.hosts.luna.address
+      && luna.services.dnsdist.extraConfig == services.hosts.luna.files."dnsdist.conf") "luna: dnsdist does not listen where the registry says, with the rendered Lua"
+    ++ expect (luna.services.blocky.settings == services.hosts.luna.settings.blocky && nixpi.services.blocky.settings == services.hosts.nixpi.settings.blocky)
+      "Blocky does not get the rendered settings on luna and nixpi"
+    ++ expect (luna.services.adguardhome.port == registry.services.adguardhome.ports.web.port && !luna.services.adguardhome.mutableSettings)
+      "luna: AdGuard Home's web port or mutability"
+    ++ expect
+      (builtins.readFile luna.services.caddy.configFile == services.hosts.luna.files.Caddyfile
+      && luna.services.caddy.environmentFile == "/run/secrets/rendered/caddy.env"
+      && luna.sops.templates."caddy.env".content == "LAB_ADMIN_PASSWORD_HASH=<caddy/admin-password-hash>\n")
+      "luna: Caddy's file or its admin password's environment"
+    ++ expect (luna.services.haproxy.config == services.hosts.luna.files."haproxy.cfg" && luna.sops.secrets."haproxy/dot.pem".owner == "haproxy")
+      "luna: HAProxy's config or its certificate secret"
+    ++ expect (luna.services.nginx.virtualHosts == { } && luna.environment.etc."lab-status/index.html".text == services.hosts.luna.files."status/index.html")
+      "luna: Nginx keeps a default server, or the status page is not where its server block says"
+    ++ expect (luna.services.prometheus.scrapeConfigs == services.hosts.luna.settings.prometheus.scrapeConfigs && luna.services.prometheus.listenAddress == "127.0.0.1")
+      "luna: Prometheus' scrape jobs or address"
+    ++ expect (rydev.services.prometheus.exporters.node.port == 9100 && !(rydev ? services.prometheus.enable)) "rydev: node exporter only"
+    ++ expect
+      (builtins.elem 53 luna.networking.firewall.allowedUDPPorts && builtins.elem 853 luna.networking.firewall.allowedTCPPorts
+      && !(builtins.elem 9090 luna.networking.firewall.allowedTCPPorts) && luna.networking.firewall.allowedTCPPortRanges == [{ from = 29811; to = 29817; }])
+      "luna: the firewall is not the registry's"
+    ++ expect (builtins.match ".*portal.https.port=8844.*" luna.systemd.services.unifi.preStart != null) "luna: UniFi's guest portal is not moved to the registry's port"
+    ++ expect (luna.services.omada.enable) "luna: no Omada"
+    ++ expect
+      (luna.virtualisation.oci-containers.containers == services.hosts.luna.settings.containers
+      && builtins.match ".*network create uptime-kuma.*" luna.systemd.services.podman-network-uptime-kuma.script != null)
+      "luna: the container or its network"
+    # A fresh clone: no secrets file, the proxies stay off, evaluation warns.
+    ++ expect (!(lunaFresh ? services.caddy) && !(lunaFresh ? services.haproxy) && !(lunaFresh ? sops.secrets) && lunaFresh.services.bind.enable)
+      "luna without a secrets file: Caddy or HAProxy would start without their secrets"
+    ++ expect (builtins.length lunaFresh.warnings == 1 && builtins.match ".*labprov secrets sync.*caddy/admin-password-hash.*haproxy/dot.pem.*" (builtins.head lunaFresh.warnings) != null)
+      "luna without a secrets file: the warning does not name labprov secrets sync and both secrets"
+    ++ expect (luna.warnings == [ ]) "luna with its secrets: a warning";
+in
+if problems == [ ] then "" else throw (builtins.concatStringsSep "; " problems)
