@@ -69,8 +69,9 @@ let
 
   # dnsdist: the address clients use. The lab's zones go to BIND, the rest is
   # balanced over the filtering resolvers (every Blocky and AdGuard Home in
-  # the registry), each health-checked by asking it for a lab name, so a
-  # stopped resolver is skipped within seconds.
+  # the registry). Every backend is health-checked each second (BIND for the
+  # lab's own name, a resolver for a name of the outside world), so a stopped
+  # one is skipped within seconds.
   dnsdistConf = host:
     let
       self = services.${daemonOn "dnsdist" host};
@@ -100,7 +101,9 @@ let
       ""
       "-- Everything else: the filtering resolvers, least outstanding queries first."
     ]
-    ++ map (r: server r.name (endpoint r.s "dns" host r.h) "" "${authHost}.${domain}.") resolvers
+    # A resolver is up when it resolves the outside world, its job (the lab's
+    # zones do not pass through it): BIND being down must not take them out.
+    ++ map (r: server r.name (endpoint r.s "dns" host r.h) "" "a.root-servers.net.") resolvers
     ++ [
       "setServerPolicy(leastOutstanding)"
       ""
