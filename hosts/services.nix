@@ -1,5 +1,5 @@
 # The service registry: what runs where, pure data (builtins only), so that
-#   nix eval --json -f lib/services/registry.nix
+#   nix eval --json -f hosts/services.nix
 # reads it in milliseconds without nixpkgs. lib/services derives everything
 # else from it and from the host facts: the DNS zone and reverse zone, the
 # resolvers' and proxies' configuration, firewall ports, Prometheus targets,
@@ -89,6 +89,8 @@
       unit = "caddy.service";
       ports.http = { port = 80; bind = "lan"; open = true; };
       ports.https = { port = 443; bind = "lan"; open = true; };
+      # Its admin API (reloads), on loopback.
+      ports.admin = { port = 2019; };
     };
     haproxy = {
       host = "luna";
@@ -127,10 +129,10 @@
       health = { port = "web"; http = "/"; };
     };
 
-    # --- Network controllers. Both run on luna, so the ports each binds are
-    # all listed: the registry refuses two services on one port. UniFi's are
-    # written into its system.properties from here (the guest portal moved
-    # off 8843/8880, which Omada's portal and nothing else may have).
+    # --- Network controllers. Both run on luna, so every port either binds
+    # is listed (their databases on loopback too): the registry refuses two
+    # services on one port. UniFi's are written into its system.properties
+    # from here (the guest portal moved off 8843/8880, Omada's).
     unifi = {
       host = "luna";
       unit = "unifi.service";
@@ -141,6 +143,8 @@
       ports.discovery = { port = 10001; protocol = "udp"; bind = "lan"; open = true; };
       ports.portal-http = { port = 8881; bind = "lan"; open = true; };
       ports.portal-https = { port = 8844; bind = "lan"; open = true; };
+      ports.speedtest = { port = 6789; bind = "lan"; };
+      ports.db = { port = 27117; };
       # UniFi writes its scheduled backups (Settings, System, Backups) here.
       state = [ "/var/lib/unifi/data/backup" ];
     };
@@ -149,7 +153,10 @@
     omada = {
       host = "luna";
       unit = "omada.service";
-      ports.web = { port = 8043; };
+      # Open on the LAN as well as proxied: devices download firmware from the
+      # controller's HTTPS port (Omada 6.1 and later).
+      ports.web = { port = 8043; bind = "lan"; open = true; };
+      ports.db = { port = 27217; };
       # The controller's HTTP port serves the management redirect and the
       # guest portal alike.
       ports.http = { port = 8088; bind = "lan"; open = true; };

@@ -18,6 +18,21 @@ let
         "host ${h}: address ${a} is outside the lab subnet (hosts/lab.nix network.subnet)")
     (builtins.attrNames hosts);
 
+  # The ports (by purpose) each daemon's renderer and NixOS module read.
+  needs = {
+    bind = [ "dns" ];
+    blocky = [ "dns" "metrics" ];
+    adguardhome = [ "dns" "web" ];
+    dnsdist = [ "dns" "metrics" ];
+    caddy = [ "http" "https" ];
+    haproxy = [ "metrics" ];
+    nginx = [ "http" ];
+    prometheus = [ "web" ];
+    node-exporter = [ "metrics" ];
+    glances = [ "web" ];
+    unifi = [ "web" "inform" "stun" "portal-http" "portal-https" ];
+  };
+
   serviceProblems = name:
     let
       s = services.${name};
@@ -40,6 +55,11 @@ let
         else u.optional (!(hosts.${h} ? address)) "${where}: host ${h} has no address in its facts")
       s.hosts
     ++ u.optional (!(builtins.elem s.daemon daemons)) "${where}: daemon ${s.daemon} is not one lib/services renders (${builtins.concatStringsSep ", " daemons})"
+    ++ builtins.concatMap (purpose: u.optional (!(s.ports ? ${purpose})) "${where}: daemon ${s.daemon} needs ports.${purpose}") (needs.${s.daemon} or [ ])
+    ++ u.optionals (s.daemon == "container") (
+      u.optional (!(s.container ? image)) "${where}: container needs an image"
+      ++ u.optional (!builtins.all (v: v ? name && v ? path) (s.container.volumes or [ ])) "${where}: container volumes are { name; path; }"
+    )
     ++ u.optional (s.unit == null) "${where}: no unit (the systemd unit a deploy checks)"
     ++ portProblems
     ++ u.optional (s.metrics != null && !(hasPort (s.metrics.port or null))) "${where}: metrics.port names no port of the service"
@@ -53,16 +73,28 @@ let
   claims = builtins.concatMap
     (i: builtins.concatMap
       (p: map (proto: { inherit (i) host service; inherit proto; inherit (p) purpose port last; }) p.protocols)
-      (builtins.attrValues services.${i.service}.ports))
-    instances;
+      (builtins.filter (p: validPort p.port && validPort p.last) (builtins.attrValues services.${i.service}.ports)))
+    instances
+  # The binary cache a host serves (its facts, hosts/_modules/nixos/build-server.nix).
+  ++ builtins.concatMap
+    (h: u.optional (hosts.${h} ? cache && validPort (hosts.${h}.cache.port or null))
+      { host = h; service = "nix-serve"; proto = "tcp"; purpose = "cache (hosts/${h}/facts.nix)"; port = hosts.${h}.cache.port; last = hosts.${h}.cache.port; })
+    (builtins.attrNames hosts);
   clash = a: b: a.host == b.host && a.proto == b.proto && a.port <= b.last && b.port <= a.last
     && (a.service != b.service || a.purpose != b.purpose);
-  portClashes = u.unique (builtins.concatMap
+  # One message per pair of ports that meet, naming every protocol they share.
+  clashes = builtins.concatMap
     (a: builtins.concatMap
-      (b: u.optional (clash a b && a.service < b.service || clash a b && a.service == b.service && a.purpose < b.purpose)
-        "host ${a.host}: port ${toString (if a.port > b.port then a.port else b.port)}/${a.proto} is used twice: by service ${a.service} (${a.purpose}) and service ${b.service} (${b.purpose})")
+      (b: u.optional (clash a b && (a.service < b.service || a.service == b.service && a.purpose < b.purpose)) {
+        key = "host ${a.host}: port ${toString (if a.port > b.port then a.port else b.port)}";
+        pair = "by service ${a.service} (${a.purpose}) and service ${b.service} (${b.purpose})";
+        inherit (a) proto;
+      })
       claims)
-    claims);
+    claims;
+  portClashes = map
+    (c: "${c.key}/${builtins.concatStringsSep " and " (u.unique (map (x: x.proto) (builtins.filter (x: x.key == c.key && x.pair == c.pair) clashes)))} is used twice: ${c.pair}")
+    (u.unique (map (c: { inherit (c) key pair; }) clashes));
 
   routeProblems = name:
     let
@@ -72,7 +104,11 @@ let
     in
     if !(builtins.elem r.via [ "caddy" "haproxy" ]) then [ "${where}: via ${toString r.via} is not caddy or haproxy" ]
     else if proxy == null then [ "${where}: via ${r.via}, but no service ${r.via} is in the registry" ]
+    else if !(builtins.isString r.port) then [ "${where}: no port (the purpose of its services' port)" ]
     else
+      u.optional (r.via == "caddy" && builtins.match label name == null) "${where}: ${name} is not a DNS label"
+      ++ u.optional (builtins.any (t: builtins.length (services.${t}.hosts or [ ]) > 1) r.to) "${where}: a service on several hosts cannot be a backend (one host each)"
+      ++
       u.optional (r.to == [ ]) "${where}: to names no service"
       ++ builtins.concatMap
         (t:
@@ -105,10 +141,27 @@ let
       u.optional (prometheusHost != null && p.bind != "lan" && builtins.any (h: h != prometheusHost) svc.hosts)
         "service ${s}: its metrics port listens on loopback, which Prometheus on ${prometheusHost} cannot scrape (bind = \"lan\")")
     (builtins.filter (s: services.${s}.metrics != null && services.${s}.ports ? ${services.${s}.metrics.port or ""}) (builtins.attrNames services));
+  # One service per daemon and host (renderers and modules take one); any
+  # number of containers.
+  daemonClashes = builtins.concatMap
+    (h:
+      let
+        on = builtins.filter (i: i.host == h && services.${i.service}.daemon != "container") instances;
+        daemonsHere = map (i: services.${i.service}.daemon) on;
+      in
+      map (d: "host ${h}: daemon ${d} is run by ${builtins.concatStringsSep " and " (map (i: i.service) (builtins.filter (i: services.${i.service}.daemon == d) on))}; one service per daemon and host")
+        (u.duplicates daemonsHere))
+    (builtins.attrNames hosts);
+
+  addressClashes = map
+    (a: "address ${a} is given to more than one host: ${builtins.concatStringsSep " and " (builtins.filter (h: (hosts.${h}.address or null) == a) (builtins.attrNames hosts))}")
+    (u.duplicates (builtins.concatMap (h: u.optional (hosts.${h} ? address) hosts.${h}.address) (builtins.attrNames hosts)));
 in
 if lab != [ ] then lab else
 addresses
+++ addressClashes
 ++ builtins.concatMap serviceProblems (builtins.attrNames services)
+++ daemonClashes
 ++ portClashes
 ++ builtins.concatMap routeProblems (builtins.attrNames routes)
 ++ nameClashes

@@ -82,8 +82,12 @@ let
     let found = builtins.filter (s: services.${s}.daemon == daemon && builtins.elem host services.${s}.hosts) (builtins.attrNames services); in
     if found == [ ] then null else builtins.head found;
   servicesOn = host: builtins.filter (s: builtins.elem host services.${s}.hosts) (builtins.attrNames services);
+  # The host whose BIND is authoritative for the lab's zones, and the reverse
+  # zone of the lab's subnet.
+  authHost = builtins.head (builtins.filter (h: daemonOn "bind" h != null) (builtins.attrNames hosts) ++ [ null ]);
+  reverseZone = net.reverseZone subnet;
 
-  ctx = { inherit u net domain subnet subnetText hosts nixosHosts services routes endpoint hostOf daemonOn servicesOn; };
+  ctx = { inherit u net domain subnet subnetText hosts nixosHosts services routes endpoint hostOf daemonOn servicesOn authHost reverseZone; };
 
   problems = import ./checks.nix ctx { inherit daemons; };
 
@@ -139,7 +143,8 @@ let
       inherit etc;
       daemons = map (s: services.${s}.daemon) (servicesOn host);
       inherit files settings;
-      secrets = proxy.secretsOn host;
+      # Each with the unit that reads it (restarted when it changes).
+      secrets = map (s: s // { inherit (services.${daemonOn s.daemon host}) unit; }) (proxy.secretsOn host);
       firewall = firewallOf host;
       health = healthOf host;
     };

@@ -1,10 +1,8 @@
 # The DNS chain's configuration: BIND's zones and named.conf, and dnsdist in
 # front of the resolvers (docs/services.md, "The DNS chain").
-{ u, net, domain, subnet, subnetText, hosts, services, routes, endpoint, daemonOn, ... }:
+{ u, net, domain, subnet, subnetText, hosts, services, routes, endpoint, daemonOn, authHost, reverseZone, ... }:
 let
   bindService = daemonOn "bind";
-  # BIND's own host: the zones' name server.
-  authHost = builtins.head (builtins.filter (h: daemonOn "bind" h != null) (builtins.attrNames hosts));
   proxyHost = via: builtins.head services.${via}.hosts;
 
   # Every name of the zone and the address it points at: hosts, the names
@@ -16,7 +14,6 @@ let
     ++ map (r: { name = r; address = hosts.${proxyHost routes.${r}.via}.address; })
       (builtins.filter (r: routes.${r}.via == "caddy") (builtins.attrNames routes));
 
-  reverseZone = net.reverseZone subnet;
   zoneFile = name: "db.${name}";
   zoneDir = "/etc/bind/zones";
 
@@ -106,6 +103,8 @@ let
     ++ map (r: server r.name (endpoint r.s "dns" host r.h) "" "a.root-servers.net.") resolvers
     ++ [
       "setServerPolicy(leastOutstanding)"
+      "-- With no backend up, answer SERVFAIL at once rather than let clients time out."
+      "setServFailWhenNoServer(true)"
       ""
       "-- A client over ${toString rateLimit} queries a second is dropped (a looping device,"
       "-- not a person); then the lab's zones are routed to BIND."

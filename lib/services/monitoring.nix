@@ -10,7 +10,7 @@ let
       {
         job_name = s;
         metrics_path = svc.metrics.path or "/metrics";
-        static_configs = map (h: { targets = [ (endpoint s svc.metrics.port host h) ]; labels = { inherit host; instance_host = h; }; }) svc.hosts;
+        static_configs = map (h: { targets = [ (endpoint s svc.metrics.port host h) ]; labels.host = h; }) svc.hosts;
       })
     withMetrics;
 
@@ -23,21 +23,21 @@ let
           expr = "up == 0";
           "for" = "5m";
           labels.severity = "critical";
-          annotations.summary = "{{ $labels.job }} on {{ $labels.instance_host }} has not answered Prometheus for 5 minutes";
+          annotations.summary = "{{ $labels.job }} on {{ $labels.host }} has not answered Prometheus for 5 minutes";
         }
         {
           alert = "DiskAlmostFull";
           expr = ''node_filesystem_avail_bytes{fstype!~"tmpfs|ramfs|squashfs|overlay"} / node_filesystem_size_bytes{fstype!~"tmpfs|ramfs|squashfs|overlay"} < 0.10'';
           "for" = "15m";
           labels.severity = "warning";
-          annotations.summary = "{{ $labels.mountpoint }} on {{ $labels.instance_host }} has less than 10% free";
+          annotations.summary = "{{ $labels.mountpoint }} on {{ $labels.host }} has less than 10% free";
         }
         {
           alert = "UnitFailed";
           expr = ''node_systemd_unit_state{state="failed"} == 1'';
           "for" = "5m";
           labels.severity = "warning";
-          annotations.summary = "{{ $labels.name }} failed on {{ $labels.instance_host }}";
+          annotations.summary = "{{ $labels.name }} failed on {{ $labels.host }}";
         }
       ];
     }];

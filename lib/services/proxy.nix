@@ -33,6 +33,9 @@ let
       route = routes.${r};
       to = builtins.head route.to;
     in
+    # `basicauth`: Caddy 2.8 renamed it `basic_auth` and still reads the old
+      # name (with a warning); Debian 12's Caddy 2.6, which CI runs, knows only
+      # the old one.
     u.lines ([ "${r}.${domain} {" "  tls internal" ]
       ++ u.optionals route.auth [
       "  basicauth {"

@@ -2,11 +2,9 @@
 # forward the lab's zones to BIND; the rest goes to public DNS-over-HTTPS.
 # NixOS takes these as attribute sets (services.blocky.settings,
 # services.adguardhome.settings) and writes the YAML itself.
-{ net, domain, subnet, hosts, services, endpoint, daemonOn, ... }:
+{ domain, hosts, services, endpoint, daemonOn, authHost, reverseZone, ... }:
 let
-  authHost = builtins.head (builtins.filter (h: daemonOn "bind" h != null) (builtins.attrNames hosts));
   bindAt = host: endpoint (daemonOn "bind" authHost) "dns" host authHost;
-  reverseZone = net.reverseZone subnet;
   listen = host: p: [ "127.0.0.1" ] ++ (if p.bind == "lan" then [ hosts.${host}.address ] else [ ]);
 
   upstreams = [ "https://one.one.one.one/dns-query" "https://dns.quad9.net/dns-query" ];

@@ -41,6 +41,8 @@ let
     concatMapStrings = f: list: builtins.concatStringsSep "" (map f list);
     concatMapStringsSep = sep: f: list: builtins.concatStringsSep sep (map f list);
     escapeRegex = builtins.replaceStrings [ "." ] [ "\\." ];
+    optionalString = cond: s: if cond then s else "";
+    splitString = sep: s: builtins.filter builtins.isString (builtins.split (escapeRegex sep) s);
   };
   pkgs = {
     writeText = name: text: builtins.toFile name text;
@@ -48,8 +50,8 @@ let
   };
 
   # One host's configuration as the modules set it (their `config` parts
-  # merged), with its secrets file present or not.
-  evalHost = host: withSecrets:
+  # merged), with a secrets file (a fixture) or none.
+  evalHost = host: secretsFile:
     let
       self = services.forHost host;
       config = {
@@ -60,22 +62,28 @@ let
           servicesReady = (top.options.homelab.servicesReady).default;
         };
         sops = {
+          defaultSopsFile = secretsFile;
           templates = builtins.mapAttrs (name: _: { path = "/run/secrets/rendered/${name}"; }) (merged.sops.templates or { });
           placeholder = builtins.listToAttrs (map (s: { name = s.key; value = "<${s.key}>"; }) self.secrets);
         };
         virtualisation.podman.package = "/podman";
       };
-      modules = map (f: import (dir + "/${f}") { inherit config lib pkgs; })
+      options = {
+        sops.defaultSopsFile.isDefined = secretsFile != null;
+        services.omada = { };
+      };
+      modules = map (f: import (dir + "/${f}") { inherit config options lib pkgs; })
         (builtins.filter (f: f != "default.nix") (builtins.attrNames (builtins.readDir dir)));
-      top = import (dir + "/default.nix") { inherit config lib; options.sops.defaultSopsFile.isDefined = withSecrets; };
+      top = import (dir + "/default.nix") { inherit config options lib; };
       merged = lib.mkMerge (map (m: m.config) (modules ++ [ top ]));
     in
     merged;
 
-  luna = evalHost "luna" true;
-  lunaFresh = evalHost "luna" false;
-  nixpi = evalHost "nixpi" true;
-  rydev = evalHost "rydev" true;
+  luna = evalHost "luna" ./fixtures/luna-secrets.sops.yaml;
+  lunaFresh = evalHost "luna" null;
+  lunaCacheOnly = evalHost "luna" ./fixtures/luna-cache-only.sops.yaml;
+  nixpi = evalHost "nixpi" null;
+  rydev = evalHost "rydev" null;
   registry = import ../../hosts/services.nix;
   expect = cond: msg: if cond then [ ] else [ msg ];
   problems =
@@ -94,7 +102,9 @@ let
       && luna.services.caddy.environmentFile == "/run/secrets/rendered/caddy.env"
       && luna.sops.templates."caddy.env".content == "LAB_ADMIN_PASSWORD_HASH=<caddy/admin-password-hash>\n")
       "luna: Caddy's file or its admin password's environment"
-    ++ expect (luna.services.haproxy.config == services.hosts.luna.files."haproxy.cfg" && luna.sops.secrets."haproxy/dot.pem".owner == "haproxy")
+    ++ expect
+      (luna.services.haproxy.config == services.hosts.luna.files."haproxy.cfg" && luna.sops.secrets."haproxy/dot.pem".owner == "haproxy"
+      && builtins.match ".*ssl crt ${luna.sops.secrets."haproxy/dot.pem".path}\n.*" luna.services.haproxy.config != null)
       "luna: HAProxy's config or its certificate secret"
     ++ expect (luna.services.nginx.virtualHosts == { } && luna.environment.etc."lab-status/index.html".text == services.hosts.luna.files."status/index.html")
       "luna: Nginx keeps a default server, or the status page is not where its server block says"
@@ -116,6 +126,17 @@ let
       "luna without a secrets file: Caddy or HAProxy would start without their secrets"
     ++ expect (builtins.length lunaFresh.warnings == 1 && builtins.match ".*labprov secrets sync.*caddy/admin-password-hash.*haproxy/dot.pem.*" (builtins.head lunaFresh.warnings) != null)
       "luna without a secrets file: the warning does not name labprov secrets sync and both secrets"
-    ++ expect (luna.warnings == [ ]) "luna with its secrets: a warning";
+    ++ expect (luna.warnings == [ ]) "luna with its secrets: a warning"
+    # A secrets file made for another key first (the binary cache's): the
+    # proxies' secrets are not declared (sops-nix would fail the build on a
+    # key the file lacks), they stay off, and the warning says what to add.
+    ++ expect (!(lunaCacheOnly ? services.caddy) && !(lunaCacheOnly ? services.haproxy) && !(lunaCacheOnly ? sops.secrets))
+      "luna with a secrets file lacking the proxies' keys: their secrets are declared anyway"
+    ++ expect
+      (builtins.length lunaCacheOnly.warnings == 1 && builtins.match ".*labprov secrets sync.*" (builtins.head lunaCacheOnly.warnings) == null
+      && builtins.match ".*sops hosts/luna/secrets.sops.yaml.*caddy/admin-password-hash.*haproxy/dot.pem.*" (builtins.head lunaCacheOnly.warnings) != null)
+      "luna with a secrets file lacking the proxies' keys: the warning does not say which keys to add"
+    ++ expect (luna.systemd.services.bind.restartTriggers == builtins.attrValues (builtins.mapAttrs (_: e: e.text) (lib.filterAttrs (n: _: lib.hasPrefix "bind/" n) luna.environment.etc)))
+      "luna: a zone change does not restart BIND";
 in
 if problems == [ ] then "" else throw (builtins.concatStringsSep "; " problems)

@@ -1,6 +1,6 @@
 # The network controllers (docs/services.md): UniFi and Omada, both on luna,
 # their ports from the registry.
-{ config, lib, pkgs, ... }:
+{ config, options, lib, pkgs, ... }:
 let
   cfg = config.homelab.services;
   ready = config.homelab.servicesReady;
@@ -40,10 +40,18 @@ in
       '';
     })
 
-    (lib.mkIf (ready "omada") {
-      # nixpkgs' module (x86_64 only, unfree: allowed by name in
-      # hosts/_modules/common/nix.nix); the registry opens its ports.
+    # nixpkgs' module (x86_64 only, unfree: allowed by name in
+    # hosts/_modules/common/nix.nix); the registry opens its ports. Read near
+    # the pin, not at it (docs/upstream-options.md): without the module, a
+    # clear assertion instead of "option does not exist" on every host.
+    (lib.mkIf (ready "omada") (lib.optionalAttrs (options.services ? omada) {
       services.omada.enable = true;
-    })
+    }))
+    {
+      assertions = lib.optional (builtins.elem "omada" cfg.daemons) {
+        assertion = options.services ? omada;
+        message = "hosts/services.nix runs omada on ${config.homelab.facts.name}, but this nixpkgs has no services.omada module: run it as a container (a `container` entry in the registry) or update nixpkgs.";
+      };
+    }
   ];
 }

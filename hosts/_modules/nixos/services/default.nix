@@ -9,7 +9,29 @@ let
   name = config.homelab.facts.name;
   # lib/mkSystem.nix sets sops.defaultSopsFile exactly when the host's
   # secrets file exists.
-  hasSecretsFile = options.sops.defaultSopsFile.isDefined;
+  secretsFile = if options.sops.defaultSopsFile.isDefined then config.sops.defaultSopsFile else null;
+  # Whether the secrets file holds KEY ("caddy/admin-password-hash" is
+  # `admin-password-hash` under `caddy`, as sops-nix reads it). sops leaves
+  # the keys in clear, so this is read here: declaring a secret the file
+  # lacks would fail the host's build in sops-nix's check instead.
+  hasKey = key:
+    let
+      path = lib.splitString "/" key;
+      step = state: line:
+        let m = builtins.match "( *)([^ :#][^:]*):.*" line; in
+        if m == null then state
+        else if builtins.elemAt m 0 == "" then state // {
+          top = builtins.elemAt m 1;
+          found = state.found || path == [ (builtins.elemAt m 1) ];
+        }
+        else state // { found = state.found || path == [ state.top (builtins.elemAt m 1) ]; };
+      lines = builtins.filter builtins.isString (builtins.split "
+"
+        (builtins.readFile secretsFile));
+    in
+    secretsFile != null && (builtins.foldl' step { top = null; found = false; } lines).found;
+  present = builtins.filter (s: hasKey s.key) cfg.secrets;
+  missing = builtins.filter (s: !(hasKey s.key)) cfg.secrets;
 in
 {
   imports = [
@@ -35,7 +57,7 @@ in
     type = lib.types.functionTo lib.types.bool;
     readOnly = true;
     default = daemon: builtins.elem daemon cfg.daemons
-      && (hasSecretsFile || !(builtins.any (s: s.daemon == daemon) cfg.secrets));
+      && !(builtins.any (s: s.daemon == daemon) missing);
     description = "Whether the registry runs DAEMON here and its secrets are in place (read by the service modules).";
   };
 
@@ -57,22 +79,25 @@ in
       boot.kernel.sysctl."net.ipv4.ip_nonlocal_bind" = 1;
     })
 
-    # Each secret a daemon here reads, from the host's secrets file, once it
-    # exists; until then the daemons that need one stay off and evaluation
-    # says what to do.
-    (lib.mkIf hasSecretsFile {
+    # Each secret a daemon here reads and the host's secrets file holds;
+    # until it does, the daemon stays off and evaluation says what to do.
+    (lib.mkIf (present != [ ]) {
       sops.secrets = builtins.listToAttrs (map
         (s: {
           name = s.key;
-          value = { restartUnits = [ "${s.daemon}.service" ]; } // lib.optionalAttrs (s ? owner) { inherit (s) owner; };
+          value = { restartUnits = [ s.unit ]; }
+            // lib.optionalAttrs (s ? owner) { inherit (s) owner; }
+            # Where the rendered configuration reads it (sops-nix's default).
+            // lib.optionalAttrs (s ? path) { inherit (s) path; };
         })
-        cfg.secrets);
+        present);
     })
     {
-      warnings = lib.optional (cfg.secrets != [ ] && !hasSecretsFile)
-        ("${name}: ${lib.concatMapStringsSep " and " (s: s.daemon) cfg.secrets} stay off until hosts/${name}/secrets.sops.yaml holds their secrets: "
-          + "run `labprov secrets sync` (it writes .sops.yaml with ${name}'s key), then `sops hosts/${name}/secrets.sops.yaml` and add "
-          + lib.concatMapStringsSep "; " (s: "${s.key}: ${s.what}") cfg.secrets
+      warnings = lib.optional (missing != [ ])
+        ("${name}: ${lib.concatMapStringsSep " and " (s: s.daemon) missing} stay off until hosts/${name}/secrets.sops.yaml holds their secrets: "
+          + lib.optionalString (secretsFile == null) "run `labprov secrets sync` (it writes .sops.yaml with ${name}'s key), then "
+          + "`sops hosts/${name}/secrets.sops.yaml` and add "
+          + lib.concatMapStringsSep "; " (s: "${s.key}: ${s.what}") missing
           + " (docs/services.md, secrets).");
     }
   ];

@@ -20,8 +20,10 @@ in
         configFile = pkgs.writeText "named.conf" cfg.files."named.conf";
       };
       environment.etc = lib.mapAttrs (_: text: { inherit text; }) zones;
-      # A zone change is a reload (rndc), not a restart.
-      systemd.services.bind.reloadTriggers = lib.attrValues zones;
+      # A zone change restarts BIND: a reload would not do, as `rndc reload`
+      # skips zone files no newer than their last load, and these are links
+      # into the store, all dated 1970.
+      systemd.services.bind.restartTriggers = lib.attrValues zones;
     })
 
     (lib.mkIf (ready "dnsdist") {

@@ -21,7 +21,7 @@ in
         sops.templates = lib.optionalAttrs (secret != null) {
           "caddy.env" = {
             content = "${secret.env}=${config.sops.placeholder.${secret.key}}\n";
-            restartUnits = [ "caddy.service" ];
+            restartUnits = [ secret.unit ];
           };
         };
       }
