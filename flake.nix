@@ -67,7 +67,19 @@
         lib.mapAttrs' (name: host: lib.nameValuePair "nixos-${name}" host.config.system.build.toplevel)
           (lib.filterAttrs (_: host: host.config.nixpkgs.hostPlatform.system == system) checkedSystems.nixosConfigurations)
         // lib.mapAttrs' (name: host: lib.nameValuePair "darwin-${name}" host.config.system.build.toplevel)
-          (lib.filterAttrs (_: host: host.config.nixpkgs.hostPlatform.system == system) checkedSystems.darwinConfigurations);
+          (lib.filterAttrs (_: host: host.config.nixpkgs.hostPlatform.system == system) checkedSystems.darwinConfigurations)
+        # luna as it runs once its secrets file holds the proxies' keys (a
+        # fixture of key names, nothing that decrypts): Caddy, HAProxy and
+        # their sops secrets and template are on, which the real, secret-less
+        # clone never evaluates.
+        // lib.optionalAttrs (system == checkedSystems.nixosConfigurations.luna.config.nixpkgs.hostPlatform.system) {
+          nixos-luna-with-secrets = (checkedSystems.nixosConfigurations.luna.extendModules {
+            modules = [{
+              sops.defaultSopsFile = ./tests/services/fixtures/luna-secrets.sops.yaml;
+              sops.validateSopsFiles = false;
+            }];
+          }).config.system.build.toplevel;
+        };
     in
     {
       inherit (systems) nixosConfigurations darwinConfigurations;
