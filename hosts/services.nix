@@ -91,6 +91,8 @@
       ports.https = { port = 443; bind = "lan"; open = true; };
       # Its admin API (reloads), on loopback.
       ports.admin = { port = 2019; };
+      # Port 80 answers every name with a redirect to HTTPS.
+      health = { port = "http"; http = "/"; };
     };
     haproxy = {
       host = "luna";
@@ -98,6 +100,7 @@
       ports.dot = { port = 853; bind = "lan"; open = true; };
       ports.metrics = { port = 8404; };
       metrics = { port = "metrics"; path = "/metrics"; };
+      health = { port = "metrics"; http = "/metrics"; };
     };
     nginx = {
       host = "luna";
