@@ -75,8 +75,6 @@ let
   endpoint = service: purpose: fromHost: host:
     let p = services.${service}.ports.${purpose}; in
     "${if host == fromHost then "127.0.0.1" else hosts.${host}.address}:${toString p.port}";
-  # The only host of a single-host service.
-  hostOf = service: builtins.head services.${service}.hosts;
   # The service running a daemon on a host, or null.
   daemonOn = daemon: host:
     let found = builtins.filter (s: services.${s}.daemon == daemon && builtins.elem host services.${s}.hosts) (builtins.attrNames services); in
@@ -87,7 +85,7 @@ let
   authHost = builtins.head (builtins.filter (h: daemonOn "bind" h != null) (builtins.attrNames hosts) ++ [ null ]);
   reverseZone = net.reverseZone subnet;
 
-  ctx = { inherit u net domain subnet subnetText hosts nixosHosts services routes endpoint hostOf daemonOn servicesOn authHost reverseZone; };
+  ctx = { inherit u net domain subnet subnetText hosts nixosHosts services routes endpoint daemonOn servicesOn authHost reverseZone; };
 
   problems = import ./checks.nix ctx { inherit daemons; };
 
