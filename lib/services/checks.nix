@@ -30,7 +30,7 @@ let
     prometheus = [ "web" ];
     node-exporter = [ "metrics" ];
     glances = [ "web" ];
-    unifi = [ "web" "inform" "stun" "portal-http" "portal-https" ];
+    unifi = [ "web" "inform" "stun" "portal-http" "portal-https" "db" ];
   };
 
   serviceProblems = name:

@@ -10,7 +10,8 @@
 #             modules (hosts/_modules/nixos/services) give the daemons
 #   etc       the files among them that live under /etc on the host
 #   settings  the structured settings the NixOS modules take as attribute sets
-#             (Blocky, AdGuard Home, Prometheus, the containers), rendered to
+#             (Blocky, AdGuard Home, Prometheus, UniFi's ports, the
+#             containers), rendered to
 #             files too
 #   secrets   the sops-nix secrets its daemons read (key, what it holds)
 #   firewall  the ports to open, health  the checks a deploy runs
@@ -94,6 +95,7 @@ let
   monitoring = import ./monitoring.nix ctx;
   resolvers = import ./resolvers.nix ctx;
   containers = import ./containers.nix ctx;
+  controllers = import ./controllers.nix ctx;
 
   json = builtins.toJSON;
 
@@ -105,6 +107,7 @@ let
         u.optionalAttrs (has "blocky") { blocky = resolvers.blocky host; }
         // u.optionalAttrs (has "adguardhome") { adguardhome = resolvers.adguardhome host; }
         // u.optionalAttrs (has "prometheus") { prometheus = monitoring.prometheus host; }
+        // u.optionalAttrs (has "unifi") { unifi = controllers.unifi host; }
         // u.optionalAttrs (containers.on host != { }) { containers = containers.on host; };
       files =
         u.optionalAttrs (has "bind") (dns.bindFiles host)
@@ -122,6 +125,9 @@ let
         // u.optionalAttrs (has "blocky") { "blocky.yml" = json settings.blocky + "\n"; }
         // u.optionalAttrs (has "adguardhome") { "adguardhome.yaml" = json settings.adguardhome + "\n"; }
         // u.optionalAttrs (settings ? containers) { "containers.json" = json settings.containers + "\n"; }
+        // u.optionalAttrs (has "unifi") {
+          "unifi-system.properties" = u.concatMapStrings (k: "${k}=${toString settings.unifi.${k}}\n") (builtins.attrNames settings.unifi);
+        }
         // {
           "firewall.json" = json (firewallOf host) + "\n";
           "health.json" = json (healthOf host) + "\n";

@@ -4,15 +4,6 @@
 let
   cfg = config.homelab.services;
   ready = config.homelab.servicesReady;
-  unifi = lib.findFirst (s: s.daemon == "unifi") null (lib.attrValues cfg.services);
-  # UniFi's own names for the ports the registry gives it.
-  unifiProperties = lib.optionalAttrs (unifi != null) {
-    "unifi.http.port" = unifi.ports.inform.port;
-    "unifi.https.port" = unifi.ports.web.port;
-    "portal.http.port" = unifi.ports.portal-http.port;
-    "portal.https.port" = unifi.ports.portal-https.port;
-    "unifi.stun.port" = unifi.ports.stun.port;
-  };
 in
 {
   config = lib.mkMerge [
@@ -36,7 +27,7 @@ in
         ${lib.concatStrings (lib.mapAttrsToList (key: port: ''
           sed -i '/^${lib.escapeRegex key}=/d' "$props"
           echo '${key}=${toString port}' >> "$props"
-        '') unifiProperties)}
+        '') cfg.settings.unifi)}
       '';
     })
 
