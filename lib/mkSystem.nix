@@ -29,6 +29,11 @@ let
       homelab.facts = facts.hosts.${name};
       homelab.hosts = facts.hosts;
       homelab.admins = admins;
+      # The commit a host runs (`nixos-version --configuration-revision`,
+      # `darwin-version --configuration-revision`): what `labprov status`
+      # compares with main. Each commit is thus a new generation, however
+      # small the change.
+      system.configurationRevision = self.rev or self.dirtyRev or null;
     }
     # The host's part of the service registry (hosts/services.nix).
     (lib.optionalAttrs (facts.hosts.${name}.class == "nixos") {
