@@ -135,7 +135,7 @@
     # --- Network controllers. Both run on luna, so every port either binds
     # is listed (their databases on loopback too): the registry refuses two
     # services on one port. UniFi's are written into its system.properties
-    # from here (the guest portal moved off 8843/8880, Omada's).
+    # from here (its guest portal moved off 8843, Omada's).
     unifi = {
       host = "luna";
       unit = "unifi.service";
