@@ -25,9 +25,7 @@ let
           found = state.found || path == [ (builtins.elemAt m 1) ];
         }
         else state // { found = state.found || path == [ state.top (builtins.elemAt m 1) ]; };
-      lines = builtins.filter builtins.isString (builtins.split "
-"
-        (builtins.readFile secretsFile));
+      lines = builtins.filter builtins.isString (builtins.split "\n" (builtins.readFile secretsFile));
     in
     secretsFile != null && (builtins.foldl' step { top = null; found = false; } lines).found;
   present = builtins.filter (s: hasKey s.key) cfg.secrets;
