@@ -222,6 +222,12 @@ impl Cmd {
         self.execute(true, true)
     }
 
+    /// Like [`Cmd::stream`], but a non-zero exit is returned, not an error
+    /// (long steps whose exit status is an answer: a switch's 4).
+    pub fn stream_probe(mut self) -> Result<Output, ToolError> {
+        self.execute(true, false)
+    }
+
     /// The program started with piped stdin/stdout for callers that talk to
     /// it (debugfs scripts). Spawn errors are reported like every other.
     pub fn spawn_piped(mut self) -> Result<Child, ToolError> {

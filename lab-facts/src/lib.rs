@@ -83,6 +83,17 @@ impl Lab {
 /// plain `nix eval`. Pure data needs no store (`dummy://`): that keeps it
 /// fast, offline, and working for users who cannot write the Nix store.
 pub fn eval_json(path: &Path) -> Result<Vec<u8>, Error> {
+    eval(path, &[std::ffi::OsStr::new("--file"), path.as_os_str()])
+}
+
+/// Evaluates a Nix expression over the lab's pure data (for example
+/// `(import LAB/lib/services { }).hosts`) to JSON, the same way as
+/// [`eval_json`]; `origin` names it in errors.
+pub fn eval_expr_json(expr: &str, origin: &Path) -> Result<Vec<u8>, Error> {
+    eval(origin, &[std::ffi::OsStr::new("--impure"), "--expr".as_ref(), expr.as_ref()])
+}
+
+fn eval(origin: &Path, what: &[&std::ffi::OsStr]) -> Result<Vec<u8>, Error> {
     let out = lab_cli::Cmd::new("nix")
         .args([
             "--extra-experimental-features",
@@ -91,16 +102,15 @@ pub fn eval_json(path: &Path) -> Result<Vec<u8>, Error> {
             "--store",
             "dummy://",
             "--json",
-            "--file",
         ])
-        .arg(path)
+        .args(what)
         .run()
         .map_err(|e| match e {
             lab_cli::ToolError::Missing { .. } => Error::NixMissing(e),
             lab_cli::ToolError::Failed { stderr, .. } => {
-                Error::NixEval { path: path.to_path_buf(), stderr: stderr.trim().to_string() }
+                Error::NixEval { path: origin.to_path_buf(), stderr: stderr.trim().to_string() }
             }
-            other => Error::NixSpawn { path: path.to_path_buf(), source: other },
+            other => Error::NixSpawn { path: origin.to_path_buf(), source: other },
         })?;
     Ok(out.stdout)
 }

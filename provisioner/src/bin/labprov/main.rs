@@ -3,6 +3,7 @@
 //! arguments and its run (beside it), and the work is in the `provisioner`
 //! library and the shared lab crates.
 
+mod deploy;
 mod disk;
 mod enrol;
 mod install;
@@ -44,6 +45,12 @@ enum Command {
     Secrets(secrets::SecretsCommand),
     Enrol(enrol::EnrolArgs),
     Install(install::InstallArgs),
+    /// Deploy hosts: build, copy, activate, check from the service registry, roll back by itself
+    Deploy(deploy::DeployArgs),
+    /// Each host's running generation, commit, health checks and last deploy
+    Status(deploy::StatusArgs),
+    /// Put a host back on its previous generation
+    Rollback(deploy::RollbackArgs),
     /// Print shell completions
     #[command(
         after_help = "Example:\n  labprov completions bash > /etc/bash_completion.d/labprov"
@@ -56,6 +63,7 @@ fn main() -> ExitCode {
         link::<provisioner::disk::DiskError>,
         link::<provisioner::install::Error>,
         link::<provisioner::enrol::Error>,
+        link::<provisioner::deploy::Error>,
     ];
     lab_cli::exit::main("labprov", &links, || {
         let cli = Cli::parse();
@@ -66,6 +74,9 @@ fn main() -> ExitCode {
             Command::Secrets(c) => c.run(lab),
             Command::Enrol(a) => a.run(lab),
             Command::Install(a) => a.run(lab),
+            Command::Deploy(a) => a.run(lab),
+            Command::Status(a) => a.run(lab),
+            Command::Rollback(a) => a.run(lab),
             Command::Completions(a) => a.run(Cli::command()),
         }
     })
@@ -100,6 +111,12 @@ mod tests {
             "t enrol nixpi --address 192.168.1.40 --fingerprint SHA256:x --port 2222",
             "t install rydev --address 10.0.0.23 --phases verify,disk --disk main=/dev/vda",
             "t disk apply --spec s.json --disk main=disk.img --only partition --yes",
+            "t deploy luna nixpi --yes --confirm-timeout 30",
+            "t deploy --all --dry-run --json",
+            "t deploy luna --system luna=/nix/store/x-sys --ssh-identity /tmp/id",
+            "t status --json",
+            "t status luna",
+            "t rollback luna --yes",
         ] {
             Cli::try_parse_from(line.split(' ')).unwrap_or_else(|e| panic!("{line}: {e}"));
         }
@@ -108,6 +125,9 @@ mod tests {
             "t install rydev --address a --phases disk,kexec",
             "t disk apply rydev --disk main",
             "t disk apply rydev --only format",
+            "t deploy luna --all",
+            "t deploy luna --system luna",
+            "t rollback",
         ] {
             assert!(Cli::try_parse_from(bad.split(' ')).is_err(), "{bad} must be a usage error");
         }

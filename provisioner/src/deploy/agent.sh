@@ -1,0 +1,197 @@
+# labprov's host agent: the few steps of a deploy that must run on the host
+# itself. labprov sends this text over its pinned SSH connection, so nothing
+# of labprov is installed on the host and the host needs only what NixOS (or
+# nix-darwin) already has: read-only actions run it from stdin (`sh -s --
+# probe`), a deploy's actions from /run/labprov/agent-ID.sh, which labprov
+# writes first (the rollback timer runs that file). One action per
+# connection; output is `key=value` lines for labprov to read; what the
+# switch prints goes to stderr.
+#
+# The order that makes a deploy safe (docs/decisions/0007):
+#   arm      a transient systemd timer that re-activates OLD after SECONDS:
+#            if labprov never confirms (it was killed, the host's network
+#            went away), the host heals itself
+#   activate NEW's switch-to-configuration `test` in a transient unit (it
+#            survives a restarted sshd or a dropped connection); the boot
+#            default does not move
+#   confirm  after labprov's checks passed: stop the timer, make NEW the
+#            system profile and the boot default
+#   restore  a failed check or activation: OLD's `test` again (the boot
+#            default never moved, so a reboot also lands on OLD)
+set -eu
+
+profile=/nix/var/nix/profiles/system
+state=/run/labprov            # per deploy, gone at reboot (the timer is too)
+last=/var/lib/labprov/last-deploy
+
+die() { echo "labprov agent: $*" >&2; exit 1; }
+
+kind() {
+  if [ -d /run/systemd/system ] || [ -e /etc/NIXOS ]; then echo nixos
+  elif [ "$(uname -s)" = Darwin ]; then echo darwin
+  else echo unknown; fi
+}
+
+# revision GENERATION: the flake commit it was built from, if recorded.
+revision() {
+  if [ -x "$1/sw/bin/nixos-version" ]; then
+    "$1/sw/bin/nixos-version" --configuration-revision 2> /dev/null || true
+  elif [ -f "$1/darwin-version.json" ]; then
+    sed -n 's/.*"configurationRevision": *"\([^"]*\)".*/\1/p' "$1/darwin-version.json"
+  fi
+}
+
+# record RESULT GENERATION [REASON]: the last deploy, for `labprov status`.
+record() {
+  mkdir -p "${last%/*}"
+  {
+    echo "time=$(date +%s)"
+    echo "result=$1"
+    echo "generation=$2"
+    echo "revision=$(revision "$2")"
+    echo "reason=${3:-}"
+  } > "$last.tmp"
+  mv "$last.tmp" "$last"
+}
+
+# resolved LINK: where a link leads, or nothing when it leads nowhere.
+resolved() { if [ -e "$1" ]; then readlink -f "$1"; fi; }
+
+probe() {
+  echo "kind=$(kind)"
+  echo "current=$(resolved /run/current-system)"
+  echo "profile=$(resolved $profile)"
+  echo "profile_link=$(readlink $profile 2> /dev/null || true)"
+  echo "booted=$(resolved /run/booted-system)"
+  echo "revision=$(revision /run/current-system)"
+  if [ -f "$last" ]; then sed 's/^/last_/' "$last"; fi
+}
+
+# The unit names of one deploy.
+timer_unit() { echo "labprov-rollback-$1"; }
+activate_unit() { echo "labprov-activate-$1"; }
+
+# arm ID OLD SECONDS: the self-rollback; the timer runs this very file's
+# `restore`, the one labprov would run.
+arm() {
+  id=$1 old=$2 seconds=$3
+  [ -x "$old/bin/switch-to-configuration" ] || die "$old has no bin/switch-to-configuration: not a NixOS generation"
+  [ "$0" = "$state/agent-$id.sh" ] || die "arm must run from $state/agent-$id.sh, not $0"
+  systemd-run --quiet --collect --no-ask-password --unit="$(timer_unit "$id")" \
+    --on-active="$seconds" --timer-property=AccuracySec=1s \
+    --description="labprov: back to the previous generation unless deploy $id is confirmed" \
+    /bin/sh "$0" restore "$id" "$old" "not confirmed within ${seconds}s"
+  echo "armed=$(timer_unit "$id").timer"
+}
+
+# activate ID NEW: switch-to-configuration test, its output in a log that
+# labprov prints; exit status as the switch's (4: a unit failed).
+activate() {
+  id=$1 new=$2
+  [ -x "$new/bin/switch-to-configuration" ] || die "$new has no bin/switch-to-configuration: not a NixOS generation"
+  mkdir -p "$state"
+  log=$state/activate-$id.log
+  : > "$log"
+  status=0
+  systemd-run --quiet --collect --no-ask-password --wait --service-type=exec \
+    --unit="$(activate_unit "$id")" --working-directory=/ \
+    --setenv=NIXOS_INSTALL_BOOTLOADER=0 \
+    --property="StandardOutput=append:$log" --property="StandardError=append:$log" \
+    "$new/bin/switch-to-configuration" test || status=$?
+  cat "$log" >&2
+  exit "$status"
+}
+
+# units UNIT...: each unit's state, `unit=state` per line.
+units() {
+  for unit in "$@"; do
+    echo "$unit=$(systemctl is-active "$unit" 2> /dev/null || true)"
+  done
+}
+
+# confirm ID NEW: the checks passed. Under the deploy's lock, so a timer
+# firing at the same moment either finds it confirmed or wins and says so.
+confirm() {
+  id=$1 new=$2
+  exec 9> "$state/$id.lock"
+  flock 9
+  [ ! -e "$state/$id.restored" ] || die "the host already went back by itself: $(cat "$state/$id.restored")"
+  systemctl stop "$(timer_unit "$id").timer" 2> /dev/null || true
+  touch "$state/$id.confirmed"
+  nix-env -p "$profile" --set "$new"
+  "$new/bin/switch-to-configuration" boot
+  record confirmed "$new"
+  echo "confirmed=$new"
+}
+
+# restore ID OLD REASON: back to OLD, once (the timer and labprov may both
+# ask). Waits for a still running activation first: switch-to-configuration
+# refuses to run twice at once.
+restore() {
+  id=$1 old=$2 reason=$3
+  mkdir -p "$state"
+  exec 9> "$state/$id.lock"
+  flock 9
+  if [ -e "$state/$id.confirmed" ] || [ -e "$state/$id.restored" ]; then
+    echo "restored=already"
+    return 0
+  fi
+  systemctl stop "$(timer_unit "$id").timer" 2> /dev/null || true
+  waited=0
+  while systemctl is-active --quiet "$(activate_unit "$id")" 2> /dev/null && [ "$waited" -lt 600 ]; do
+    sleep 1
+    waited=$((waited + 1))
+  done
+  echo "$reason" > "$state/$id.restored"
+  status=0
+  "$old/bin/switch-to-configuration" test >&2 || status=$?
+  record "rolled back" "$old" "$reason"
+  echo "restored=$old"
+  echo "status=$status"
+}
+
+# previous: the manual rollback (`labprov rollback`): the system profile one
+# generation back, activated and made the boot default.
+previous() {
+  nix-env -p "$profile" --rollback >&2
+  new=$(readlink -f "$profile")
+  "$new/bin/switch-to-configuration" switch >&2
+  record "rolled back by hand" "$new" "labprov rollback"
+  echo "current=$new"
+}
+
+# nix-darwin has no `test`: the profile is set and the new generation
+# activated, as darwin-rebuild switch does after its build; a failed check
+# goes back with darwin-rebuild --rollback.
+darwin_activate() {
+  new=$2
+  nix-env -p "$profile" --set "$new" >&2
+  "$new/activate" >&2
+}
+darwin_confirm() { record confirmed "$2"; echo "confirmed=$2"; }
+darwin_restore() {
+  /run/current-system/sw/bin/darwin-rebuild --rollback >&2
+  record "rolled back" "$(readlink -f $profile)" "$3"
+  echo "restored=$(readlink -f $profile)"
+  echo "status=0"
+}
+
+action=${1:-}
+[ $# -gt 0 ] && shift
+case "$(kind):$action" in
+  *:probe) probe ;;
+  nixos:arm) arm "$@" ;;
+  nixos:activate) activate "$@" ;;
+  nixos:confirm) confirm "$@" ;;
+  nixos:restore) restore "$@" ;;
+  nixos:dry-activate) "$1/bin/switch-to-configuration" dry-activate ;;
+  nixos:previous) previous ;;
+  *:units) units "$@" ;;
+  darwin:arm) echo "armed=none" ;;
+  darwin:activate) darwin_activate "$@" ;;
+  darwin:confirm) darwin_confirm "$@" ;;
+  darwin:restore) darwin_restore "$@" ;;
+  darwin:previous) /run/current-system/sw/bin/darwin-rebuild --rollback >&2 ;;
+  darwin:dry-activate) echo "nix-darwin cannot show what would restart" ;;
+  *) die "cannot run \`$action\` on this host (kind $(kind))" ;;
+esac

@@ -1,0 +1,721 @@
+//! `labprov deploy`, `labprov status` and `labprov rollback`: the lab's
+//! hosts brought to a new generation safely (docs/decisions/0007).
+//!
+//! A deploy builds every selected host first (one `nix build`, so Nix builds
+//! them in parallel and uses its remote builders; nothing is activated when
+//! one fails), copies each closure with `nix copy` over the pinned SSH
+//! connection, shows the closure diff and the units the switch would restart,
+//! asks once, and then takes the hosts ONE AT A TIME in the registry's order:
+//! arm the host's self-rollback timer, activate without moving the boot
+//! default, run the host's health checks from the service registry, and only
+//! then make the generation the boot default. A failed activation or check
+//! puts the host back on the generation it ran before and stops the deploy
+//! (unless `--keep-going`): the remaining hosts keep what they run.
+
+pub mod health;
+pub mod remote;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use lab_cli::exit::{Class, Classify};
+use lab_facts::{HostClass, Lab};
+use lab_keys::PublicHostKey;
+use serde::Serialize;
+
+use crate::ssh::{Pinned, Target};
+use health::{Entry, Outcome};
+use remote::{Probe, Remote};
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error(transparent)]
+    Facts(#[from] lab_facts::Error),
+    #[error("name hosts to deploy, or pass --all")]
+    NoHosts,
+    #[error("{host} cannot be deployed: {why}")]
+    NotDeployable { host: String, why: String },
+    #[error("--system {host}=...: {host} is not among the hosts to deploy")]
+    StraySystem { host: String },
+    #[error("--system {host}={path}: no such store path here; build it first or drop --system to build the flake's")]
+    NoSystem { host: String, path: String },
+    #[error("the service registry's health checks: {0}")]
+    Registry(String),
+    #[error("building failed; nothing was copied or activated anywhere:\n{0}")]
+    Build(String),
+    #[error("{host}: {why}; nothing was activated anywhere")]
+    Unreachable { host: String, why: String },
+    #[error("copying to {host} failed; nothing was activated anywhere:\n{why}")]
+    Copy { host: String, why: String },
+    #[error(transparent)]
+    Declined(#[from] lab_cli::prompt::Declined),
+    #[error("{}", rolled_back(&.0.hosts))]
+    RolledBack(Report),
+    #[error(transparent)]
+    Tool(#[from] lab_cli::ToolError),
+    #[error("reading a host key: {0}")]
+    Key(String),
+}
+
+fn rolled_back(hosts: &[HostReport]) -> String {
+    let mut text = String::new();
+    for h in hosts.iter().filter(|h| h.result == Result_::RolledBack || h.result == Result_::Failed)
+    {
+        text.push_str(&format!("{}: {}\n", h.host, h.message));
+        for c in h.failed_checks.iter() {
+            text.push_str(&format!("  failed: {}: {}\n", c.check, c.detail));
+        }
+    }
+    let stopped: Vec<&str> =
+        hosts.iter().filter(|h| h.result == Result_::NotStarted).map(|h| h.host.as_str()).collect();
+    if !stopped.is_empty() {
+        text.push_str(&format!(
+            "not started: {} (they run what they ran; fix the cause and deploy again, or pass --keep-going)\n",
+            stopped.join(", ")
+        ));
+    }
+    text.trim_end().to_string()
+}
+
+impl Classify for Error {
+    fn class(&self) -> Class {
+        match self {
+            Error::NoHosts | Error::StraySystem { .. } | Error::NoSystem { .. } => Class::Usage,
+            Error::Facts(lab_facts::Error::UnknownHost { .. }) => Class::Usage,
+            Error::Declined(e) => e.class(),
+            Error::Tool(e) => e.class(),
+            _ => Class::Failure,
+        }
+    }
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// How to reach the hosts, shared by deploy, status and rollback.
+#[derive(Debug, Clone)]
+pub struct Access {
+    pub user: String,
+    pub port: u16,
+    pub identity: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone)]
+pub struct DeployOptions {
+    pub hosts: Vec<String>,
+    pub all: bool,
+    /// Built toplevels to deploy instead of building the flake's.
+    pub systems: BTreeMap<String, PathBuf>,
+    pub access: Access,
+    /// The host goes back by itself unless confirmed within this.
+    pub confirm_timeout: Duration,
+    /// How long the health checks may take to pass after activation.
+    pub check_timeout: Duration,
+    pub yes: bool,
+    pub dry_run: bool,
+    pub keep_going: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Result_ {
+    /// Activated, checked, made the boot default.
+    Deployed,
+    /// Already running the generation and it is the boot default.
+    UpToDate,
+    /// Activated and put back: a check or the activation failed.
+    RolledBack,
+    /// Could not be put back for sure (see the message).
+    Failed,
+    /// Not reached: an earlier host was rolled back.
+    NotStarted,
+    /// A dry run: what would be deployed.
+    Planned,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct HostReport {
+    pub host: String,
+    pub result: Result_,
+    pub previous: Option<String>,
+    pub new: String,
+    /// `nix store diff-closures` of the running and the new generation.
+    pub diff: Option<String>,
+    /// What the switch says it would restart (`dry-activate`).
+    pub restarts: Option<String>,
+    pub failed_checks: Vec<Outcome>,
+    pub message: String,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub dry_run: bool,
+    pub hosts: Vec<HostReport>,
+    /// Hosts `--all` left out, and why.
+    pub skipped: Vec<Skipped>,
+}
+
+/// A host `--all` (or `status`) leaves out, and why.
+#[derive(Debug, Clone, Serialize)]
+pub struct Skipped {
+    pub host: String,
+    pub why: String,
+}
+
+/// A host as the deploy sees it.
+struct Host {
+    name: String,
+    class: HostClass,
+    remote: Remote,
+    address: Option<String>,
+    checks: Vec<Entry>,
+}
+
+/// The hosts to deploy in the fleet's order, and those `--all` left out.
+fn select(
+    lab: &Lab,
+    names: &[String],
+    all: bool,
+    access: &Access,
+) -> Result<(Vec<Host>, Vec<Skipped>)> {
+    let facts = lab.facts()?;
+    let checks = health::load(&lab.root).map_err(Error::Registry)?;
+    let mut skipped = Vec::new();
+    let wanted: Vec<String> = if all {
+        facts.hosts.keys().cloned().collect()
+    } else if names.is_empty() {
+        return Err(Error::NoHosts);
+    } else {
+        let mut n = names.to_vec();
+        n.dedup();
+        n
+    };
+    let mut hosts = Vec::new();
+    for name in wanted {
+        let h = facts.host(&name)?;
+        let why = match (&h.address, &h.ssh_host_key, h.class) {
+            // The Mac the deploy runs on: no SSH, sudo here.
+            (None, _, HostClass::Darwin) if cfg!(target_os = "macos") => None,
+            (None, _, HostClass::Darwin) => {
+                Some("a Mac without an address is deployed from itself (run labprov there)".to_string())
+            }
+            (None, _, _) => Some("it has no address in its facts.nix".to_string()),
+            (Some(_), None, _) => Some(format!(
+                "it has no recorded SSH host key (hosts/{name}/ssh_host_ed25519_key.pub): `labprov enrol {name}` or `labprov keys new {name}`"
+            )),
+            _ => None,
+        };
+        if let Some(why) = why {
+            if all {
+                skipped.push(Skipped { host: name, why });
+                continue;
+            }
+            return Err(Error::NotDeployable { host: name, why });
+        }
+        let remote = match (&h.address, &h.ssh_host_key) {
+            (Some(address), Some(key)) => {
+                let key =
+                    PublicHostKey::parse(key).map_err(|e| Error::Key(format!("{name}: {e}")))?;
+                let target = Target {
+                    address: address.clone(),
+                    port: access.port,
+                    user: access.user.clone(),
+                    identity: access.identity.clone(),
+                };
+                Remote::Ssh(
+                    Pinned::new(&target, &format!("labprov-host-{name}"), &key)
+                        .map_err(|e| Error::Key(e.to_string()))?,
+                )
+            }
+            _ => Remote::Local,
+        };
+        hosts.push(Host {
+            checks: checks.get(&name).cloned().unwrap_or_default(),
+            name,
+            class: h.class,
+            remote,
+            address: h.address.clone(),
+        });
+    }
+    hosts.sort_by_key(fleet_order);
+    Ok((hosts, skipped))
+}
+
+/// The fleet's order: hosts with fewer of the registry's services first, so
+/// a bad change shows on the smallest host before it reaches the one the
+/// lab depends on most; ties by name. Hosts are only ever activated one at
+/// a time, so two hosts' services (the two resolvers) never restart together.
+fn fleet_order(h: &Host) -> (usize, String) {
+    (h.checks.len(), h.name.clone())
+}
+
+/// The flake attribute of a host's system.
+fn attribute(name: &str, class: HostClass) -> String {
+    match class {
+        HostClass::Nixos => format!("nixosConfigurations.{name}.config.system.build.toplevel"),
+        HostClass::Darwin => format!("darwinConfigurations.{name}.system"),
+    }
+}
+
+/// Builds every host that has no `--system` in one `nix build`.
+fn build(lab: &Lab, hosts: &[Host], given: &BTreeMap<String, PathBuf>) -> Result<Vec<PathBuf>> {
+    let to_build: Vec<&Host> = hosts.iter().filter(|h| !given.contains_key(&h.name)).collect();
+    let mut built = BTreeMap::new();
+    if !to_build.is_empty() {
+        let installables: Vec<String> = to_build
+            .iter()
+            .map(|h| format!("{}#{}", lab.root.display(), attribute(&h.name, h.class)))
+            .collect();
+        let names: Vec<&str> = to_build.iter().map(|h| h.name.as_str()).collect();
+        let out = lab_cli::Cmd::new("nix")
+            .args([
+                "--extra-experimental-features",
+                "nix-command flakes",
+                "build",
+                "--no-link",
+                "--json",
+            ])
+            .args(&installables)
+            .label(format!("building {}", names.join(", ")))
+            .stream()
+            .map_err(|e| match e {
+                lab_cli::ToolError::Failed { stderr, .. } => {
+                    Error::Build(stderr.trim().to_string())
+                }
+                other => Error::Tool(other),
+            })?;
+        #[derive(serde::Deserialize)]
+        struct Built {
+            outputs: BTreeMap<String, PathBuf>,
+        }
+        let results: Vec<Built> = serde_json::from_slice(&out.stdout)
+            .map_err(|e| Error::Build(format!("nix build printed no JSON I can read: {e}")))?;
+        if results.len() != to_build.len() {
+            return Err(Error::Build(format!(
+                "nix build reported {} results for {} hosts",
+                results.len(),
+                to_build.len()
+            )));
+        }
+        for (h, r) in to_build.iter().zip(results) {
+            let path = r.outputs.get("out").cloned().ok_or_else(|| {
+                Error::Build(format!("nix build gave {} no `out` output", h.name))
+            })?;
+            built.insert(h.name.clone(), path);
+        }
+    }
+    Ok(hosts
+        .iter()
+        .map(|h| {
+            given
+                .get(&h.name)
+                .or_else(|| built.get(&h.name))
+                .cloned()
+                .expect("every host is built or given")
+        })
+        .collect())
+}
+
+/// `nix store diff-closures`, when the running generation is in this
+/// machine's store (it is when this machine built the last deploy).
+fn diff(previous: Option<&str>, new: &Path) -> Option<String> {
+    let previous = previous?;
+    if !Path::new(previous).exists() {
+        return Some(format!(
+            "(the running {previous} is not in this machine's store: no closure diff)"
+        ));
+    }
+    let out = lab_cli::Cmd::new("nix")
+        .args(["--extra-experimental-features", "nix-command", "store", "diff-closures", previous])
+        .arg(new)
+        .probe()
+        .ok()?;
+    let text = out.text().trim_end().to_string();
+    Some(if text.is_empty() { "(no package changes)".into() } else { text })
+}
+
+/// `nix copy` over the pinned connection; substitutes on the host first.
+fn copy(remote: &Remote, new: &Path) -> std::result::Result<(), String> {
+    let Some(pinned) = remote.pinned() else { return Ok(()) };
+    let sshopts = pinned.nix_sshopts()?;
+    lab_cli::Cmd::new("nix")
+        .args([
+            "--extra-experimental-features",
+            "nix-command",
+            "copy",
+            "--substitute-on-destination",
+            "--to",
+            &format!("ssh://{}?compress=true", pinned.destination()),
+        ])
+        .arg(new)
+        .env("NIX_SSHOPTS", sshopts)
+        .label(format!("copying {}", new.display()))
+        .stream()
+        .map(|_| ())
+        .map_err(|e| e.to_string())
+}
+
+/// A deploy's id: unit names and files on the host carry it.
+fn deploy_id() -> String {
+    let secs = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0);
+    format!("{secs}-{}", std::process::id())
+}
+
+pub fn deploy(
+    lab: &Lab,
+    opts: &DeployOptions,
+    confirm: &mut dyn FnMut(&Report) -> Result<()>,
+    say: &mut dyn FnMut(&str),
+) -> Result<Report> {
+    let (hosts, skipped) = select(lab, &opts.hosts, opts.all, &opts.access)?;
+    for s in &skipped {
+        say(&format!("deploy: skipping {}: {}", s.host, s.why));
+    }
+    if let Some(stray) = opts.systems.keys().find(|n| !hosts.iter().any(|h| &&h.name == n)) {
+        return Err(Error::StraySystem { host: stray.clone() });
+    }
+    for (host, path) in &opts.systems {
+        if !path.is_dir() {
+            return Err(Error::NoSystem { host: host.clone(), path: path.display().to_string() });
+        }
+    }
+    if hosts.is_empty() {
+        return Err(Error::NoHosts);
+    }
+    let news = build(lab, &hosts, &opts.systems)?;
+
+    // What runs now, from every host before anything changes anywhere.
+    let mut probes = Vec::new();
+    for h in &hosts {
+        let p = h.remote.probe().map_err(|why| Error::Unreachable {
+            host: h.name.clone(),
+            why: format!("cannot ask it what it runs: {why}"),
+        })?;
+        if h.class == HostClass::Nixos && p.kind != "nixos" {
+            return Err(Error::Unreachable {
+                host: h.name.clone(),
+                why: format!("it does not look like NixOS (the agent says `{}`)", p.kind),
+            });
+        }
+        probes.push(p);
+    }
+    let mut reports: Vec<HostReport> = hosts
+        .iter()
+        .zip(&news)
+        .zip(&probes)
+        .map(|((h, new), p)| HostReport {
+            host: h.name.clone(),
+            result: Result_::Planned,
+            previous: p.current.clone(),
+            new: new.display().to_string(),
+            diff: diff(p.current.as_deref(), new),
+            restarts: None,
+            failed_checks: vec![],
+            message: String::new(),
+        })
+        .collect();
+    if !opts.dry_run {
+        // Copies write only to the hosts' stores, activate nothing, and let
+        // the switch say what it would restart before the question.
+        for (i, h) in hosts.iter().enumerate() {
+            let (new, r) = (&news[i], &mut reports[i]);
+            if up_to_date(&probes[i], new) {
+                continue;
+            }
+            copy(&h.remote, new).map_err(|why| Error::Copy { host: h.name.clone(), why })?;
+            let new = new.display().to_string();
+            if let Ok(out) = h.remote.ask("dry-activate", &[&new]) {
+                let text = format!("{}{}", out.text(), out.stderr);
+                r.restarts = Some(text.trim().to_string());
+            }
+        }
+    }
+    let plan = Report { dry_run: opts.dry_run, hosts: reports.clone(), skipped: skipped.clone() };
+    if opts.dry_run {
+        return Ok(plan);
+    }
+    confirm(&plan)?;
+
+    let mut stop = false;
+    for (i, h) in hosts.iter().enumerate() {
+        let r = &mut reports[i];
+        if stop {
+            r.result = Result_::NotStarted;
+            r.message = "not started: an earlier host was rolled back".into();
+            continue;
+        }
+        let new = &news[i];
+        if up_to_date(&probes[i], new) {
+            r.result = Result_::UpToDate;
+            r.message = "already runs this generation as its boot default".into();
+            say(&format!("{}: up to date", h.name));
+            continue;
+        }
+        deploy_one(h, &probes[i], new, opts, r, say);
+        if matches!(r.result, Result_::RolledBack | Result_::Failed) && !opts.keep_going {
+            stop = true;
+        }
+    }
+    let report = Report { dry_run: false, hosts: reports, skipped };
+    if report.hosts.iter().any(|r| matches!(r.result, Result_::RolledBack | Result_::Failed)) {
+        return Err(Error::RolledBack(report));
+    }
+    Ok(report)
+}
+
+fn up_to_date(p: &Probe, new: &Path) -> bool {
+    let new = new.display().to_string();
+    p.current.as_deref() == Some(new.as_str()) && p.profile.as_deref() == Some(new.as_str())
+}
+
+/// One host: arm, activate, check, then confirm or restore.
+fn deploy_one(
+    h: &Host,
+    probe: &Probe,
+    new: &Path,
+    opts: &DeployOptions,
+    r: &mut HostReport,
+    say: &mut dyn FnMut(&str),
+) {
+    let id = deploy_id();
+    let new_s = new.display().to_string();
+    let Some(old) = probe.current.clone() else {
+        r.result = Result_::Failed;
+        r.message = "it reports no running generation (/run/current-system); deploy it with `labprov install` first".into();
+        return;
+    };
+    let seconds = opts.confirm_timeout.as_secs().max(1).to_string();
+    say(&format!("{}: arming the self-rollback ({seconds} s), then activating {new_s}", h.name));
+    match h.remote.act(&id, "arm", &[&id, &old, &seconds], &format!("{}: arming", h.name)) {
+        Ok(o) if o.success() => {}
+        Ok(o) => {
+            r.result = Result_::NotStarted;
+            r.message = format!(
+                "could not arm the self-rollback, so nothing was activated: {}",
+                last_line(&o.stderr)
+            );
+            return;
+        }
+        Err(e) => {
+            r.result = Result_::NotStarted;
+            r.message = format!("could not arm the self-rollback, so nothing was activated: {e}");
+            return;
+        }
+    }
+    let activated = h.remote.act(
+        &id,
+        "activate",
+        &[&id, &new_s],
+        &format!("{}: switch-to-configuration test", h.name),
+    );
+    let activation_failure = match &activated {
+        Ok(o) if o.success() => None,
+        Ok(o) => Some(match o.status.code() {
+            Some(4) => {
+                "the activation failed: a unit failed to start (switch-to-configuration exit 4)"
+                    .to_string()
+            }
+            Some(255) => {
+                format!("the connection was lost during activation: {}", last_line(&o.stderr))
+            }
+            _ => format!(
+                "the activation failed ({}): {}",
+                lab_cli::tool::describe_status(o.status),
+                last_line(&o.stderr)
+            ),
+        }),
+        Err(e) => Some(format!("the activation could not run: {e}")),
+    };
+    let failed: Vec<Outcome> = if activation_failure.is_none() {
+        say(&format!("{}: activated; checking", h.name));
+        health::run(&h.remote, &h.checks, opts.check_timeout)
+            .into_iter()
+            .filter(|o| !o.ok)
+            .collect()
+    } else {
+        vec![]
+    };
+    if activation_failure.is_none() && failed.is_empty() {
+        match h.remote.act(
+            &id,
+            "confirm",
+            &[&id, &new_s],
+            &format!("{}: making it the boot default", h.name),
+        ) {
+            Ok(o) if o.success() => {
+                r.result = Result_::Deployed;
+                r.message = "activated, checked, made the boot default".into();
+                say(&format!("{}: deployed", h.name));
+            }
+            Ok(o) => {
+                r.result = Result_::RolledBack;
+                r.message = format!("not confirmed: {}", last_line(&o.stderr));
+            }
+            Err(e) => {
+                r.result = Result_::Failed;
+                r.message = format!(
+                    "could not confirm ({e}); the host goes back to {old} by itself within {} s unless it already went",
+                    opts.confirm_timeout.as_secs()
+                );
+            }
+        }
+        return;
+    }
+    let reason = activation_failure.clone().unwrap_or_else(|| {
+        failed.iter().map(|f| format!("{} ({})", f.check, f.detail)).collect::<Vec<_>>().join("; ")
+    });
+    say(&format!("{}: {reason}; going back to {old}", h.name));
+    r.failed_checks = failed;
+    match h.remote.act(
+        &id,
+        "restore",
+        &[&id, &old, &reason],
+        &format!("{}: back to the previous generation", h.name),
+    ) {
+        Ok(o) if o.success() => {
+            r.result = Result_::RolledBack;
+            r.message = if activation_failure.is_some() {
+                format!("rolled back to {old}: {reason}")
+            } else {
+                format!("rolled back to {old}: a health check failed")
+            };
+        }
+        other => {
+            let why = match other {
+                Ok(o) => last_line(&o.stderr),
+                Err(e) => e.to_string(),
+            };
+            r.result = Result_::Failed;
+            r.message = format!(
+                "{reason}; going back by hand failed ({why}): the host's timer puts {old} back within {} s of the start",
+                opts.confirm_timeout.as_secs()
+            );
+        }
+    }
+}
+
+fn last_line(text: &str) -> String {
+    text.trim().lines().last().unwrap_or("(nothing said)").to_string()
+}
+
+/// `labprov status`: one host's state.
+#[derive(Debug, Clone, Serialize)]
+pub struct Status {
+    pub host: String,
+    pub address: Option<String>,
+    pub reachable: bool,
+    pub error: Option<String>,
+    pub current: Option<String>,
+    pub generation: Option<u64>,
+    /// The running generation is the boot default.
+    pub is_boot_default: Option<bool>,
+    pub revision: Option<String>,
+    pub main_revision: Option<String>,
+    pub matches_main: Option<bool>,
+    pub checks: Vec<Outcome>,
+    pub healthy: Option<bool>,
+    /// The host's record of the last deploy: time (Unix seconds), result,
+    /// generation, revision, reason.
+    pub last_deploy: BTreeMap<String, String>,
+}
+
+/// The commit `main` names in the lab's repository, if it is one.
+fn main_revision(lab: &Lab) -> Option<String> {
+    let out = lab_cli::Cmd::new("git")
+        .arg("-C")
+        .arg(&lab.root)
+        .args(["rev-parse", "--verify", "--quiet", "refs/heads/main"])
+        .probe()
+        .ok()?;
+    out.success().then(|| out.text().trim().to_string())
+}
+
+pub fn status(lab: &Lab, names: &[String], access: &Access) -> Result<Vec<Status>> {
+    let all = names.is_empty();
+    let (hosts, skipped) = select(lab, names, all, access)?;
+    let main = main_revision(lab);
+    let mut out = Vec::new();
+    for h in &hosts {
+        let mut s = Status {
+            host: h.name.clone(),
+            address: h.address.clone(),
+            reachable: false,
+            error: None,
+            current: None,
+            generation: None,
+            is_boot_default: None,
+            revision: None,
+            main_revision: main.clone(),
+            matches_main: None,
+            checks: vec![],
+            healthy: None,
+            last_deploy: BTreeMap::new(),
+        };
+        match h.remote.probe() {
+            Err(e) => s.error = Some(e),
+            Ok(p) => {
+                s.reachable = true;
+                s.is_boot_default = Some(p.current.is_some() && p.current == p.profile);
+                s.current = p.current;
+                s.generation = p.generation;
+                s.matches_main = match (&p.revision, &main) {
+                    (Some(r), Some(m)) => Some(r == m),
+                    _ => None,
+                };
+                s.revision = p.revision;
+                s.last_deploy = p.last_deploy;
+                s.checks = health::run_once(&h.remote, &h.checks);
+                s.healthy = Some(s.checks.iter().all(|c| c.ok));
+            }
+        }
+        out.push(s);
+    }
+    for skip in skipped {
+        out.push(Status {
+            host: skip.host,
+            address: None,
+            reachable: false,
+            error: Some(format!("not checked: {}", skip.why)),
+            current: None,
+            generation: None,
+            is_boot_default: None,
+            revision: None,
+            main_revision: main.clone(),
+            matches_main: None,
+            checks: vec![],
+            healthy: None,
+            last_deploy: BTreeMap::new(),
+        });
+    }
+    Ok(out)
+}
+
+/// `labprov rollback HOST`: the boot default one generation back, activated
+/// (`nix-env --rollback` and `switch`; darwin-rebuild --rollback on a Mac),
+/// then the host's checks, reported.
+pub fn rollback(
+    lab: &Lab,
+    host: &str,
+    access: &Access,
+    within: Duration,
+) -> Result<(String, Vec<Outcome>)> {
+    let (hosts, _) = select(lab, &[host.to_string()], false, access)?;
+    let h = &hosts[0];
+    let out = h.remote.act(&deploy_id(), "previous", &[], &format!("{host}: back one generation"));
+    let out = match out {
+        Ok(o) if o.success() => o,
+        Ok(o) => {
+            return Err(Error::Unreachable {
+                host: host.into(),
+                why: format!("rollback failed: {}", last_line(&o.stderr)),
+            })
+        }
+        Err(e) => return Err(e.into()),
+    };
+    let current =
+        out.text().lines().find_map(|l| l.strip_prefix("current=")).unwrap_or("").to_string();
+    Ok((current, health::run(&h.remote, &h.checks, within)))
+}
