@@ -257,52 +257,50 @@ fn attribute(name: &str, class: HostClass) -> String {
     }
 }
 
-/// Builds every host that has no `--system` in one `nix build`.
-fn build(lab: &Lab, hosts: &[Host], given: &BTreeMap<String, PathBuf>) -> Result<Vec<PathBuf>> {
+/// Builds every host that has no `--system`, all at once: one `nix build`
+/// per host, run in parallel (Nix shares the work they have in common and
+/// uses its remote builders). Each host has its own build because
+/// `nix build --json` lists results sorted by store path, not in the order
+/// asked. Every failure is reported, and then nothing goes on.
+fn build(
+    lab: &Lab,
+    hosts: &[Host],
+    given: &BTreeMap<String, PathBuf>,
+    say: &mut dyn FnMut(&str),
+) -> Result<Vec<PathBuf>> {
     let to_build: Vec<&Host> = hosts.iter().filter(|h| !given.contains_key(&h.name)).collect();
-    let mut built = BTreeMap::new();
     if !to_build.is_empty() {
-        let installables: Vec<String> = to_build
-            .iter()
-            .map(|h| format!("{}#{}", lab.root.display(), attribute(&h.name, h.class)))
-            .collect();
         let names: Vec<&str> = to_build.iter().map(|h| h.name.as_str()).collect();
-        let out = lab_cli::Cmd::new("nix")
-            .args([
-                "--extra-experimental-features",
-                "nix-command flakes",
-                "build",
-                "--no-link",
-                "--json",
-            ])
-            .args(&installables)
-            .label(format!("building {}", names.join(", ")))
-            .stream()
-            .map_err(|e| match e {
-                lab_cli::ToolError::Failed { stderr, .. } => {
-                    Error::Build(stderr.trim().to_string())
-                }
-                other => Error::Tool(other),
-            })?;
-        #[derive(serde::Deserialize)]
-        struct Built {
-            outputs: BTreeMap<String, PathBuf>,
+        say(&format!("deploy: building {} (in parallel)", names.join(", ")));
+    }
+    let results: Vec<(String, std::result::Result<PathBuf, String>)> =
+        std::thread::scope(|scope| {
+            let jobs: Vec<_> = to_build
+                .iter()
+                .map(|h| {
+                    let installable =
+                        format!("{}#{}", lab.root.display(), attribute(&h.name, h.class));
+                    (h.name.clone(), scope.spawn(move || build_one(&installable)))
+                })
+                .collect();
+            jobs.into_iter()
+                .map(|(name, job)| {
+                    (name, job.join().unwrap_or_else(|_| Err("the build thread panicked".into())))
+                })
+                .collect()
+        });
+    let mut built = BTreeMap::new();
+    let mut failures = Vec::new();
+    for (name, result) in results {
+        match result {
+            Ok(path) => {
+                built.insert(name, path);
+            }
+            Err(why) => failures.push(format!("{name}:\n{why}")),
         }
-        let results: Vec<Built> = serde_json::from_slice(&out.stdout)
-            .map_err(|e| Error::Build(format!("nix build printed no JSON I can read: {e}")))?;
-        if results.len() != to_build.len() {
-            return Err(Error::Build(format!(
-                "nix build reported {} results for {} hosts",
-                results.len(),
-                to_build.len()
-            )));
-        }
-        for (h, r) in to_build.iter().zip(results) {
-            let path = r.outputs.get("out").cloned().ok_or_else(|| {
-                Error::Build(format!("nix build gave {} no `out` output", h.name))
-            })?;
-            built.insert(h.name.clone(), path);
-        }
+    }
+    if !failures.is_empty() {
+        return Err(Error::Build(failures.join("\n")));
     }
     Ok(hosts
         .iter()
@@ -314,6 +312,37 @@ fn build(lab: &Lab, hosts: &[Host], given: &BTreeMap<String, PathBuf>) -> Result
                 .expect("every host is built or given")
         })
         .collect())
+}
+
+fn build_one(installable: &str) -> std::result::Result<PathBuf, String> {
+    let out = lab_cli::Cmd::new("nix")
+        .args([
+            "--extra-experimental-features",
+            "nix-command flakes",
+            "build",
+            "--no-link",
+            "--json",
+        ])
+        .arg(installable)
+        .run()
+        .map_err(|e| match e {
+            lab_cli::ToolError::Failed { stderr, .. } => stderr.trim().to_string(),
+            other => other.to_string(),
+        })?;
+    #[derive(serde::Deserialize)]
+    struct Built {
+        outputs: BTreeMap<String, PathBuf>,
+    }
+    let results: Vec<Built> = serde_json::from_slice(&out.stdout)
+        .map_err(|e| format!("nix build printed no JSON I can read: {e}"))?;
+    match results.as_slice() {
+        [one] => one
+            .outputs
+            .get("out")
+            .cloned()
+            .ok_or_else(|| "the build has no `out` output".to_string()),
+        _ => Err(format!("nix build gave {} results for one installable", results.len())),
+    }
 }
 
 /// `nix store diff-closures`, when the running generation is in this
@@ -385,7 +414,7 @@ pub fn deploy(
     if hosts.is_empty() {
         return Err(Error::NoHosts);
     }
-    let news = build(lab, &hosts, &opts.systems)?;
+    let news = build(lab, &hosts, &opts.systems, say)?;
 
     // What runs now, from every host before anything changes anywhere.
     let mut probes = Vec::new();
