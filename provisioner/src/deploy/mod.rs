@@ -748,3 +748,93 @@ pub fn rollback(
         out.text().lines().find_map(|l| l.strip_prefix("current=")).unwrap_or("").to_string();
     Ok((current, health::run(&h.remote, &h.checks, within)))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(name: &str, services: usize) -> Host {
+        let entry = |i: usize| Entry {
+            service: format!("s{i}"),
+            unit: format!("s{i}.service"),
+            from: None,
+            dns: None,
+            http: None,
+        };
+        Host {
+            name: name.into(),
+            class: HostClass::Nixos,
+            remote: Remote::Local,
+            address: None,
+            checks: (0..services).map(entry).collect(),
+        }
+    }
+
+    #[test]
+    fn the_fleet_goes_smallest_first_then_by_name() {
+        let mut hosts =
+            vec![host("luna", 13), host("rydev", 0), host("nixpi", 1), host("bootstrap", 0)];
+        hosts.sort_by_key(fleet_order);
+        let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, ["bootstrap", "rydev", "nixpi", "luna"]);
+    }
+
+    #[test]
+    fn flake_attributes_per_class() {
+        assert_eq!(
+            attribute("luna", HostClass::Nixos),
+            "nixosConfigurations.luna.config.system.build.toplevel"
+        );
+        assert_eq!(attribute("rymac", HostClass::Darwin), "darwinConfigurations.rymac.system");
+    }
+
+    #[test]
+    fn a_rolled_back_deploy_names_each_failed_check_and_the_hosts_left_alone() {
+        let report = |host: &str, result, checks: Vec<Outcome>| HostReport {
+            host: host.into(),
+            result,
+            previous: Some("/nix/store/a".into()),
+            new: "/nix/store/b".into(),
+            diff: None,
+            restarts: None,
+            failed_checks: checks,
+            message: match result {
+                Result_::RolledBack => "rolled back to /nix/store/a: a health check failed".into(),
+                _ => String::new(),
+            },
+        };
+        let text = rolled_back(&[
+            report("nixpi", Result_::Deployed, vec![]),
+            report(
+                "luna",
+                Result_::RolledBack,
+                vec![Outcome {
+                    check: "bind: dns luna.lab @192.168.1.10:5300".into(),
+                    ok: false,
+                    detail: "NXDOMAIN".into(),
+                }],
+            ),
+            report("rydev", Result_::NotStarted, vec![]),
+        ]);
+        assert_eq!(
+            text,
+            "luna: rolled back to /nix/store/a: a health check failed\n  \
+             failed: bind: dns luna.lab @192.168.1.10:5300: NXDOMAIN\n\
+             not started: rydev (they run what they ran; fix the cause and deploy again, or pass --keep-going)"
+        );
+    }
+
+    #[test]
+    fn up_to_date_needs_both_the_running_system_and_the_boot_default() {
+        let probe = |current: &str, profile: &str| Probe {
+            current: Some(current.into()),
+            profile: Some(profile.into()),
+            ..Probe::default()
+        };
+        let new = Path::new("/nix/store/b");
+        assert!(up_to_date(&probe("/nix/store/b", "/nix/store/b"), new));
+        // Activated by hand (`test`) but never made the boot default.
+        assert!(!up_to_date(&probe("/nix/store/b", "/nix/store/a"), new));
+        assert!(!up_to_date(&probe("/nix/store/a", "/nix/store/b"), new));
+    }
+}
