@@ -1,3 +1,4 @@
+# shellcheck shell=sh
 # labprov's host agent: the few steps of a deploy that must run on the host
 # itself. labprov sends this text over its pinned SSH connection, so nothing
 # of labprov is installed on the host and the host needs only what NixOS (or
@@ -19,6 +20,12 @@
 #   restore  a failed check or activation: OLD's `test` again (the boot
 #            default never moved, so a reboot also lands on OLD)
 set -eu
+
+# The rollback timer runs this file as a transient unit, and NixOS's systemd
+# gives such a unit only systemd's own bin directory: the system's tools
+# first (coreutils, util-linux's flock, nix-env), whatever SSH gave after.
+PATH=/run/current-system/sw/bin:/run/wrappers/bin:/nix/var/nix/profiles/default/bin${PATH:+:$PATH}
+export PATH
 
 profile=/nix/var/nix/profiles/system
 state=/run/labprov            # per deploy, gone at reboot (the timer is too)
@@ -57,8 +64,24 @@ record() {
 # resolved LINK: where a link leads, or nothing when it leads nowhere.
 resolved() { if [ -e "$1" ]; then readlink -f "$1"; fi; }
 
+# pending: earlier deploys whose timer is still armed, neither confirmed nor
+# put back (a deployer killed mid-deploy). Their timer would undo whatever
+# a new deploy activates, so none starts until they are done.
+pending() {
+  [ -d "$state" ] || return 0
+  for file in "$state"/agent-*.sh; do
+    [ -e "$file" ] || continue
+    id=${file##*/agent-}
+    id=${id%.sh}
+    if [ -e "$state/$id.confirmed" ] || [ -e "$state/$id.restored" ]; then continue; fi
+    systemctl is-active --quiet "$(timer_unit "$id").timer" 2> /dev/null || continue
+    echo "$id"
+  done
+}
+
 probe() {
   echo "kind=$(kind)"
+  for id in $(pending); do echo "pending=$id"; done
   echo "current=$(resolved /run/current-system)"
   echo "profile=$(resolved $profile)"
   echo "profile_link=$(readlink $profile 2> /dev/null || true)"
@@ -77,6 +100,9 @@ arm() {
   id=$1 old=$2 seconds=$3
   [ -x "$old/bin/switch-to-configuration" ] || die "$old has no bin/switch-to-configuration: not a NixOS generation"
   [ "$0" = "$state/agent-$id.sh" ] || die "arm must run from $state/agent-$id.sh, not $0"
+  for other in $(pending); do
+    [ "$other" = "$id" ] || die "deploy $other is not confirmed yet and its timer will put this host back; deploy again once it has (labprov status shows it)"
+  done
   systemd-run --quiet --collect --no-ask-password --unit="$(timer_unit "$id")" \
     --on-active="$seconds" --timer-property=AccuracySec=1s \
     --description="labprov: back to the previous generation unless deploy $id is confirmed" \

@@ -44,6 +44,7 @@ pub enum Error {
     Registry(String),
     #[error("building failed; nothing was copied or activated anywhere:\n{0}")]
     Build(String),
+    /// The host cannot be asked, or is not ready for a deploy.
     #[error("{host}: {why}; nothing was activated anywhere")]
     Unreachable { host: String, why: String },
     #[error("copying to {host} failed; nothing was activated anywhere:\n{why}")]
@@ -429,6 +430,16 @@ pub fn deploy(
                 why: format!("it does not look like NixOS (the agent says `{}`)", p.kind),
             });
         }
+        if let Some(id) = p.pending.first() {
+            return Err(Error::Unreachable {
+                host: h.name.clone(),
+                why: format!(
+                    "an earlier deploy ({id}) was never confirmed and its timer will put the host back; \
+                     deploy again once it has (`labprov status {}` shows it)",
+                    h.name
+                ),
+            });
+        }
         probes.push(p);
     }
     let mut reports: Vec<HostReport> = hosts
@@ -649,6 +660,8 @@ pub struct Status {
     /// The host's record of the last deploy: time (Unix seconds), result,
     /// generation, revision, reason.
     pub last_deploy: BTreeMap<String, String>,
+    /// Deploys whose timer will still put the host back (never confirmed).
+    pub pending: Vec<String>,
 }
 
 /// The commit `main` names in the lab's repository, if it is one.
@@ -682,6 +695,7 @@ pub fn status(lab: &Lab, names: &[String], access: &Access) -> Result<Vec<Status
             checks: vec![],
             healthy: None,
             last_deploy: BTreeMap::new(),
+            pending: vec![],
         };
         match h.remote.probe() {
             Err(e) => s.error = Some(e),
@@ -696,6 +710,7 @@ pub fn status(lab: &Lab, names: &[String], access: &Access) -> Result<Vec<Status
                 };
                 s.revision = p.revision;
                 s.last_deploy = p.last_deploy;
+                s.pending = p.pending;
                 s.checks = health::run_once(&h.remote, &h.checks);
                 s.healthy = Some(s.checks.iter().all(|c| c.ok));
             }
@@ -717,6 +732,7 @@ pub fn status(lab: &Lab, names: &[String], access: &Access) -> Result<Vec<Status
             checks: vec![],
             healthy: None,
             last_deploy: BTreeMap::new(),
+            pending: vec![],
         });
     }
     Ok(out)
@@ -773,7 +789,7 @@ mod tests {
     #[test]
     fn the_fleet_goes_smallest_first_then_by_name() {
         let mut hosts =
-            vec![host("luna", 13), host("rydev", 0), host("nixpi", 1), host("bootstrap", 0)];
+            [host("luna", 13), host("rydev", 0), host("nixpi", 1), host("bootstrap", 0)];
         hosts.sort_by_key(fleet_order);
         let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
         assert_eq!(names, ["bootstrap", "rydev", "nixpi", "luna"]);

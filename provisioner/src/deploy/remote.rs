@@ -37,6 +37,9 @@ pub struct Probe {
     /// The flake commit the running generation was built from.
     pub revision: Option<String>,
     pub last_deploy: BTreeMap<String, String>,
+    /// Earlier deploys still waiting for their confirmation (their timer
+    /// will put the host back).
+    pub pending: Vec<String>,
 }
 
 impl Remote {
@@ -239,6 +242,7 @@ fn parse_probe(text: &str) -> Probe {
                     .and_then(|n| n.parse().ok())
             }
             "revision" => p.revision = some(value),
+            "pending" => p.pending.push(value.to_string()),
             k if k.starts_with("last_") => {
                 p.last_deploy.insert(k["last_".len()..].to_string(), value.to_string());
             }
@@ -256,12 +260,13 @@ mod tests {
     fn the_probe_is_read_from_key_value_lines() {
         let p = parse_probe(
             "kind=nixos\ncurrent=/nix/store/a-sys\nprofile=/nix/store/a-sys\nprofile_link=system-42-link\n\
-             revision=\nlast_time=1700000000\nlast_result=confirmed\nnoise\n",
+             revision=\npending=17-3\nlast_time=1700000000\nlast_result=confirmed\nnoise\n",
         );
         assert_eq!(p.kind, "nixos");
         assert_eq!(p.current.as_deref(), Some("/nix/store/a-sys"));
         assert_eq!(p.generation, Some(42));
         assert_eq!(p.revision, None);
+        assert_eq!(p.pending, ["17-3"]);
         assert_eq!(p.last_deploy.get("result").map(String::as_str), Some("confirmed"));
     }
 
