@@ -90,6 +90,15 @@ probe() {
   if [ -f "$last" ]; then sed 's/^/last_/' "$last"; fi
 }
 
+# keep NEW: a garbage collector root for a closure labprov copied, until the
+# host reboots, so a collection between the copy and the activation (the
+# question may wait) cannot take it.
+keep() {
+  mkdir -p "$state/roots"
+  nix-store --realise "$1" --add-root "$state/roots/${1##*/}" > /dev/null
+  echo "kept=$1"
+}
+
 # The unit names of one deploy.
 timer_unit() { echo "labprov-rollback-$1"; }
 activate_unit() { echo "labprov-activate-$1"; }
@@ -103,29 +112,53 @@ arm() {
   for other in $(pending); do
     [ "$other" = "$id" ] || die "deploy $other is not confirmed yet and its timer will put this host back; deploy again once it has (labprov status shows it)"
   done
+  # Where the boot default stood, for a restore after a confirm that moved
+  # it and then failed.
+  readlink "$profile" > "$state/$id.profile" 2> /dev/null || : > "$state/$id.profile"
   systemd-run --quiet --collect --no-ask-password --unit="$(timer_unit "$id")" \
     --on-active="$seconds" --timer-property=AccuracySec=1s \
     --description="labprov: back to the previous generation unless deploy $id is confirmed" \
-    /bin/sh "$0" restore "$id" "$old" "not confirmed within ${seconds}s"
+    /bin/sh "$0" restore-here "$id" "$old" "not confirmed within ${seconds}s"
   echo "armed=$(timer_unit "$id").timer"
 }
 
-# activate ID NEW: switch-to-configuration test, its output in a log that
-# labprov prints; exit status as the switch's (4: a unit failed).
-activate() {
-  id=$1 new=$2
-  [ -x "$new/bin/switch-to-configuration" ] || die "$new has no bin/switch-to-configuration: not a NixOS generation"
+# in_unit ID NAME COMMAND...: COMMAND as the transient unit labprov-NAME-ID,
+# waited for. A unit outlives this SSH session: a switch that restarts sshd
+# or the network, or a deployer that disappears, does not stop it halfway
+# (nixos-rebuild runs its switch the same way). Its stdout comes back on
+# stdout, its stderr on stderr, once it ended; its exit status is returned.
+# With $max set, the unit is stopped after that many seconds.
+in_unit() {
+  id=$1 name=$2
+  shift 2
   mkdir -p "$state"
-  log=$state/activate-$id.log
+  out=$state/$name-$id.out log=$state/$name-$id.log
+  : > "$out"
   : > "$log"
   status=0
   systemd-run --quiet --collect --no-ask-password --wait --service-type=exec \
-    --unit="$(activate_unit "$id")" --working-directory=/ \
-    --setenv=NIXOS_INSTALL_BOOTLOADER=0 \
-    --property="StandardOutput=append:$log" --property="StandardError=append:$log" \
-    "$new/bin/switch-to-configuration" test || status=$?
+    --unit="labprov-$name-$id" --working-directory=/ \
+    --setenv=NIXOS_INSTALL_BOOTLOADER=0 --setenv=PATH="$PATH" \
+    --property="StandardOutput=append:$out" --property="StandardError=append:$log" \
+    ${max:+"--property=RuntimeMaxSec=$max"} "$@" || status=$?
   cat "$log" >&2
-  exit "$status"
+  cat "$out"
+  return "$status"
+}
+
+# activate ID NEW SECONDS: switch-to-configuration test, bounded by the
+# confirm timeout (past it the timer restores anyway); exit status as the
+# switch's (4: a unit failed, 100: the new generation needs a reboot).
+activate() {
+  id=$1 new=$2 max=$3
+  [ -x "$new/bin/switch-to-configuration" ] || die "$new has no bin/switch-to-configuration: not a NixOS generation"
+  started=$(date +%s)
+  status=0
+  in_unit "$id" activate "$new/bin/switch-to-configuration" test || status=$?
+  if [ "$status" != 0 ] && [ $(($(date +%s) - started)) -ge "$max" ]; then
+    echo "the activation ran longer than the confirm timeout (${max}s) and was stopped" >&2
+  fi
+  return "$status"
 }
 
 # units UNIT...: each unit's state, `unit=state` per line.
@@ -135,31 +168,40 @@ units() {
   done
 }
 
-# confirm ID NEW: the checks passed. Under the deploy's lock, so a timer
-# firing at the same moment either finds it confirmed or wins and says so.
-confirm() {
+# confirm ID NEW: the checks passed: NEW becomes the system profile and the
+# boot default, and only then the deploy counts as confirmed and its timer
+# stops. Under the deploy's lock: a timer firing meanwhile waits, then finds
+# it confirmed; one that fired first makes this fail. If a step fails, the
+# timer stays armed and labprov restores at once.
+confirm_here() {
   id=$1 new=$2
   exec 9> "$state/$id.lock"
   flock 9
   [ ! -e "$state/$id.restored" ] || die "the host already went back by itself: $(cat "$state/$id.restored")"
-  systemctl stop "$(timer_unit "$id").timer" 2> /dev/null || true
-  touch "$state/$id.confirmed"
   nix-env -p "$profile" --set "$new"
   "$new/bin/switch-to-configuration" boot
+  touch "$state/$id.confirmed"
+  systemctl stop "$(timer_unit "$id").timer" 2> /dev/null || true
   record confirmed "$new"
   echo "confirmed=$new"
 }
 
 # restore ID OLD REASON: back to OLD, once (the timer and labprov may both
 # ask). Waits for a still running activation first: switch-to-configuration
-# refuses to run twice at once.
-restore() {
+# refuses to run twice at once. A boot default a failed confirm moved is
+# put back first.
+restore_here() {
   id=$1 old=$2 reason=$3
   mkdir -p "$state"
   exec 9> "$state/$id.lock"
   flock 9
-  if [ -e "$state/$id.confirmed" ] || [ -e "$state/$id.restored" ]; then
-    echo "restored=already"
+  if [ -e "$state/$id.confirmed" ]; then
+    echo "restored=none: deploy $id was confirmed"
+    return 0
+  fi
+  if [ -e "$state/$id.restored" ]; then
+    echo "restored=$old"
+    echo "status=0"
     return 0
   fi
   systemctl stop "$(timer_unit "$id").timer" 2> /dev/null || true
@@ -170,6 +212,13 @@ restore() {
   done
   echo "$reason" > "$state/$id.restored"
   status=0
+  before=$(cat "$state/$id.profile" 2> /dev/null || true)
+  if [ -n "$before" ] && [ "$(readlink "$profile" 2> /dev/null || true)" != "$before" ]; then
+    generation=${before#system-}
+    generation=${generation%-link}
+    nix-env -p "$profile" --switch-generation "$generation" >&2 || status=$?
+    "$(readlink -f "$profile")/bin/switch-to-configuration" boot >&2 || status=$?
+  fi
   "$old/bin/switch-to-configuration" test >&2 || status=$?
   record "rolled back" "$old" "$reason"
   echo "restored=$old"
@@ -178,7 +227,7 @@ restore() {
 
 # previous: the manual rollback (`labprov rollback`): the system profile one
 # generation back, activated and made the boot default.
-previous() {
+previous_here() {
   nix-env -p "$profile" --rollback >&2
   new=$(readlink -f "$profile")
   "$new/bin/switch-to-configuration" switch >&2
@@ -196,7 +245,12 @@ darwin_activate() {
 }
 darwin_confirm() { record confirmed "$2"; echo "confirmed=$2"; }
 darwin_restore() {
-  /run/current-system/sw/bin/darwin-rebuild --rollback >&2
+  old=$2
+  if [ "$(resolved $profile)" != "$old" ]; then
+    /run/current-system/sw/bin/darwin-rebuild --rollback >&2
+  else
+    "$old/activate" >&2
+  fi
   record "rolled back" "$(readlink -f $profile)" "$3"
   echo "restored=$(readlink -f $profile)"
   echo "status=0"
@@ -208,16 +262,25 @@ case "$(kind):$action" in
   *:probe) probe ;;
   nixos:arm) arm "$@" ;;
   nixos:activate) activate "$@" ;;
-  nixos:confirm) confirm "$@" ;;
-  nixos:restore) restore "$@" ;;
+  # labprov's calls run the work in a unit of their own; the timer's unit
+  # and those units run the *-here actions.
+  nixos:confirm) in_unit "$1" confirm /bin/sh "$0" confirm-here "$@" ;;
+  nixos:restore) in_unit "$1" restore /bin/sh "$0" restore-here "$@" ;;
+  nixos:previous) in_unit "$1" previous /bin/sh "$0" previous-here ;;
+  nixos:confirm-here) confirm_here "$@" ;;
+  nixos:restore-here) restore_here "$@" ;;
+  nixos:previous-here) previous_here ;;
   nixos:dry-activate) "$1/bin/switch-to-configuration" dry-activate ;;
-  nixos:previous) previous ;;
+  nixos:keep) keep "$@" ;;
+  nixos:diff) nix --extra-experimental-features nix-command store diff-closures "$1" "$2" ;;
   *:units) units "$@" ;;
   darwin:arm) echo "armed=none" ;;
   darwin:activate) darwin_activate "$@" ;;
   darwin:confirm) darwin_confirm "$@" ;;
   darwin:restore) darwin_restore "$@" ;;
   darwin:previous) /run/current-system/sw/bin/darwin-rebuild --rollback >&2 ;;
+  darwin:keep) keep "$@" ;;
+  darwin:diff) nix --extra-experimental-features nix-command store diff-closures "$1" "$2" ;;
   darwin:dry-activate) echo "nix-darwin cannot show what would restart" ;;
   *) die "cannot run \`$action\` on this host (kind $(kind))" ;;
 esac

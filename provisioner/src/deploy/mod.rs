@@ -34,6 +34,10 @@ pub enum Error {
     Facts(#[from] lab_facts::Error),
     #[error("name hosts to deploy, or pass --all")]
     NoHosts,
+    #[error("no host can be deployed: every one was skipped (the reasons are above)")]
+    AllSkipped,
+    #[error("--confirm-timeout ({confirm} s) must be longer than --check-timeout ({check} s) and the activation together")]
+    Timeouts { confirm: u64, check: u64 },
     #[error("{host} cannot be deployed: {why}")]
     NotDeployable { host: String, why: String },
     #[error("--system {host}=...: {host} is not among the hosts to deploy")]
@@ -44,9 +48,13 @@ pub enum Error {
     Registry(String),
     #[error("building failed; nothing was copied or activated anywhere:\n{0}")]
     Build(String),
-    /// The host cannot be asked, or is not ready for a deploy.
     #[error("{host}: {why}; nothing was activated anywhere")]
     Unreachable { host: String, why: String },
+    /// The host answers but must not be deployed now.
+    #[error("{host}: {why}; nothing was activated anywhere")]
+    NotReady { host: String, why: String },
+    #[error("{host}: the rollback failed: {why}; the host may be between generations: `labprov status {host}`, or pick a generation in its boot menu")]
+    Rollback { host: String, why: String },
     #[error("copying to {host} failed; nothing was activated anywhere:\n{why}")]
     Copy { host: String, why: String },
     #[error(transparent)]
@@ -61,15 +69,20 @@ pub enum Error {
 
 fn rolled_back(hosts: &[HostReport]) -> String {
     let mut text = String::new();
-    for h in hosts.iter().filter(|h| h.result == Result_::RolledBack || h.result == Result_::Failed)
+    for h in hosts
+        .iter()
+        .filter(|h| h.result == HostResult::RolledBack || h.result == HostResult::Failed)
     {
         text.push_str(&format!("{}: {}\n", h.host, h.message));
         for c in h.failed_checks.iter() {
             text.push_str(&format!("  failed: {}: {}\n", c.check, c.detail));
         }
     }
-    let stopped: Vec<&str> =
-        hosts.iter().filter(|h| h.result == Result_::NotStarted).map(|h| h.host.as_str()).collect();
+    let stopped: Vec<&str> = hosts
+        .iter()
+        .filter(|h| h.result == HostResult::NotStarted)
+        .map(|h| h.host.as_str())
+        .collect();
     if !stopped.is_empty() {
         text.push_str(&format!(
             "not started: {} (they run what they ran; fix the cause and deploy again, or pass --keep-going)\n",
@@ -82,7 +95,10 @@ fn rolled_back(hosts: &[HostReport]) -> String {
 impl Classify for Error {
     fn class(&self) -> Class {
         match self {
-            Error::NoHosts | Error::StraySystem { .. } | Error::NoSystem { .. } => Class::Usage,
+            Error::NoHosts
+            | Error::StraySystem { .. }
+            | Error::NoSystem { .. }
+            | Error::Timeouts { .. } => Class::Usage,
             Error::Facts(lab_facts::Error::UnknownHost { .. }) => Class::Usage,
             Error::Declined(e) => e.class(),
             Error::Tool(e) => e.class(),
@@ -119,7 +135,7 @@ pub struct DeployOptions {
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "kebab-case")]
-pub enum Result_ {
+pub enum HostResult {
     /// Activated, checked, made the boot default.
     Deployed,
     /// Already running the generation and it is the boot default.
@@ -137,7 +153,7 @@ pub enum Result_ {
 #[derive(Debug, Clone, Serialize)]
 pub struct HostReport {
     pub host: String,
-    pub result: Result_,
+    pub result: HostResult,
     pub previous: Option<String>,
     pub new: String,
     /// `nix store diff-closures` of the running and the new generation.
@@ -187,9 +203,8 @@ fn select(
     } else if names.is_empty() {
         return Err(Error::NoHosts);
     } else {
-        let mut n = names.to_vec();
-        n.dedup();
-        n
+        let mut seen = std::collections::BTreeSet::new();
+        names.iter().filter(|n| seen.insert(n.as_str())).cloned().collect()
     };
     let mut hosts = Vec::new();
     for name in wanted {
@@ -346,13 +361,19 @@ fn build_one(installable: &str) -> std::result::Result<PathBuf, String> {
     }
 }
 
-/// `nix store diff-closures`, when the running generation is in this
-/// machine's store (it is when this machine built the last deploy).
+/// Whether a store path is in this machine's store.
+fn local(path: Option<&str>) -> bool {
+    path.is_some_and(|p| Path::new(p).exists())
+}
+
+/// `nix store diff-closures` here, when the running generation is in this
+/// machine's store (it is when this machine built the last deploy);
+/// otherwise the host diffs once the new closure is there.
 fn diff(previous: Option<&str>, new: &Path) -> Option<String> {
     let previous = previous?;
-    if !Path::new(previous).exists() {
+    if !local(Some(previous)) {
         return Some(format!(
-            "(the running {previous} is not in this machine's store: no closure diff)"
+            "(the running {previous} is not in this machine's store: the host shows the diff after the copy)"
         ));
     }
     let out = lab_cli::Cmd::new("nix")
@@ -360,8 +381,16 @@ fn diff(previous: Option<&str>, new: &Path) -> Option<String> {
         .arg(new)
         .probe()
         .ok()?;
-    let text = out.text().trim_end().to_string();
-    Some(if text.is_empty() { "(no package changes)".into() } else { text })
+    Some(closure_diff_text(&out.text()))
+}
+
+fn closure_diff_text(text: &str) -> String {
+    let text = text.trim_end();
+    if text.is_empty() {
+        "(no package changes)".into()
+    } else {
+        text.to_string()
+    }
 }
 
 /// `nix copy` over the pinned connection; substitutes on the host first.
@@ -413,7 +442,13 @@ pub fn deploy(
         }
     }
     if hosts.is_empty() {
-        return Err(Error::NoHosts);
+        return Err(if skipped.is_empty() { Error::NoHosts } else { Error::AllSkipped });
+    }
+    if opts.confirm_timeout <= opts.check_timeout {
+        return Err(Error::Timeouts {
+            confirm: opts.confirm_timeout.as_secs(),
+            check: opts.check_timeout.as_secs(),
+        });
     }
     let news = build(lab, &hosts, &opts.systems, say)?;
 
@@ -425,13 +460,13 @@ pub fn deploy(
             why: format!("cannot ask it what it runs: {why}"),
         })?;
         if h.class == HostClass::Nixos && p.kind != "nixos" {
-            return Err(Error::Unreachable {
+            return Err(Error::NotReady {
                 host: h.name.clone(),
                 why: format!("it does not look like NixOS (the agent says `{}`)", p.kind),
             });
         }
         if let Some(id) = p.pending.first() {
-            return Err(Error::Unreachable {
+            return Err(Error::NotReady {
                 host: h.name.clone(),
                 why: format!(
                     "an earlier deploy ({id}) was never confirmed and its timer will put the host back; \
@@ -448,7 +483,7 @@ pub fn deploy(
         .zip(&probes)
         .map(|((h, new), p)| HostReport {
             host: h.name.clone(),
-            result: Result_::Planned,
+            result: HostResult::Planned,
             previous: p.current.clone(),
             new: new.display().to_string(),
             diff: diff(p.current.as_deref(), new),
@@ -467,6 +502,28 @@ pub fn deploy(
             }
             copy(&h.remote, new).map_err(|why| Error::Copy { host: h.name.clone(), why })?;
             let new = new.display().to_string();
+            // Rooted on the host until it reboots: a collection while the
+            // question waits must not take it.
+            let kept = h.remote.ask("keep", &[&new]).map_err(|e| e.to_string()).and_then(|o| {
+                if o.success() {
+                    Ok(())
+                } else {
+                    Err(last_line(&o.stderr))
+                }
+            });
+            kept.map_err(|why| Error::Copy {
+                host: h.name.clone(),
+                why: format!("rooting {new}: {why}"),
+            })?;
+            // Both closures are on the host now: diff there when this
+            // machine lacks the running one.
+            if let (Some(previous), false) =
+                (probes[i].current.as_deref(), local(probes[i].current.as_deref()))
+            {
+                if let Ok(out) = h.remote.ask("diff", &[previous, &new]) {
+                    r.diff = Some(closure_diff_text(&out.text()));
+                }
+            }
             if let Ok(out) = h.remote.ask("dry-activate", &[&new]) {
                 let text = format!("{}{}", out.text(), out.stderr);
                 r.restarts = Some(text.trim().to_string());
@@ -483,24 +540,30 @@ pub fn deploy(
     for (i, h) in hosts.iter().enumerate() {
         let r = &mut reports[i];
         if stop {
-            r.result = Result_::NotStarted;
+            r.result = HostResult::NotStarted;
             r.message = "not started: an earlier host was rolled back".into();
             continue;
         }
         let new = &news[i];
         if up_to_date(&probes[i], new) {
-            r.result = Result_::UpToDate;
+            r.result = HostResult::UpToDate;
             r.message = "already runs this generation as its boot default".into();
             say(&format!("{}: up to date", h.name));
             continue;
         }
         deploy_one(h, &probes[i], new, opts, r, say);
-        if matches!(r.result, Result_::RolledBack | Result_::Failed) && !opts.keep_going {
+        // A host that could not be put back for sure stops the deploy even
+        // with --keep-going: its services may be down, and the next host's
+        // could be the others.
+        if r.result == HostResult::Failed
+            || (r.result == HostResult::RolledBack && !opts.keep_going)
+        {
             stop = true;
         }
     }
     let report = Report { dry_run: false, hosts: reports, skipped };
-    if report.hosts.iter().any(|r| matches!(r.result, Result_::RolledBack | Result_::Failed)) {
+    if report.hosts.iter().any(|r| matches!(r.result, HostResult::RolledBack | HostResult::Failed))
+    {
         return Err(Error::RolledBack(report));
     }
     Ok(report)
@@ -523,7 +586,7 @@ fn deploy_one(
     let id = deploy_id();
     let new_s = new.display().to_string();
     let Some(old) = probe.current.clone() else {
-        r.result = Result_::Failed;
+        r.result = HostResult::Failed;
         r.message = "it reports no running generation (/run/current-system); deploy it with `labprov install` first".into();
         return;
     };
@@ -532,7 +595,7 @@ fn deploy_one(
     match h.remote.act(&id, "arm", &[&id, &old, &seconds], &format!("{}: arming", h.name)) {
         Ok(o) if o.success() => {}
         Ok(o) => {
-            r.result = Result_::NotStarted;
+            r.result = HostResult::Failed;
             r.message = format!(
                 "could not arm the self-rollback, so nothing was activated: {}",
                 last_line(&o.stderr)
@@ -540,7 +603,7 @@ fn deploy_one(
             return;
         }
         Err(e) => {
-            r.result = Result_::NotStarted;
+            r.result = HostResult::Failed;
             r.message = format!("could not arm the self-rollback, so nothing was activated: {e}");
             return;
         }
@@ -548,16 +611,19 @@ fn deploy_one(
     let activated = h.remote.act(
         &id,
         "activate",
-        &[&id, &new_s],
+        &[&id, &new_s, &seconds],
         &format!("{}: switch-to-configuration test", h.name),
     );
-    let activation_failure = match &activated {
+    let activation_failure: Option<String> = match &activated {
         Ok(o) if o.success() => None,
         Ok(o) => Some(match o.status.code() {
             Some(4) => {
                 "the activation failed: a unit failed to start (switch-to-configuration exit 4)"
                     .to_string()
             }
+            Some(100) => "the new generation needs a reboot to take effect (switch-to-configuration exit 100: the init \
+                 interface changed), so it was not activated; make it the boot default on the host and reboot"
+                .to_string(),
             Some(255) => {
                 format!("the connection was lost during activation: {}", last_line(&o.stderr))
             }
@@ -578,59 +644,78 @@ fn deploy_one(
     } else {
         vec![]
     };
-    if activation_failure.is_none() && failed.is_empty() {
-        match h.remote.act(
+    let mut failure = activation_failure.clone();
+    if failure.is_none() && failed.is_empty() {
+        let confirmed = h.remote.act(
             &id,
             "confirm",
             &[&id, &new_s],
             &format!("{}: making it the boot default", h.name),
-        ) {
+        );
+        match confirmed {
             Ok(o) if o.success() => {
-                r.result = Result_::Deployed;
+                r.result = HostResult::Deployed;
                 r.message = "activated, checked, made the boot default".into();
                 say(&format!("{}: deployed", h.name));
+                return;
+            }
+            // The host's timer was faster (the checks took longer than
+            // --confirm-timeout): it already runs the old generation.
+            Ok(o) if o.stderr.contains("already went back by itself") => {
+                r.result = HostResult::RolledBack;
+                r.message = format!("{}; raise --confirm-timeout", last_line(&o.stderr));
+                return;
             }
             Ok(o) => {
-                r.result = Result_::RolledBack;
-                r.message = format!("not confirmed: {}", last_line(&o.stderr));
+                failure =
+                    Some(format!("making it the boot default failed: {}", last_line(&o.stderr)))
             }
             Err(e) => {
-                r.result = Result_::Failed;
+                r.result = HostResult::Failed;
                 r.message = format!(
-                    "could not confirm ({e}); the host goes back to {old} by itself within {} s unless it already went",
+                    "the checks passed but confirming failed ({e}); unless it was confirmed, the host goes back to {old} by itself within {} s of the start",
                     opts.confirm_timeout.as_secs()
                 );
+                return;
             }
         }
-        return;
     }
-    let reason = activation_failure.clone().unwrap_or_else(|| {
+    let reason = failure.unwrap_or_else(|| {
         failed.iter().map(|f| format!("{} ({})", f.check, f.detail)).collect::<Vec<_>>().join("; ")
     });
     say(&format!("{}: {reason}; going back to {old}", h.name));
     r.failed_checks = failed;
-    match h.remote.act(
+    let restored = h.remote.act(
         &id,
         "restore",
         &[&id, &old, &reason],
         &format!("{}: back to the previous generation", h.name),
-    ) {
+    );
+    match restored {
         Ok(o) if o.success() => {
-            r.result = Result_::RolledBack;
-            r.message = if activation_failure.is_some() {
+            r.result = HostResult::RolledBack;
+            r.message = if r.failed_checks.is_empty() {
                 format!("rolled back to {old}: {reason}")
             } else {
                 format!("rolled back to {old}: a health check failed")
             };
+            // The old generation's own switch may report a failed unit too.
+            let status =
+                o.text().lines().find_map(|l| l.strip_prefix("status=").map(str::to_string));
+            if let Some(code) = status.filter(|c| c != "0") {
+                r.message.push_str(&format!(
+                    " (its switch-to-configuration exited {code}: look at the host's failed units)"
+                ));
+            }
         }
         other => {
             let why = match other {
                 Ok(o) => last_line(&o.stderr),
                 Err(e) => e.to_string(),
             };
-            r.result = Result_::Failed;
+            r.result = HostResult::Failed;
             r.message = format!(
-                "{reason}; going back by hand failed ({why}): the host's timer puts {old} back within {} s of the start",
+                "{reason}; going back failed ({why}): the host's timer puts {old} back within {} s of the start",
                 opts.confirm_timeout.as_secs()
             );
         }
@@ -649,9 +734,12 @@ pub struct Status {
     pub reachable: bool,
     pub error: Option<String>,
     pub current: Option<String>,
+    /// The boot default's generation number (`system-N-link`).
     pub generation: Option<u64>,
     /// The running generation is the boot default.
     pub is_boot_default: Option<bool>,
+    /// The boot default (the system profile's generation), and its number.
+    pub boot_default: Option<String>,
     pub revision: Option<String>,
     pub main_revision: Option<String>,
     pub matches_main: Option<bool>,
@@ -689,6 +777,7 @@ pub fn status(lab: &Lab, names: &[String], access: &Access) -> Result<Vec<Status
             current: None,
             generation: None,
             is_boot_default: None,
+            boot_default: None,
             revision: None,
             main_revision: main.clone(),
             matches_main: None,
@@ -702,6 +791,7 @@ pub fn status(lab: &Lab, names: &[String], access: &Access) -> Result<Vec<Status
             Ok(p) => {
                 s.reachable = true;
                 s.is_boot_default = Some(p.current.is_some() && p.current == p.profile);
+                s.boot_default = p.profile.clone();
                 s.current = p.current;
                 s.generation = p.generation;
                 s.matches_main = match (&p.revision, &main) {
@@ -726,6 +816,7 @@ pub fn status(lab: &Lab, names: &[String], access: &Access) -> Result<Vec<Status
             current: None,
             generation: None,
             is_boot_default: None,
+            boot_default: None,
             revision: None,
             main_revision: main.clone(),
             matches_main: None,
@@ -749,16 +840,19 @@ pub fn rollback(
 ) -> Result<(String, Vec<Outcome>)> {
     let (hosts, _) = select(lab, &[host.to_string()], false, access)?;
     let h = &hosts[0];
-    let out = h.remote.act(&deploy_id(), "previous", &[], &format!("{host}: back one generation"));
+    let p = h.remote.probe().map_err(|why| Error::Unreachable { host: host.into(), why })?;
+    if let Some(id) = p.pending.first() {
+        return Err(Error::NotReady {
+            host: host.into(),
+            why: format!("deploy {id} is not confirmed yet and its timer will put the host back; wait for it"),
+        });
+    }
+    let id = deploy_id();
+    let out = h.remote.act(&id, "previous", &[&id], &format!("{host}: back one generation"));
     let out = match out {
         Ok(o) if o.success() => o,
-        Ok(o) => {
-            return Err(Error::Unreachable {
-                host: host.into(),
-                why: format!("rollback failed: {}", last_line(&o.stderr)),
-            })
-        }
-        Err(e) => return Err(e.into()),
+        Ok(o) => return Err(Error::Rollback { host: host.into(), why: last_line(&o.stderr) }),
+        Err(e) => return Err(Error::Rollback { host: host.into(), why: e.to_string() }),
     };
     let current =
         out.text().lines().find_map(|l| l.strip_prefix("current=")).unwrap_or("").to_string();
@@ -815,22 +909,24 @@ mod tests {
             restarts: None,
             failed_checks: checks,
             message: match result {
-                Result_::RolledBack => "rolled back to /nix/store/a: a health check failed".into(),
+                HostResult::RolledBack => {
+                    "rolled back to /nix/store/a: a health check failed".into()
+                }
                 _ => String::new(),
             },
         };
         let text = rolled_back(&[
-            report("nixpi", Result_::Deployed, vec![]),
+            report("nixpi", HostResult::Deployed, vec![]),
             report(
                 "luna",
-                Result_::RolledBack,
+                HostResult::RolledBack,
                 vec![Outcome {
                     check: "bind: dns luna.lab @192.168.1.10:5300".into(),
                     ok: false,
                     detail: "NXDOMAIN".into(),
                 }],
             ),
-            report("rydev", Result_::NotStarted, vec![]),
+            report("rydev", HostResult::NotStarted, vec![]),
         ]);
         assert_eq!(
             text,

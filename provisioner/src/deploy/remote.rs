@@ -6,7 +6,8 @@
 use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::path::Path;
-use std::process::Stdio;
+use std::sync::mpsc::RecvTimeoutError;
+use std::time::Duration;
 
 use lab_cli::tool::{Cmd, Output, ToolError};
 
@@ -14,6 +15,9 @@ use crate::ssh::{quote, Pinned};
 
 /// The agent, sent to the host with every call.
 const AGENT: &str = include_str!("agent.sh");
+
+/// How long one check through `ssh -W` may take, connection included.
+const FORWARD_BOUND: Duration = Duration::from_secs(10);
 
 /// Where a deploy keeps its copy of the agent on the host (the rollback
 /// timer runs it; /run is gone at reboot, as is the timer).
@@ -126,39 +130,38 @@ impl Remote {
             Remote::Local => {
                 let mut s = std::net::TcpStream::connect((host, port))
                     .map_err(|e| format!("cannot connect: {e}"))?;
-                s.set_read_timeout(Some(std::time::Duration::from_secs(3))).ok();
+                s.set_read_timeout(Some(Duration::from_secs(3))).ok();
                 talk(&mut s)
             }
             Remote::Ssh(p) => {
-                let mut child = std::process::Command::new("ssh")
+                let mut child = Cmd::new("ssh")
                     .args(p.options())
                     .arg("-W")
                     .arg(format!("{host}:{port}"))
                     .arg(p.destination())
-                    .stdin(Stdio::piped())
-                    .stdout(Stdio::piped())
-                    .stderr(Stdio::piped())
-                    .spawn()
-                    .map_err(|e| format!("cannot run ssh: {e}"))?;
+                    .spawn_piped()
+                    .map_err(|e| e.to_string())?;
                 let mut pipe = SshPipe {
                     input: child.stdin.take().expect("piped"),
                     output: child.stdout.take().expect("piped"),
                 };
-                // A check that hangs must not hang the deploy: the forward is
-                // killed after a bound, which ends the read with an error.
-                let pid = child.id();
+                // A check that hangs must not hang the deploy: past the
+                // bound the forward is ended, which ends the read with an
+                // error. The watchdog only ever signals the child while it
+                // is ours (not yet waited for).
+                let (done, finished) = std::sync::mpsc::channel::<()>();
+                let pid = nix::unistd::Pid::from_raw(child.id() as i32);
                 let watchdog = std::thread::spawn(move || {
-                    std::thread::sleep(std::time::Duration::from_secs(10));
-                    let _ = nix::sys::signal::kill(
-                        nix::unistd::Pid::from_raw(pid as i32),
-                        nix::sys::signal::Signal::SIGTERM,
-                    );
+                    if finished.recv_timeout(FORWARD_BOUND) == Err(RecvTimeoutError::Timeout) {
+                        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+                    }
                 });
                 let result = talk(&mut pipe);
                 drop(pipe);
+                let _ = done.send(());
+                let _ = watchdog.join();
                 let _ = child.kill();
                 let out = child.wait_with_output();
-                drop(watchdog);
                 result.map_err(|e| {
                     let why = out
                         .map(|o| String::from_utf8_lossy(&o.stderr).trim().to_string())
@@ -173,7 +176,7 @@ impl Remote {
         }
     }
 
-    /// `user@address` for nix copy, or None when local.
+    /// The pinned SSH connection (for nix copy), or None when local.
     pub fn pinned(&self) -> Option<&Pinned> {
         match self {
             Remote::Ssh(p) => Some(p),

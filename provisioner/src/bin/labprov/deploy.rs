@@ -39,7 +39,9 @@ activated without becoming the boot default (switch-to-configuration test), the 
 from the service registry run (SSH with the recorded key, every unit active, DNS and HTTP\n\
 answers), and only then it becomes the boot default. A failed activation or check puts the host\n\
 back at once and stops the deploy; the remaining hosts are not touched (--keep-going goes on).\n\
-Exit codes: 0 deployed or up to date, 1 a host was rolled back or a build failed, 4 not confirmed.")]
+Exit codes: 0 deployed or up to date, 1 a host was rolled back or a build failed, 4 the question\n\
+was declined (or no terminal and no --yes). --json's `result` per host: deployed, up-to-date,\n\
+rolled-back, failed, not-started, planned.")]
 pub struct DeployArgs {
     /// The hosts to deploy (as named in hosts/).
     pub hosts: Vec<String>,
@@ -161,12 +163,12 @@ fn render_plan(plan: &Report) -> String {
 
 fn result_word(h: &HostReport) -> &'static str {
     match h.result {
-        deploy::Result_::Deployed => "deployed",
-        deploy::Result_::UpToDate => "up to date",
-        deploy::Result_::RolledBack => "ROLLED BACK",
-        deploy::Result_::Failed => "FAILED",
-        deploy::Result_::NotStarted => "not started",
-        deploy::Result_::Planned => "planned",
+        deploy::HostResult::Deployed => "deployed",
+        deploy::HostResult::UpToDate => "up to date",
+        deploy::HostResult::RolledBack => "ROLLED BACK",
+        deploy::HostResult::Failed => "FAILED",
+        deploy::HostResult::NotStarted => "not started",
+        deploy::HostResult::Planned => "planned",
     }
 }
 
@@ -175,7 +177,7 @@ fn summary(hosts: &[HostReport]) -> String {
     let mut text = format!("{:width$}  {:11}  generation\n", "host", "result");
     for h in hosts {
         text.push_str(&format!("{:width$}  {:11}  {}\n", h.host, result_word(h), short(&h.new)));
-        if !matches!(h.result, deploy::Result_::Deployed | deploy::Result_::UpToDate) {
+        if !matches!(h.result, deploy::HostResult::Deployed | deploy::HostResult::UpToDate) {
             text.push_str(&format!("{:width$}  {}\n", "", h.message));
             for c in &h.failed_checks {
                 text.push_str(&format!("{:width$}  failed check {}: {}\n", "", c.check, c.detail));
@@ -215,16 +217,24 @@ fn render_status(all: &[Status]) -> String {
     let mut text = String::new();
     for s in all {
         let Some(current) = &s.current else {
-            text.push_str(&format!(
-                "{}: unreachable: {}\n",
-                s.host,
-                s.error.as_deref().unwrap_or("no answer")
-            ));
+            let why = match (&s.error, s.reachable) {
+                (Some(e), _) => e.clone(),
+                (None, true) => "answers, but runs no generation (/run/current-system)".into(),
+                (None, false) => "unreachable".into(),
+            };
+            text.push_str(&format!("{}: {why}\n", s.host));
             continue;
         };
-        let generation = s.generation.map(|g| format!("generation {g}")).unwrap_or_default();
-        let default =
-            if s.is_boot_default == Some(true) { "boot default" } else { "NOT the boot default" };
+        let boot = match (s.is_boot_default, s.generation, &s.boot_default) {
+            (Some(true), Some(g), _) => format!("the boot default, generation {g}"),
+            (Some(true), None, _) => "the boot default".to_string(),
+            (_, g, Some(b)) => format!(
+                "NOT the boot default, which is {}{}",
+                short(b),
+                g.map(|g| format!(" (generation {g})")).unwrap_or_default()
+            ),
+            _ => "no boot default".to_string(),
+        };
         let commit = match (&s.revision, s.matches_main) {
             (Some(r), Some(true)) => format!("commit {} (main)", &r[..r.len().min(12)]),
             (Some(r), _) => format!("commit {} (not main)", &r[..r.len().min(12)]),
@@ -237,7 +247,7 @@ fn render_status(all: &[Status]) -> String {
             format!("{} of {} checks FAILED", failed.len(), s.checks.len())
         };
         text.push_str(&format!(
-            "{}: {} ({generation}, {default}), {commit}, {health}\n",
+            "{}: runs {} ({boot}), {commit}, {health}\n",
             s.host,
             short(current)
         ));
@@ -322,6 +332,13 @@ impl RollbackArgs {
             }
             t
         })?;
+        let failed = checks.iter().filter(|c| !c.ok).count();
+        if failed > 0 {
+            anyhow::bail!(
+                "{} runs its previous generation, but {failed} of its checks fail (listed above)",
+                self.host
+            );
+        }
         Ok(())
     }
 }
