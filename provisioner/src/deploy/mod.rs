@@ -1,9 +1,9 @@
 //! `labprov deploy`, `labprov status` and `labprov rollback`: the lab's
 //! hosts brought to a new generation safely (docs/decisions/0007).
 //!
-//! A deploy builds every selected host first (one `nix build`, so Nix builds
-//! them in parallel and uses its remote builders; nothing is activated when
-//! one fails), copies each closure with `nix copy` over the pinned SSH
+//! A deploy builds every selected host first (one `nix build` per host, all
+//! in parallel, on Nix's remote builders where configured; nothing is
+//! activated when one fails), copies each closure with `nix copy` over the pinned SSH
 //! connection, shows the closure diff and the units the switch would restart,
 //! asks once, and then takes the hosts ONE AT A TIME in the registry's order:
 //! arm the host's self-rollback timer, activate without moving the boot
