@@ -429,7 +429,7 @@ pub fn deploy(
     confirm: &mut dyn FnMut(&Report) -> Result<()>,
     say: &mut dyn FnMut(&str),
 ) -> Result<Report> {
-    let (hosts, skipped) = select(lab, &opts.hosts, opts.all, &opts.access)?;
+    let (hosts, mut skipped) = select(lab, &opts.hosts, opts.all, &opts.access)?;
     for s in &skipped {
         say(&format!("deploy: skipping {}: {}", s.host, s.why));
     }
@@ -441,24 +441,36 @@ pub fn deploy(
             return Err(Error::NoSystem { host: host.clone(), path: path.display().to_string() });
         }
     }
-    if hosts.is_empty() {
-        return Err(if skipped.is_empty() { Error::NoHosts } else { Error::AllSkipped });
-    }
     if opts.confirm_timeout <= opts.check_timeout {
         return Err(Error::Timeouts {
             confirm: opts.confirm_timeout.as_secs(),
             check: opts.check_timeout.as_secs(),
         });
     }
-    let news = build(lab, &hosts, &opts.systems, say)?;
 
-    // What runs now, from every host before anything changes anywhere.
+    // What runs now, from every host before anything changes anywhere (and
+    // before the long build). `--all` leaves out a host that does not
+    // answer (a machine that is off); a host named must answer.
     let mut probes = Vec::new();
-    for h in &hosts {
-        let p = h.remote.probe().map_err(|why| Error::Unreachable {
-            host: h.name.clone(),
-            why: format!("cannot ask it what it runs: {why}"),
-        })?;
+    let mut answering = Vec::new();
+    for h in hosts {
+        let p = match h.remote.probe() {
+            Ok(p) => p,
+            Err(why) if opts.all => {
+                say(&format!("deploy: skipping {}: it does not answer: {why}", h.name));
+                skipped.push(Skipped {
+                    host: h.name.clone(),
+                    why: format!("it does not answer: {why}"),
+                });
+                continue;
+            }
+            Err(why) => {
+                return Err(Error::Unreachable {
+                    host: h.name.clone(),
+                    why: format!("cannot ask it what it runs: {why}"),
+                })
+            }
+        };
         if h.class == HostClass::Nixos && p.kind != "nixos" {
             return Err(Error::NotReady {
                 host: h.name.clone(),
@@ -476,7 +488,13 @@ pub fn deploy(
             });
         }
         probes.push(p);
+        answering.push(h);
     }
+    let hosts = answering;
+    if hosts.is_empty() {
+        return Err(if skipped.is_empty() { Error::NoHosts } else { Error::AllSkipped });
+    }
+    let news = build(lab, &hosts, &opts.systems, say)?;
     let mut reports: Vec<HostReport> = hosts
         .iter()
         .zip(&news)
