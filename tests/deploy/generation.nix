@@ -7,8 +7,9 @@
 #   standin-host.nix                      { system; standinBin; } of this run
 # rev is the lab commit it is built from (nixos-version
 # --configuration-revision, as system.configurationRevision gives it);
-# slow: seconds its switch waits before starting its units.
-{ host, name, rev, slow ? 0 }:
+# slow: seconds its switch waits before starting its units; bootFails: its
+# switch's `boot` fails (as a boot loader that cannot be written would).
+{ host, name, rev, slow ? 0, bootFails ? false }:
 let
   inherit (import ./standin-host.nix) system standinBin;
 in
@@ -20,6 +21,7 @@ derivation {
   files = ./generations + "/${name}/${host}";
   standin = ./standin;
   inherit rev slow;
+  bootFails = if bootFails then "1" else "";
   args = [
     "-c"
     ''
@@ -40,6 +42,7 @@ derivation {
       echo 26.05-standin > $out/nixos-version
       echo "$rev" > $out/configuration-revision
       echo "$slow" > $out/slow
+      if [ -n "$bootFails" ]; then touch $out/boot-fails; fi
       printf '#!/bin/sh\necho "stand-in generation: nothing boots here" >&2\nexit 1\n' > $out/init
       chmod 755 $out/init
     ''

@@ -34,7 +34,7 @@ last=/var/lib/labprov/last-deploy
 die() { echo "labprov agent: $*" >&2; exit 1; }
 
 kind() {
-  if [ -d /run/systemd/system ] || [ -e /etc/NIXOS ]; then echo nixos
+  if [ -e /etc/NIXOS ]; then echo nixos
   elif [ "$(uname -s)" = Darwin ]; then echo darwin
   else echo unknown; fi
 }
@@ -74,8 +74,11 @@ pending() {
     id=${file##*/agent-}
     id=${id%.sh}
     if [ -e "$state/$id.confirmed" ] || [ -e "$state/$id.restored" ]; then continue; fi
-    systemctl is-active --quiet "$(timer_unit "$id").timer" 2> /dev/null || continue
-    echo "$id"
+    # Armed, or its confirm or restore holding the lock right now.
+    if systemctl is-active --quiet "$(timer_unit "$id").timer" 2> /dev/null \
+      || ! flock -n "$state/$id.lock" true 2> /dev/null; then
+      echo "$id"
+    fi
   done
 }
 
@@ -109,6 +112,8 @@ arm() {
   id=$1 old=$2 seconds=$3
   [ -x "$old/bin/switch-to-configuration" ] || die "$old has no bin/switch-to-configuration: not a NixOS generation"
   [ "$0" = "$state/agent-$id.sh" ] || die "arm must run from $state/agent-$id.sh, not $0"
+  [ "$(resolved /run/current-system)" = "$old" ] \
+    || die "the host no longer runs $old (it changed since labprov asked): deploy again"
   for other in $(pending); do
     [ "$other" = "$id" ] || die "deploy $other is not confirmed yet and its timer will put this host back; deploy again once it has (labprov status shows it)"
   done
@@ -116,7 +121,7 @@ arm() {
   # it and then failed.
   readlink "$profile" > "$state/$id.profile" 2> /dev/null || : > "$state/$id.profile"
   systemd-run --quiet --collect --no-ask-password --unit="$(timer_unit "$id")" \
-    --on-active="$seconds" --timer-property=AccuracySec=1s \
+    --on-active="$seconds" --timer-property=AccuracySec=1s --timer-property=RemainAfterElapse=no \
     --description="labprov: back to the previous generation unless deploy $id is confirmed" \
     /bin/sh "$0" restore-here "$id" "$old" "not confirmed within ${seconds}s"
   echo "armed=$(timer_unit "$id").timer"
@@ -178,11 +183,12 @@ confirm_here() {
   exec 9> "$state/$id.lock"
   flock 9
   [ ! -e "$state/$id.restored" ] || die "the host already went back by itself: $(cat "$state/$id.restored")"
-  nix-env -p "$profile" --set "$new"
-  "$new/bin/switch-to-configuration" boot
+  # 9>&-: nothing the switch starts may keep the deploy's lock.
+  nix-env -p "$profile" --set "$new" 9>&-
+  "$new/bin/switch-to-configuration" boot 9>&-
   touch "$state/$id.confirmed"
   systemctl stop "$(timer_unit "$id").timer" 2> /dev/null || true
-  record confirmed "$new"
+  record confirmed "$new" || true
   echo "confirmed=$new"
 }
 
@@ -204,23 +210,40 @@ restore_here() {
     echo "status=0"
     return 0
   fi
-  systemctl stop "$(timer_unit "$id").timer" 2> /dev/null || true
+  # A switch still running holds the switch lock, and OLD's would be
+  # refused: give it a minute, then stop it.
   waited=0
-  while systemctl is-active --quiet "$(activate_unit "$id")" 2> /dev/null && [ "$waited" -lt 600 ]; do
+  while systemctl is-active --quiet "$(activate_unit "$id")" 2> /dev/null; do
+    if [ "$waited" -ge 60 ]; then
+      echo "the activation still runs after ${waited}s: stopping it" >&2
+      systemctl stop "$(activate_unit "$id")" 2> /dev/null || true
+      break
+    fi
     sleep 1
     waited=$((waited + 1))
   done
-  echo "$reason" > "$state/$id.restored"
   status=0
   before=$(cat "$state/$id.profile" 2> /dev/null || true)
-  if [ -n "$before" ] && [ "$(readlink "$profile" 2> /dev/null || true)" != "$before" ]; then
+  moved=$(readlink "$profile" 2> /dev/null || true)
+  if [ -n "$before" ] && [ "$moved" != "$before" ]; then
+    # The failed confirm's generation goes too: a later rollback must not
+    # land on a generation that never passed a deploy.
     generation=${before#system-}
     generation=${generation%-link}
-    nix-env -p "$profile" --switch-generation "$generation" >&2 || status=$?
-    "$(readlink -f "$profile")/bin/switch-to-configuration" boot >&2 || status=$?
+    nix-env -p "$profile" --switch-generation "$generation" >&2 9>&- || status=$?
+    "$(readlink -f "$profile")/bin/switch-to-configuration" boot >&2 9>&- || status=$?
+    failed_generation=${moved#system-}
+    failed_generation=${failed_generation%-link}
+    [ "$status" != 0 ] || nix-env -p "$profile" --delete-generations "$failed_generation" >&2 9>&- || status=$?
   fi
-  "$old/bin/switch-to-configuration" test >&2 || status=$?
-  record "rolled back" "$old" "$reason"
+  "$old/bin/switch-to-configuration" test >&2 9>&- || status=$?
+  # Back on OLD (4: one of OLD's own units failed): done, the timer is no
+  # longer needed. Anything else: the timer stays armed and tries again.
+  if [ "$status" = 0 ] || [ "$status" = 4 ]; then
+    echo "$reason" > "$state/$id.restored"
+    systemctl stop "$(timer_unit "$id").timer" 2> /dev/null || true
+    record "rolled back" "$old" "$reason" || true
+  fi
   echo "restored=$old"
   echo "status=$status"
 }
@@ -231,7 +254,7 @@ previous_here() {
   nix-env -p "$profile" --rollback >&2
   new=$(readlink -f "$profile")
   "$new/bin/switch-to-configuration" switch >&2
-  record "rolled back by hand" "$new" "labprov rollback"
+  record "rolled back by hand" "$new" "labprov rollback" || true
   echo "current=$new"
 }
 

@@ -36,13 +36,13 @@ pub enum Error {
     NoHosts,
     #[error("no host can be deployed: every one was skipped (the reasons are above)")]
     AllSkipped,
-    #[error("--confirm-timeout ({confirm} s) must be longer than --check-timeout ({check} s) and the activation together")]
+    #[error("--confirm-timeout ({confirm} s) must be longer than --check-timeout ({check} s): the checks run after the activation, before the confirm")]
     Timeouts { confirm: u64, check: u64 },
     #[error("{host} cannot be deployed: {why}")]
     NotDeployable { host: String, why: String },
     #[error("--system {host}=...: {host} is not among the hosts to deploy")]
     StraySystem { host: String },
-    #[error("--system {host}={path}: no such store path here; build it first or drop --system to build the flake's")]
+    #[error("--system {host}={path}: not a system in this machine's Nix store; build it first or drop --system to build the flake's")]
     NoSystem { host: String, path: String },
     #[error("the service registry's health checks: {0}")]
     Registry(String),
@@ -436,10 +436,16 @@ pub fn deploy(
     if let Some(stray) = opts.systems.keys().find(|n| !hosts.iter().any(|h| &&h.name == n)) {
         return Err(Error::StraySystem { host: stray.clone() });
     }
+    // A store path, resolved (`./result` is a link to one): what the host
+    // is compared with and copies is the path itself.
+    let mut systems = BTreeMap::new();
     for (host, path) in &opts.systems {
-        if !path.is_dir() {
+        let resolved =
+            path.canonicalize().ok().filter(|p| p.starts_with("/nix/store/") && p.is_dir());
+        let Some(resolved) = resolved else {
             return Err(Error::NoSystem { host: host.clone(), path: path.display().to_string() });
-        }
+        };
+        systems.insert(host.clone(), resolved);
     }
     if opts.confirm_timeout <= opts.check_timeout {
         return Err(Error::Timeouts {
@@ -494,7 +500,7 @@ pub fn deploy(
     if hosts.is_empty() {
         return Err(if skipped.is_empty() { Error::NoHosts } else { Error::AllSkipped });
     }
-    let news = build(lab, &hosts, &opts.systems, say)?;
+    let news = build(lab, &hosts, &systems, say)?;
     let mut reports: Vec<HostReport> = hosts
         .iter()
         .zip(&news)
@@ -685,6 +691,8 @@ fn deploy_one(
                 return;
             }
             Ok(o) => {
+                // A confirm that finished on the host with its answer lost
+                // is no failure: the restore, under the deploy's lock, says so.
                 failure =
                     Some(format!("making it the boot default failed: {}", last_line(&o.stderr)))
             }
@@ -703,27 +711,42 @@ fn deploy_one(
     });
     say(&format!("{}: {reason}; going back to {old}", h.name));
     r.failed_checks = failed;
+    // systemd expands `$` in a unit's arguments: the reason is only text.
+    let reason_arg = reason.replace('$', "");
     let restored = h.remote.act(
         &id,
         "restore",
-        &[&id, &old, &reason],
+        &[&id, &old, &reason_arg],
         &format!("{}: back to the previous generation", h.name),
     );
+    let retry = opts.confirm_timeout.as_secs();
     match restored {
         Ok(o) if o.success() => {
-            r.result = HostResult::RolledBack;
-            r.message = if r.failed_checks.is_empty() {
-                format!("rolled back to {old}: {reason}")
+            let said = o.text();
+            let value =
+                |key: &str| said.lines().find_map(|l| l.strip_prefix(key)).map(str::to_string);
+            let status = value("status=").unwrap_or_default();
+            if value("restored=").is_some_and(|v| v.starts_with("none")) {
+                r.result = HostResult::Deployed;
+                r.message = "the confirm had finished on the host after all: it runs the generation as its boot default"
+                    .into();
+            } else if status == "0" || status == "4" {
+                r.result = HostResult::RolledBack;
+                r.message = if r.failed_checks.is_empty() {
+                    format!("rolled back to {old}: {reason}")
+                } else {
+                    format!("rolled back to {old}: a health check failed")
+                };
+                if status == "4" {
+                    r.message.push_str(" (a unit of the old generation failed too: look at the host's failed units)");
+                }
             } else {
-                format!("rolled back to {old}: a health check failed")
-            };
-            // The old generation's own switch may report a failed unit too.
-            let status =
-                o.text().lines().find_map(|l| l.strip_prefix("status=").map(str::to_string));
-            if let Some(code) = status.filter(|c| c != "0") {
-                r.message.push_str(&format!(
-                    " (its switch-to-configuration exited {code}: look at the host's failed units)"
-                ));
+                r.result = HostResult::Failed;
+                r.message = format!(
+                    "{reason}; going back to {old} failed (its switch-to-configuration exited {status}): the host's \
+                     timer tries again within {retry} s of the start; then `labprov status {}`",
+                    h.name
+                );
             }
         }
         other => {
@@ -733,8 +756,9 @@ fn deploy_one(
             };
             r.result = HostResult::Failed;
             r.message = format!(
-                "{reason}; going back failed ({why}): the host's timer puts {old} back within {} s of the start",
-                opts.confirm_timeout.as_secs()
+                "{reason}; asking the host to go back failed ({why}): unless it was confirmed, its timer puts {old} \
+                 back within {retry} s of the start; then `labprov status {}`",
+                h.name
             );
         }
     }

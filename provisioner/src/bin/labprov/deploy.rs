@@ -236,8 +236,8 @@ fn render_status(all: &[Status]) -> String {
             _ => "no boot default".to_string(),
         };
         let commit = match (&s.revision, s.matches_main) {
-            (Some(r), Some(true)) => format!("commit {} (main)", &r[..r.len().min(12)]),
-            (Some(r), _) => format!("commit {} (not main)", &r[..r.len().min(12)]),
+            (Some(r), Some(true)) => format!("commit {} (main)", abbreviated(r)),
+            (Some(r), _) => format!("commit {} (not main)", abbreviated(r)),
             (None, _) => "commit unknown".into(),
         };
         let failed: Vec<&deploy::health::Outcome> = s.checks.iter().filter(|c| !c.ok).collect();
@@ -254,6 +254,11 @@ fn render_status(all: &[Status]) -> String {
         for c in failed {
             text.push_str(&format!("  failed {}: {}\n", c.check, c.detail));
         }
+        for id in &s.pending {
+            text.push_str(&format!(
+                "  deploy {id} was never confirmed: the host's timer puts the previous generation back\n"
+            ));
+        }
         if let (Some(time), Some(result)) = (s.last_deploy.get("time"), s.last_deploy.get("result"))
         {
             let when = time.parse::<u64>().map(ago).unwrap_or_else(|_| time.clone());
@@ -265,6 +270,11 @@ fn render_status(all: &[Status]) -> String {
         }
     }
     text
+}
+
+/// A commit's first 12 characters (a revision is the host's text).
+fn abbreviated(revision: &str) -> String {
+    revision.chars().take(12).collect()
 }
 
 /// "3 h ago" from Unix seconds.
