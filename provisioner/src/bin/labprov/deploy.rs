@@ -352,3 +352,85 @@ impl RollbackArgs {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use deploy::health::Outcome;
+    use deploy::HostResult;
+
+    fn status(current: &str, boot: &str, generation: u64) -> Status {
+        Status {
+            host: "luna".into(),
+            address: Some("192.168.1.10".into()),
+            reachable: true,
+            error: None,
+            current: Some(current.into()),
+            generation: Some(generation),
+            is_boot_default: Some(current == boot),
+            boot_default: Some(boot.into()),
+            revision: Some("0123456789abcdef".into()),
+            main_revision: Some("0123456789abcdef".into()),
+            matches_main: Some(true),
+            checks: vec![
+                Outcome { check: "ssh".into(), ok: true, detail: "answers".into() },
+                Outcome { check: "unit bind.service".into(), ok: false, detail: "failed".into() },
+            ],
+            healthy: Some(false),
+            last_deploy: BTreeMap::new(),
+            pending: vec![],
+        }
+    }
+
+    #[test]
+    fn status_names_the_boot_default_failed_checks_and_pending_deploys() {
+        let text = render_status(&[status("/nix/store/b-sys", "/nix/store/b-sys", 41)]);
+        assert_eq!(
+            text,
+            "luna: runs b-sys (the boot default, generation 41), commit 0123456789ab (main), 1 of 2 checks FAILED\n  \
+             failed unit bind.service: failed\n"
+        );
+        let mut unconfirmed = status("/nix/store/c-sys", "/nix/store/b-sys", 41);
+        unconfirmed.pending = vec!["17-3".into()];
+        let text = render_status(&[unconfirmed]);
+        assert!(
+            text.starts_with(
+                "luna: runs c-sys (NOT the boot default, which is b-sys (generation 41))"
+            ),
+            "{text}"
+        );
+        assert!(text.contains("  deploy 17-3 was never confirmed"), "{text}");
+        // A revision is the host's text: no byte slicing.
+        let mut odd = status("/nix/store/b-sys", "/nix/store/b-sys", 1);
+        odd.revision = Some("ééééééééééééé".into());
+        assert!(render_status(&[odd]).contains("commit éééééééééééé ("));
+    }
+
+    #[test]
+    fn the_summary_explains_every_host_that_was_not_deployed() {
+        let host = |name: &str, result, message: &str| HostReport {
+            host: name.into(),
+            result,
+            previous: None,
+            new: format!("/nix/store/x-{name}"),
+            diff: None,
+            restarts: None,
+            failed_checks: vec![],
+            message: message.into(),
+        };
+        let text = summary(&[
+            host("nixpi", HostResult::Deployed, "activated, checked, made the boot default"),
+            host(
+                "luna",
+                HostResult::RolledBack,
+                "rolled back to /nix/store/a: a health check failed",
+            ),
+        ]);
+        assert_eq!(
+            text,
+            "host   result       generation\n\
+             nixpi  deployed     x-nixpi\n\
+             luna   ROLLED BACK  x-luna\n       rolled back to /nix/store/a: a health check failed\n"
+        );
+    }
+}
