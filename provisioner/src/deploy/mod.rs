@@ -769,7 +769,7 @@ fn last_line(text: &str) -> String {
 }
 
 /// `labprov status`: one host's state.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct Status {
     pub host: String,
     pub address: Option<String>,
@@ -814,19 +814,8 @@ pub fn status(lab: &Lab, names: &[String], access: &Access) -> Result<Vec<Status
         let mut s = Status {
             host: h.name.clone(),
             address: h.address.clone(),
-            reachable: false,
-            error: None,
-            current: None,
-            generation: None,
-            is_boot_default: None,
-            boot_default: None,
-            revision: None,
             main_revision: main.clone(),
-            matches_main: None,
-            checks: vec![],
-            healthy: None,
-            last_deploy: BTreeMap::new(),
-            pending: vec![],
+            ..Status::default()
         };
         match h.remote.probe() {
             Err(e) => s.error = Some(e),
@@ -852,20 +841,9 @@ pub fn status(lab: &Lab, names: &[String], access: &Access) -> Result<Vec<Status
     for skip in skipped {
         out.push(Status {
             host: skip.host,
-            address: None,
-            reachable: false,
             error: Some(format!("not checked: {}", skip.why)),
-            current: None,
-            generation: None,
-            is_boot_default: None,
-            boot_default: None,
-            revision: None,
             main_revision: main.clone(),
-            matches_main: None,
-            checks: vec![],
-            healthy: None,
-            last_deploy: BTreeMap::new(),
-            pending: vec![],
+            ..Status::default()
         });
     }
     Ok(out)
