@@ -15,10 +15,13 @@
 #   activate NEW's switch-to-configuration `test` in a transient unit (it
 #            survives a restarted sshd or a dropped connection); the boot
 #            default does not move
-#   confirm  after labprov's checks passed: stop the timer, make NEW the
-#            system profile and the boot default
-#   restore  a failed check or activation: OLD's `test` again (the boot
-#            default never moved, so a reboot also lands on OLD)
+#   confirm  after labprov's checks passed: make NEW the system profile
+#            and the boot default, then stop the timer
+#   restore  a failed check, activation or confirm: OLD's `test` again (the
+#            boot default never moved, or is moved back first, so a reboot
+#            also lands on OLD)
+# Activate, confirm, restore and previous run in transient units too
+# (in_unit), never as children of the SSH session.
 set -eu
 
 # The rollback timer runs this file as a transient unit, and NixOS's systemd
