@@ -85,8 +85,25 @@ pending() {
   done
 }
 
+# previous_generation: "N PATH" of the system profile's generation below
+# the boot default (what a rollback goes to), or nothing.
+previous_generation() {
+  current_link=$(readlink "$profile" 2> /dev/null) || return 0
+  n=${current_link#system-}
+  n=${n%-link}
+  best=
+  for link in "$profile"-*-link; do
+    [ -e "$link" ] || continue
+    m=${link##*/system-}
+    m=${m%-link}
+    if [ "$m" -lt "$n" ] && { [ -z "$best" ] || [ "$m" -gt "$best" ]; }; then best=$m; fi
+  done
+  if [ -n "$best" ]; then echo "$best $(readlink -f "$profile-$best-link")"; fi
+}
+
 probe() {
   echo "kind=$(kind)"
+  echo "previous=$(previous_generation)"
   for id in $(pending); do echo "pending=$id"; done
   echo "current=$(resolved /run/current-system)"
   echo "profile=$(resolved $profile)"

@@ -849,15 +849,32 @@ pub fn status(lab: &Lab, names: &[String], access: &Access) -> Result<Vec<Status
     Ok(out)
 }
 
+/// What `labprov rollback` does, or did: from the boot default to the
+/// generation below it.
+#[derive(Debug, Clone, Serialize)]
+pub struct RollbackReport {
+    pub host: String,
+    pub dry_run: bool,
+    pub from: Option<String>,
+    pub from_generation: Option<u64>,
+    pub to: String,
+    pub to_generation: u64,
+    /// The checks after the rollback (none in a dry run).
+    pub checks: Vec<Outcome>,
+}
+
 /// `labprov rollback HOST`: the boot default one generation back, activated
 /// (`nix-env --rollback` and `switch`; darwin-rebuild --rollback on a Mac),
-/// then the host's checks, reported.
+/// then the host's checks. `confirm` sees the plan first; a dry run stops
+/// there.
 pub fn rollback(
     lab: &Lab,
     host: &str,
     access: &Access,
     within: Duration,
-) -> Result<(String, Vec<Outcome>)> {
+    dry_run: bool,
+    confirm: &mut dyn FnMut(&RollbackReport) -> Result<()>,
+) -> Result<RollbackReport> {
     let (hosts, _) = select(lab, &[host.to_string()], false, access)?;
     let h = &hosts[0];
     let p = h.remote.probe().map_err(|why| Error::Unreachable { host: host.into(), why })?;
@@ -867,16 +884,35 @@ pub fn rollback(
             why: format!("deploy {id} is not confirmed yet and its timer will put the host back; wait for it"),
         });
     }
+    let Some((to_generation, to)) = p.previous.clone() else {
+        return Err(Error::NotReady {
+            host: host.into(),
+            why: "its system profile has no generation before the boot default to go back to"
+                .into(),
+        });
+    };
+    let mut report = RollbackReport {
+        host: host.into(),
+        dry_run,
+        from: p.profile.clone(),
+        from_generation: p.generation,
+        to,
+        to_generation,
+        checks: vec![],
+    };
+    if dry_run {
+        return Ok(report);
+    }
+    confirm(&report)?;
     let id = deploy_id();
     let out = h.remote.act(&id, "previous", &[&id], &format!("{host}: back one generation"));
-    let out = match out {
-        Ok(o) if o.success() => o,
+    match out {
+        Ok(o) if o.success() => {}
         Ok(o) => return Err(Error::Rollback { host: host.into(), why: last_line(&o.stderr) }),
         Err(e) => return Err(Error::Rollback { host: host.into(), why: e.to_string() }),
-    };
-    let current =
-        out.text().lines().find_map(|l| l.strip_prefix("current=")).unwrap_or("").to_string();
-    Ok((current, health::run(&h.remote, &h.checks, within)))
+    }
+    report.checks = health::run(&h.remote, &h.checks, within);
+    Ok(report)
 }
 
 #[cfg(test)]

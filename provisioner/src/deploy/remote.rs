@@ -44,6 +44,9 @@ pub struct Probe {
     /// Earlier deploys still waiting for their confirmation (their timer
     /// will put the host back).
     pub pending: Vec<String>,
+    /// The profile generation below the boot default, and its path: where a
+    /// rollback goes.
+    pub previous: Option<(u64, String)>,
 }
 
 impl Remote {
@@ -246,6 +249,11 @@ fn parse_probe(text: &str) -> Probe {
             }
             "revision" => p.revision = some(value),
             "pending" => p.pending.push(value.to_string()),
+            "previous" => {
+                p.previous = value
+                    .split_once(' ')
+                    .and_then(|(n, path)| Some((n.parse().ok()?, path.to_string())))
+            }
             k if k.starts_with("last_") => {
                 p.last_deploy.insert(k["last_".len()..].to_string(), value.to_string());
             }
@@ -263,13 +271,14 @@ mod tests {
     fn the_probe_is_read_from_key_value_lines() {
         let p = parse_probe(
             "kind=nixos\ncurrent=/nix/store/a-sys\nprofile=/nix/store/a-sys\nprofile_link=system-42-link\n\
-             revision=\npending=17-3\nlast_time=1700000000\nlast_result=confirmed\nnoise\n",
+             revision=\npending=17-3\nprevious=41 /nix/store/z-sys\nlast_time=1700000000\nlast_result=confirmed\nnoise\n",
         );
         assert_eq!(p.kind, "nixos");
         assert_eq!(p.current.as_deref(), Some("/nix/store/a-sys"));
         assert_eq!(p.generation, Some(42));
         assert_eq!(p.revision, None);
         assert_eq!(p.pending, ["17-3"]);
+        assert_eq!(p.previous, Some((41, "/nix/store/z-sys".to_string())));
         assert_eq!(p.last_deploy.get("result").map(String::as_str), Some("confirmed"));
     }
 

@@ -293,17 +293,22 @@ fn ago(then: u64) -> String {
 }
 
 #[derive(Args, Debug)]
-#[command(after_help = "Example:\n  labprov rollback luna\n\n\
+#[command(
+    after_help = "Examples:\n  labprov rollback luna --dry-run   # which generation it would go to\n  labprov rollback luna\n\n\
 The host's boot default goes one generation back and is activated (switch-to-configuration\n\
 switch; darwin-rebuild --rollback on a Mac); its checks from the service registry are then shown.\n\
 A deploy that failed a check has already put its host back: this is for a change that passed\n\
-the checks and turned out wrong later.")]
+the checks and turned out wrong later."
+)]
 pub struct RollbackArgs {
     /// The host to put back.
     pub host: String,
     /// Ask nothing.
     #[arg(long)]
     pub yes: bool,
+    /// Show which generation it would go to; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
     #[command(flatten)]
     pub access: AccessArgs,
     #[command(flatten)]
@@ -314,25 +319,33 @@ impl RollbackArgs {
     pub fn run(self, lab: Option<&Path>) -> Result<()> {
         let json = self.json.init();
         let lab = lab_facts::Lab::find(lab)?;
-        Confirm {
-            context: "",
-            action: &format!("switch {} back to its previous generation", self.host),
-            word: &self.host,
-            without_terminal: "pass --yes",
-        }
-        .ask(self.yes)?;
-        let (current, checks) =
-            deploy::rollback(&lab, &self.host, &self.access.access(), Duration::from_secs(60))?;
-        #[derive(serde::Serialize)]
-        struct Out<'a> {
-            host: &'a str,
-            current: &'a str,
-            checks: &'a [deploy::health::Outcome],
-        }
-        let out = Out { host: &self.host, current: &current, checks: &checks };
-        lab_cli::output::report(json, &out, |o| {
-            let mut t = format!("{}: now runs {}\n", o.host, short(o.current));
-            for c in o.checks {
+        let yes = self.yes;
+        let mut confirm = |plan: &deploy::RollbackReport| -> deploy::Result<()> {
+            let context = if json { String::new() } else { rollback_plan(plan) };
+            Confirm {
+                context: &context,
+                action: &format!("switch {} back to generation {}", plan.host, plan.to_generation),
+                word: &plan.host,
+                without_terminal: "pass --yes",
+            }
+            .ask(yes)?;
+            Ok(())
+        };
+        let report = deploy::rollback(
+            &lab,
+            &self.host,
+            &self.access.access(),
+            Duration::from_secs(60),
+            self.dry_run,
+            &mut confirm,
+        )?;
+        lab_cli::output::report(json, &report, |r| {
+            if r.dry_run {
+                return format!("{}dry run: nothing was changed\n", rollback_plan(r));
+            }
+            let mut t =
+                format!("{}: now runs {} (generation {})\n", r.host, short(&r.to), r.to_generation);
+            for c in &r.checks {
                 t.push_str(&format!(
                     "  {} {}: {}\n",
                     if c.ok { "ok  " } else { "FAIL" },
@@ -342,7 +355,7 @@ impl RollbackArgs {
             }
             t
         })?;
-        let failed = checks.iter().filter(|c| !c.ok).count();
+        let failed = report.checks.iter().filter(|c| !c.ok).count();
         if failed > 0 {
             anyhow::bail!(
                 "{} runs its previous generation, but {failed} of its checks fail (listed above)",
@@ -351,6 +364,20 @@ impl RollbackArgs {
         }
         Ok(())
     }
+}
+
+fn rollback_plan(r: &deploy::RollbackReport) -> String {
+    let from = match (&r.from, r.from_generation) {
+        (Some(path), Some(g)) => format!("generation {g} ({})", short(path)),
+        (Some(path), None) => short(path).to_string(),
+        _ => "(no boot default)".to_string(),
+    };
+    format!(
+        "{}: the boot default goes from {from} to generation {} ({}), activated now\n",
+        r.host,
+        r.to_generation,
+        short(&r.to)
+    )
 }
 
 #[cfg(test)]

@@ -117,6 +117,7 @@ mod tests {
             "t status --json",
             "t status luna",
             "t rollback luna --yes",
+            "t rollback luna --dry-run --json",
         ] {
             Cli::try_parse_from(line.split(' ')).unwrap_or_else(|e| panic!("{line}: {e}"));
         }
