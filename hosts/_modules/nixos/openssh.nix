@@ -9,7 +9,8 @@
     settings = {
       PasswordAuthentication = false;
       KbdInteractiveAuthentication = false;
-      # Deploys run nixos-rebuild --target-host root@HOST with an admin key.
+      # labprov deploy/status/rollback log in as root with an admin key (and
+      # use TCP forwarding, `ssh -W`, for checks of loopback-only services).
       PermitRootLogin = lib.mkDefault "prohibit-password";
       X11Forwarding = false;
     };
