@@ -14,4 +14,17 @@
     domain = "lab";
     subnet = "192.168.1.0/24";
   };
+
+  # Backups of the services' state (docs/operations.md, "Backups"): every
+  # host's repositories get a backup on `schedule` (systemd OnCalendar),
+  # pruned to `retention` (restic forget --keep-*); `periodSeconds` is the
+  # schedule's period, for the stale-backup alert. The restore test runs on
+  # `restoreTestSchedule` and reads `checkSubset` of the packs back.
+  backup = {
+    schedule = "daily";
+    periodSeconds = 86400;
+    restoreTestSchedule = "weekly";
+    checkSubset = "5%";
+    retention = { daily = 7; weekly = 5; monthly = 12; };
+  };
 }

@@ -20,8 +20,16 @@
 #   health    what answers when the service is up: { port; dns = NAME; } asks
 #             for NAME over DNS, { port; http = PATH; } expects a 2xx/3xx
 #   names     extra DNS names (in the lab domain) for the service's host
-#   state     directories of state worth backing up (issue 15's restic picks
-#             them up); the controllers' own scheduled backups land there
+#   backup    its state, backed up with restic to every repository of the
+#             host (lib/services/backup.nix; docs/operations.md, "Backups"):
+#     paths     absolute paths (each must exist on the host, or the backup
+#               fails before restic runs)
+#     exclude   restic exclude patterns (default none)
+#     stop      stop the unit while restic reads (default false; a
+#               controller's own scheduled export needs no stop)
+#     checks    what the restore test checks beyond files and sizes:
+#               sqlite = [ DB... ] (PRAGMA integrity_check),
+#               tsdb = [ DIR... ] (promtool tsdb list)
 #   container run as a Podman container: { image (pinned by digest);
 #             volumes = [ { name; path; } ]; environment }
 #
@@ -59,8 +67,16 @@
       ports.dns = { port = 5302; protocol = "dns"; };
       ports.web = { port = 3000; };
       health = { port = "dns"; dns = "luna"; };
-      # Query log and statistics (its settings come from the registry).
-      state = [ "/var/lib/AdGuardHome" ];
+      # Query log and statistics (its settings come from the registry). The
+      # module runs it with DynamicUser, so /var/lib/AdGuardHome is only a
+      # symlink (restic would save the link): the data is in /var/lib/private.
+      # The rotated-out query log is left behind; it is stopped for the
+      # backup (its statistics are a bbolt database), dnsdist asks blocky.
+      backup = {
+        paths = [ "/var/lib/private/AdGuardHome" ];
+        exclude = [ "/var/lib/private/AdGuardHome/data/querylog.json.1" ];
+        stop = true;
+      };
     };
     dnsdist = {
       host = "luna";
@@ -115,7 +131,13 @@
       unit = "prometheus.service";
       ports.web = { port = 9090; };
       metrics = { port = "web"; path = "/metrics"; };
-      state = [ "/var/lib/prometheus2" ];
+      # Stopped while restic reads, so the TSDB (blocks and write-ahead log)
+      # is consistent; scrapes pause for the backup's minutes.
+      backup = {
+        paths = [ "/var/lib/prometheus2" ];
+        stop = true;
+        checks.tsdb = [ "/var/lib/prometheus2/data" ];
+      };
       health = { port = "web"; http = "/-/healthy"; };
     };
     node-exporter = {
@@ -149,7 +171,8 @@
       ports.speedtest = { port = 6789; bind = "lan"; };
       ports.db = { port = 27117; };
       # UniFi writes its scheduled backups (Settings, System, Backups) here.
-      state = [ "/var/lib/unifi/data/backup" ];
+      # Its own exports are consistent; its live database is not backed up.
+      backup.paths = [ "/var/lib/unifi/data/backup" ];
     };
     # nixpkgs' own module (services.omada, x86_64 only); its ports are the
     # package's defaults, so they are stated here as they are.
@@ -169,7 +192,7 @@
       ports.app-discovery = { port = 27001; protocol = "udp"; bind = "lan"; open = true; };
       ports.devices = { port = 29811; last = 29817; bind = "lan"; open = true; };
       # Omada's automatic backups (Settings, Maintenance, Backup) land here.
-      state = [ "/var/lib/omada/data/autobackup" ];
+      backup.paths = [ "/var/lib/omada/data/autobackup" ];
     };
 
     # --- Containers (Podman). Uptime Kuma watches the lab from the outside
@@ -186,6 +209,13 @@
         # `skopeo inspect docker://docker.io/louislam/uptime-kuma:1.23.16`.
         image = "docker.io/louislam/uptime-kuma:1.23.16@sha256:b4c3a4d186b4612b3a7bbb39c56a634626276615c21871c837a86e4a43d8e047";
         volumes = [{ name = "data"; path = "/app/data"; }];
+      };
+      # Its volume (Podman's place for uptime-kuma-data), with the SQLite
+      # database of monitors and history, stopped so the file is whole.
+      backup = {
+        paths = [ "/var/lib/containers/storage/volumes/uptime-kuma-data/_data" ];
+        stop = true;
+        checks.sqlite = [ "/var/lib/containers/storage/volumes/uptime-kuma-data/_data/kuma.db" ];
       };
     };
   };

@@ -23,4 +23,13 @@
   cache = {
     port = 5000;
   };
+  # Where its services' state is backed up (hosts/services.nix `backup`),
+  # each repository by its own unit: a local one on luna's disk (fast
+  # restores, no protection from losing the disk) and an off-site one whose
+  # address and credentials are secrets (backup/remote-repository and
+  # backup/remote-environment in hosts/luna/secrets.sops.yaml).
+  backup.repositories = {
+    local.path = "/var/backup/restic";
+    remote.remote = true;
+  };
 }

@@ -66,7 +66,33 @@ let
     ++ u.optional (s.health != null && !(hasPort (s.health.port or null))) "${where}: health.port names no port of the service"
     ++ u.optional (s.health != null && !(s.health ? dns || s.health ? http)) "${where}: health needs dns = NAME or http = PATH"
     ++ builtins.concatMap (n: u.optional (builtins.match label n == null) "${where}: name ${n} is not a DNS label") s.names
-    ++ builtins.concatMap (d: u.optional (builtins.match "/[^ ]*" d == null) "${where}: state ${d} is not an absolute path") s.state;
+    ++ backupProblems where s;
+
+  # A backup's paths end up quoted in shell scripts (lib/services/backup.nix):
+  # absolute, without spaces or quotes; what its restore test checks lies
+  # inside what it backs up.
+  safePath = d: builtins.isString d && builtins.match "/[^ '\"\\]*" d != null;
+  inside = d: builtins.any (p: d == p || builtins.substring 0 (builtins.stringLength p + 1) d == p + "/");
+  backupProblems = where: s: u.optionals (s.backup != null) (
+    let b = s.backup; in
+    u.optional (b.paths == [ ]) "${where}: backup.paths is empty"
+    ++ builtins.concatMap (d: u.optional (!(safePath d)) "${where}: backup path ${toString d} is not an absolute path without spaces or quotes") b.paths
+    ++ builtins.concatMap (d: u.optional (!(builtins.isString d) || builtins.match "[^'\n]+" d == null) "${where}: backup exclude ${toString d} is empty or has a quote") b.exclude
+    ++ builtins.concatMap (k: u.optional (!(builtins.elem k [ "sqlite" "tsdb" ])) "${where}: backup.checks.${k} is not a check the restore test knows (sqlite, tsdb)") (builtins.attrNames b.checks)
+    ++ builtins.concatMap
+      (d: u.optional (!(safePath d) || !(inside d b.paths)) "${where}: backup check ${toString d} is not inside its backup.paths")
+      (builtins.concatLists (builtins.attrValues b.checks))
+    ++ builtins.concatMap
+      (h:
+        let repos = hosts.${h}.backup.repositories or { }; in
+        u.optional (repos == { }) "${where}: host ${h} has no backup.repositories in its facts (hosts/${h}/facts.nix)"
+        ++ builtins.concatMap
+          (r: u.optional (builtins.match "[a-z][a-z0-9-]*" r == null) "${where}: host ${h}: backup repository name ${r} is not lower-case letters, digits and -"
+          ++ u.optional (!((repos.${r} ? path && safePath repos.${r}.path) || (repos.${r}.remote or false) == true))
+            "${where}: host ${h}: backup repository ${r} needs path = \"/absolute\" or remote = true")
+          (builtins.attrNames repos))
+      s.hosts
+  );
 
   # Two services on one host on the same port and protocol (ranges overlap).
   instances = builtins.concatMap (s: map (h: { service = s; host = h; }) services.${s}.hosts) (builtins.attrNames services);

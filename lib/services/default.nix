@@ -55,7 +55,13 @@ let
       health = s.health or null;
       names = s.names or [ ];
       container = s.container or null;
-      state = s.state or [ ];
+      backup =
+        if s ? backup then {
+          paths = s.backup.paths or [ ];
+          exclude = s.backup.exclude or [ ];
+          stop = s.backup.stop or false;
+          checks = s.backup.checks or { };
+        } else null;
     })
     registry.services;
 
@@ -86,16 +92,20 @@ let
   authHost = builtins.head (builtins.filter (h: daemonOn "bind" h != null) (builtins.attrNames hosts) ++ [ null ]);
   reverseZone = net.reverseZone subnet;
 
-  ctx = { inherit u net domain subnet subnetText hosts nixosHosts services routes endpoint daemonOn servicesOn authHost reverseZone; };
+  # When and how long backups are kept (hosts/lab.nix `backup`).
+  backupSettings = facts.lab.backup;
+
+  ctx = { inherit u net domain subnet subnetText hosts nixosHosts services routes endpoint daemonOn servicesOn authHost reverseZone backupSettings; };
 
   problems = import ./checks.nix ctx { inherit daemons; };
 
   dns = import ./dns.nix ctx;
   proxy = import ./proxy.nix ctx;
-  monitoring = import ./monitoring.nix ctx;
+  monitoring = import ./monitoring.nix (ctx // { backupRules = backup.rules; });
   resolvers = import ./resolvers.nix ctx;
   containers = import ./containers.nix ctx;
   controllers = import ./controllers.nix ctx;
+  backup = import ./backup.nix ctx;
 
   json = builtins.toJSON;
 
@@ -128,6 +138,7 @@ let
         // u.optionalAttrs (has "unifi") {
           "unifi-system.properties" = u.concatMapStrings (k: "${k}=${toString settings.unifi.${k}}\n") (builtins.attrNames settings.unifi);
         }
+        // backup.files host
         // {
           "firewall.json" = json (firewallOf host) + "\n";
           "health.json" = json (healthOf host) + "\n";
@@ -151,6 +162,8 @@ let
       secrets = map (s: s // { inherit (services.${daemonOn s.daemon host}) unit; }) (proxy.secretsOn host);
       firewall = firewallOf host;
       health = healthOf host;
+      # What it backs up and where (lib/services/backup.nix), or null.
+      backup = if backup.withBackup host == [ ] then null else backup.plan host;
     };
 
   # The ports a host opens: single ports and ranges, per protocol.
@@ -215,5 +228,5 @@ checked {
   hosts = u.genAttrs runningHosts forHost;
   # Every host, with or without services: what the NixOS module reads.
   forHost = host: if builtins.elem host runningHosts then forHost host else
-  { services = { }; daemons = [ ]; files = { }; etc = { }; settings = { }; secrets = [ ]; firewall = firewallOf host; health = [ ]; };
+  { services = { }; daemons = [ ]; files = { }; etc = { }; settings = { }; secrets = [ ]; firewall = firewallOf host; health = [ ]; backup = null; };
 }

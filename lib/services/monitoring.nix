@@ -1,6 +1,7 @@
 # Prometheus: every service with metrics in the registry is a scrape job
-# (node-exporter on every NixOS host among them), and the alert rules.
-{ services, endpoint, ... }:
+# (node-exporter on every NixOS host among them), and the alert rules (the
+# backups' own from lib/services/backup.nix).
+{ services, endpoint, backupRules, ... }:
 let
   withMetrics = builtins.filter (s: services.${s}.metrics != null) (builtins.attrNames services);
 
@@ -39,7 +40,15 @@ let
           labels.severity = "warning";
           annotations.summary = "{{ $labels.name }} failed on {{ $labels.host }}";
         }
-      ];
+        {
+          # The backups' metrics come from node exporter's textfile collector.
+          alert = "TextfileUnreadable";
+          expr = "node_textfile_scrape_error == 1";
+          "for" = "15m";
+          labels.severity = "warning";
+          annotations.summary = "node exporter on {{ $labels.host }} cannot read a metrics file (backup metrics may be missing)";
+        }
+      ] ++ backupRules;
     }];
   };
 in

@@ -82,4 +82,24 @@ in
     registry = withService "blocky-nixpi" (registry.services.blocky-nixpi // { ports = registry.services.blocky-nixpi.ports // { metrics = { port = 4000; }; }; });
     expect = "service blocky-nixpi: its metrics port listens on loopback, which Prometheus on luna cannot scrape";
   };
+  backup-relative-path = {
+    registry = withService "glances" (registry.services.glances // { backup.paths = [ "var/lib/glances" ]; });
+    expect = "service glances: backup path var/lib/glances is not an absolute path without spaces or quotes";
+  };
+  backup-path-with-quote = {
+    registry = withService "glances" (registry.services.glances // { backup.paths = [ "/var/lib/it's" ]; });
+    expect = "service glances: backup path /var/lib/it's is not an absolute path without spaces or quotes";
+  };
+  backup-check-outside = {
+    registry = withService "uptime-kuma" (registry.services.uptime-kuma // { backup = registry.services.uptime-kuma.backup // { checks.sqlite = [ "/var/lib/other/kuma.db" ]; }; });
+    expect = "service uptime-kuma: backup check /var/lib/other/kuma.db is not inside its backup.paths";
+  };
+  backup-unknown-check = {
+    registry = withService "uptime-kuma" (registry.services.uptime-kuma // { backup = registry.services.uptime-kuma.backup // { checks.mysql = [ ]; }; });
+    expect = "service uptime-kuma: backup.checks.mysql is not a check the restore test knows (sqlite, tsdb)";
+  };
+  backup-without-repository = {
+    registry = withService "blocky-nixpi" (registry.services.blocky-nixpi // { backup.paths = [ "/var/lib/blocky" ]; });
+    expect = "service blocky-nixpi: host nixpi has no backup.repositories in its facts (hosts/nixpi/facts.nix)";
+  };
 }

@@ -43,10 +43,26 @@ let
     escapeRegex = builtins.replaceStrings [ "." ] [ "\\." ];
     optionalString = cond: s: if cond then s else "";
     splitString = sep: s: builtins.filter builtins.isString (builtins.split (escapeRegex sep) s);
+    optionals = cond: list: if cond then list else [ ];
+    genAttrs = names: f: builtins.listToAttrs (map (name: { inherit name; value = f name; }) names);
+    listToAttrs = builtins.listToAttrs;
+    unique = builtins.foldl' (acc: x: if builtins.elem x acc then acc else acc ++ [ x ]) [ ];
+    removeSuffix = suffix: s:
+      let n = builtins.stringLength s; k = builtins.stringLength suffix; in
+      if k <= n && builtins.substring (n - k) k s == suffix then builtins.substring 0 (n - k) s else s;
+    getExe = drv: "${drv.outPath}/bin/${drv.meta.mainProgram}";
   };
   pkgs = {
     writeText = name: text: builtins.toFile name text;
     mongodb-ce = "mongodb-ce";
+    # A script as writeShellApplication makes it: the text, on a PATH.
+    writeShellApplication = a: { outPath = "/nix/store/${a.name}"; meta.mainProgram = a.name; inherit (a) text runtimeInputs; };
+    coreutils = "coreutils";
+    systemd = "systemd";
+    restic = "restic";
+    jq = "jq";
+    sqlite = "sqlite";
+    prometheus.cli = "promtool";
   };
 
   # One host's configuration as the modules set it (their `config` parts
@@ -60,10 +76,12 @@ let
           services = self;
           # The option default.nix declares, with its default.
           servicesReady = (top.options.homelab.servicesReady).default;
+          hasSecret = (top.options.homelab.hasSecret).default;
         };
         sops = {
           defaultSopsFile = secretsFile;
           templates = builtins.mapAttrs (name: _: { path = "/run/secrets/rendered/${name}"; }) (merged.sops.templates or { });
+          secrets = builtins.mapAttrs (name: s: { path = "/run/secrets/${name}"; } // s) (merged.sops.secrets or { });
           placeholder = builtins.listToAttrs (map (s: { name = s.key; value = "<${s.key}>"; }) self.secrets);
         };
         virtualisation.podman.package = "/podman";
@@ -82,6 +100,7 @@ let
   luna = evalHost "luna" ./fixtures/luna-secrets.sops.yaml;
   lunaFresh = evalHost "luna" null;
   lunaCacheOnly = evalHost "luna" ./fixtures/luna-cache-only.sops.yaml;
+  lunaLocalBackup = evalHost "luna" ./fixtures/luna-backup-local-only.sops.yaml;
   nixpi = evalHost "nixpi" null;
   rydev = evalHost "rydev" null;
   registry = import ../../hosts/services.nix;
@@ -124,7 +143,7 @@ let
     # A fresh clone: no secrets file, the proxies stay off, evaluation warns.
     ++ expect (!(lunaFresh ? services.caddy) && !(lunaFresh ? services.haproxy) && !(lunaFresh ? sops.secrets) && lunaFresh.services.bind.enable)
       "luna without a secrets file: Caddy or HAProxy would start without their secrets"
-    ++ expect (builtins.length lunaFresh.warnings == 1 && builtins.match ".*labprov secrets sync.*caddy/admin-password-hash.*haproxy/dot.pem.*" (builtins.head lunaFresh.warnings) != null)
+    ++ expect (builtins.length lunaFresh.warnings == 2 && builtins.any (w: builtins.match ".*labprov secrets sync.*caddy/admin-password-hash.*haproxy/dot.pem.*" w != null) lunaFresh.warnings)
       "luna without a secrets file: the warning does not name labprov secrets sync and both secrets"
     ++ expect (luna.warnings == [ ]) "luna with its secrets: a warning"
     # A secrets file made for another key first (the binary cache's): the
@@ -133,10 +152,33 @@ let
     ++ expect (!(lunaCacheOnly ? services.caddy) && !(lunaCacheOnly ? services.haproxy) && !(lunaCacheOnly ? sops.secrets))
       "luna with a secrets file lacking the proxies' keys: their secrets are declared anyway"
     ++ expect
-      (builtins.length lunaCacheOnly.warnings == 1 && builtins.match ".*labprov secrets sync.*" (builtins.head lunaCacheOnly.warnings) == null
-      && builtins.match ".*sops hosts/luna/secrets.sops.yaml.*caddy/admin-password-hash.*haproxy/dot.pem.*" (builtins.head lunaCacheOnly.warnings) != null)
+      (builtins.length lunaCacheOnly.warnings == 2 && !(builtins.any (w: builtins.match ".*labprov secrets sync.*" w != null) lunaCacheOnly.warnings)
+      && builtins.any (w: builtins.match ".*sops hosts/luna/secrets.sops.yaml.*caddy/admin-password-hash.*haproxy/dot.pem.*" w != null) lunaCacheOnly.warnings)
       "luna with a secrets file lacking the proxies' keys: the warning does not say which keys to add"
     ++ expect (luna.systemd.services.bind.restartTriggers == builtins.attrValues (builtins.mapAttrs (_: e: e.text) (lib.filterAttrs (n: _: lib.hasPrefix "bind/" n) luna.environment.etc)))
-      "luna: a zone change does not restart BIND";
+      "luna: a zone change does not restart BIND"
+    # Backups: one restic backup per repository with the registry's paths,
+    # the rendered scripts, the password from sops; the off-site one waits
+    # for its address; none without the password; none on a host without
+    # state; node exporter reads the metrics the scripts write.
+    ++ expect
+      (builtins.attrNames luna.services.restic.backups == [ "local" "remote" ]
+      && luna.services.restic.backups.local.paths == services.hosts.luna.backup.paths
+      && luna.services.restic.backups.local.exclude == services.hosts.luna.backup.exclude
+      && luna.services.restic.backups.local.repository == "/var/backup/restic"
+      && luna.services.restic.backups.remote.repositoryFile == "/run/secrets/backup/remote-repository"
+      && luna.services.restic.backups.remote.passwordFile == "/run/secrets/backup/restic-password"
+      && luna.services.restic.backups.local.backupPrepareCommand == "/nix/store/backup-prepare/bin/backup-prepare local"
+      && luna.systemd.services.lab-restore-test-remote.serviceConfig.EnvironmentFile == "/run/secrets/backup/remote-environment"
+      && luna.systemd.services.lab-restore-test-local.environment.RESTIC_REPOSITORY == "/var/backup/restic"
+      && builtins.elem "--collector.textfile.directory=/var/lib/prometheus-node-exporter-text" luna.services.prometheus.exporters.node.extraFlags)
+      "luna: the restic backups, their restore tests or the textfile collector"
+    ++ expect
+      (builtins.attrNames lunaLocalBackup.services.restic.backups == [ "local" ]
+      && builtins.any (w: builtins.match ".*backups to remote stay off.*backup/remote-repository.*" w != null) lunaLocalBackup.warnings)
+      "luna without the off-site address: the remote backup is not held back with a warning"
+    ++ expect (!(lunaFresh ? services.restic) && builtins.any (w: builtins.match ".*backups to local and remote stay off.*backup/restic-password.*" w != null) lunaFresh.warnings)
+      "luna without the backup password: a backup is defined anyway, or no warning"
+    ++ expect (!(nixpi ? services.restic)) "nixpi keeps no state, yet backs something up";
 in
 if problems == [ ] then "" else throw (builtins.concatStringsSep "; " problems)

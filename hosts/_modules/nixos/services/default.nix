@@ -38,6 +38,7 @@ in
     ./monitoring.nix
     ./controllers.nix
     ./containers.nix
+    ./backup.nix
   ];
 
   options.homelab.services = lib.mkOption {
@@ -47,6 +48,13 @@ in
       (services, daemons, files, etc, settings, secrets, firewall, health).
       Set by lib/mkSystem.nix; edit hosts/services.nix, never this option.
     '';
+  };
+
+  options.homelab.hasSecret = lib.mkOption {
+    type = lib.types.functionTo lib.types.bool;
+    readOnly = true;
+    default = hasKey;
+    description = "Whether the host's secrets file holds KEY (\"a/b\" is `b` under `a`), read without decrypting.";
   };
 
   # Whether a daemon can start: every secret it reads is in the host's

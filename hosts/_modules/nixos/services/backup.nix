@@ -1,0 +1,98 @@
+# Backups of the services' state with restic (docs/operations.md, "Backups"),
+# from the plan lib/services/backup.nix renders out of the registry: one
+# services.restic.backups entry per repository (its own unit and timer),
+# the password and the off-site address from sops, the prepare and cleanup
+# scripts tests/backup runs with real restic, a restore test per repository
+# on a timer, and node exporter's textfile collector for the stale-backup
+# alerts. A host whose registry services keep no state backs up nothing.
+{ config, lib, pkgs, ... }:
+let
+  cfg = config.homelab.services;
+  plan = cfg.backup;
+  name = config.homelab.facts.name;
+  has = config.homelab.hasSecret;
+  secret = key: config.sops.secrets.${key}.path;
+
+  # The rendered scripts, with what they call on their PATH.
+  script = file: pkgs.writeShellApplication {
+    name = lib.removeSuffix ".sh" file;
+    runtimeInputs = [ pkgs.coreutils pkgs.systemd pkgs.restic pkgs.jq pkgs.sqlite pkgs.prometheus.cli ];
+    text = cfg.files.${file};
+  };
+  prepare = script "backup-prepare.sh";
+  cleanup = script "backup-cleanup.sh";
+  restoreTest = script "backup-restore-test.sh";
+
+  # A repository is usable once every secret it reads is in the host's file.
+  needs = r: [ plan.secrets.password.key ] ++ lib.optionals (r ? repositoryFile) [ r.repositoryFile r.environmentFile ];
+  ready = builtins.filter (r: builtins.all has (needs r)) plan.repositories;
+  waiting = builtins.filter (r: !(builtins.all has (needs r))) plan.repositories;
+  secretKeys = lib.unique (builtins.concatMap needs ready);
+
+  # What restic needs to reach a repository, for the backup and the test.
+  where = r: if r ? repository then { repository = r.repository; } else {
+    repositoryFile = secret r.repositoryFile;
+    environmentFile = secret r.environmentFile;
+  };
+  environment = r: {
+    RESTIC_PASSWORD_FILE = secret plan.secrets.password.key;
+    RESTIC_CACHE_DIR = "/var/cache/lab-restore-test-${r.name}";
+  } // (if r ? repository then { RESTIC_REPOSITORY = r.repository; } else { RESTIC_REPOSITORY_FILE = secret r.repositoryFile; });
+in
+{
+  config = lib.mkIf (plan != null) (lib.mkMerge [
+    {
+      warnings = lib.optional (waiting != [ ])
+        ("${name}: backups to ${lib.concatMapStringsSep " and " (r: r.name) waiting} stay off until hosts/${name}/secrets.sops.yaml holds "
+          + lib.concatMapStringsSep "; " (k: "${k}: ${(lib.findFirst (s: s.key == k) null (lib.attrValues plan.secrets)).what}")
+          (lib.unique (builtins.filter (k: !(has k)) (builtins.concatMap needs waiting)))
+          + " (docs/operations.md, Backups).");
+
+      # Node exporter reads the backups' metrics from here (the cleanup and
+      # the restore test write them).
+      systemd.tmpfiles.rules = [ "d ${plan.textfileDir} 0755 root root -" ];
+      services.prometheus.exporters.node.extraFlags = [ "--collector.textfile.directory=${plan.textfileDir}" ];
+    }
+
+    (lib.mkIf (ready != [ ]) {
+      sops.secrets = lib.genAttrs secretKeys (_: { });
+
+      services.restic.backups = lib.listToAttrs (map
+        (r: lib.nameValuePair r.name (where r // {
+          passwordFile = secret plan.secrets.password.key;
+          initialize = true;
+          paths = plan.paths;
+          exclude = plan.exclude;
+          timerConfig = { OnCalendar = plan.schedule; Persistent = true; RandomizedDelaySec = "30m"; };
+          pruneOpts = plan.pruneOpts;
+          # runCheck follows checkOpts: a subset of the packs read back after
+          # every backup; the restore test reads more, weekly.
+          checkOpts = [ "--read-data-subset=1%" ];
+          backupPrepareCommand = "${lib.getExe prepare} ${r.name}";
+          backupCleanupCommand = "${lib.getExe cleanup} ${r.name}";
+        }))
+        ready);
+
+      systemd.services = lib.listToAttrs (map
+        (r: lib.nameValuePair "lab-restore-test-${r.name}" {
+          description = "Restore test of the ${r.name} backup repository";
+          wants = [ "network-online.target" ];
+          after = [ "network-online.target" "restic-backups-${r.name}.service" ];
+          environment = environment r;
+          serviceConfig = {
+            Type = "oneshot";
+            ExecStart = "${lib.getExe restoreTest} ${r.name}";
+            PrivateTmp = true;
+            CacheDirectory = "lab-restore-test-${r.name}";
+          } // lib.optionalAttrs (r ? environmentFile) { EnvironmentFile = secret r.environmentFile; };
+        })
+        ready);
+      systemd.timers = lib.listToAttrs (map
+        (r: lib.nameValuePair "lab-restore-test-${r.name}" {
+          wantedBy = [ "timers.target" ];
+          timerConfig = { OnCalendar = plan.restoreTestSchedule; Persistent = true; RandomizedDelaySec = "1h"; };
+        })
+        ready);
+    })
+  ]);
+}
