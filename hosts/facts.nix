@@ -10,6 +10,8 @@
 #   age.pub                    its age recipient, derived from that key (ssh-to-age)
 #   nix-cache.pub              public key of the binary cache it serves, if any
 #                              (`nix-store --generate-binary-cache-key`)
+# and, lab-wide, hosts/recovery-age.pub: the public half of the offline recovery
+# key (`labprov keys recovery new`), an admin-level recipient of every secret.
 let
   lab = import ./lab.nix;
   entries = builtins.readDir ./.;
@@ -30,6 +32,9 @@ in
   # The people who administer the lab: their SSH keys open the installers and
   # their age recipients can decrypt every secret.
   admins = import ./admins.nix;
+  # The offline recovery key: with it alone every secret and every lab-held
+  # host key can be recovered (docs/keys.md). Only its age recipient is here.
+  recovery.ageRecipient = optionalFile ./recovery-age.pub;
   # Lab-wide facts (hosts/lab.nix); each host below already carries them
   # unless it overrides them.
   inherit lab;

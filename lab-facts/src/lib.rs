@@ -144,6 +144,10 @@ pub struct Admin {
     pub ssh_keys: Vec<String>,
     #[serde(default)]
     pub age_recipients: Vec<String>,
+    /// OpenPGP fingerprints (40 hex digits); each public key is committed as
+    /// `hosts/admins/<FINGERPRINT>.asc`.
+    #[serde(default)]
+    pub pgp_fingerprints: Vec<String>,
 }
 
 /// One machine. Fields the tools do not use (and the flake may add) are

@@ -30,6 +30,11 @@ in
             default = [ ];
             description = "age recipients every secret is encrypted to (read by labprov, not by the system).";
           };
+          pgpFingerprints = lib.mkOption {
+            type = lib.types.listOf lib.types.str;
+            default = [ ];
+            description = "OpenPGP fingerprints every sops file is also encrypted to; the public keys are hosts/admins/<FINGERPRINT>.asc (read by labprov, not by the system).";
+          };
         };
       });
       default = { };

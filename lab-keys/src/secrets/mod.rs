@@ -11,18 +11,24 @@
 //! - `secrets/shared/<name>.sops.yaml`: shared secrets, for the admins and the
 //!   hosts whose facts list `<name>` in `sharedSecrets`.
 //! - `.sops.yaml`: generated from the above by [`sync::sync`].
+//! - `hosts/recovery-age.pub`: the offline recovery key's recipient (public);
+//!   an admin-level recipient of every secrets file and every host key.
+//! - `hosts/admins/<FINGERPRINT>.asc`: admins' OpenPGP public keys, imported
+//!   into a throwaway keyring for each sync.
 
 pub mod fsutil;
 pub mod identity;
 pub mod model;
 pub mod ops;
+pub mod pgp;
+pub mod recovery;
 pub mod sopsconfig;
 pub mod store;
 pub mod sync;
 
 use std::path::{Path, PathBuf};
 
-pub use identity::AdminIdentity;
+pub use identity::{AdminIdentity, IdentityCommand};
 pub use model::LabKeys;
 pub use ops::{injection_material, injection_material_with, KeyInfo};
 pub use sync::{sync, SyncOptions, SyncReport};
@@ -39,6 +45,10 @@ pub const AGE_RECIPIENT_FILE: &str = "age.pub";
 pub const HOST_SECRETS_FILE: &str = "secrets.sops.yaml";
 /// The generated sops configuration, at the lab root.
 pub const SOPS_CONFIG: &str = ".sops.yaml";
+/// The recovery key's age recipient (public), tool-written, relative to the lab root.
+pub const RECOVERY_FILE: &str = "hosts/recovery-age.pub";
+/// Where admins' OpenPGP public keys live: `<dir>/<FINGERPRINT>.asc`.
+pub const PGP_KEYS_DIR: &str = "hosts/admins";
 
 pub fn encrypted_key_path(root: &Path, host: &str) -> PathBuf {
     root.join(HOST_KEYS_DIR).join(format!("{host}.age"))
@@ -65,8 +75,8 @@ pub enum Error {
     #[error("admin `{admin}` in hosts/admins.nix: {source}")]
     AdminRecipient { admin: String, source: crate::age::Error },
     #[error(
-        "no admin age recipients: hosts/admins.nix lists no ageRecipients, so nobody could decrypt \
-         host keys or secrets. Add yours (`age-keygen -y ~/.config/sops/age/keys.txt`, or \
+        "no admin age recipients: hosts/admins.nix lists no ageRecipients (nor pgpFingerprints), \
+         so nobody could decrypt host keys or secrets. Add yours (`age-keygen -y ~/.config/sops/age/keys.txt`, or \
          `labprov keys derive --ssh-key ~/.ssh/id_ed25519.pub`)"
     )]
     NoAdminRecipients,
@@ -85,10 +95,68 @@ pub enum Error {
     #[error("cannot read the admin age identity {path}: {reason}")]
     BadAdminIdentity { path: String, reason: String },
     #[error(
-        "{path}: none of the admin identities in {identity} can decrypt it; it is encrypted to \
-         other admins. Use an identity whose recipient is in hosts/admins.nix"
+        "{path}: none of the admin identities in {identity} can decrypt it (its recipient: \
+         {recipients}); it is encrypted to other keys, and nothing was changed. Use an identity \
+         whose recipient is in hosts/admins.nix, or the recovery key (hosts/recovery-age.pub)"
     )]
-    NotForUs { path: PathBuf, identity: String },
+    NotForUs { path: PathBuf, identity: String, recipients: String },
+    #[error(
+        "SOPS_AGE_KEY_CMD `{command}` did not give an age identity: {reason}. Fix the command \
+         (it must print an age identity file on stdout) or unset SOPS_AGE_KEY_CMD"
+    )]
+    IdentityCommand { command: String, reason: String },
+    #[error(
+        "admin `{admin}` in hosts/admins.nix: `{fingerprint}` is not an OpenPGP fingerprint; \
+         write the 40 hex digits `gpg --with-colons --fingerprint KEY` prints on its fpr: line"
+    )]
+    PgpFingerprint { admin: String, fingerprint: String },
+    #[error(
+        "admin `{admin}` lists the OpenPGP key {fingerprint} but {path} is missing; export it \
+         there (`gpg --armor --export {fingerprint} > {path}`), or remove the fingerprint from \
+         hosts/admins.nix. Nothing was changed"
+    )]
+    PgpKeyMissing { admin: String, fingerprint: String, path: PathBuf },
+    #[error(
+        "{path} holds the OpenPGP key(s) {found}, not {fingerprint} as its name and \
+         hosts/admins.nix say; export the right key (`gpg --armor --export {fingerprint}`). \
+         Nothing was changed"
+    )]
+    PgpKeyMismatch { path: PathBuf, fingerprint: String, found: String },
+    #[error(
+        "`gpg` is not installed: hosts/admins.nix lists OpenPGP keys, and sops encrypts to them \
+         with GnuPG. Install it (Debian: gnupg)"
+    )]
+    GpgMissing,
+    #[error("gpg failed on {what}:\n{stderr}")]
+    Gpg { what: String, stderr: String },
+    #[error(
+        "no age recipient for the host keys: hosts/admins.nix lists only OpenPGP keys and there \
+         is no recovery key. Host keys and `secrets sync` need age: add an admin ageRecipient or \
+         make a recovery key (`labprov keys recovery new`)"
+    )]
+    NoAgeRecipients,
+    #[error(
+        "{path} already exists: the lab has a recovery key. `labprov keys recovery check` tells \
+         whether the key you hold is it; `--replace` makes a new one (then run `labprov secrets \
+         sync` and `labprov keys rotate --all`, and destroy the old paper copy)"
+    )]
+    RecoveryExists { path: PathBuf },
+    #[error(
+        "the lab has no recovery key ({path} is missing); make one with `labprov keys recovery new`"
+    )]
+    NoRecovery { path: PathBuf },
+    #[error(
+        "this is not the lab's recovery key (its recipient {found} is not {path}'s {recorded}); \
+         check for another copy"
+    )]
+    NotTheRecoveryKey { found: String, recorded: String, path: String },
+    #[error(
+        "{what} is not an age identity: expected one line `AGE-SECRET-KEY-1...` (74 \
+         characters); a typo from paper makes its checksum fail, so check each character"
+    )]
+    NotAnIdentity { what: String },
+    #[error("{path} is not an age recipient (age1...): {reason}; restore it from git")]
+    BadRecoveryFile { path: PathBuf, reason: String },
     #[error(
         "{path} is corrupt or not an age-encrypted host key ({reason}); restore it from git, \
          or make a new key with `labprov keys rotate {host}`"

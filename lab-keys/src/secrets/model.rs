@@ -1,5 +1,6 @@
 //! What the secrets tooling needs from the host facts: the admins' age
-//! recipients, each host's public key (from the tool-written `.pub` file the
+//! recipients and OpenPGP fingerprints, the recovery key's recipient, each
+//! host's public key (from the tool-written `.pub` file the
 //! facts pick up) and which shared secrets each host uses.
 //!
 //! The host's age recipient is derived from its public key here rather than
@@ -18,6 +19,10 @@ use lab_facts::{Admin, Lab};
 pub struct LabKeys {
     /// `(admin name, age recipient)`, in facts order.
     pub admins: Vec<(String, String)>,
+    /// `(admin name, fingerprint)`: 40 upper-case hex digits.
+    pub pgp: Vec<(String, String)>,
+    /// The offline recovery key's age recipient (`hosts/recovery-age.pub`).
+    pub recovery: Option<String>,
     pub hosts: BTreeMap<String, HostKeys>,
 }
 
@@ -38,7 +43,16 @@ impl HostKeys {
 struct RawFacts {
     #[serde(default)]
     admins: BTreeMap<String, Admin>,
+    #[serde(default)]
+    recovery: Option<RawRecovery>,
     hosts: BTreeMap<String, RawHost>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "camelCase")]
+struct RawRecovery {
+    #[serde(default)]
+    age_recipient: Option<String>,
 }
 
 #[derive(Deserialize)]
@@ -74,6 +88,32 @@ impl LabKeys {
                 admins.push((name.clone(), r.trim().to_string()));
             }
         }
+        let mut pgp = Vec::new();
+        for (name, admin) in &raw.admins {
+            for fp in &admin.pgp_fingerprints {
+                let clean = super::pgp::normalize_fingerprint(fp).ok_or_else(|| {
+                    Error::PgpFingerprint { admin: name.clone(), fingerprint: fp.clone() }
+                })?;
+                if !pgp.iter().any(|(_, f)| f == &clean) {
+                    pgp.push((name.clone(), clean));
+                }
+            }
+        }
+        let recovery = match raw
+            .recovery
+            .and_then(|r| r.age_recipient)
+            .map(|r| r.trim().to_string())
+            .filter(|r| !r.is_empty())
+        {
+            Some(r) => {
+                crate::age::parse_recipient(&r).map_err(|e| Error::BadRecoveryFile {
+                    path: super::RECOVERY_FILE.into(),
+                    reason: e.to_string(),
+                })?;
+                Some(r)
+            }
+            None => None,
+        };
         let mut hosts = BTreeMap::new();
         for (name, h) in raw.hosts {
             check_name("host", &name)?;
@@ -89,7 +129,7 @@ impl LabKeys {
             };
             hosts.insert(name, HostKeys { key, shared_secrets: h.shared_secrets });
         }
-        Ok(LabKeys { admins, hosts })
+        Ok(LabKeys { admins, pgp, recovery, hosts })
     }
 
     pub fn host(&self, name: &str) -> Result<&HostKeys> {
@@ -101,24 +141,42 @@ impl LabKeys {
         })
     }
 
-    /// The admins' recipients, or a clear error when there are none.
+    /// The admin-level age recipients: every admin's, then the recovery
+    /// key's. Every secrets file and every host key is encrypted to them.
+    /// A clear error when no admin has any key (age or OpenPGP), or when
+    /// nothing is left to encrypt host keys to.
     pub fn admin_recipients(&self) -> Result<Vec<String>> {
-        if self.admins.is_empty() {
+        if self.admins.is_empty() && self.pgp.is_empty() {
             return Err(Error::NoAdminRecipients);
         }
         let mut out: Vec<String> = Vec::new();
-        for (_, r) in &self.admins {
+        for r in self.admins.iter().map(|(_, r)| r).chain(&self.recovery) {
             if !out.contains(r) {
                 out.push(r.clone());
             }
         }
+        if out.is_empty() {
+            return Err(Error::NoAgeRecipients);
+        }
         Ok(out)
     }
 
-    /// Who a recipient is, for reports: `admin ry`, `host nixpi`.
+    /// The admins' OpenPGP fingerprints (every secrets file, not host keys).
+    pub fn pgp_fingerprints(&self) -> Vec<String> {
+        self.pgp.iter().map(|(_, f)| f.clone()).collect()
+    }
+
+    /// Who a recipient is, for reports: `admin ry`, `recovery`, `admin ry
+    /// (OpenPGP)`, `host nixpi`.
     pub fn label(&self, recipient: &str) -> Option<String> {
         if let Some((name, _)) = self.admins.iter().find(|(_, r)| r == recipient) {
             return Some(format!("admin {name}"));
+        }
+        if self.recovery.as_deref() == Some(recipient) {
+            return Some("recovery".into());
+        }
+        if let Some((name, _)) = self.pgp.iter().find(|(_, f)| f.eq_ignore_ascii_case(recipient)) {
+            return Some(format!("admin {name} (OpenPGP)"));
         }
         self.hosts
             .iter()
@@ -151,5 +209,45 @@ mod tests {
             serde_json::json!({"admins": {"ry": {"ageRecipients": ["age1nope"]}}, "hosts": {}});
         let err = LabKeys::from_json(bad.to_string().as_bytes()).unwrap_err().to_string();
         assert!(err.contains("admin `ry`") && err.contains("age1nope"), "{err}");
+
+        let bad = serde_json::json!({"admins": {"ry": {"pgpFingerprints": ["ABCD"]}}, "hosts": {}});
+        let err = LabKeys::from_json(bad.to_string().as_bytes()).unwrap_err().to_string();
+        assert!(err.contains("admin `ry`") && err.contains("`ABCD`"), "{err}");
+        let bad = serde_json::json!({"recovery": {"ageRecipient": "age1x"}, "hosts": {}});
+        let err = LabKeys::from_json(bad.to_string().as_bytes()).unwrap_err().to_string();
+        assert!(err.contains("hosts/recovery-age.pub"), "{err}");
+    }
+
+    #[test]
+    fn recovery_and_pgp_are_admin_level() {
+        let (admin, recovery) = (crate::HostKey::generate("a"), crate::HostKey::generate("r"));
+        let fp = "0123 4567 89AB CDEF 0123  4567 89ab cdef 0123 4567";
+        let json = serde_json::json!({
+            "admins": {"ry": {"ageRecipients": [admin.age_recipient()], "pgpFingerprints": [fp]}},
+            "recovery": {"ageRecipient": recovery.age_recipient()},
+            "hosts": {}
+        });
+        let keys = LabKeys::from_json(json.to_string().as_bytes()).unwrap();
+        assert_eq!(
+            keys.admin_recipients().unwrap(),
+            vec![admin.age_recipient(), recovery.age_recipient()]
+        );
+        assert_eq!(keys.pgp_fingerprints(), vec!["0123456789ABCDEF0123456789ABCDEF01234567"]);
+        assert_eq!(keys.label(&recovery.age_recipient()).as_deref(), Some("recovery"));
+        assert_eq!(
+            keys.label("0123456789abcdef0123456789abcdef01234567").as_deref(),
+            Some("admin ry (OpenPGP)")
+        );
+        // OpenPGP only, no recovery: nothing to encrypt host keys to.
+        let json = serde_json::json!({"admins": {"ry": {"pgpFingerprints": [fp]}}, "hosts": {}});
+        let keys = LabKeys::from_json(json.to_string().as_bytes()).unwrap();
+        let err = keys.admin_recipients().unwrap_err().to_string();
+        assert!(err.contains("labprov keys recovery new"), "{err}");
+        // The recovery key alone is no admin.
+        let json = serde_json::json!({
+            "recovery": {"ageRecipient": recovery.age_recipient()}, "hosts": {}
+        });
+        let keys = LabKeys::from_json(json.to_string().as_bytes()).unwrap();
+        assert!(matches!(keys.admin_recipients(), Err(Error::NoAdminRecipients)));
     }
 }

@@ -1,4 +1,5 @@
-//! The key commands as library calls: new, show, rotate, recording an
+//! The key commands as library calls: new, show, rotate (one host or every
+//! lab-held one), recording an
 //! enrolled host's key, and the injection material the image builder and the
 //! installer place at `/etc/ssh/ssh_host_ed25519_key`.
 
@@ -58,8 +59,8 @@ pub struct NewKey {
     pub created: bool,
 }
 
-/// `keys new HOST`: a fresh key, its private half encrypted to the admins
-/// (0600, atomic), then the public files the facts read. Re-running after a
+/// `keys new HOST`: a fresh key, its private half encrypted to the admins and
+/// the recovery key (0600, atomic), then the public files the facts read. Re-running after a
 /// crash between the two writes finishes the job (needs the admin identity).
 pub fn new_key(
     root: &Path,
@@ -149,55 +150,116 @@ pub struct Rotated {
     pub sync: SyncReport,
 }
 
+/// One host of a [`RotatedAll`].
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct HostRotation {
+    pub old: KeyInfo,
+    pub new: KeyInfo,
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RotatedAll {
+    pub hosts: Vec<HostRotation>,
+    pub sync: SyncReport,
+}
+
 /// `keys rotate HOST`: a new key replaces the old one, then every secrets file
 /// is re-encrypted (the old recipient removed, the data key replaced). If the
 /// sync fails, the old key files are put back and no secrets file changed.
 pub fn rotate(lab: &Lab, host: &str, opts: &SyncOptions) -> Result<Rotated> {
+    let mut all = rotate_hosts(lab, &[host.to_string()], opts)?;
+    let h = all.hosts.pop().expect("one host was rotated");
+    Ok(Rotated { old: h.old, new: h.new, sync: all.sync })
+}
+
+/// The hosts whose private key the lab holds (`secrets/host-keys/<host>.age`);
+/// an enrolled host's key lives only on the host.
+pub fn lab_held_hosts(root: &Path, keys: &LabKeys) -> Vec<String> {
+    keys.hosts
+        .iter()
+        .filter(|(name, h)| h.key.is_some() && encrypted_key_path(root, name).is_file())
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+/// `keys rotate --all`: every lab-held host key replaced and encrypted to
+/// the current admin-level recipients, then one sync. The lost-laptop
+/// procedure: a lost admin identity could decrypt every old host key (git
+/// keeps them), so re-encrypting alone would not do. All or nothing: if the
+/// sync fails, every host's old key files are put back.
+pub fn rotate_all(lab: &Lab, opts: &SyncOptions) -> Result<RotatedAll> {
     let keys = LabKeys::load(lab)?;
-    let old = show(&lab.root, &keys, host)?;
+    rotate_hosts(lab, &lab_held_hosts(&lab.root, &keys), opts)
+}
+
+fn rotate_hosts(lab: &Lab, hosts: &[String], opts: &SyncOptions) -> Result<RotatedAll> {
+    let keys = LabKeys::load(lab)?;
     let admins = keys.admin_recipients()?;
-    let key = HostKey::generate(&format!("root@{host}"));
+    let mut plan = Vec::new();
+    for host in hosts {
+        let old = show(&lab.root, &keys, host)?;
+        plan.push((host.as_str(), old, HostKey::generate(&format!("root@{host}"))));
+    }
     if opts.dry_run {
-        // Nothing is written, not even for a moment: the new key exists only
+        // Nothing is written, not even for a moment: the new keys exist only
         // in memory and the sync runs on copies outside the lab.
         let mut planned = keys.clone();
-        planned.hosts.entry(host.to_string()).or_default().key = Some(key.public());
-        let mut new = KeyInfo::of(&lab.root, host, &key.public());
-        new.encrypted_key = Some(encrypted_key_path(&lab.root, host));
+        let mut out = Vec::new();
+        for (host, old, key) in plan {
+            planned.hosts.entry(host.to_string()).or_default().key = Some(key.public());
+            let mut new = KeyInfo::of(&lab.root, host, &key.public());
+            new.encrypted_key = Some(encrypted_key_path(&lab.root, host));
+            out.push(HostRotation { old, new });
+        }
         let report = sync(&lab.root, &planned, opts)?;
-        return Ok(Rotated { old, new, sync: report });
+        return Ok(RotatedAll { hosts: out, sync: report });
     }
-    let backup = KeyFilesBackup::take(&lab.root, host)?;
+    let backups = hosts
+        .iter()
+        .map(|h| Ok((h.as_str(), KeyFilesBackup::take(&lab.root, h)?)))
+        .collect::<Result<Vec<_>>>()?;
     let result = (|| {
-        fsutil::atomic_write(
-            &encrypted_key_path(&lab.root, host),
-            &encrypt_host_key(&key, &admins)?,
-            0o600,
-        )?;
-        write_public(&lab.root, host, &key.public())?;
+        for (host, _, key) in &plan {
+            fsutil::atomic_write(
+                &encrypted_key_path(&lab.root, host),
+                &encrypt_host_key(key, &admins)?,
+                0o600,
+            )?;
+            write_public(&lab.root, host, &key.public())?;
+        }
         let keys = LabKeys::load(lab)?;
-        let new = show(&lab.root, &keys, host)?;
-        if new.fingerprint != key.fingerprint() {
-            // The facts did not pick up the file we wrote: facts.nix must read
-            // hosts/<host>/ssh_host_ed25519_key.pub.
-            return Err(Error::HostWithoutKey {
-                host: host.to_string(),
-                file: public_key_path(&lab.root, host).display().to_string(),
-            });
+        let mut out = Vec::new();
+        for (host, old, key) in &plan {
+            let new = show(&lab.root, &keys, host)?;
+            if new.fingerprint != key.fingerprint() {
+                // The facts did not pick up the file we wrote: facts.nix must read
+                // hosts/<host>/ssh_host_ed25519_key.pub.
+                return Err(Error::HostWithoutKey {
+                    host: host.to_string(),
+                    file: public_key_path(&lab.root, host).display().to_string(),
+                });
+            }
+            out.push(HostRotation { old: old.clone(), new });
         }
         let report = sync(&lab.root, &keys, opts)?;
-        Ok(Rotated { old, new, sync: report })
+        Ok(RotatedAll { hosts: out, sync: report })
     })();
     match result {
-        Err(failure) => match backup.restore() {
-            Ok(()) => Err(failure),
-            // Both said: the first failure is why, the second what to check.
-            Err(restore) => Err(Error::RotateAndRestore {
-                host: host.to_string(),
-                failure: Box::new(failure),
-                restore: Box::new(restore),
-            }),
-        },
+        Err(failure) => {
+            for (host, backup) in &backups {
+                if let Err(restore) = backup.restore() {
+                    // Both said: the first failure is why, the second what to check.
+                    return Err(Error::RotateAndRestore {
+                        host: host.to_string(),
+                        failure: Box::new(failure),
+                        restore: Box::new(restore),
+                    });
+                }
+            }
+            Err(failure)
+        }
         ok => ok,
     }
 }
@@ -244,7 +306,8 @@ pub fn record_public_key(
 }
 
 /// The host's private key for injection, decrypted with the admin identity
-/// sops would use (`SOPS_AGE_KEY_FILE`, `SOPS_AGE_KEY`, `~/.config/sops/age/keys.txt`).
+/// (`SOPS_AGE_KEY_FILE`, `SOPS_AGE_KEY`, `SOPS_AGE_KEY_CMD`,
+/// `~/.config/sops/age/keys.txt`, the first that is set).
 pub fn injection_material(lab: &Lab, host: &str) -> Result<HostKey> {
     injection_material_with(&lab.root, host, &AdminIdentity::from_env()?)
 }

@@ -1,5 +1,6 @@
-//! Host private keys at rest: age-encrypted (ASCII armour) to the admins'
-//! recipients with the `age` crate; decrypted only into zeroizing memory.
+//! Host private keys at rest: age-encrypted (ASCII armour) with the `age`
+//! crate to the admin-level recipients (every admin's age recipient and the
+//! recovery key's); decrypted only into zeroizing memory.
 
 use std::io::{Read, Write};
 use std::path::Path;
@@ -44,9 +45,11 @@ pub fn decrypt_host_key(
     let mut reader = decryptor
         .decrypt(identities.iter().map(|i| i.as_ref() as &dyn age::Identity))
         .map_err(|e| match e {
-            age::DecryptError::NoMatchingKeys => {
-                Error::NotForUs { path: path.to_path_buf(), identity: identity.describe() }
-            }
+            age::DecryptError::NoMatchingKeys => Error::NotForUs {
+                path: path.to_path_buf(),
+                identity: identity.describe(),
+                recipients: identity.recipients().unwrap_or_default().join(", "),
+            },
             other => corrupt(other.to_string()),
         })?;
     let mut plain = Zeroizing::new(Vec::new());

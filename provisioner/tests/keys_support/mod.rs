@@ -1,6 +1,8 @@
 //! Shared helpers of the keys, secrets and enrolment tests: a throwaway lab
 //! with its own facts and admins, tool checks that skip (or fail under
-//! LAB_REQUIRE_ALL=1), and real sops/age/python runs with an isolated HOME.
+//! LAB_REQUIRE_ALL=1), and real sops/age/gpg/python runs with an isolated
+//! HOME, XDG_CONFIG_HOME and GNUPGHOME (sops 3.11 loads every identity it
+//! finds there, so "this identity only" needs all three).
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -112,15 +114,106 @@ impl TestLab {
     }
 
     pub fn set_admins(&self, recipients: &[&str]) {
-        let list: Vec<String> = recipients.iter().map(|r| format!("\"{r}\"")).collect();
-        std::fs::write(
-            self.root().join("hosts/admins.nix"),
-            format!(
-                "{{ ry = {{ description = \"Ry\"; sshKeys = [ ]; ageRecipients = [ {} ]; }}; }}\n",
-                list.join(" ")
-            ),
-        )
-        .unwrap();
+        self.set_admins_with(&[("ry", recipients, &[])]);
+    }
+
+    /// `(name, age recipients, OpenPGP fingerprints)` per admin.
+    pub fn set_admins_with(&self, admins: &[(&str, &[&str], &[&str])]) {
+        let quoted =
+            |l: &[&str]| l.iter().map(|r| format!("\"{r}\"")).collect::<Vec<_>>().join(" ");
+        let mut text = String::from("{\n");
+        for (name, age, pgp) in admins {
+            text.push_str(&format!(
+                "  {name} = {{ description = \"{name}\"; sshKeys = [ ]; ageRecipients = [ {} ]; \
+                 pgpFingerprints = [ {} ]; }};\n",
+                quoted(age),
+                quoted(pgp)
+            ));
+        }
+        text.push_str("}\n");
+        std::fs::write(self.root().join("hosts/admins.nix"), text).unwrap();
+    }
+
+    /// A new age identity file under HOME and its recipient.
+    pub fn age_key(&self, name: &str) -> (PathBuf, String) {
+        let path = self.home.join(format!("{name}.txt"));
+        run_ok(Command::new("age-keygen").arg("-o").arg(&path));
+        let recipient = run_ok(Command::new("age-keygen").arg("-y").arg(&path)).trim().to_string();
+        (path, recipient)
+    }
+
+    /// Records `recipient` as the lab's recovery key (what `keys recovery new` writes).
+    pub fn set_recovery(&self, recipient: &str) {
+        std::fs::write(self.root().join("hosts/recovery-age.pub"), format!("{recipient}\n"))
+            .unwrap();
+    }
+
+    /// A GnuPG home of its own under HOME (0700), for one test key.
+    pub fn gnupg_home(&self, name: &str) -> PathBuf {
+        let dir = self.home.join(format!("gnupg-{name}"));
+        std::fs::create_dir_all(&dir).unwrap();
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+        dir
+    }
+
+    /// A real OpenPGP key without passphrase in its own GnuPG home, its
+    /// public key exported to `hosts/admins/<FP>.asc`. Returns the home and
+    /// the fingerprint.
+    pub fn gpg_key(&self, name: &str) -> (PathBuf, String) {
+        let gnupg = self.gnupg_home(name);
+        let gpg = |args: &[&str]| {
+            let mut c = Command::new("gpg");
+            c.env("GNUPGHOME", &gnupg).env("HOME", &self.home).args(["--batch"]).args(args);
+            c
+        };
+        let uid = format!("{name} <{name}@lab>");
+        run_ok(&mut gpg(&[
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase",
+            "",
+            "--quick-generate-key",
+            &uid,
+            "default",
+            "default",
+            "never",
+        ]));
+        let listing = run_ok(&mut gpg(&["--with-colons", "--list-keys", &uid]));
+        let fp = listing
+            .lines()
+            .find(|l| l.starts_with("fpr:"))
+            .and_then(|l| l.split(':').nth(9))
+            .expect("gpg lists the new key's fingerprint")
+            .to_string();
+        let armored = run_ok(&mut gpg(&["--armor", "--export", &fp]));
+        std::fs::create_dir_all(self.root().join("hosts/admins")).unwrap();
+        std::fs::write(self.root().join(format!("hosts/admins/{fp}.asc")), armored).unwrap();
+        (gnupg, fp)
+    }
+
+    /// sops with no age identity at all, only the OpenPGP keyring `gnupg`.
+    pub fn sops_pgp_only(&self, gnupg: &Path) -> Command {
+        let mut c = Command::new("sops");
+        c.arg("--disable-version-check")
+            .current_dir(self.root())
+            .env("HOME", &self.home)
+            .env("XDG_CONFIG_HOME", &self.home)
+            .env("GNUPGHOME", gnupg)
+            .env_remove("SOPS_AGE_KEY")
+            .env_remove("SOPS_AGE_KEY_CMD")
+            .env_remove("SOPS_AGE_KEY_FILE")
+            .env_remove("SOPS_AGE_SSH_PRIVATE_KEY_FILE");
+        c
+    }
+
+    /// Whether the OpenPGP key in `gnupg` alone decrypts `rel` (holding `marker`).
+    pub fn pgp_decrypts(&self, gnupg: &Path, rel: &str, marker: &str) -> bool {
+        let out = run(self.sops_pgp_only(gnupg).arg("decrypt").arg(self.root().join(rel)));
+        if out.status.success() {
+            assert!(String::from_utf8_lossy(&out.stdout).contains(marker), "{rel}: other content");
+        }
+        out.status.success()
     }
 
     pub fn add_host(&self, name: &str, shared: &[&str]) {
@@ -159,6 +252,7 @@ impl TestLab {
             .env_remove("SOPS_AGE_KEY")
             .env_remove("SOPS_AGE_KEY_CMD")
             .env_remove("SOPS_AGE_SSH_PRIVATE_KEY_FILE")
+            .env("GNUPGHOME", self.gnupg_home("none"))
             .env("SOPS_AGE_KEY_FILE", identity);
         c
     }
@@ -216,6 +310,22 @@ impl TestLab {
         walk(self.root(), self.root(), &mut out);
         out.sort();
         out
+    }
+}
+
+impl Drop for TestLab {
+    /// gpg starts a gpg-agent per GnuPG home; stop the ones this lab's homes
+    /// started (they are this test's own processes).
+    fn drop(&mut self) {
+        let Ok(entries) = std::fs::read_dir(&self.home) else { return };
+        for e in entries.flatten() {
+            if e.file_name().to_string_lossy().starts_with("gnupg-") {
+                let _ = Command::new("gpgconf")
+                    .env("GNUPGHOME", e.path())
+                    .args(["--kill", "gpg-agent"])
+                    .output();
+            }
+        }
     }
 }
 

@@ -1,20 +1,60 @@
-//! `labprov keys new|show|derive|rotate`.
+//! `labprov keys new|show|derive|rotate|recovery`.
 
+use std::io::Read;
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use lab_keys::secrets::{ops, AdminIdentity, KeyInfo, LabKeys, SyncOptions};
+use lab_keys::secrets::{ops, recovery, AdminIdentity, KeyInfo, LabKeys, SyncOptions};
+use lab_keys::Zeroizing;
 
 use lab_cli::args::JsonArg;
 
-/// Host keys: new, show, derive (ssh-to-age), rotate.
+/// Host keys: new, show, derive (ssh-to-age), rotate; the lab's recovery key.
 #[derive(Subcommand, Debug)]
 pub enum KeysCommand {
     New(HostArgs),
     Show(ShowArgs),
     Derive(DeriveArgs),
     Rotate(RotateArgs),
+    #[command(subcommand)]
+    Recovery(RecoveryCommand),
+}
+
+/// The lab's offline recovery key: with it alone every secret and every lab-held host key can be recovered.
+#[derive(Subcommand, Debug)]
+pub enum RecoveryCommand {
+    New(RecoveryNewArgs),
+    Check(RecoveryCheckArgs),
+}
+
+/// Make the recovery key: print the secret once (text and QR code), write only its recipient to hosts/recovery-age.pub.
+#[derive(Args, Debug)]
+#[command(after_help = "Example:\n  labprov keys recovery new\n\
+                  Then: write the secret down or print it and keep it offline, check the copy with\n\
+                  `labprov keys recovery check`, run `labprov secrets sync` and `labprov keys rotate --all`.")]
+pub struct RecoveryNewArgs {
+    /// Replace the lab's existing recovery key (the old one stops working after the next sync and rotate).
+    #[arg(long)]
+    replace: bool,
+    /// Draw the QR code for a terminal with a light background (dark modules as blocks).
+    #[arg(long)]
+    light_background: bool,
+    #[command(flatten)]
+    json: JsonArg,
+}
+
+/// Check that a recovery key (typed from paper, or a file) is the lab's: its recipient must be hosts/recovery-age.pub's.
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Examples:\n  labprov keys recovery check            # paste or type the AGE-SECRET-KEY-1... line, then Ctrl-D\n  labprov keys recovery check --identity /media/usb/recovery.txt"
+)]
+pub struct RecoveryCheckArgs {
+    /// The recovery identity file (`-` for stdin, the default).
+    #[arg(long, value_name = "FILE", default_value = "-")]
+    identity: PathBuf,
+    #[command(flatten)]
+    json: JsonArg,
 }
 
 /// Make a host's ed25519 key: private half age-encrypted to the admins under secrets/, public half and age recipient beside the host.
@@ -50,15 +90,20 @@ pub struct DeriveArgs {
     json: JsonArg,
 }
 
-/// Replace a host's key, re-encrypt every secrets file; the old key can decrypt nothing.
+/// Replace a host's key (or every lab-held one), re-encrypt every secrets file; the old key can decrypt nothing.
 #[derive(Args, Debug)]
 #[command(
-    after_help = "Examples:\n  labprov keys rotate nixpi\n  labprov keys rotate nixpi --dry-run     # what would change; writes nothing\n\
+    after_help = "Examples:\n  labprov keys rotate nixpi\n  labprov keys rotate nixpi --dry-run     # what would change; writes nothing\n  \
+                  labprov keys rotate --all               # after an admin key was lost or removed\n\
                         Deploy the new key to the host right after (labprov install / a new image)."
 )]
 pub struct RotateArgs {
     /// The host (as named in hosts/).
-    host: String,
+    #[arg(required_unless_present = "all")]
+    host: Option<String>,
+    /// Every host whose private key the lab holds, then one sync (all or nothing).
+    #[arg(long, conflicts_with = "host")]
+    all: bool,
     /// Show what would change; write nothing and keep the old key.
     #[arg(long)]
     dry_run: bool,
@@ -113,24 +158,117 @@ impl KeysCommand {
                 let identity = AdminIdentity::from_env()?;
                 let mut opts = SyncOptions::new(&identity);
                 opts.dry_run = a.dry_run;
-                let r = ops::rotate(&lab, &a.host, &opts)?;
+                let dry = if a.dry_run { " (dry run: nothing written, old key kept)" } else { "" };
+                let Some(host) = a.host.filter(|_| !a.all) else {
+                    let r = ops::rotate_all(&lab, &opts)?;
+                    return lab_cli::output::report(json, &r, |r| {
+                        let mut s = String::new();
+                        for h in &r.hosts {
+                            s.push_str(&format!(
+                                "{}: {} -> {}{dry}\n",
+                                h.new.host, h.old.fingerprint, h.new.fingerprint
+                            ));
+                        }
+                        if r.hosts.is_empty() {
+                            s.push_str("no host key is held by the lab (enrolled hosts keep theirs); only the secrets were synced\n");
+                        }
+                        s.push_str(&crate::secrets::render_report(&r.sync));
+                        if !a.dry_run && !r.hosts.is_empty() {
+                            let names: Vec<&str> =
+                                r.hosts.iter().map(|h| h.new.host.as_str()).collect();
+                            s.push_str(&format!(
+                                "deploy the new keys now ({}): until then those hosts cannot read their secrets\n",
+                                names.join(", ")
+                            ));
+                        }
+                        s
+                    });
+                };
+                let r = ops::rotate(&lab, &host, &opts)?;
                 lab_cli::output::report(json, &r, |r| {
-                    let mut s = format!(
-                        "{}: {} -> {}{}\n",
-                        a.host,
-                        r.old.fingerprint,
-                        r.new.fingerprint,
-                        if a.dry_run { " (dry run: nothing written, old key kept)" } else { "" }
-                    );
+                    let mut s =
+                        format!("{host}: {} -> {}{dry}\n", r.old.fingerprint, r.new.fingerprint);
                     s.push_str(&crate::secrets::render_report(&r.sync));
                     if !a.dry_run {
                         s.push_str(&format!(
-                            "deploy the new key to {} now: until then it cannot read its secrets\n",
-                            a.host
+                            "deploy the new key to {host} now: until then it cannot read its secrets\n",
                         ));
                     }
                     s
                 })
+            }
+            KeysCommand::Recovery(c) => c.run(lab),
+        }
+    }
+}
+
+impl RecoveryCommand {
+    fn run(self, lab: Option<&Path>) -> Result<()> {
+        match self {
+            RecoveryCommand::New(a) => {
+                let json = a.json.init();
+                let lab = lab_facts::Lab::find(lab)?;
+                let made = recovery::new_recovery(&lab.root, a.replace)?;
+                if json {
+                    // The one place the secret is shown, as asked for.
+                    return lab_cli::output::json(&serde_json::json!({
+                        "identity": made.identity.as_str(),
+                        "recipient": made.recipient,
+                        "file": made.file,
+                        "replaced": made.replaced,
+                    }));
+                }
+                let qr = recovery::qr(&made.identity, a.light_background);
+                let text = Zeroizing::new(format!(
+                    "The lab's recovery key. It is shown only now and stored nowhere:\n\
+                     write it down or print it, and keep it offline, away from the lab.\n\n\
+                     # public key: {recipient}\n{identity}\n\n{qr}\n\n\
+                     Written: {file} (the public recipient only){replaced}.\n\
+                     Next:\n  \
+                     1. Check your copy: `labprov keys recovery check` (type or paste the line, then Ctrl-D).\n  \
+                     2. `labprov secrets sync`: every secrets file gains the recovery key.\n  \
+                     3. `labprov keys rotate --all`: every lab-held host key is encrypted to it too\n     \
+                        (new host keys: deploy them right after).\n  \
+                     4. Commit hosts/recovery-age.pub, .sops.yaml and the re-encrypted files.\n",
+                    recipient = made.recipient,
+                    identity = made.identity.as_str(),
+                    qr = qr.as_str(),
+                    file = made.file.display(),
+                    replaced = if made.replaced {
+                        "; the old recovery key still opens the files until steps 2 and 3 ran"
+                    } else {
+                        ""
+                    },
+                ));
+                lab_cli::output::stdout(text.as_bytes())
+            }
+            RecoveryCommand::Check(a) => {
+                let json = a.json.init();
+                let lab = lab_facts::Lab::find(lab)?;
+                let mut text = Zeroizing::new(String::new());
+                let what = if a.identity == Path::new("-") {
+                    use std::io::IsTerminal;
+                    if std::io::stdin().is_terminal() {
+                        lab_cli::output::say(
+                            "type or paste the recovery key (AGE-SECRET-KEY-1...), then Ctrl-D:",
+                        );
+                    }
+                    std::io::stdin()
+                        .read_to_string(&mut text)
+                        .context("read the recovery key from stdin")?;
+                    "stdin".to_string()
+                } else {
+                    std::fs::File::open(&a.identity)
+                        .and_then(|mut f| f.read_to_string(&mut text))
+                        .with_context(|| format!("read {}", a.identity.display()))?;
+                    a.identity.display().to_string()
+                };
+                let recipient = recovery::check(&lab.root, &text, &what)?;
+                lab_cli::output::report(
+                    json,
+                    &serde_json::json!({"recipient": recipient, "matches": true}),
+                    |_| format!("this is the lab's recovery key ({recipient})\n"),
+                )
             }
         }
     }

@@ -17,7 +17,11 @@ pub enum SecretsCommand {
 /// Regenerate .sops.yaml from the host facts and re-encrypt every secrets file to its recipients (sops updatekeys).
 #[derive(Args)]
 #[command(
-    after_help = "Examples:\n  labprov secrets sync\n  labprov secrets sync --dry-run --json"
+    after_help = "Examples:\n  labprov secrets sync\n  labprov secrets sync --dry-run --json\n  \
+                  SOPS_AGE_KEY_FILE=/media/usb/recovery.txt labprov secrets sync   # with the recovery key\n\
+                  Decrypts with an age identity (an admin's or the recovery key): SOPS_AGE_KEY_FILE, SOPS_AGE_KEY,\n\
+                  SOPS_AGE_KEY_CMD or ~/.config/sops/age/keys.txt, the first set. OpenPGP admins are encrypted to\n\
+                  from hosts/admins/<FINGERPRINT>.asc (needs gpg)."
 )]
 pub struct SyncArgs {
     /// Run sops on copies and report; replace nothing.
