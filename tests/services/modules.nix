@@ -58,6 +58,8 @@ let
     # A script as writeShellApplication makes it: the text, on a PATH.
     writeShellApplication = a: { outPath = "/nix/store/${a.name}"; meta.mainProgram = a.name; inherit (a) text runtimeInputs; };
     coreutils = "coreutils";
+    gnused = "gnused";
+    gnugrep = "gnugrep";
     systemd = "systemd";
     restic = "restic";
     jq = "jq";
@@ -171,8 +173,9 @@ let
       && luna.services.restic.backups.local.backupPrepareCommand == "/nix/store/backup-prepare/bin/backup-prepare local"
       && luna.systemd.services.lab-restore-test-remote.serviceConfig.EnvironmentFile == "/run/secrets/backup/remote-environment"
       && luna.systemd.services.lab-restore-test-local.environment.RESTIC_REPOSITORY == "/var/backup/restic"
-      && builtins.elem "--collector.textfile.directory=/var/lib/prometheus-node-exporter-text" luna.services.prometheus.exporters.node.extraFlags)
-      "luna: the restic backups, their restore tests or the textfile collector"
+      && builtins.elem "--collector.textfile.directory=/var/lib/prometheus-node-exporter-text" luna.services.prometheus.exporters.node.extraFlags
+      && builtins.any (p: (p.meta.mainProgram or "") == "lab-backup" && p.text == services.hosts.luna.files."lab-backup.sh") luna.environment.systemPackages)
+      "luna: the restic backups, their restore tests, lab-backup or the textfile collector"
     ++ expect
       (builtins.attrNames lunaLocalBackup.services.restic.backups == [ "local" ]
       && builtins.any (w: builtins.match ".*backups to remote stay off.*backup/remote-repository.*" w != null) lunaLocalBackup.warnings)

@@ -16,12 +16,13 @@ let
   # The rendered scripts, with what they call on their PATH.
   script = file: pkgs.writeShellApplication {
     name = lib.removeSuffix ".sh" file;
-    runtimeInputs = [ pkgs.coreutils pkgs.systemd pkgs.restic pkgs.jq pkgs.sqlite pkgs.prometheus.cli ];
+    runtimeInputs = [ pkgs.coreutils pkgs.gnused pkgs.gnugrep pkgs.systemd pkgs.restic pkgs.jq pkgs.sqlite pkgs.prometheus.cli ];
     text = cfg.files.${file};
   };
   prepare = script "backup-prepare.sh";
   cleanup = script "backup-cleanup.sh";
   restoreTest = script "backup-restore-test.sh";
+  command = script "lab-backup.sh";
 
   # A repository is usable once every secret it reads is in the host's file.
   needs = r: [ plan.secrets.password.key ] ++ lib.optionals (r ? repositoryFile) [ r.repositoryFile r.environmentFile ];
@@ -52,6 +53,8 @@ in
       # the restore test write them).
       systemd.tmpfiles.rules = [ "d ${plan.textfileDir} 0755 root root -" ];
       services.prometheus.exporters.node.extraFlags = [ "--collector.textfile.directory=${plan.textfileDir}" ];
+      # `lab-backup run|restore-test|status` by hand (labprov backup runs it).
+      environment.systemPackages = [ command ];
     }
 
     (lib.mkIf (ready != [ ]) {
