@@ -53,7 +53,7 @@ pub fn load(lab: &Path) -> Result<std::collections::BTreeMap<String, Vec<Entry>>
 }
 
 /// A path as a Nix path literal (absolute; quoted form for odd characters).
-fn nix_path(path: &Path) -> String {
+pub(crate) fn nix_path(path: &Path) -> String {
     let text = path.display().to_string();
     if text.bytes().all(|b| b.is_ascii_alphanumeric() || b"/._-+".contains(&b)) {
         text

@@ -25,6 +25,7 @@ use lab_keys::PublicHostKey;
 use serde::Serialize;
 
 use crate::ssh::{Pinned, Target};
+pub(crate) use health::nix_path;
 use health::{Entry, Outcome};
 use remote::{Probe, Remote};
 
@@ -803,6 +804,12 @@ fn main_revision(lab: &Lab) -> Option<String> {
         .probe()
         .ok()?;
     out.success().then(|| out.text().trim().to_string())
+}
+
+/// How to reach one host, as a deploy would (pinned SSH, or this Mac).
+pub fn remote_for(lab: &Lab, name: &str, access: &Access) -> Result<Remote> {
+    let (mut hosts, _) = select(lab, &[name.to_string()], false, access)?;
+    Ok(hosts.remove(0).remote)
 }
 
 pub fn status(lab: &Lab, names: &[String], access: &Access) -> Result<Vec<Status>> {

@@ -95,6 +95,12 @@ impl Remote {
         Ok(parse_probe(&out.text()))
     }
 
+    /// A shell command on the host, its output streamed under `label`; a
+    /// failing command is an answer, not an error.
+    pub fn stream(&self, remote: &str, label: &str) -> Result<Output, ToolError> {
+        self.command(remote).label(label).stream_probe()
+    }
+
     /// SSH answers with the recorded key and runs a command.
     pub fn reachable(&self) -> Result<(), String> {
         match self {

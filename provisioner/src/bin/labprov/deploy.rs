@@ -22,7 +22,7 @@ pub struct AccessArgs {
 }
 
 impl AccessArgs {
-    fn access(&self) -> Access {
+    pub fn access(&self) -> Access {
         Access { user: "root".into(), port: self.port, identity: self.ssh_identity.clone() }
     }
 }

@@ -3,6 +3,7 @@
 //! arguments and its run (beside it), and the work is in the `provisioner`
 //! library and the shared lab crates.
 
+mod backup;
 mod deploy;
 mod disk;
 mod enrol;
@@ -51,6 +52,9 @@ enum Command {
     Status(deploy::StatusArgs),
     /// Put a host back on its previous generation
     Rollback(deploy::RollbackArgs),
+    /// A host's backups by hand: run one now, restore-test, status
+    #[command(subcommand)]
+    Backup(backup::BackupCommand),
     /// Print shell completions
     #[command(
         after_help = "Example:\n  labprov completions bash > /etc/bash_completion.d/labprov"
@@ -64,6 +68,7 @@ fn main() -> ExitCode {
         link::<provisioner::install::Error>,
         link::<provisioner::enrol::Error>,
         link::<provisioner::deploy::Error>,
+        link::<provisioner::backup::Error>,
     ];
     lab_cli::exit::main("labprov", &links, || {
         let cli = Cli::parse();
@@ -77,6 +82,7 @@ fn main() -> ExitCode {
             Command::Deploy(a) => a.run(lab),
             Command::Status(a) => a.run(lab),
             Command::Rollback(a) => a.run(lab),
+            Command::Backup(c) => c.run(lab),
             Command::Completions(a) => a.run(Cli::command()),
         }
     })
