@@ -19,11 +19,12 @@
   # host's repositories get a backup on `schedule` (systemd OnCalendar),
   # pruned to `retention` (restic forget --keep-*); `periodSeconds` is the
   # schedule's period, for the stale-backup alert. The restore test runs on
-  # `restoreTestSchedule` and reads `checkSubset` of the packs back.
+  # `restoreTestSchedule` (away from the backups: restic's check waits for
+  # no lock) and reads `checkSubset` of the packs back.
   backup = {
     schedule = "daily";
     periodSeconds = 86400;
-    restoreTestSchedule = "weekly";
+    restoreTestSchedule = "Sun *-*-* 12:00:00";
     checkSubset = "5%";
     retention = { daily = 7; weekly = 5; monthly = 12; };
   };

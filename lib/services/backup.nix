@@ -11,6 +11,9 @@
 let
   # Where node exporter's textfile collector reads the backups' metrics.
   textfileDir = "/var/lib/prometheus-node-exporter-text";
+  # Which services the running backups hold stopped (gone at reboot, as are
+  # the backups that held them).
+  holds = "/run/lab-backup";
   secrets = {
     password = {
       key = "backup/restic-password";
@@ -97,12 +100,18 @@ let
       if [ -n "$missing" ]; then
         fail "these backup paths do not exist:$missing. Fix the registry's backup.paths (hosts/services.nix) or the service; nothing was backed up or deleted."
       fi
-      # Remember what this run stopped: the cleanup starts exactly those.
-      stopped="''${RUNTIME_DIRECTORY:?}/stopped"
-      : > "$stopped"
+      # Each unit this run holds stopped is listed in ${holds}/UNIT with the
+      # repositories holding it: two backups at once (local and remote) keep
+      # a service stopped until the last of them is done, and a service that
+      # was already off before any backup stays off.
+      mkdir -p ${holds}
+      exec 9> ${holds}/lock
+      flock 9
       for unit in ${words p.stopUnits}; do
-        if systemctl is-active --quiet "$unit"; then
-          echo "$unit" >> "$stopped"
+        if [ -s "${holds}/$unit" ]; then
+          echo "$repo" >> "${holds}/$unit"
+        elif systemctl is-active --quiet "$unit"; then
+          echo "$repo" > "${holds}/$unit"
           systemctl stop "$unit"
         fi
       done
@@ -115,13 +124,23 @@ let
     let p = plan host; in
     header "after a backup, successful or not." + ''
       status=0
-      stopped="''${RUNTIME_DIRECTORY:?}/stopped"
-      if [ -f "$stopped" ]; then
-        while read -r unit; do
+      # Let go of what this run held stopped; start each unit nobody holds.
+      mkdir -p ${holds}
+      exec 9> ${holds}/lock
+      flock 9
+      for held in ${holds}/*.service; do
+        [ -e "$held" ] || continue
+        grep -qx "$repo" "$held" || continue
+        grep -vx "$repo" "$held" > "$held.new" || true
+        if [ -s "$held.new" ]; then
+          mv "$held.new" "$held"
+        else
+          rm -f "$held" "$held.new"
+          unit=$(basename "$held")
           systemctl start "$unit" || { echo "backup $repo: could not start $unit again" >&2; status=1; }
-        done < "$stopped"
-        rm -f "$stopped"
-      fi
+        fi
+      done
+      flock -u 9
       if [ "''${SERVICE_RESULT:-}" = success ]; then
         dir=${p.textfileDir}
         mkdir -p "$dir"

@@ -60,6 +60,7 @@ let
     coreutils = "coreutils";
     gnused = "gnused";
     gnugrep = "gnugrep";
+    util-linux = "util-linux";
     systemd = "systemd";
     restic = "restic";
     jq = "jq";

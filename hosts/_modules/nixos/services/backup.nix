@@ -16,7 +16,7 @@ let
   # The rendered scripts, with what they call on their PATH.
   script = file: pkgs.writeShellApplication {
     name = lib.removeSuffix ".sh" file;
-    runtimeInputs = [ pkgs.coreutils pkgs.gnused pkgs.gnugrep pkgs.systemd pkgs.restic pkgs.jq pkgs.sqlite pkgs.prometheus.cli ];
+    runtimeInputs = [ pkgs.coreutils pkgs.gnused pkgs.gnugrep pkgs.util-linux pkgs.systemd pkgs.restic pkgs.jq pkgs.sqlite pkgs.prometheus.cli ];
     text = cfg.files.${file};
   };
   prepare = script "backup-prepare.sh";
