@@ -51,6 +51,9 @@ let
       let n = builtins.stringLength s; k = builtins.stringLength suffix; in
       if k <= n && builtins.substring (n - k) k s == suffix then builtins.substring 0 (n - k) s else s;
     getExe = drv: "${drv.outPath}/bin/${drv.meta.mainProgram}";
+    removePrefix = prefix: s:
+      let n = builtins.stringLength prefix; in
+      if builtins.substring 0 n s == prefix then builtins.substring n (builtins.stringLength s - n) s else s;
   };
   pkgs = {
     writeText = name: text: builtins.toFile name text;
@@ -175,7 +178,7 @@ let
       && luna.systemd.services.lab-restore-test-remote.serviceConfig.EnvironmentFile == "/run/secrets/backup/remote-environment"
       && luna.systemd.services.lab-restore-test-local.environment.RESTIC_REPOSITORY == "/var/backup/restic"
       && builtins.elem "--collector.textfile.directory=/var/lib/prometheus-node-exporter-text" luna.services.prometheus.exporters.node.extraFlags
-      && builtins.any (p: (p.meta.mainProgram or "") == "lab-backup" && p.text == services.hosts.luna.files."lab-backup.sh") luna.environment.systemPackages)
+      && builtins.any (p: (p.meta.mainProgram or "") == "lab-backup" && "#!/bin/sh\n" + p.text == services.hosts.luna.files."lab-backup.sh") luna.environment.systemPackages)
       "luna: the restic backups, their restore tests, lab-backup or the textfile collector"
     ++ expect
       (builtins.attrNames lunaLocalBackup.services.restic.backups == [ "local" ]

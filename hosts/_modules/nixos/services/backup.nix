@@ -13,11 +13,13 @@ let
   has = config.homelab.hasSecret;
   secret = key: config.sops.secrets.${key}.path;
 
-  # The rendered scripts, with what they call on their PATH.
+  # The rendered scripts, with what they call on their PATH. Their own
+  # `#!/bin/sh` line goes: writeShellApplication writes its own first line
+  # (and shellcheck refuses a shebang below it).
   script = file: pkgs.writeShellApplication {
     name = lib.removeSuffix ".sh" file;
     runtimeInputs = [ pkgs.coreutils pkgs.gnused pkgs.gnugrep pkgs.util-linux pkgs.systemd pkgs.restic pkgs.jq pkgs.sqlite pkgs.prometheus.cli ];
-    text = cfg.files.${file};
+    text = lib.removePrefix "#!/bin/sh\n" cfg.files.${file};
   };
   prepare = script "backup-prepare.sh";
   cleanup = script "backup-cleanup.sh";
