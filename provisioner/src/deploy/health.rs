@@ -21,6 +21,19 @@ use super::remote::Remote;
 /// How long one question may take.
 const ASK: Duration = Duration::from_secs(3);
 
+/// A TCP connection to HOST:PORT from here, bounded: a host that drops the
+/// SYN must not hang a check.
+pub(crate) fn connect(host: &str, port: u16) -> Result<TcpStream, String> {
+    let addr = (host, port)
+        .to_socket_addrs()
+        .map_err(|e| format!("cannot resolve {host}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{host} has no address"))?;
+    let s = TcpStream::connect_timeout(&addr, ASK).map_err(|e| format!("cannot connect: {e}"))?;
+    s.set_read_timeout(Some(ASK)).ok();
+    Ok(s)
+}
+
 /// One entry of a host's `health.json`.
 #[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
 pub struct Entry {
@@ -113,15 +126,7 @@ pub fn run_once(remote: &Remote, entries: &[Entry]) -> Vec<Outcome> {
                 if from_host {
                     remote.forward(&host, port, |s| get(s, &host, &path))
                 } else {
-                    let addr = (host.as_str(), port)
-                        .to_socket_addrs()
-                        .map_err(|e| format!("cannot resolve {host}: {e}"))?
-                        .next()
-                        .ok_or_else(|| format!("{host} has no address"))?;
-                    let mut s = TcpStream::connect_timeout(&addr, ASK)
-                        .map_err(|e| format!("cannot connect: {e}"))?;
-                    s.set_read_timeout(Some(ASK)).ok();
-                    get(&mut s, &host, &path)
+                    get(&mut connect(&host, port)?, &host, &path)
                 }
             });
             out.push(judge(&check, answer));

@@ -136,12 +136,7 @@ impl Remote {
         talk: impl FnOnce(&mut dyn ReadWrite) -> Result<T, String>,
     ) -> Result<T, String> {
         match self {
-            Remote::Local => {
-                let mut s = std::net::TcpStream::connect((host, port))
-                    .map_err(|e| format!("cannot connect: {e}"))?;
-                s.set_read_timeout(Some(Duration::from_secs(3))).ok();
-                talk(&mut s)
-            }
+            Remote::Local => talk(&mut super::health::connect(host, port)?),
             Remote::Ssh(p) => {
                 let mut child = Cmd::new("ssh")
                     .args(p.options())
