@@ -9,5 +9,6 @@ pub mod deploy;
 pub mod disk;
 pub mod enrol;
 pub mod install;
+pub mod keypush;
 pub mod keys;
 pub mod ssh;

@@ -7,6 +7,9 @@
 //!   that made its own key at first boot (enrolment).
 //! - `hosts/<host>/ssh_host_ed25519_key.pub`, `hosts/<host>/age.pub`: the
 //!   public key and its derived age recipient, read by `hosts/facts.nix`.
+//! - `hosts/<host>/ssh_host_ed25519_key.pub.previous`: written by `keys rotate`,
+//!   the public key the running host still has until `labprov keys push`
+//!   puts the new one on it (then removed). Not read by `hosts/facts.nix`.
 //! - `hosts/<host>/secrets.sops.yaml`: the host's secrets (admins + the host).
 //! - `secrets/shared/<name>.sops.yaml`: shared secrets, for the admins and the
 //!   hosts whose facts list `<name>` in `sharedSecrets`.
@@ -39,6 +42,9 @@ pub const HOST_KEYS_DIR: &str = "secrets/host-keys";
 pub const SHARED_DIR: &str = "secrets/shared";
 /// The tool-written public key file beside a host's facts.
 pub const PUBLIC_KEY_FILE: &str = "ssh_host_ed25519_key.pub";
+/// The key a rotated host still runs, until `keys push` (beside the facts,
+/// never read by them).
+pub const PREVIOUS_KEY_FILE: &str = "ssh_host_ed25519_key.pub.previous";
 /// The tool-written age recipient file beside a host's facts.
 pub const AGE_RECIPIENT_FILE: &str = "age.pub";
 /// A host's own secrets file, beside its facts.
@@ -56,6 +62,10 @@ pub fn encrypted_key_path(root: &Path, host: &str) -> PathBuf {
 
 pub fn public_key_path(root: &Path, host: &str) -> PathBuf {
     root.join("hosts").join(host).join(PUBLIC_KEY_FILE)
+}
+
+pub fn previous_key_path(root: &Path, host: &str) -> PathBuf {
+    root.join("hosts").join(host).join(PREVIOUS_KEY_FILE)
 }
 
 pub fn age_recipient_path(root: &Path, host: &str) -> PathBuf {
@@ -187,6 +197,11 @@ pub enum Error {
          Check hosts/{host}/ and secrets/host-keys/{host}.age (git diff) before anything else"
     )]
     RotateAndRestore { host: String, failure: Box<Error>, restore: Box<Error> },
+    #[error(
+        "{path} is not a public SSH key ({source}); it records the key {host} still runs \
+         until `labprov keys push {host}`: restore it from git"
+    )]
+    BadPreviousKey { path: PathBuf, host: String, source: crate::PublicKeyError },
     #[error("age encryption failed: {0}")]
     Encrypt(String),
 }

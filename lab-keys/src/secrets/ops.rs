@@ -1,7 +1,7 @@
 //! The key commands as library calls: new, show, rotate (one host or every
-//! lab-held one), recording an
-//! enrolled host's key, and the injection material the image builder and the
-//! installer place at `/etc/ssh/ssh_host_ed25519_key`.
+//! lab-held one, recording the key the host still runs for `keys push`),
+//! recording an enrolled host's key, and the injection material the image
+//! builder and the installer place at `/etc/ssh/ssh_host_ed25519_key`.
 
 use std::path::{Path, PathBuf};
 
@@ -10,8 +10,8 @@ use serde::Serialize;
 use super::store::{decrypt_host_key, encrypt_host_key};
 use super::sync::{sync, SyncOptions, SyncReport};
 use super::{
-    age_recipient_path, encrypted_key_path, fsutil, public_key_path, AdminIdentity, Error, LabKeys,
-    Result,
+    age_recipient_path, encrypted_key_path, fsutil, previous_key_path, public_key_path,
+    AdminIdentity, Error, LabKeys, Result,
 };
 use crate::{HostKey, PublicHostKey};
 use lab_facts::Lab;
@@ -112,7 +112,9 @@ fn write_public(root: &Path, host: &str, key: &PublicHostKey) -> Result<()> {
     )
 }
 
-/// The three per-host key files as they were, to put back if a later step fails.
+/// The per-host key files (the private key, the public files the facts read,
+/// and the key the host still runs) as they were, to put back if a later
+/// step fails.
 pub struct KeyFilesBackup {
     files: Vec<(PathBuf, Option<Vec<u8>>, u32)>,
 }
@@ -124,6 +126,7 @@ impl KeyFilesBackup {
             (encrypted_key_path(root, host), 0o600),
             (public_key_path(root, host), 0o644),
             (age_recipient_path(root, host), 0o644),
+            (previous_key_path(root, host), 0o644),
         ] {
             let bytes = fsutil::read_optional(&path)?;
             files.push((path, bytes, mode));
@@ -147,6 +150,8 @@ impl KeyFilesBackup {
 pub struct Rotated {
     pub old: KeyInfo,
     pub new: KeyInfo,
+    /// The key the host still runs (see [`HostRotation::running`]).
+    pub running: Running,
     pub sync: SyncReport,
 }
 
@@ -156,6 +161,58 @@ pub struct Rotated {
 pub struct HostRotation {
     pub old: KeyInfo,
     pub new: KeyInfo,
+    /// The key the running host still presents, recorded for `keys push`.
+    pub running: Running,
+}
+
+/// The key a rotated host still runs, as `hosts/<host>/ssh_host_ed25519_key.pub.previous`
+/// records it until `labprov keys push HOST` puts the new key on the host.
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Running {
+    pub fingerprint: String,
+    pub file: PathBuf,
+    /// An earlier rotation was never pushed: the host still runs that
+    /// older key, and the file keeps it.
+    pub kept_earlier: bool,
+}
+
+/// The key the running host still has after a rotation that was not pushed
+/// yet (`hosts/<host>/ssh_host_ed25519_key.pub.previous`), if any.
+pub fn previous_key(root: &Path, host: &str) -> Result<Option<PublicHostKey>> {
+    super::check_name("host", host)?;
+    let path = previous_key_path(root, host);
+    let Some(bytes) = fsutil::read_optional(&path)? else { return Ok(None) };
+    let key = PublicHostKey::parse(String::from_utf8_lossy(&bytes).trim()).map_err(|source| {
+        Error::BadPreviousKey { path: path.clone(), host: host.to_string(), source }
+    })?;
+    Ok(Some(key))
+}
+
+/// Forgets the previous key: the host runs the recorded one now.
+pub fn forget_previous_key(root: &Path, host: &str) -> Result<()> {
+    super::check_name("host", host)?;
+    fsutil::remove_if_exists(&previous_key_path(root, host))
+}
+
+/// What [`record_previous`] does: keep an older record, or record `old`.
+fn running_after_rotation(root: &Path, host: &str, old: &KeyInfo) -> Result<Running> {
+    let file = previous_key_path(root, host);
+    Ok(match previous_key(root, host)? {
+        Some(earlier) => Running { fingerprint: earlier.fingerprint(), file, kept_earlier: true },
+        None => Running { fingerprint: old.fingerprint.clone(), file, kept_earlier: false },
+    })
+}
+
+/// Records the key the host runs before its new key is written: the old
+/// key, unless an earlier rotation that was never pushed recorded an older
+/// one (the host still runs that).
+fn record_previous(root: &Path, host: &str, old: &KeyInfo) -> Result<Running> {
+    let running = running_after_rotation(root, host, old)?;
+    if !running.kept_earlier {
+        fsutil::atomic_write(&running.file, format!("{}\n", old.public_key).as_bytes(), 0o644)?;
+    }
+    Ok(running)
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -171,7 +228,7 @@ pub struct RotatedAll {
 pub fn rotate(lab: &Lab, host: &str, opts: &SyncOptions) -> Result<Rotated> {
     let mut all = rotate_hosts(lab, &[host.to_string()], opts)?;
     let h = all.hosts.pop().expect("one host was rotated");
-    Ok(Rotated { old: h.old, new: h.new, sync: all.sync })
+    Ok(Rotated { old: h.old, new: h.new, running: h.running, sync: all.sync })
 }
 
 /// The hosts whose private key the lab holds (`secrets/host-keys/<host>.age`);
@@ -211,7 +268,8 @@ fn rotate_hosts(lab: &Lab, hosts: &[String], opts: &SyncOptions) -> Result<Rotat
             planned.hosts.entry(host.to_string()).or_default().key = Some(key.public());
             let mut new = KeyInfo::of(&lab.root, host, &key.public());
             new.encrypted_key = Some(encrypted_key_path(&lab.root, host));
-            out.push(HostRotation { old, new });
+            let running = running_after_rotation(&lab.root, host, &old)?;
+            out.push(HostRotation { old, new, running });
         }
         let report = sync(&lab.root, &planned, opts)?;
         return Ok(RotatedAll { hosts: out, sync: report });
@@ -221,7 +279,11 @@ fn rotate_hosts(lab: &Lab, hosts: &[String], opts: &SyncOptions) -> Result<Rotat
         .map(|h| Ok((h.as_str(), KeyFilesBackup::take(&lab.root, h)?)))
         .collect::<Result<Vec<_>>>()?;
     let result = (|| {
-        for (host, _, key) in &plan {
+        let mut running = Vec::new();
+        for (host, old, key) in &plan {
+            // First, so a crash after it leaves the lab saying which key the
+            // host still runs.
+            running.push(record_previous(&lab.root, host, old)?);
             fsutil::atomic_write(
                 &encrypted_key_path(&lab.root, host),
                 &encrypt_host_key(key, &admins)?,
@@ -231,7 +293,7 @@ fn rotate_hosts(lab: &Lab, hosts: &[String], opts: &SyncOptions) -> Result<Rotat
         }
         let keys = LabKeys::load(lab)?;
         let mut out = Vec::new();
-        for (host, old, key) in &plan {
+        for ((host, old, key), running) in plan.iter().zip(running) {
             let new = show(&lab.root, &keys, host)?;
             if new.fingerprint != key.fingerprint() {
                 // The facts did not pick up the file we wrote: facts.nix must read
@@ -241,7 +303,7 @@ fn rotate_hosts(lab: &Lab, hosts: &[String], opts: &SyncOptions) -> Result<Rotat
                     file: public_key_path(&lab.root, host).display().to_string(),
                 });
             }
-            out.push(HostRotation { old: old.clone(), new });
+            out.push(HostRotation { old: old.clone(), new, running });
         }
         let report = sync(&lab.root, &keys, opts)?;
         Ok(RotatedAll { hosts: out, sync: report })
@@ -351,4 +413,70 @@ pub fn injection_material_with(
         }
     }
     Ok(key)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info(root: &Path, host: &str) -> (KeyInfo, PublicHostKey) {
+        let key = HostKey::generate(&format!("root@{host}")).public();
+        (KeyInfo::of(root, host, &key), key)
+    }
+
+    #[test]
+    fn a_rotation_records_the_running_key_and_keeps_an_unpushed_older_one() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        assert!(previous_key(root, "pi").unwrap().is_none());
+        let (first, first_key) = info(root, "pi");
+        let running = record_previous(root, "pi", &first).unwrap();
+        assert!(!running.kept_earlier);
+        assert_eq!(running.fingerprint, first.fingerprint);
+        let path = previous_key_path(root, "pi");
+        assert_eq!(running.file, path);
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&path).unwrap().permissions().mode() & 0o777, 0o644);
+        assert!(previous_key(root, "pi").unwrap().unwrap().same_key(&first_key));
+        // Rotated again before a push: the host still runs the first key.
+        let (second, _) = info(root, "pi");
+        let running = record_previous(root, "pi", &second).unwrap();
+        assert!(running.kept_earlier);
+        assert_eq!(running.fingerprint, first.fingerprint);
+        assert!(previous_key(root, "pi").unwrap().unwrap().same_key(&first_key));
+        forget_previous_key(root, "pi").unwrap();
+        forget_previous_key(root, "pi").unwrap();
+        assert!(previous_key(root, "pi").unwrap().is_none());
+    }
+
+    #[test]
+    fn the_backup_puts_the_previous_key_record_back() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        let (old, _) = info(root, "pi");
+        // No record before: restoring removes the one a failed rotate wrote.
+        let backup = KeyFilesBackup::take(root, "pi").unwrap();
+        record_previous(root, "pi", &old).unwrap();
+        backup.restore().unwrap();
+        assert!(!previous_key_path(root, "pi").exists());
+        // An older record before: restoring puts those bytes back.
+        fsutil::atomic_write(&previous_key_path(root, "pi"), b"older\n", 0o644).unwrap();
+        let backup = KeyFilesBackup::take(root, "pi").unwrap();
+        fsutil::atomic_write(&previous_key_path(root, "pi"), b"other\n", 0o644).unwrap();
+        backup.restore().unwrap();
+        assert_eq!(std::fs::read(previous_key_path(root, "pi")).unwrap(), b"older\n");
+    }
+
+    #[test]
+    fn a_damaged_record_is_named_with_what_to_do() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        fsutil::atomic_write(&previous_key_path(root, "pi"), b"not a key\n", 0o644).unwrap();
+        let err = previous_key(root, "pi").unwrap_err().to_string();
+        assert!(err.contains("ssh_host_ed25519_key.pub.previous"), "{err}");
+        assert!(err.contains("restore it from git"), "{err}");
+        let (old, _) = info(root, "pi");
+        assert!(record_previous(root, "pi", &old).is_err(), "a damaged record is overwritten");
+        assert!(previous_key(root, "../x").is_err());
+    }
 }

@@ -1,4 +1,4 @@
-//! `labprov keys new|show|derive|rotate|recovery`.
+//! `labprov keys new|show|derive|rotate|push|recovery`.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -9,14 +9,18 @@ use lab_keys::secrets::{ops, recovery, AdminIdentity, KeyInfo, LabKeys, SyncOpti
 use lab_keys::Zeroizing;
 
 use lab_cli::args::JsonArg;
+use lab_cli::prompt::Confirm;
+use provisioner::deploy::Access;
+use provisioner::keypush;
 
-/// Host keys: new, show, derive (ssh-to-age), rotate; the lab's recovery key.
+/// Host keys: new, show, derive (ssh-to-age), rotate, push; the lab's recovery key.
 #[derive(Subcommand, Debug)]
 pub enum KeysCommand {
     New(HostArgs),
     Show(ShowArgs),
     Derive(DeriveArgs),
     Rotate(RotateArgs),
+    Push(PushArgs),
     #[command(subcommand)]
     Recovery(RecoveryCommand),
 }
@@ -94,8 +98,10 @@ pub struct DeriveArgs {
 #[derive(Args, Debug)]
 #[command(
     after_help = "Examples:\n  labprov keys rotate nixpi\n  labprov keys rotate nixpi --dry-run     # what would change; writes nothing\n  \
-                  labprov keys rotate --all               # after an admin key was lost or removed\n\
-                        Deploy the new key to the host right after (labprov install / a new image)."
+                  labprov keys rotate --all               # after an admin key was lost or removed\n\n\
+                  Then put the new key on the running host and deploy (its secrets are encrypted to the new key):\n  \
+                  labprov keys push nixpi && labprov deploy nixpi\n\
+                  The key the host still runs is kept in hosts/HOST/ssh_host_ed25519_key.pub.previous until the push."
 )]
 pub struct RotateArgs {
     /// The host (as named in hosts/).
@@ -109,6 +115,128 @@ pub struct RotateArgs {
     dry_run: bool,
     #[command(flatten)]
     json: JsonArg,
+}
+
+/// Put a rotated key on the running host (pinned SSH), so it presents the key the lab records; then deploy.
+#[derive(Args, Debug)]
+#[command(after_help = "Examples:\n  \
+    labprov keys push nixpi                 # after `labprov keys rotate nixpi`\n  \
+    labprov keys push --all --yes           # every host with a rotated key not on it yet\n  \
+    labprov keys push nixpi --dry-run       # which key the host runs and what would be done\n\n\
+Each host is reached pinned to its new key (already there: only the lab's record of the old key\n\
+is removed), else pinned to the key it ran before the rotation\n\
+(hosts/HOST/ssh_host_ed25519_key.pub.previous). The private key goes over that connection on\n\
+stdin, replaces /etc/ssh/ssh_host_ed25519_key (the old pair kept aside), sshd is reloaded if\n\
+sshd.service is active, and a new connection pinned to the new key must succeed; otherwise the\n\
+old pair is put back. Needs the admin age identity (SOPS_AGE_KEY_FILE, ...) to decrypt the key.\n\
+Then deploy the host: its secrets are encrypted to the new key.")]
+pub struct PushArgs {
+    /// The hosts (as named in hosts/).
+    #[arg(required_unless_present = "all")]
+    hosts: Vec<String>,
+    /// Every host whose rotated key has not been pushed yet (with a .previous record).
+    #[arg(long, conflicts_with = "hosts")]
+    all: bool,
+    /// Connect (pinned) and show which key each host runs and what would be done; change nothing.
+    #[arg(long)]
+    dry_run: bool,
+    /// Do not ask before replacing the hosts' keys.
+    #[arg(long)]
+    yes: bool,
+    /// SSH private key for the root login (default: ssh's own and the agent).
+    #[arg(long, value_name = "PATH")]
+    ssh_identity: Option<PathBuf>,
+    /// The SSH port of every host.
+    #[arg(long, default_value_t = 22)]
+    port: u16,
+    #[command(flatten)]
+    json: JsonArg,
+}
+
+/// `keys push --json`.
+#[derive(serde::Serialize)]
+struct PushReport<'a> {
+    dry_run: bool,
+    hosts: &'a [keypush::HostPush],
+}
+
+impl PushArgs {
+    fn run(self, lab: Option<&Path>) -> Result<()> {
+        let json = self.json.init();
+        let lab = lab_facts::Lab::find(lab)?;
+        let opts = keypush::PushOptions {
+            hosts: self.hosts,
+            all: self.all,
+            access: Access { user: "root".into(), port: self.port, identity: self.ssh_identity },
+        };
+        let plan = keypush::plan(&lab, &opts, &AdminIdentity::from_env)?;
+        let hosts = if self.dry_run {
+            plan.hosts.clone()
+        } else {
+            let pushes = plan.pushes();
+            if !pushes.is_empty() {
+                let mut context = String::from("New host keys for running hosts:\n");
+                for h in &pushes {
+                    context.push_str(&format!(
+                        "  {} ({}): {} -> {}\n",
+                        h.host, h.address, h.runs, h.key
+                    ));
+                }
+                let names: Vec<&str> = pushes.iter().map(|h| h.host.as_str()).collect();
+                Confirm {
+                    context: &context,
+                    action: &format!("push the new keys to {}", names.join(", ")),
+                    word: "yes",
+                    without_terminal: "pass --yes",
+                }
+                .ask(self.yes)?;
+            }
+            keypush::apply(&lab, plan, &mut |line| lab_cli::output::say(line))?
+        };
+        let report = PushReport { dry_run: self.dry_run, hosts: &hosts };
+        lab_cli::output::report(json, &report, |r| render_push(r.hosts, r.dry_run, self.all))
+    }
+}
+
+fn render_push(hosts: &[keypush::HostPush], dry_run: bool, all: bool) -> String {
+    use keypush::{Action, Outcome};
+    let mut s = String::new();
+    if hosts.is_empty() && all {
+        s.push_str("no host has a rotated key waiting to be pushed (no hosts/*/ssh_host_ed25519_key.pub.previous)\n");
+    }
+    for h in hosts {
+        let line = match (dry_run, h.action, h.outcome) {
+            (true, Action::Push, _) => format!(
+                "{}: runs the previous key {}; would put the new key {} in {} (dry run: nothing changed)",
+                h.host,
+                h.runs,
+                h.key,
+                keypush::HOST_KEY
+            ),
+            (true, Action::ForgetPrevious, _) => format!(
+                "{}: already runs its new key {}; would remove the lab's record of the previous one (dry run: nothing changed)",
+                h.host, h.key
+            ),
+            (_, Action::UpToDate, _) | (_, _, Outcome::UpToDate) => {
+                format!("{} already runs its recorded key ({})", h.host, h.key)
+            }
+            _ => h.message.clone(),
+        };
+        s.push_str(&line);
+        s.push('\n');
+    }
+    let changed: Vec<&str> = hosts
+        .iter()
+        .filter(|h| matches!(h.outcome, Outcome::Pushed | Outcome::Recorded))
+        .map(|h| h.host.as_str())
+        .collect();
+    for host in &changed {
+        s.push_str(&format!(
+            "deploy {host} now (labprov deploy {host}): its secrets are encrypted to the new key; \
+             until the new generation is active a reboot would not decrypt them\n"
+        ));
+    }
+    s
 }
 
 impl KeysCommand {
@@ -177,8 +305,9 @@ impl KeysCommand {
                             let names: Vec<&str> =
                                 r.hosts.iter().map(|h| h.new.host.as_str()).collect();
                             s.push_str(&format!(
-                                "deploy the new keys now ({}): until then those hosts cannot read their secrets\n",
-                                names.join(", ")
+                                "put the new keys on the hosts and deploy them now (`labprov keys push --all`, \
+                                 then `labprov deploy {}`): until then those hosts cannot read their secrets\n",
+                                names.join(" ")
                             ));
                         }
                         s
@@ -191,12 +320,14 @@ impl KeysCommand {
                     s.push_str(&crate::secrets::render_report(&r.sync));
                     if !a.dry_run {
                         s.push_str(&format!(
-                            "deploy the new key to {host} now: until then it cannot read its secrets\n",
+                            "put the new key on {host} and deploy it now (`labprov keys push {host}`, then \
+                             `labprov deploy {host}`): until then it cannot read its secrets\n",
                         ));
                     }
                     s
                 })
             }
+            KeysCommand::Push(a) => a.run(lab),
             KeysCommand::Recovery(c) => c.run(lab),
         }
     }
@@ -283,4 +414,58 @@ pub fn render_info(info: &KeyInfo) -> String {
         "host:          {}\npublic key:    {}\nfingerprint:   {}\nage recipient: {}\nprivate key:   {}\n",
         info.host, info.public_key, info.fingerprint, info.age_recipient, stored
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::KeysCommand;
+
+    #[derive(Parser)]
+    struct Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    }
+
+    #[test]
+    fn push_takes_hosts_or_all() {
+        for line in [
+            "t push nixpi",
+            "t push nixpi luna --yes --ssh-identity /tmp/id --port 2222",
+            "t push --all --dry-run --json",
+        ] {
+            Keys::try_parse_from(line.split(' ')).unwrap_or_else(|e| panic!("{line}: {e}"));
+        }
+        for bad in ["t push", "t push nixpi --all", "t push --all --port x"] {
+            assert!(Keys::try_parse_from(bad.split(' ')).is_err(), "{bad} must be a usage error");
+        }
+    }
+
+    #[test]
+    fn the_push_report_says_what_to_do_next() {
+        use provisioner::keypush::{Action, HostPush, Outcome};
+        let host = |action, outcome| HostPush {
+            host: "nixpi".into(),
+            address: "192.0.2.4".into(),
+            action,
+            outcome,
+            runs: "SHA256:old".into(),
+            key: "SHA256:new".into(),
+            previous: Some("SHA256:old".into()),
+            sshd: None,
+            message: "nixpi runs its new key SHA256:new (sshd reloaded)".into(),
+        };
+        let done = super::render_push(&[host(Action::Push, Outcome::Pushed)], false, false);
+        assert!(done.starts_with("nixpi runs its new key SHA256:new"), "{done}");
+        assert!(done.contains("deploy nixpi now (labprov deploy nixpi)"), "{done}");
+        let dry = super::render_push(&[host(Action::Push, Outcome::Planned)], true, false);
+        assert!(
+            dry.contains("would put the new key SHA256:new") && !dry.contains("deploy"),
+            "{dry}"
+        );
+        let same = super::render_push(&[host(Action::UpToDate, Outcome::UpToDate)], false, false);
+        assert_eq!(same, "nixpi already runs its recorded key (SHA256:new)\n");
+        assert!(super::render_push(&[], false, true).starts_with("no host has a rotated key"));
+    }
 }

@@ -69,6 +69,7 @@ fn main() -> ExitCode {
         link::<provisioner::enrol::Error>,
         link::<provisioner::deploy::Error>,
         link::<provisioner::backup::Error>,
+        link::<provisioner::keypush::Error>,
     ];
     lab_cli::exit::main("labprov", &links, || {
         let cli = Cli::parse();
