@@ -16,7 +16,8 @@
   };
 
   # Backups of the services' state (docs/operations.md, "Backups"): every
-  # host's repositories get a backup on `schedule` (systemd OnCalendar),
+  # host's repositories get a backup on `schedule` (systemd OnCalendar;
+  # a repository in the host's facts may name its own),
   # pruned to `retention` (restic forget --keep-*); `periodSeconds` is the
   # schedule's period, for the stale-backup alert. The restore test runs on
   # `restoreTestSchedule` (away from the backups: restic's check waits for

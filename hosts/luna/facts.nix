@@ -28,8 +28,11 @@
   # restores, no protection from losing the disk) and an off-site one whose
   # address and credentials are secrets (backup/remote-repository and
   # backup/remote-environment in hosts/luna/secrets.sops.yaml).
+  # Each at its own time (systemd OnCalendar), the off-site one after the
+  # local one is done on most nights: services stopped for a backup stay
+  # stopped while any backup still reads them.
   backup.repositories = {
-    local.path = "/var/backup/restic";
-    remote.remote = true;
+    local = { path = "/var/backup/restic"; schedule = "*-*-* 02:00:00"; };
+    remote = { remote = true; schedule = "*-*-* 03:30:00"; };
   };
 }

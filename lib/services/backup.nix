@@ -62,13 +62,13 @@ let
       # Each repository: a path on the host, or (off-site) its address from a
       # secret, with the environment its backend needs from another.
       repositories = u.mapAttrsToList
-        (name: r: { inherit name; } // (if r ? path then { repository = r.path; } else {
+        (name: r: { inherit name; schedule = r.schedule or backupSettings.schedule; } // (if r ? path then { repository = r.path; } else {
           repositoryFile = secrets.remoteRepository.key;
           environmentFile = secrets.remoteEnvironment.key;
         }))
         repositories;
       inherit secrets textfileDir pruneOpts;
-      inherit (backupSettings) schedule restoreTestSchedule checkSubset;
+      inherit (backupSettings) restoreTestSchedule checkSubset;
       # A backup older than this is stale (BackupStale): the schedule's
       # period and a half, so one late run does not page anybody.
       maxAgeSeconds = backupSettings.periodSeconds * 3 / 2;
@@ -82,24 +82,45 @@ let
     repo=''${1:?usage: $0 REPOSITORY}
   '';
 
+  # wait_for UNIT: the runs of one repository take turns (restic 0.14 does
+  # not wait for another's lock); an hour at most.
+  waitFor = ''
+    wait_for() {
+      n=0
+      while systemctl is-active --quiet "$1"; do
+        [ "$n" -lt 360 ] || { echo "backup $repo: $1 has been running for an hour; try again when it is done" >&2; exit 1; }
+        [ "$n" -gt 0 ] || echo "backup $repo: waiting for $1 to finish" >&2
+        n=$((n + 1))
+        sleep 10
+      done
+    }
+  '';
+
   # backupPrepareCommand: refuse before anything is touched, then quiesce.
   # restic itself only warns about a missing path and backs up the rest, and
   # a missing password would fail deep inside restic: both are said here, in
   # words, and the unit fails before restic runs (so no prune runs either).
   prepare = host:
     let p = plan host; in
-    header "checks before a backup, then stops the services that must be still." + ''
+    header "checks before a backup, then stops the services that must be still." + waitFor + ''
       fail() { echo "backup $repo: $*" >&2; exit 1; }
       if [ -z "''${RESTIC_PASSWORD_FILE:-}" ] || [ ! -r "$RESTIC_PASSWORD_FILE" ]; then
         fail "the repository password (sops secret ${p.secrets.password.key}) is not at ''${RESTIC_PASSWORD_FILE:-<unset>}: add it with \`sops hosts/${host}/secrets.sops.yaml\` and deploy. Nothing was backed up or deleted."
       fi
       missing=""
     '' + u.concatMapStrings
-      (s: u.concatMapStrings (path: "[ -e ${q path} ] || missing=\"$missing ${path} (${s.name})\"\n") s.paths)
+      (s: u.concatMapStrings
+        (path: ''
+          if [ -L ${q path} ]; then fail ${q "${path} (${s.name}) is a symbolic link: restic would save the link, not the data. Name its target in backup.paths (hosts/services.nix); nothing was backed up or deleted."}; fi
+          [ -e ${q path} ] || missing="$missing "${q "${path} (${s.name})"}
+        '')
+        s.paths)
       p.services + ''
       if [ -n "$missing" ]; then
         fail "these backup paths do not exist:$missing. Fix the registry's backup.paths (hosts/services.nix) or the service; nothing was backed up or deleted."
       fi
+      wait_for "lab-restore-test-$repo.service"
+      wait_for "lab-backup-prune-$repo.service"
       # Each unit this run holds stopped is listed in ${holds}/UNIT with the
       # repositories holding it: two backups at once (local and remote) keep
       # a service stopped until the last of them is done, and a service that
@@ -108,11 +129,11 @@ let
       exec 9> ${holds}/lock
       flock 9
       for unit in ${words p.stopUnits}; do
-        if [ -s "${holds}/$unit" ]; then
+        # Held by another backup already, or running: hold it (and stop it,
+        # should anything have started it meanwhile).
+        if [ -s "${holds}/$unit" ] || systemctl is-active --quiet "$unit"; then
           echo "$repo" >> "${holds}/$unit"
-        elif systemctl is-active --quiet "$unit"; then
-          echo "$repo" > "${holds}/$unit"
-          systemctl stop "$unit"
+          if systemctl is-active --quiet "$unit"; then systemctl stop "$unit"; fi
         fi
       done
     '';
@@ -142,6 +163,9 @@ let
       done
       flock -u 9
       if [ "''${SERVICE_RESULT:-}" = success ]; then
+        # Retention and a check of the packs run in their own unit, with the
+        # services already back.
+        systemctl start --no-block "lab-backup-prune-$repo.service" || { echo "backup $repo: could not start the prune" >&2; status=1; }
         dir=${p.textfileDir}
         mkdir -p "$dir"
         tmp="$dir/.backup-$repo.prom.$$"
@@ -158,22 +182,38 @@ let
       exit "$status"
     '';
 
+  # After a successful backup (the cleanup starts it, the services already
+  # back): retention, then 1% of the packs read back.
+  prune = host:
+    let p = plan host; in
+    header "retention and a check after a backup." + ''
+      echo "prune $repo: forget ${builtins.concatStringsSep " " p.pruneOpts}, then check 1% of the packs"
+      restic unlock
+      restic forget --prune ${builtins.concatStringsSep " " p.pruneOpts}
+      restic check --read-data-subset=1%
+    '';
+
   # The restore test: the latest snapshot of every service restored into a
   # scratch directory (never over live data), each file the snapshot lists
   # present with its size, the services' own consistency checks, and
   # `restic check` reading a subset of the packs. Reports one line per check.
   restoreTest = host:
     let p = plan host; in
-    header "restores the latest snapshot into a scratch directory and checks it." + ''
+    header "restores the latest snapshot into a scratch directory and checks it." + waitFor + ''
       subset=''${LAB_RESTORE_TEST_SUBSET:-${p.checkSubset}}
+      wait_for "restic-backups-$repo.service"
+      wait_for "lab-backup-prune-$repo.service"
       scratch=$(mktemp -d "''${TMPDIR:-/tmp}/lab-restore-test.XXXXXX")
-      trap 'rm -rf "$scratch"' EXIT
+      # An abort on the way (errexit) is reported as a failed test, never
+      # left as the last one's success.
+      finished=0
+      trap 'rm -rf "$scratch"; if [ "$finished" != 1 ]; then failed=1; metrics; fi' EXIT
       failed=0
       ok() { echo "ok   $repo $*"; }
       bad() { echo "FAIL $repo $*"; failed=1; }
       quiet() { "$@" > "$scratch/.out" 2>&1 || { sed 's/^/     /' "$scratch/.out" | tail -n 20; return 1; }; }
-      # The outcome for Prometheus (RestoreTestFailed), then the exit status.
-      finish() {
+      # The outcome for Prometheus (RestoreTestFailed, RestoreTestStale).
+      metrics() {
         dir=${p.textfileDir}
         mkdir -p "$dir"
         tmp="$dir/.restore-test-$repo.prom.$$"
@@ -186,18 +226,26 @@ let
           echo "lab_backup_restore_test_timestamp_seconds{repository=\"$repo\"} $(date +%s)"
         } > "$tmp"
         mv "$tmp" "$dir/restore-test-$repo.prom"
+      }
+      finish() {
+        metrics
+        finished=1
         if [ "$failed" = 0 ]; then echo "restore test of $repo passed"; else echo "restore test of $repo FAILED"; fi
         exit "$failed"
       }
 
       if quiet restic check --read-data-subset="$subset"; then
         ok "restic check --read-data-subset=$subset"
-      else
+      elif grep -qE 'Pack ID does not match|repository contains errors|unexpected file size|does not exist|invalid data' "$scratch/.out"; then
         bad "restic check --read-data-subset=$subset: the repository is damaged (restic's words above); do not prune it, restore from the other repository"
-      fi
-      if quiet restic snapshots --latest 1 --json && [ "$(jq length "$scratch/.out")" -gt 0 ]; then
-        ok "snapshot $(jq -r '.[-1].short_id + " of " + .[-1].time' "$scratch/.out")"
       else
+        bad "restic check --read-data-subset=$subset could not run (restic's words above: a lock, the network, a password?); this says nothing about damage yet"
+      fi
+      # JSON on stdout, restic's remarks apart.
+      if restic snapshots --latest 1 --json > "$scratch/.json" 2> "$scratch/.err" && [ "$(jq length "$scratch/.json")" -gt 0 ]; then
+        ok "snapshot $(jq -r '.[-1].short_id + " of " + .[-1].time' "$scratch/.json")"
+      else
+        sed 's/^/     /' "$scratch/.err" | tail -n 20
         bad "no snapshot to restore"
         finish
       fi
@@ -207,10 +255,15 @@ let
         bad "restore latest: restic could not read every file back (above); the snapshot is not trustworthy"
       fi
 
-      # files PATH SERVICE: every file the snapshot lists under PATH is
-      # restored, with its size.
+      # files PATH SERVICE: PATH itself is in the snapshot (restic lists
+      # nothing, successfully, for a path it does not have), and every file
+      # under it is restored, with its size.
       files() {
         restic ls --json --recursive latest "$1" > "$scratch/.ls" 2> "$scratch/.err" || { bad "$2: restic ls $1: $(cat "$scratch/.err")"; return; }
+        if [ "$(jq -r --arg p "$1" 'select(.struct_type == "node" and .path == $p) | .type' "$scratch/.ls")" != dir ]; then
+          bad "$2: $1 is not a directory in the snapshot"
+          return
+        fi
         jq -r 'select(.struct_type == "node" and .type == "file") | "\(.size) \(.path)"' "$scratch/.ls" > "$scratch/.files"
         n=0; wrong=""
         while read -r size path; do
@@ -223,7 +276,8 @@ let
 
       # tsdb DIR NAME SERVICE: every block of a Prometheus TSDB opens
       # (`promtool tsdb list` skips a block it cannot read, so each block
-      # directory must be in its list).
+      # directory must be in its list) and its index reads through
+      # (`promtool tsdb analyze`; the chunks' bytes are not read).
       tsdb() {
         if ! promtool tsdb list "$1" > "$scratch/.blocks" 2>&1; then bad "$3: promtool tsdb list $2 failed: $(tail -n 3 "$scratch/.blocks")"; return; fi
         n=0; unreadable=""
@@ -233,9 +287,11 @@ let
           case $id in *[!0-9A-Z]*) continue ;; esac
           [ "''${#id}" -eq 26 ] || continue
           n=$((n + 1))
-          grep -q "^$id " "$scratch/.blocks" || unreadable="$unreadable $id"
+          if ! grep -q "^$id " "$scratch/.blocks" || ! promtool tsdb analyze "$1" "$id" > "$scratch/.analyze" 2>&1; then
+            unreadable="$unreadable $id"
+          fi
         done
-        if [ -n "$unreadable" ]; then bad "$3: TSDB blocks promtool cannot open in $2:$unreadable"; else ok "$3: promtool opens all $n TSDB blocks in $2"; fi
+        if [ -n "$unreadable" ]; then bad "$3: TSDB blocks promtool cannot read in $2:$unreadable"; else ok "$3: promtool opens all $n TSDB blocks in $2 and reads their indexes"; fi
       }
     '' + u.concatMapStrings
       (s:
@@ -300,7 +356,15 @@ let
           status)
             test_ok=$(metric "restore-test-$repo.prom" lab_backup_restore_test_success)
             case $test_ok in 1) test_ok=passed ;; 0) test_ok=FAILED ;; *) test_ok="not run" ;; esac
-            echo "$repo: last good backup $(when "$(metric "backup-$repo.prom" lab_backup_last_success_timestamp_seconds)"); restore test $test_ok ($(when "$(metric "restore-test-$repo.prom" lab_backup_restore_test_timestamp_seconds)")); last run: $(systemctl show -p Result --value "restic-backups-$repo.service")"
+            unit=restic-backups-$repo.service
+            if [ "$(systemctl show -p LoadState --value "$unit")" != loaded ]; then
+              last="not set up (its secrets are missing)"
+            elif [ -z "$(systemctl show -p InvocationID --value "$unit")" ]; then
+              last="none since boot"
+            else
+              last=$(systemctl show -p Result --value "$unit")
+            fi
+            echo "$repo: last good backup $(when "$(metric "backup-$repo.prom" lab_backup_last_success_timestamp_seconds)"); restore test $test_ok ($(when "$(metric "restore-test-$repo.prom" lab_backup_restore_test_timestamp_seconds)")); last run: $last"
             continue
             ;;
         esac
@@ -337,6 +401,12 @@ let
       annotations.summary = "the last backup of {{ $labels.host }} to {{ $labels.repository }} is older than its schedule allows";
     }
     {
+      alert = "RestoreTestStale";
+      expr = "time() - lab_backup_restore_test_timestamp_seconds > 8 * 86400";
+      labels.severity = "warning";
+      annotations.summary = "the restore test of {{ $labels.host }}'s {{ $labels.repository }} repository has not run for more than 8 days";
+    }
+    {
       alert = "RestoreTestFailed";
       expr = "lab_backup_restore_test_success == 0";
       labels.severity = "critical";
@@ -353,6 +423,7 @@ in
     "backup-prepare.sh" = prepare host;
     "backup-cleanup.sh" = cleanup host;
     "backup-restore-test.sh" = restoreTest host;
+    "backup-prune.sh" = prune host;
     "lab-backup.sh" = command host;
   };
 }

@@ -71,12 +71,13 @@ let
   # A backup's paths end up quoted in shell scripts (lib/services/backup.nix):
   # absolute, without spaces or quotes; what its restore test checks lies
   # inside what it backs up.
-  safePath = d: builtins.isString d && builtins.match "/[^ '\"\\]*" d != null;
+  safePath = d: builtins.isString d && builtins.match "/[^ '\"\\$`]*" d != null;
   inside = d: builtins.any (p: d == p || builtins.substring 0 (builtins.stringLength p + 1) d == p + "/");
   backupProblems = where: s: u.optionals (s.backup != null) (
     let b = s.backup; in
     u.optional (b.paths == [ ]) "${where}: backup.paths is empty"
-    ++ builtins.concatMap (d: u.optional (!(safePath d)) "${where}: backup path ${toString d} is not an absolute path without spaces or quotes") b.paths
+    ++ u.optional (b.stop && (s.unit == null || builtins.match ".*\\.service" s.unit == null)) "${where}: backup.stop needs the service's unit to be a .service"
+    ++ builtins.concatMap (d: u.optional (!(safePath d)) "${where}: backup path ${toString d} is not an absolute path without spaces, quotes, $ or backquotes") b.paths
     ++ builtins.concatMap (d: u.optional (!(builtins.isString d) || builtins.match "[^'\n]+" d == null) "${where}: backup exclude ${toString d} is empty or has a quote") b.exclude
     ++ builtins.concatMap (k: u.optional (!(builtins.elem k [ "sqlite" "tsdb" ])) "${where}: backup.checks.${k} is not a check the restore test knows (sqlite, tsdb)") (builtins.attrNames b.checks)
     ++ builtins.concatMap

@@ -84,11 +84,19 @@ in
   };
   backup-relative-path = {
     registry = withService "glances" (registry.services.glances // { backup.paths = [ "var/lib/glances" ]; });
-    expect = "service glances: backup path var/lib/glances is not an absolute path without spaces or quotes";
+    expect = "service glances: backup path var/lib/glances is not an absolute path without spaces, quotes, $ or backquotes";
   };
   backup-path-with-quote = {
     registry = withService "glances" (registry.services.glances // { backup.paths = [ "/var/lib/it's" ]; });
-    expect = "service glances: backup path /var/lib/it's is not an absolute path without spaces or quotes";
+    expect = "service glances: backup path /var/lib/it's is not an absolute path without spaces, quotes, $ or backquotes";
+  };
+  backup-path-with-dollar = {
+    registry = withService "glances" (registry.services.glances // { backup.paths = [ "/var/lib/$HOME" ]; });
+    expect = "service glances: backup path /var/lib/$HOME is not an absolute path without spaces, quotes, $ or backquotes";
+  };
+  backup-stop-without-service-unit = {
+    registry = withService "glances" (registry.services.glances // { unit = "glances.socket"; backup = { paths = [ "/var/lib/glances" ]; stop = true; }; });
+    expect = "service glances: backup.stop needs the service's unit to be a .service";
   };
   backup-check-outside = {
     registry = withService "uptime-kuma" (registry.services.uptime-kuma // { backup = registry.services.uptime-kuma.backup // { checks.sqlite = [ "/var/lib/other/kuma.db" ]; }; });

@@ -91,6 +91,7 @@ let
           placeholder = builtins.listToAttrs (map (s: { name = s.key; value = "<${s.key}>"; }) self.secrets);
         };
         virtualisation.podman.package = "/podman";
+        programs.ssh.package = "/openssh";
       };
       options = {
         sops.defaultSopsFile.isDefined = secretsFile != null;
@@ -177,6 +178,10 @@ let
       && luna.services.restic.backups.local.backupPrepareCommand == "/nix/store/backup-prepare/bin/backup-prepare local"
       && luna.systemd.services.lab-restore-test-remote.serviceConfig.EnvironmentFile == "/run/secrets/backup/remote-environment"
       && luna.systemd.services.lab-restore-test-local.environment.RESTIC_REPOSITORY == "/var/backup/restic"
+      && luna.systemd.services.lab-backup-prune-remote.environment.RESTIC_REPOSITORY_FILE == "/run/secrets/backup/remote-repository"
+      && luna.systemd.services.lab-backup-prune-local.path == [ "/openssh" ]
+      && luna.services.restic.backups.local.pruneOpts == [ ] && luna.services.restic.backups.local.checkOpts == [ ]
+      && luna.services.restic.backups.local.timerConfig.OnCalendar != luna.services.restic.backups.remote.timerConfig.OnCalendar
       && builtins.elem "--collector.textfile.directory=/var/lib/prometheus-node-exporter-text" luna.services.prometheus.exporters.node.extraFlags
       && builtins.any (p: (p.meta.mainProgram or "") == "lab-backup" && "#!/bin/sh\n" + p.text == services.hosts.luna.files."lab-backup.sh") luna.environment.systemPackages)
       "luna: the restic backups, their restore tests, lab-backup or the textfile collector"

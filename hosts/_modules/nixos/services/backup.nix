@@ -24,6 +24,7 @@ let
   prepare = script "backup-prepare.sh";
   cleanup = script "backup-cleanup.sh";
   restoreTest = script "backup-restore-test.sh";
+  prune = script "backup-prune.sh";
   command = script "lab-backup.sh";
 
   # A repository is usable once every secret it reads is in the host's file.
@@ -39,8 +40,25 @@ let
   };
   environment = r: {
     RESTIC_PASSWORD_FILE = secret plan.secrets.password.key;
-    RESTIC_CACHE_DIR = "/var/cache/lab-restore-test-${r.name}";
+    RESTIC_CACHE_DIR = "/var/cache/lab-backup-${r.name}";
   } // (if r ? repository then { RESTIC_REPOSITORY = r.repository; } else { RESTIC_REPOSITORY_FILE = secret r.repositoryFile; });
+
+  # Our own units beside the module's (the restore test, the prune): the
+  # repository's settings, and ssh for an SFTP repository (as the module
+  # gives its own units).
+  resticUnit = r: description: exec: {
+    inherit description;
+    wants = [ "network-online.target" ];
+    after = [ "network-online.target" "restic-backups-${r.name}.service" ];
+    environment = environment r;
+    path = [ config.programs.ssh.package ];
+    serviceConfig = {
+      Type = "oneshot";
+      ExecStart = "${lib.getExe exec} ${r.name}";
+      PrivateTmp = true;
+      CacheDirectory = "lab-backup-${r.name}";
+    } // lib.optionalAttrs (r ? environmentFile) { EnvironmentFile = secret r.environmentFile; };
+  };
 in
 {
   config = lib.mkIf (plan != null) (lib.mkMerge [
@@ -68,29 +86,23 @@ in
           initialize = true;
           paths = plan.paths;
           exclude = plan.exclude;
-          timerConfig = { OnCalendar = plan.schedule; Persistent = true; RandomizedDelaySec = "30m"; };
-          pruneOpts = plan.pruneOpts;
-          # runCheck follows checkOpts: a subset of the packs read back after
-          # every backup; the restore test reads more, weekly.
-          checkOpts = [ "--read-data-subset=1%" ];
+          timerConfig = { OnCalendar = r.schedule; Persistent = true; RandomizedDelaySec = "30m"; };
+          # The unit only backs up, so the services it stops are back as
+          # soon as restic has read them: retention and the check of the
+          # packs run after it, in lab-backup-prune-NAME (the cleanup
+          # starts it on success). runCheck follows checkOpts: off.
+          pruneOpts = [ ];
+          checkOpts = [ ];
           backupPrepareCommand = "${lib.getExe prepare} ${r.name}";
           backupCleanupCommand = "${lib.getExe cleanup} ${r.name}";
         }))
         ready);
 
-      systemd.services = lib.listToAttrs (map
-        (r: lib.nameValuePair "lab-restore-test-${r.name}" {
-          description = "Restore test of the ${r.name} backup repository";
-          wants = [ "network-online.target" ];
-          after = [ "network-online.target" "restic-backups-${r.name}.service" ];
-          environment = environment r;
-          serviceConfig = {
-            Type = "oneshot";
-            ExecStart = "${lib.getExe restoreTest} ${r.name}";
-            PrivateTmp = true;
-            CacheDirectory = "lab-restore-test-${r.name}";
-          } // lib.optionalAttrs (r ? environmentFile) { EnvironmentFile = secret r.environmentFile; };
-        })
+      systemd.services = lib.listToAttrs (builtins.concatMap
+        (r: [
+          (lib.nameValuePair "lab-restore-test-${r.name}" (resticUnit r "Restore test of the ${r.name} backup repository" restoreTest))
+          (lib.nameValuePair "lab-backup-prune-${r.name}" (resticUnit r "Retention and a check of the ${r.name} backup repository" prune))
+        ])
         ready);
       systemd.timers = lib.listToAttrs (map
         (r: lib.nameValuePair "lab-restore-test-${r.name}" {
