@@ -41,6 +41,8 @@ pub enum Error {
     Facts(#[from] lab_facts::Error),
     #[error(transparent)]
     Keys(#[from] lab_keys::secrets::Error),
+    #[error("{host}: an earlier push is still waiting for its answer there (or was cut off less than a minute ago) and may put the previous key back; run the same command again in a minute")]
+    PushPending { host: String },
     #[error("name hosts to push keys to, or pass --all")]
     NoHosts,
     #[error("{host} has no address in its facts.nix (hosts/{host}/facts.nix): add `address = \"...\";` so labprov can reach it; nothing was changed")]
@@ -59,7 +61,7 @@ pub enum Error {
     Swap { host: String, previous: String, why: String },
     #[error("{host}: with the new key in place, a connection pinned to it failed ({why}); the previous key ({previous}) was put back and the lab still records the push as pending: find why sshd does not present {key}, then run `labprov keys push {host}` again")]
     NewKeyRefused { host: String, key: String, previous: String, why: String },
-    #[error("{host}: {why}; the host may present {new} or {previous}: try `labprov keys push {host} --dry-run`, else on its console as root: `mv {key}.labprov-old {key}; mv {key}.labprov-old.pub {key}.pub; systemctl reload sshd`", key = HOST_KEY)]
+    #[error("{host}: {why}; the host may present {new} or {previous}: try `labprov keys push {host} --dry-run`, else on its console as root: `mv {key}.labprov-old {key}; mv {key}.labprov-old.pub {key}.pub; systemctl restart sshd`", key = HOST_KEY)]
     Restore { host: String, new: String, previous: String, why: String },
     #[error(transparent)]
     Tool(#[from] lab_cli::ToolError),
@@ -230,7 +232,21 @@ pub fn plan(
         let mut work = Work { to_new, to_previous: None, material: None };
         match (answers(&work.to_new)?, previous) {
             (Ok(()), None) => {}
-            (Ok(()), Some(_)) => {
+            (Ok(()), Some(old)) => {
+                // The old pair kept aside on the host means a push is still
+                // waiting for its answer (at most a minute): it may yet put
+                // the previous key back, so the lab must keep recording it.
+                let pending = work
+                    .to_new
+                    .run(&format!("test -e {}", quote(&format!("{HOST_KEY}.labprov-old"))), None)
+                    .map_err(|e| Error::Swap {
+                        host: name.clone(),
+                        previous: old.fingerprint(),
+                        why: e.to_string(),
+                    })?;
+                if pending.success() {
+                    return Err(Error::PushPending { host: name });
+                }
                 push.action = Action::ForgetPrevious;
                 push.message = format!(
                     "{name} already runs its new key (an earlier push got that far): \
@@ -402,7 +418,9 @@ say() {{ printf '%s\n' "$*"; }}
 fail() {{ echo "labprov key push: $*" >&2; rm -f "$new" "$new.pub"; exit 1; }}
 reload() {{
   if command -v systemctl > /dev/null 2>&1 && systemctl is-active --quiet "$unit"; then
-    systemctl reload "$unit" >&2 || return 1
+    # NixOS' sshd.service has no ExecReload: a restart (KillMode=process
+    # keeps every session, this one too) makes the listener load the key.
+    systemctl reload-or-restart "$unit" >&2 || return 1
     how=reloaded
   else
     how=per-connection
@@ -447,11 +465,13 @@ fi
 sync
 if ! reload; then
   restore
-  fail "systemctl reload $unit failed"
+  fail "systemctl reload-or-restart $unit failed"
 fi
 say "swapped $how"
 decision=
-IFS= read -r decision || decision=
+# labprov answers within seconds; a connection that died without a word
+# must not leave the host waiting (and then undoing a later push): a minute.
+decision=$(timeout 60 head -n 1) || decision=
 if [ "$decision" = keep ]; then
   rm -f "$old" "$old.pub"
   sync
@@ -675,7 +695,7 @@ mod tests {
             std::fs::write(
                 &ctl,
                 format!(
-                    "#!{}\ncase $1 in is-active) exit {};; reload) echo \"$2\" >> {}/reloads;; esac\n",
+                    "#!{}\ncase $1 in is-active) exit {};; reload-or-restart) echo \"$2\" >> {}/reloads;; esac\n",
                     shell(),
                     if sshd_active { 0 } else { 3 },
                     dir.path().display()

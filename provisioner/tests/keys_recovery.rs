@@ -229,6 +229,13 @@ fn wrong_keys_and_missing_pgp_keys_are_refused_and_change_nothing() {
     }
     let lab = TestLab::new(&[("alpha", &["wifi"]), ("beta", &[])]);
     let admin = lab.admin_key.clone();
+    // A recovery key whose secret cannot be shown is not recorded.
+    let out = run(labprov(&lab)
+        .args(["keys", "recovery", "new"])
+        .stdout(std::fs::OpenOptions::new().write(true).open("/dev/full").unwrap()));
+    assert!(!out.status.success());
+    assert!(stderr(&out).contains("was not recorded"), "{}", stderr(&out));
+    assert!(!lab.root().join("hosts/recovery-age.pub").exists());
     let (recovery, _) = make_recovery(&lab);
     ops::new_key(lab.root(), &lab.keys(), "alpha", None).unwrap();
     ops::new_key(lab.root(), &lab.keys(), "beta", None).unwrap();

@@ -21,7 +21,7 @@ use super::{fsutil, Error, Result, RECOVERY_FILE};
 pub struct NewRecovery {
     pub identity: Zeroizing<String>,
     pub recipient: String,
-    /// `hosts/recovery-age.pub`, written.
+    /// `hosts/recovery-age.pub`, written by [`record`].
     pub file: PathBuf,
     /// An earlier recovery key was replaced (`--replace`).
     pub replaced: bool,
@@ -31,9 +31,10 @@ pub fn recovery_path(root: &Path) -> PathBuf {
     root.join(RECOVERY_FILE)
 }
 
-/// `keys recovery new`: a fresh identity from the OS random source; only its
-/// recipient is written (0644, atomic). Refuses to replace an existing
-/// recovery key unless `replace`.
+/// `keys recovery new`: a fresh identity from the OS random source, nothing
+/// written yet: the caller shows the secret, and only once that worked
+/// [`record`]s its recipient, so a lab never names a recovery key nobody
+/// saw. Refuses to replace an existing recovery key unless `replace`.
 pub fn new_recovery(root: &Path, replace: bool) -> Result<NewRecovery> {
     let path = recovery_path(root);
     let existed = path.exists();
@@ -43,8 +44,12 @@ pub fn new_recovery(root: &Path, replace: bool) -> Result<NewRecovery> {
     let id = age::x25519::Identity::generate();
     let identity = Zeroizing::new(id.to_string().expose_secret().to_string());
     let recipient = id.to_public().to_string();
-    fsutil::atomic_write(&path, format!("{recipient}\n").as_bytes(), 0o644)?;
     Ok(NewRecovery { identity, recipient, file: path, replaced: existed })
+}
+
+/// Writes only the recipient of `made` (0644, atomic).
+pub fn record(made: &NewRecovery) -> Result<()> {
+    fsutil::atomic_write(&made.file, format!("{}\n", made.recipient).as_bytes(), 0o644)
 }
 
 /// The recipient in `hosts/recovery-age.pub`.
@@ -157,6 +162,8 @@ mod tests {
         let tmp = tempfile::tempdir().unwrap();
         let root = tmp.path();
         let made = new_recovery(root, false).unwrap();
+        assert!(!root.join(RECOVERY_FILE).exists(), "recorded before it was shown");
+        record(&made).unwrap();
         let on_disk = std::fs::read_to_string(root.join(RECOVERY_FILE)).unwrap();
         assert_eq!(on_disk, format!("{}\n", made.recipient));
         assert!(!on_disk.contains("AGE-SECRET-KEY"));

@@ -333,6 +333,17 @@ impl KeysCommand {
     }
 }
 
+/// Shows the recovery secret: any failure to write all of it (a closed
+/// pipe too) is an error, and then nothing is recorded.
+fn show_secret(bytes: &[u8]) -> Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    out.write_all(bytes).and_then(|()| out.flush()).context(
+        "the recovery key could not be shown in full (stdout), so it was not recorded; \
+         run the command again where its output reaches you",
+    )
+}
+
 impl RecoveryCommand {
     fn run(self, lab: Option<&Path>) -> Result<()> {
         match self {
@@ -342,19 +353,24 @@ impl RecoveryCommand {
                 let made = recovery::new_recovery(&lab.root, a.replace)?;
                 if json {
                     // The one place the secret is shown, as asked for.
-                    return lab_cli::output::json(&serde_json::json!({
-                        "identity": made.identity.as_str(),
-                        "recipient": made.recipient,
-                        "file": made.file,
-                        "replaced": made.replaced,
-                    }));
+                    let text = Zeroizing::new(
+                        serde_json::to_string_pretty(&serde_json::json!({
+                            "identity": made.identity.as_str(),
+                            "recipient": made.recipient,
+                            "file": made.file,
+                            "replaced": made.replaced,
+                        }))? + "\n",
+                    );
+                    show_secret(text.as_bytes())?;
+                    recovery::record(&made)?;
+                    return Ok(());
                 }
                 let qr = recovery::qr(&made.identity, a.light_background);
                 let text = Zeroizing::new(format!(
                     "The lab's recovery key. It is shown only now and stored nowhere:\n\
                      write it down or print it, and keep it offline, away from the lab.\n\n\
                      # public key: {recipient}\n{identity}\n\n{qr}\n\n\
-                     Written: {file} (the public recipient only){replaced}.\n\
+                     {file} records the public recipient only{replaced}.\n\
                      Next:\n  \
                      1. Check your copy: `labprov keys recovery check` (type or paste the line, then Ctrl-D).\n  \
                      2. `labprov secrets sync`: every secrets file gains the recovery key.\n  \
@@ -371,7 +387,9 @@ impl RecoveryCommand {
                         ""
                     },
                 ));
-                lab_cli::output::stdout(text.as_bytes())
+                show_secret(text.as_bytes())?;
+                recovery::record(&made)?;
+                Ok(())
             }
             RecoveryCommand::Check(a) => {
                 let json = a.json.init();
