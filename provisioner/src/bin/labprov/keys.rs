@@ -51,7 +51,7 @@ pub struct RecoveryNewArgs {
 /// Check that a recovery key (typed from paper, or a file) is the lab's: its recipient must be hosts/recovery-age.pub's.
 #[derive(Args, Debug)]
 #[command(
-    after_help = "Examples:\n  labprov keys recovery check            # paste or type the AGE-SECRET-KEY-1... line, then Ctrl-D\n  labprov keys recovery check --identity /media/usb/recovery.txt"
+    after_help = "Examples:\n  labprov keys recovery check            # paste or type the AGE-SECRET-KEY-1... line, then Ctrl-D\n  labprov keys recovery check --identity /run/user/1000/recovery.txt   # typed onto a tmpfs"
 )]
 pub struct RecoveryCheckArgs {
     /// The recovery identity file (`-` for stdin, the default).

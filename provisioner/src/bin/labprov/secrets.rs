@@ -18,7 +18,7 @@ pub enum SecretsCommand {
 #[derive(Args)]
 #[command(
     after_help = "Examples:\n  labprov secrets sync\n  labprov secrets sync --dry-run --json\n  \
-                  SOPS_AGE_KEY_FILE=/media/usb/recovery.txt labprov secrets sync   # with the recovery key\n\
+                  SOPS_AGE_KEY_FILE=/run/user/1000/recovery.txt labprov secrets sync   # the recovery key, typed onto a tmpfs\n\
                   Decrypts with an age identity (an admin's or the recovery key): SOPS_AGE_KEY_FILE, SOPS_AGE_KEY,\n\
                   SOPS_AGE_KEY_CMD or ~/.config/sops/age/keys.txt, the first set. OpenPGP admins are encrypted to\n\
                   from hosts/admins/<FINGERPRINT>.asc (needs gpg)."
