@@ -293,6 +293,8 @@ pub fn plan(
 
 /// Why a pinned connection failed when the host presents another key.
 const OTHER_KEY: &str = "answers with another key";
+/// Why, when the host is reached but does not let us in.
+const REFUSED: &str = "refuses the login (Permission denied)";
 
 /// Whether the host answers a pinned connection: Ok, or why not in words
 /// that follow "it" ("does not answer (...)", [`OTHER_KEY`]).
@@ -312,6 +314,9 @@ pub fn failure(stderr: &str) -> String {
     if key_changed {
         return OTHER_KEY.to_string();
     }
+    if stderr.contains("Permission denied") {
+        return REFUSED.to_string();
+    }
     let last = stderr.trim().lines().last().unwrap_or("").trim();
     if last.is_empty() {
         "does not answer".to_string()
@@ -321,7 +326,12 @@ pub fn failure(stderr: &str) -> String {
 }
 
 fn hint(why: &str, host: &str) -> String {
-    if why == OTHER_KEY {
+    if why == REFUSED {
+        format!(
+            "This machine's SSH key is not one {host} lets in as root: log in from a machine whose key \
+             is in hosts/admins.nix sshKeys (as deployed), or use --ssh-identity"
+        )
+    } else if why == OTHER_KEY {
         format!(
             "Check that the address is {host}'s, then compare the key on its console \
              (`ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub`)"
@@ -630,6 +640,9 @@ mod tests {
             "does not answer (ssh: connect to host 192.0.2.1 port 22: Connection refused)"
         );
         assert_eq!(failure(""), "does not answer");
+        let refused = failure("root@192.0.2.1: Permission denied (publickey).\n");
+        assert_eq!(refused, REFUSED);
+        assert!(hint(&refused, "pi").contains("sshKeys"));
         let err = Error::NeitherKey {
             at: Box::new(Unreached {
                 host: "pi".into(),

@@ -309,17 +309,19 @@ fn wrong_keys_and_missing_pgp_keys_are_refused_and_change_nothing() {
 
     // SOPS_AGE_KEY_CMD that fails: named, not its output; nothing changed.
     let before = lab.snapshot();
-    let out = run(labprov(&lab)
-        .env("SOPS_AGE_KEY_CMD", "sh -c 'echo AGE-SECRET-KEY-1LEAKED; exit 3'")
-        .args(["secrets", "sync"]));
+    // The secret comes from a file, so it appears nowhere in the command.
+    let secret = lab.home.join("cmd-secret");
+    std::fs::write(&secret, "AGE-SECRET-KEY-1LEAKEDMARKER\n").unwrap();
+    let cmd = format!("sh -c 'cat {}; exit 3'", secret.display());
+    let out = run(labprov(&lab).env("SOPS_AGE_KEY_CMD", &cmd).args(["secrets", "sync"]));
     let err = stderr(&out);
     assert!(!out.status.success());
     assert!(
-        err.contains("SOPS_AGE_KEY_CMD `sh -c 'echo AGE-SECRET-KEY-1LEAKED; exit 3'`")
-            && err.contains("exit code 3")
-            && !err.lines().any(|l| l.starts_with("AGE-SECRET-KEY")),
+        err.contains(&format!("SOPS_AGE_KEY_CMD `{cmd}`")) && err.contains("exit code 3"),
         "{err}"
     );
+    let said = format!("{err}{}", String::from_utf8_lossy(&out.stdout));
+    assert!(!said.contains("LEAKEDMARKER"), "the command's output was shown: {said}");
     assert!(lab.snapshot() == before, "a failed identity command changed files");
 }
 
