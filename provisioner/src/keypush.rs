@@ -82,6 +82,20 @@ impl Classify for Error {
     }
 }
 
+impl Error {
+    /// A host that cannot be pushed to now, which `--all` leaves out.
+    fn host_unreachable(&self) -> bool {
+        matches!(
+            self,
+            Error::NoAddress { .. }
+                | Error::NoRecordedKey { .. }
+                | Error::NeitherKey { .. }
+                | Error::NotRecorded { .. }
+                | Error::PushPending { .. }
+        )
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// A host that did not answer a pinned connection, and why (words that
@@ -112,6 +126,9 @@ pub enum Action {
     ForgetPrevious,
     /// It runs the previous key: the new one is put on it.
     Push,
+    /// With `--all`: it cannot be pushed to now (it does not answer, has no
+    /// address...); the others go on, and the command fails at the end.
+    Skip,
 }
 
 /// What happened to a host (or, planned, would).
@@ -124,6 +141,8 @@ pub enum Outcome {
     Pushed,
     /// The host had the new key already; the record is removed.
     Recorded,
+    /// Left out (`--all`), nothing changed for it; `message` says why.
+    Skipped,
 }
 
 /// One host of a push.
@@ -148,13 +167,19 @@ pub struct HostPush {
 /// The hosts checked and what each needs; [`apply`] carries it out.
 pub struct Plan {
     pub hosts: Vec<HostPush>,
-    work: Vec<Work>,
+    /// None for a skipped host.
+    work: Vec<Option<Work>>,
 }
 
 impl Plan {
     /// The hosts that would get a new key (the question asks about these).
     pub fn pushes(&self) -> Vec<&HostPush> {
         self.hosts.iter().filter(|h| h.action == Action::Push).collect()
+    }
+
+    /// The hosts `--all` leaves out.
+    pub fn skipped(&self) -> Vec<&HostPush> {
+        self.hosts.iter().filter(|h| h.action == Action::Skip).collect()
     }
 }
 
@@ -199,6 +224,44 @@ pub fn plan(
     let mut admin: Option<AdminIdentity> = None;
     let mut plan = Plan { hosts: Vec::new(), work: Vec::new() };
     for name in names {
+        match plan_host(lab, opts, identity, &facts, &mut admin, name.clone()) {
+            Ok((push, work)) => {
+                plan.hosts.push(push);
+                plan.work.push(Some(work));
+            }
+            // `--all` goes on past a host it cannot reach now, as deploy
+            // --all does: that host keeps its record and a re-run finds it.
+            Err(e) if opts.all && e.host_unreachable() => {
+                let address = facts.host(&name)?.address.clone().unwrap_or_default();
+                plan.hosts.push(HostPush {
+                    host: name,
+                    address,
+                    action: Action::Skip,
+                    outcome: Outcome::Skipped,
+                    runs: String::new(),
+                    key: String::new(),
+                    previous: None,
+                    sshd: None,
+                    message: e.to_string(),
+                });
+                plan.work.push(None);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(plan)
+}
+
+/// One host's part of [`plan`].
+fn plan_host(
+    lab: &Lab,
+    opts: &PushOptions,
+    identity: &dyn Fn() -> lab_keys::secrets::Result<AdminIdentity>,
+    facts: &lab_facts::Facts,
+    admin: &mut Option<AdminIdentity>,
+    name: String,
+) -> Result<(HostPush, Work)> {
+    {
         let h = facts.host(&name)?;
         let address = h.address.clone().ok_or_else(|| Error::NoAddress { host: name.clone() })?;
         let recorded =
@@ -269,7 +332,7 @@ pub fn plan(
                     });
                 }
                 if admin.is_none() {
-                    admin = Some(identity()?);
+                    *admin = Some(identity()?);
                 }
                 let identity = admin.as_ref().expect("set just above");
                 // Checks that it is the key the facts record.
@@ -285,10 +348,8 @@ pub fn plan(
                 );
             }
         }
-        plan.hosts.push(push);
-        plan.work.push(work);
+        Ok((push, work))
     }
-    Ok(plan)
 }
 
 /// Why a pinned connection failed when the host presents another key.
@@ -346,7 +407,12 @@ fn hint(why: &str, host: &str) -> String {
 pub fn apply(lab: &Lab, plan: Plan, say: &mut dyn FnMut(&str)) -> Result<Vec<HostPush>> {
     let mut done = Vec::new();
     for (mut push, work) in plan.hosts.into_iter().zip(plan.work) {
+        let Some(work) = work else {
+            done.push(push);
+            continue;
+        };
         match push.action {
+            Action::Skip => {}
             Action::UpToDate => push.outcome = Outcome::UpToDate,
             Action::ForgetPrevious => {
                 ops::forget_previous_key(&lab.root, &push.host)?;

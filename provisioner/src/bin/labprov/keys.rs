@@ -182,6 +182,9 @@ impl PushArgs {
                         h.host, h.address, h.runs, h.key
                     ));
                 }
+                for h in plan.skipped() {
+                    context.push_str(&format!("  left out: {}\n", h.message));
+                }
                 let names: Vec<&str> = pushes.iter().map(|h| h.host.as_str()).collect();
                 Confirm {
                     context: &context,
@@ -194,7 +197,21 @@ impl PushArgs {
             keypush::apply(&lab, plan, &mut |line| lab_cli::output::say(line))?
         };
         let report = PushReport { dry_run: self.dry_run, hosts: &hosts };
-        lab_cli::output::report(json, &report, |r| render_push(r.hosts, r.dry_run, self.all))
+        lab_cli::output::report(json, &report, |r| render_push(r.hosts, r.dry_run, self.all))?;
+        let skipped: Vec<&str> = hosts
+            .iter()
+            .filter(|h| h.outcome == keypush::Outcome::Skipped)
+            .map(|h| h.host.as_str())
+            .collect();
+        if !skipped.is_empty() {
+            anyhow::bail!(
+                "not pushed: {} (why is above; nothing changed for them): once they answer, \
+                 `labprov keys push {}`",
+                skipped.join(", "),
+                skipped.join(" ")
+            );
+        }
+        Ok(())
     }
 }
 
@@ -217,6 +234,7 @@ fn render_push(hosts: &[keypush::HostPush], dry_run: bool, all: bool) -> String 
                 "{}: already runs its new key {}; would remove the lab's record of the previous one (dry run: nothing changed)",
                 h.host, h.key
             ),
+            (_, Action::Skip, _) => format!("left out: {}", h.message),
             (_, Action::UpToDate, _) | (_, _, Outcome::UpToDate) => {
                 format!("{} already runs its recorded key ({})", h.host, h.key)
             }
@@ -375,7 +393,7 @@ impl RecoveryCommand {
                      1. Check your copy: `labprov keys recovery check` (type or paste the line, then Ctrl-D).\n  \
                      2. `labprov secrets sync`: every secrets file gains the recovery key.\n  \
                      3. `labprov keys rotate --all`: every lab-held host key is encrypted to it too\n     \
-                        (new host keys: deploy them right after).\n  \
+                        (new host keys: `labprov keys push --all`, then `labprov deploy --all`).\n  \
                      4. Commit hosts/recovery-age.pub, .sops.yaml and the re-encrypted files.\n",
                     recipient = made.recipient,
                     identity = made.identity.as_str(),
