@@ -322,10 +322,19 @@ pub fn render_config(template: &str, bootloader: &str) -> String {
 mod tests {
     use super::*;
 
+    /// The pinned manifest beside this crate, found through the
+    /// CARGO_MANIFEST_DIR that cargo, nextest and the Nix check set when they
+    /// run the test: the path compiled in (env!) is not where the source is
+    /// when a test binary runs elsewhere (scripts/sandbox-check).
+    fn repository_manifest() -> Manifest {
+        let dir = std::env::var_os("CARGO_MANIFEST_DIR")
+            .expect("CARGO_MANIFEST_DIR is set by the test runner");
+        Manifest::load(&Path::new(&dir).join("..").join(MANIFEST)).unwrap()
+    }
+
     #[test]
     fn the_repository_manifest_covers_every_board() {
-        let m = Manifest::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(MANIFEST))
-            .unwrap();
+        let m = repository_manifest();
         for b in BOARDS {
             assert!(!m.files_for(b).unwrap().is_empty(), "{b}");
         }
@@ -345,8 +354,7 @@ mod tests {
 
     #[test]
     fn tampered_file_is_refused() {
-        let m = Manifest::load(&Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(MANIFEST))
-            .unwrap();
+        let m = repository_manifest();
         let dir = tempfile::tempdir().unwrap();
         for f in m.files_for("rpi5").unwrap() {
             fs::write(dir.path().join(&f.name), b"not the pinned file").unwrap();
