@@ -10,6 +10,7 @@
     "lab-keys"
     "lab-blockdev"
     "lab-disko"
+    "lab-bmap"
     "lab-testkit"
     "image-builder"
     "provisioner"
@@ -25,7 +26,7 @@
     labprov = { crates = [ "provisioner" ]; targets = [ "--lib" "--bins" ]; };
     # The libraries both tools stand on, which no installed package tests.
     lab-crates-tests = {
-      crates = [ "lab-cli" "lab-facts" "lab-keys" "lab-blockdev" "lab-disko" "lab-testkit" ];
+      crates = [ "lab-cli" "lab-facts" "lab-keys" "lab-blockdev" "lab-disko" "lab-bmap" "lab-testkit" ];
       targets = [ "--lib" ];
     };
   };

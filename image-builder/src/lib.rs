@@ -1,7 +1,7 @@
 //! labimg's library: SD images (layout, FAT, ext4, bmap), installer ISOs, firmware, flashing
 //! and verifying. The `labimg` binary only parses its command line.
 
-pub mod bmap;
+pub use lab_bmap as bmap;
 pub mod build;
 pub mod compress;
 pub mod ext4;

@@ -3,7 +3,7 @@
 //! it accepts is internally consistent and survives a round trip.
 #![no_main]
 
-use image_builder::bmap::Bmap;
+use lab_bmap::Bmap;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
