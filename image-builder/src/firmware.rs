@@ -54,6 +54,9 @@ pub enum Error {
     Unpack { archive: String, source: io::Error },
     #[error(transparent)]
     Output(#[from] lab_cli::files::Error),
+    /// curl missing or not startable: not a network problem.
+    #[error(transparent)]
+    Tool(lab_cli::ToolError),
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -200,14 +203,10 @@ pub fn fetch(
         }
     }
     let archives: BTreeSet<&str> = missing.iter().map(|f| f.archive.as_str()).collect();
-    let client = reqwest::blocking::Client::builder()
-        .user_agent(concat!("labimg/", env!("CARGO_PKG_VERSION")))
-        .build()
-        .map_err(|e| Error::Download { url: String::new(), reason: e.to_string() })?;
     for id in archives {
         let archive = manifest.archive.iter().find(|a| a.id == id).expect("checked at load");
         let url = rebase(&archive.url, mirror);
-        let data = download(&client, &url, archive, progress)?;
+        let data = download(&url, archive, progress)?;
         report.downloaded_bytes += data.len() as u64;
         let files: Vec<&FirmwareFile> =
             missing.iter().copied().filter(|f| f.archive == id).collect();
@@ -242,32 +241,67 @@ fn rebase(url: &str, mirror: Option<&str>) -> String {
     format!("{}{}", mirror.trim_end_matches('/'), path)
 }
 
-fn download(
-    client: &reqwest::blocking::Client,
-    url: &str,
-    archive: &Archive,
-    progress: Progress,
-) -> Result<Vec<u8>, Error> {
+/// The archive at `url`, read from curl's output as it arrives (hashed and
+/// counted on the way), checked against its pin. curl rather than an HTTP
+/// library: the system's CA store and proxy settings, and no TLS stack to
+/// compile into labimg (docs/decisions/0010-firmware-fetch-with-curl.md).
+fn download(url: &str, archive: &Archive, progress: Progress) -> Result<Vec<u8>, Error> {
     let fail = |reason: String| Error::Download { url: url.to_string(), reason };
-    let mut resp = client.get(url).send().map_err(|e| fail(e.to_string()))?;
-    if !resp.status().is_success() {
-        return Err(fail(format!("HTTP {}", resp.status())));
-    }
-    let bar = progress.bytes("fetch", resp.content_length().unwrap_or(archive.size));
+    let mut curl = lab_cli::Cmd::new("curl")
+        // --fail: an HTTP error is an exit status, not a page saved as the
+        // archive; only http(s), also after a redirect.
+        .args(["--fail", "--silent", "--show-error", "--location"])
+        .args(["--proto", "=http,https", "--proto-redir", "=http,https"])
+        .args(["--connect-timeout", "30", "--user-agent"])
+        .arg(concat!("labimg/", env!("CARGO_PKG_VERSION")))
+        .arg("--")
+        .arg(url)
+        .spawn_piped()
+        .map_err(Error::Tool)?;
+    drop(curl.stdin.take());
+    // --silent --show-error: one line on failure, read after the exit.
+    let stderr = curl.stderr.take().expect("piped");
+    let stderr = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = io::BufReader::new(stderr).read_to_string(&mut text);
+        text
+    });
+    let mut out = curl.stdout.take().expect("piped");
+    let bar = progress.bytes("fetch", archive.size);
     let mut data = Vec::with_capacity(archive.size as usize);
     let mut hasher = Sha256::new();
     let mut buf = vec![0u8; 1 << 16];
-    loop {
-        lab_cli::interrupt::check().map_err(|e| fail(e.to_string()))?;
-        let n = resp.read(&mut buf).map_err(|e| fail(e.to_string()))?;
-        if n == 0 {
-            break;
+    let read = loop {
+        if let Err(e) = lab_cli::interrupt::check() {
+            break Err(e.to_string());
         }
-        hasher.update(&buf[..n]);
-        data.extend_from_slice(&buf[..n]);
-        bar.inc(n as u64);
-    }
+        match out.read(&mut buf) {
+            Ok(0) => break Ok(()),
+            Ok(n) => {
+                hasher.update(&buf[..n]);
+                data.extend_from_slice(&buf[..n]);
+                bar.inc(n as u64);
+            }
+            Err(e) => break Err(e.to_string()),
+        }
+    };
     bar.finish_and_clear();
+    if read.is_err() {
+        let _ = curl.kill();
+    }
+    let status = curl.wait().map_err(|e| fail(e.to_string()))?;
+    let stderr = stderr.join().unwrap_or_default();
+    read.map_err(&fail)?;
+    // Ctrl-C reaches curl too: said as the interruption, not as its exit.
+    lab_cli::interrupt::check().map_err(|e| fail(e.to_string()))?;
+    if !status.success() {
+        let said = stderr.trim().trim_start_matches("curl: ");
+        return Err(fail(if said.is_empty() {
+            format!("curl {}", lab_cli::tool::describe_status(status))
+        } else {
+            said.to_string()
+        }));
+    }
     let actual = hex::encode(hasher.finalize());
     if actual != archive.sha256 {
         return Err(Error::ArchiveMismatch {

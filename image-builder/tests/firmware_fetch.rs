@@ -149,3 +149,19 @@ fn an_unreachable_mirror_is_a_clear_error() {
     let err = stderr(&res);
     assert!(err.contains("download of http://127.0.0.1") && err.contains("--mirror"), "{err}");
 }
+
+#[test]
+fn a_mirror_without_the_archive_is_a_clear_error_and_caches_nothing() {
+    let tmp = tempfile::tempdir().unwrap();
+    fs::create_dir_all(tmp.path().join("www")).unwrap();
+    let (_server, url) = serve(&tmp.path().join("www"));
+    let cache = tmp.path().join("cache");
+    let res = run(labimg()
+        .args(["firmware", "fetch", "--board", "rpi4", "--mirror", &url, "--cache"])
+        .arg(&cache));
+    assert!(!res.status.success());
+    let err = stderr(&res);
+    // curl's --fail: the HTTP status, not a 404 page taken for the archive.
+    assert!(err.contains(&format!("download of {url}/debian/")) && err.contains("404"), "{err}");
+    assert!(listing(&cache).is_empty(), "{:?}", listing(&cache));
+}

@@ -61,6 +61,7 @@ pub fn package_of(program: &str) -> &'static str {
         "udevadm" => "udev (systemd)",
         "cp" | "mv" | "rm" | "sh" => "coreutils",
         "xorriso" => "xorriso",
+        "curl" => "curl",
         "qemu-system-x86_64" | "qemu-system-aarch64" => {
             "QEMU (Debian: qemu-system-x86, qemu-system-arm)"
         }

@@ -3,6 +3,7 @@
 , rustPlatform
 , makeWrapper
 , coreutils
+, curl
 , e2fsprogs
 , nix
 }:
@@ -31,11 +32,12 @@ rustPlatform.buildRustPackage {
   # pinned e2fsprogs (and so the image's bytes) does not depend on the user's
   # PATH. nix (facts, system closures, nix-store --dump-db) and GNU cp (copies
   # the closure) are only fallbacks: a user's own nix, matching their daemon,
-  # comes first.
+  # comes first. curl fetches the pinned firmware (`labimg firmware fetch`);
+  # the user's own, with their proxy and CA settings, also comes first.
   postFixup = ''
     wrapProgram $out/bin/labimg \
       --prefix PATH : ${lib.makeBinPath [ e2fsprogs ]} \
-      --suffix PATH : ${lib.makeBinPath [ nix coreutils ]}
+      --suffix PATH : ${lib.makeBinPath [ nix coreutils curl ]}
   '';
 
   meta = {
