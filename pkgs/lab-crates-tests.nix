@@ -1,6 +1,6 @@
 # The shared crates' unit tests as a flake check: the libraries both tools
 # stand on (the CLI layer, host facts, keys and secrets rules, block devices,
-# disko specs, test support) have no package of their own whose build would
+# disko specs, block maps, test support) have no package of their own whose build would
 # run them. Builds nothing to install; the check is that their
 # `cargo test --lib` passes in the sandbox.
 { lib
