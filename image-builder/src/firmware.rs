@@ -252,7 +252,10 @@ fn download(url: &str, archive: &Archive, progress: Progress) -> Result<Vec<u8>,
         // archive; only http(s), also after a redirect.
         .args(["--fail", "--silent", "--show-error", "--location"])
         .args(["--proto", "=http,https", "--proto-redir", "=http,https"])
-        .args(["--connect-timeout", "30", "--user-agent"])
+        // A mirror that stops sending (under 1 KiB/s for a minute) is an
+        // error, not a wait without end.
+        .args(["--connect-timeout", "30", "--speed-limit", "1024", "--speed-time", "60"])
+        .arg("--user-agent")
         .arg(concat!("labimg/", env!("CARGO_PKG_VERSION")))
         .arg("--")
         .arg(url)
@@ -262,9 +265,9 @@ fn download(url: &str, archive: &Archive, progress: Progress) -> Result<Vec<u8>,
     // --silent --show-error: one line on failure, read after the exit.
     let stderr = curl.stderr.take().expect("piped");
     let stderr = std::thread::spawn(move || {
-        let mut text = String::new();
-        let _ = io::BufReader::new(stderr).read_to_string(&mut text);
-        text
+        let mut bytes = Vec::new();
+        let _ = io::BufReader::new(stderr).read_to_end(&mut bytes);
+        String::from_utf8_lossy(&bytes).into_owned()
     });
     let mut out = curl.stdout.take().expect("piped");
     let bar = progress.bytes("fetch", archive.size);
@@ -277,6 +280,11 @@ fn download(url: &str, archive: &Archive, progress: Progress) -> Result<Vec<u8>,
         }
         match out.read(&mut buf) {
             Ok(0) => break Ok(()),
+            // More than the pinned size cannot match the pin: stop there
+            // rather than hold whatever the mirror sends.
+            Ok(n) if data.len() as u64 + n as u64 > archive.size => {
+                break Err(format!("it sends more than the pinned {} bytes", archive.size))
+            }
             Ok(n) => {
                 hasher.update(&buf[..n]);
                 data.extend_from_slice(&buf[..n]);

@@ -41,7 +41,16 @@ fn serve(root: &Path) -> (Server, String) {
 
 /// A mirror tree with each pinned archive at its URL's path; `tamper`
 /// flips a byte in the named archive.
-fn mirror(debs: &Path, into: &Path, tamper: Option<&str>) {
+/// Changes an archive's bytes on the mirror.
+type Tamper = fn(&mut Vec<u8>);
+
+#[allow(clippy::ptr_arg)] // a Tamper: others grow the archive
+fn flip_a_byte(bytes: &mut Vec<u8>) {
+    let at = bytes.len() / 2;
+    bytes[at] ^= 1;
+}
+
+fn mirror(debs: &Path, into: &Path, tamper: Option<(&str, Tamper)>) {
     let manifest: toml::Value =
         toml::from_str(&fs::read_to_string(repo().join("firmware/manifest.toml")).unwrap())
             .unwrap();
@@ -51,10 +60,9 @@ fn mirror(debs: &Path, into: &Path, tamper: Option<&str>) {
         let name = url.rsplit('/').next().unwrap();
         let dest = into.join(path);
         fs::create_dir_all(dest.parent().unwrap()).unwrap();
-        if tamper == Some(a["id"].as_str().unwrap()) {
+        if let Some((_, change)) = tamper.filter(|(id, _)| *id == a["id"].as_str().unwrap()) {
             let mut bytes = fs::read(debs.join(name)).unwrap();
-            let at = bytes.len() / 2;
-            bytes[at] ^= 1;
+            change(&mut bytes);
             fs::write(&dest, bytes).unwrap();
         } else {
             std::os::unix::fs::symlink(debs.join(name), &dest).unwrap();
@@ -116,7 +124,7 @@ fn a_tampered_download_is_refused_and_never_cached() {
     let t = "a_tampered_download_is_refused_and_never_cached";
     let Some(debs) = debs(t) else { return };
     let tmp = tempfile::tempdir().unwrap();
-    mirror(&debs, &tmp.path().join("www"), Some("raspi-firmware"));
+    mirror(&debs, &tmp.path().join("www"), Some(("raspi-firmware", flip_a_byte)));
     let (_server, url) = serve(&tmp.path().join("www"));
     let cache = tmp.path().join("cache");
     let res = run(labimg()
@@ -162,6 +170,27 @@ fn a_mirror_without_the_archive_is_a_clear_error_and_caches_nothing() {
     assert!(!res.status.success());
     let err = stderr(&res);
     // curl's --fail: the HTTP status, not a 404 page taken for the archive.
-    assert!(err.contains(&format!("download of {url}/debian/")) && err.contains("404"), "{err}");
+    assert!(
+        err.contains(&format!("download of {url}/debian/")) && err.contains("returned error: 404"),
+        "{err}"
+    );
     assert!(listing(&cache).is_empty(), "{:?}", listing(&cache));
+}
+
+#[test]
+fn a_mirror_sending_more_than_the_pinned_size_is_cut_off_and_nothing_cached() {
+    let t = "a_mirror_sending_more_than_the_pinned_size_is_cut_off_and_nothing_cached";
+    let Some(debs) = debs(t) else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    mirror(&debs, &tmp.path().join("www"), Some(("raspi-firmware", |b| b.extend([0u8; 4096]))));
+    let (_server, url) = serve(&tmp.path().join("www"));
+    let cache = tmp.path().join("cache");
+    let res = run(labimg()
+        .args(["firmware", "fetch", "--board", "rpi4", "--mirror", &url, "--cache"])
+        .arg(&cache));
+    assert!(!res.status.success());
+    let err = stderr(&res);
+    assert!(err.contains("raspi-firmware") && err.contains("more than the pinned"), "{err}");
+    assert!(!cache.join("start4.elf").exists(), "{:?}", listing(&cache));
+    assert!(listing(&cache).iter().all(|n| !n.ends_with(".partial")), "{:?}", listing(&cache));
 }
