@@ -973,9 +973,7 @@ mod nixos {
         dump.extend(&paths);
         let registration = nix(&dump, None)?;
 
-        let dir = tempfile::Builder::new()
-            .prefix(".labimg-system.")
-            .tempdir_in(scratch)
+        let dir = rootfs::scratch_dir(scratch, "system")
             .map_err(|source| Error::Write { what: "the staging directory", source })?;
         // On any failure below the tree goes too: its directories made
         // writable first (the store's read-only modes would keep it).

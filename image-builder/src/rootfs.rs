@@ -67,9 +67,7 @@ impl RootTree {
         let (dir, unpacked) = if meta.is_dir() {
             (path.to_path_buf(), None)
         } else {
-            let tmp = tempfile::Builder::new()
-                .prefix(".labimg-rootfs.")
-                .tempdir_in(scratch)
+            let tmp = scratch_dir(scratch, "rootfs")
                 .map_err(|source| Error::Unpack { path: path.to_path_buf(), source })?;
             unpack_tar(path, tmp.path())?;
             (tmp.path().to_path_buf(), Some(tmp))
@@ -97,6 +95,45 @@ impl RootTree {
     pub fn contains(&self, rel: &str) -> bool {
         fs::symlink_metadata(self.dir.join(rel)).is_ok()
     }
+}
+
+/// A scratch directory `.labimg-KIND.PID.XXXXXX` under `scratch` (a tar
+/// unpacked, a closure staged), removed when dropped. Named after this
+/// process so that a later run can remove what a killed one left (SIGKILL,
+/// a power cut: gigabytes of unpacked files, or a hundred thousand links)
+/// while a running one's stays: those of dead processes go first.
+pub fn scratch_dir(scratch: &Path, kind: &str) -> io::Result<tempfile::TempDir> {
+    let prefix = format!(".labimg-{kind}.");
+    if let Ok(entries) = fs::read_dir(scratch) {
+        for entry in entries.flatten() {
+            let name = entry.file_name();
+            let Some(pid) = name
+                .to_str()
+                .and_then(|n| n.strip_prefix(&prefix))
+                .and_then(|rest| rest.split('.').next())
+                .and_then(|pid| pid.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if pid == std::process::id() || Path::new("/proc").join(pid.to_string()).exists() {
+                continue;
+            }
+            // Not fatal: at worst the space stays taken, as before.
+            let path = entry.path();
+            let removed = writable_dirs(&path).and_then(|_| fs::remove_dir_all(&path));
+            lab_cli::output::say(&match removed {
+                Ok(()) => format!(
+                    "labimg: removed {}, left by labimg process {pid} (gone)",
+                    path.display()
+                ),
+                Err(e) => format!(
+                    "labimg: cannot remove {}, left by labimg process {pid} (gone): {e}",
+                    path.display()
+                ),
+            });
+        }
+    }
+    tempfile::Builder::new().prefix(&format!("{prefix}{}.", std::process::id())).tempdir_in(scratch)
 }
 
 impl Drop for RootTree {
@@ -189,6 +226,35 @@ pub fn scan(root: &Path) -> Result<TreeStats, Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scratch_dirs_of_dead_processes_go_and_others_stay() {
+        use std::os::unix::fs::PermissionsExt;
+        let scratch = tempfile::tempdir().unwrap();
+        // A pid that is gone: a child that has been waited for.
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead = child.id();
+        child.wait().unwrap();
+        let stale = scratch.path().join(format!(".labimg-system.{dead}.aB3xYz"));
+        fs::create_dir_all(stale.join("nix/store/x")).unwrap();
+        fs::write(stale.join("nix/store/x/file"), b"linked").unwrap();
+        // The store's read-only modes, as a staged closure keeps them.
+        fs::set_permissions(stale.join("nix/store/x"), fs::Permissions::from_mode(0o555)).unwrap();
+        let running = scratch.path().join(format!(".labimg-system.{}.keep", std::process::id()));
+        let init = scratch.path().join(".labimg-system.1.keep"); // pid 1 is alive
+        let other_kind = scratch.path().join(format!(".labimg-rootfs.{dead}.keep"));
+        let not_ours = scratch.path().join(".labimg-system.keep");
+        for d in [&running, &init, &other_kind, &not_ours] {
+            fs::create_dir(d).unwrap();
+        }
+        let made = scratch_dir(scratch.path(), "system").unwrap();
+        assert!(!stale.exists());
+        for d in [&running, &init, &other_kind, &not_ours] {
+            assert!(d.exists(), "{}", d.display());
+        }
+        let name = made.path().file_name().unwrap().to_str().unwrap().to_string();
+        assert!(name.starts_with(&format!(".labimg-system.{}.", std::process::id())), "{name}");
+    }
 
     #[test]
     fn counts_files_links_and_blocks() {
