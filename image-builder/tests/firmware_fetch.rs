@@ -125,16 +125,27 @@ fn a_tampered_download_is_refused_and_never_cached() {
     let Some(debs) = debs(t) else { return };
     let tmp = tempfile::tempdir().unwrap();
     mirror(&debs, &tmp.path().join("www"), Some(("raspi-firmware", flip_a_byte)));
-    let (_server, url) = serve(&tmp.path().join("www"));
-    let cache = tmp.path().join("cache");
+    let (err, cache, _) = failing_rpi4_fetch(&tmp.path().join("www"));
+    assert!(err.contains("refusing") && err.contains("raspi-firmware"), "{err}");
+    assert_nothing_cached(&cache);
+}
+
+/// `labimg firmware fetch --board rpi4` from a mirror serving `www`, into a
+/// cache beside it, which must fail: its stderr, the cache and the URL.
+fn failing_rpi4_fetch(www: &Path) -> (String, std::path::PathBuf, String) {
+    let (_server, url) = serve(www);
+    let cache = www.with_file_name("cache");
     let res = run(labimg()
         .args(["firmware", "fetch", "--board", "rpi4", "--mirror", &url, "--cache"])
         .arg(&cache));
     assert!(!res.status.success());
-    let err = stderr(&res);
-    assert!(err.contains("refusing") && err.contains("raspi-firmware"), "{err}");
+    (stderr(&res), cache, url)
+}
+
+/// No rpi4 firmware file and no partial download in the cache.
+fn assert_nothing_cached(cache: &Path) {
     assert!(!cache.join("start4.elf").exists() && !cache.join("fixup4.dat").exists());
-    assert!(listing(&cache).iter().all(|n| !n.ends_with(".partial")), "{:?}", listing(&cache));
+    assert!(listing(cache).iter().all(|n| !n.ends_with(".partial")), "{:?}", listing(cache));
 }
 
 #[test]
@@ -162,13 +173,7 @@ fn an_unreachable_mirror_is_a_clear_error() {
 fn a_mirror_without_the_archive_is_a_clear_error_and_caches_nothing() {
     let tmp = tempfile::tempdir().unwrap();
     fs::create_dir_all(tmp.path().join("www")).unwrap();
-    let (_server, url) = serve(&tmp.path().join("www"));
-    let cache = tmp.path().join("cache");
-    let res = run(labimg()
-        .args(["firmware", "fetch", "--board", "rpi4", "--mirror", &url, "--cache"])
-        .arg(&cache));
-    assert!(!res.status.success());
-    let err = stderr(&res);
+    let (err, cache, url) = failing_rpi4_fetch(&tmp.path().join("www"));
     // curl's --fail: the HTTP status, not a 404 page taken for the archive.
     assert!(
         err.contains(&format!("download of {url}/debian/")) && err.contains("returned error: 404"),
@@ -183,14 +188,7 @@ fn a_mirror_sending_more_than_the_pinned_size_is_cut_off_and_nothing_cached() {
     let Some(debs) = debs(t) else { return };
     let tmp = tempfile::tempdir().unwrap();
     mirror(&debs, &tmp.path().join("www"), Some(("raspi-firmware", |b| b.extend([0u8; 4096]))));
-    let (_server, url) = serve(&tmp.path().join("www"));
-    let cache = tmp.path().join("cache");
-    let res = run(labimg()
-        .args(["firmware", "fetch", "--board", "rpi4", "--mirror", &url, "--cache"])
-        .arg(&cache));
-    assert!(!res.status.success());
-    let err = stderr(&res);
+    let (err, cache, _) = failing_rpi4_fetch(&tmp.path().join("www"));
     assert!(err.contains("raspi-firmware") && err.contains("more than the pinned"), "{err}");
-    assert!(!cache.join("start4.elf").exists(), "{:?}", listing(&cache));
-    assert!(listing(&cache).iter().all(|n| !n.ends_with(".partial")), "{:?}", listing(&cache));
+    assert_nothing_cached(&cache);
 }
