@@ -26,12 +26,6 @@ fn text(out: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr))
 }
 
-/// A free loopback port (bound, then released for QEMU's forward).
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
-}
-
 /// QEMU started by boot.sh, killed however the test ends.
 struct Vm {
     pid_file: PathBuf,
@@ -177,7 +171,7 @@ fn keyed_installer_boots(t: &str, arch: &str, firmware: &[&str], boots: &[(&str,
         } else {
             iso.clone()
         };
-        let port = free_port();
+        let port = lab_testkit::vm::free_port();
         let log = tmp.path().join(format!("{boot_mode}-{bus}.log"));
         let vm = Vm { pid_file: PathBuf::from(format!("{}.pid", log.display())) };
         let booted = run(Command::new("bash")

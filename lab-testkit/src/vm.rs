@@ -101,7 +101,8 @@ pub fn blank_disk(path: &Path, bytes: u64) -> io::Result<()> {
     f.set_len(bytes)
 }
 
-/// A loopback port nobody listens on (bound, then released for QEMU).
+/// A loopback port nobody listens on (bound, then released for QEMU or a
+/// test's sshd: the one place the tests pick ports).
 pub fn free_port() -> u16 {
     let l = TcpListener::bind("127.0.0.1:0").expect("bind a loopback port");
     l.local_addr().expect("a bound socket has an address").port()

@@ -23,10 +23,6 @@ impl Drop for Sshd {
     }
 }
 
-pub fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
-
 pub fn sshd_binary() -> Option<PathBuf> {
     ["/usr/sbin/sshd", "/usr/bin/sshd", "/sbin/sshd"]
         .iter()
@@ -45,7 +41,7 @@ pub fn start_sshd(
     let sshd = sshd_binary().ok_or("no sshd binary")?;
     // Debian's sshd insists on its privilege separation directory.
     let _ = std::fs::create_dir_all("/run/sshd");
-    let port = free_port();
+    let port = lab_testkit::vm::free_port();
     let config = dir.join(format!("sshd_config-{port}"));
     std::fs::write(
         &config,
