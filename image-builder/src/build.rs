@@ -988,7 +988,7 @@ mod nixos {
     /// The staging tree's content: the closure (linked, else copied), the
     /// registration and extlinux.conf; how it was staged and its size.
     fn fill(
-        dir: &tempfile::TempDir,
+        dir: &rootfs::Scratch,
         toplevel: &Path,
         paths: &[&str],
         registration: String,

@@ -7,6 +7,7 @@ use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 
+use nix::fcntl::{Flock, FlockArg, OFlag};
 use serde::Serialize;
 
 use lab_cli::interrupt;
@@ -53,7 +54,7 @@ pub struct RootTree {
     /// How a staged system's closure got into `dir`: "links" (hard links to
     /// the store's files, no copy) or "copy".
     pub staging: Option<&'static str>,
-    _unpacked: Option<tempfile::TempDir>,
+    _unpacked: Option<Scratch>,
 }
 
 impl RootTree {
@@ -78,7 +79,7 @@ impl RootTree {
 
     /// A tree assembled in `dir` by the caller (a staged NixOS system).
     pub fn staged(
-        dir: tempfile::TempDir,
+        dir: Scratch,
         source: PathBuf,
         stats: TreeStats,
         staging: &'static str,
@@ -97,43 +98,71 @@ impl RootTree {
     }
 }
 
-/// A scratch directory `.labimg-KIND.PID.XXXXXX` under `scratch` (a tar
-/// unpacked, a closure staged), removed when dropped. Named after this
-/// process so that a later run can remove what a killed one left (SIGKILL,
-/// a power cut: gigabytes of unpacked files, or a hundred thousand links)
-/// while a running one's stays: those of dead processes go first.
-pub fn scratch_dir(scratch: &Path, kind: &str) -> io::Result<tempfile::TempDir> {
-    let prefix = format!(".labimg-{kind}.");
-    if let Ok(entries) = fs::read_dir(scratch) {
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let Some(pid) = name
-                .to_str()
-                .and_then(|n| n.strip_prefix(&prefix))
-                .and_then(|rest| rest.split('.').next())
-                .and_then(|pid| pid.parse::<u32>().ok())
-            else {
-                continue;
-            };
-            if pid == std::process::id() || Path::new("/proc").join(pid.to_string()).exists() {
-                continue;
-            }
-            // Not fatal: at worst the space stays taken, as before.
-            let path = entry.path();
-            let removed = writable_dirs(&path).and_then(|_| fs::remove_dir_all(&path));
-            lab_cli::output::say(&match removed {
-                Ok(()) => format!(
-                    "labimg: removed {}, left by labimg process {pid} (gone)",
-                    path.display()
-                ),
-                Err(e) => format!(
-                    "labimg: cannot remove {}, left by labimg process {pid} (gone): {e}",
-                    path.display()
-                ),
-            });
-        }
+/// A scratch directory `.labimg-KIND.PID.XXXXXX` (a tar unpacked, a closure
+/// staged), removed when dropped, and locked (flock) while it lives: a later
+/// run removes what a killed one left (SIGKILL, a power cut: gigabytes of
+/// unpacked files, or a hundred thousand links) without waiting for it, and
+/// leaves alone one that a running labimg holds, in whatever pid namespace
+/// or on whatever host (the PID in the name is for people).
+pub struct Scratch {
+    // Field order: the directory goes before its lock is let go.
+    dir: tempfile::TempDir,
+    _lock: Flock<fs::File>,
+}
+
+impl Scratch {
+    pub fn path(&self) -> &Path {
+        self.dir.path()
     }
-    tempfile::Builder::new().prefix(&format!("{prefix}{}.", std::process::id())).tempdir_in(scratch)
+}
+
+/// The directory `path` (not a symlink) locked without waiting, or None if
+/// someone holds it.
+fn lock_dir(path: &Path) -> io::Result<Option<Flock<fs::File>>> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let dir = fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(OFlag::O_DIRECTORY.bits() | OFlag::O_NOFOLLOW.bits())
+        .open(path)?;
+    match Flock::lock(dir, FlockArg::LockExclusiveNonblock) {
+        Ok(lock) => Ok(Some(lock)),
+        Err((_, nix::errno::Errno::EWOULDBLOCK)) => Ok(None),
+        Err((_, e)) => Err(e.into()),
+    }
+}
+
+/// A new scratch directory of `kind` under `scratch`, after removing the
+/// ones of that kind that this user owns and nobody holds. Another user's
+/// are never touched (the system's temporary directory is shared).
+pub fn scratch_dir(scratch: &Path, kind: &str) -> io::Result<Scratch> {
+    let prefix = format!(".labimg-{kind}.");
+    let me = nix::unistd::geteuid().as_raw();
+    for entry in fs::read_dir(scratch).into_iter().flatten().flatten() {
+        let name = entry.file_name();
+        if !name.to_str().is_some_and(|n| n.starts_with(&prefix)) {
+            continue;
+        }
+        let path = entry.path();
+        let ours = fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir() && m.uid() == me);
+        let Ok(Some(_held)) = lock_dir(&path).map(|l| l.filter(|_| ours)) else {
+            continue; // another user's, in use, or gone meanwhile
+        };
+        // Not fatal: at worst the space stays taken, as before.
+        let removed = writable_dirs(&path).and_then(|_| fs::remove_dir_all(&path));
+        lab_cli::output::say(&match removed {
+            Ok(()) => format!("labimg: removed {}, left by a labimg that stopped", path.display()),
+            Err(e) => format!(
+                "labimg: cannot remove {}, left by a labimg that stopped: {e}",
+                path.display()
+            ),
+        });
+    }
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("{prefix}{}.", std::process::id()))
+        .tempdir_in(scratch)?;
+    let lock = lock_dir(dir.path())?
+        .ok_or_else(|| io::Error::other("a new scratch directory is already locked"))?;
+    Ok(Scratch { dir, _lock: lock })
 }
 
 impl Drop for RootTree {
@@ -228,32 +257,45 @@ mod tests {
     use super::*;
 
     #[test]
-    fn scratch_dirs_of_dead_processes_go_and_others_stay() {
+    fn scratch_dirs_nobody_holds_go_and_others_stay() {
         use std::os::unix::fs::PermissionsExt;
         let scratch = tempfile::tempdir().unwrap();
-        // A pid that is gone: a child that has been waited for.
-        let mut child = std::process::Command::new("true").spawn().unwrap();
-        let dead = child.id();
-        child.wait().unwrap();
-        let stale = scratch.path().join(format!(".labimg-system.{dead}.aB3xYz"));
+        let at = |name: &str| scratch.path().join(name);
+        // Left by a killed build: unlocked, the store's read-only modes inside.
+        let stale = at(".labimg-system.4242.aB3xYz");
         fs::create_dir_all(stale.join("nix/store/x")).unwrap();
         fs::write(stale.join("nix/store/x/file"), b"linked").unwrap();
-        // The store's read-only modes, as a staged closure keeps them.
         fs::set_permissions(stale.join("nix/store/x"), fs::Permissions::from_mode(0o555)).unwrap();
-        let running = scratch.path().join(format!(".labimg-system.{}.keep", std::process::id()));
-        let init = scratch.path().join(".labimg-system.1.keep"); // pid 1 is alive
-        let other_kind = scratch.path().join(format!(".labimg-rootfs.{dead}.keep"));
-        let not_ours = scratch.path().join(".labimg-system.keep");
-        for d in [&running, &init, &other_kind, &not_ours] {
+        // A running build's (its lock held), another kind's, a symlink to a
+        // directory elsewhere, and, where this user can make one, another
+        // user's.
+        let running = at(".labimg-system.1.running");
+        let other_kind = at(".labimg-rootfs.4242.keep");
+        let elsewhere = tempfile::tempdir().unwrap();
+        let link = at(".labimg-system.4242.link");
+        for d in [&running, &other_kind] {
             fs::create_dir(d).unwrap();
         }
+        std::os::unix::fs::symlink(elsewhere.path(), &link).unwrap();
+        let _held = lock_dir(&running).unwrap().unwrap();
+        let theirs = at(".labimg-system.4242.theirs");
+        fs::create_dir(&theirs).unwrap();
+        // Only root can give a directory away (and nobody is then another).
+        let chowned = nix::unistd::geteuid().is_root()
+            && nix::unistd::chown(&theirs, Some(nix::unistd::Uid::from_raw(65534)), None).is_ok();
+
         let made = scratch_dir(scratch.path(), "system").unwrap();
         assert!(!stale.exists());
-        for d in [&running, &init, &other_kind, &not_ours] {
-            assert!(d.exists(), "{}", d.display());
+        for d in [&running, &other_kind, &link, &elsewhere.path().to_path_buf()] {
+            assert!(fs::symlink_metadata(d).is_ok(), "{}", d.display());
         }
+        assert_eq!(theirs.exists(), chowned, "another user's is left alone");
         let name = made.path().file_name().unwrap().to_str().unwrap().to_string();
         assert!(name.starts_with(&format!(".labimg-system.{}.", std::process::id())), "{name}");
+        assert!(lock_dir(made.path()).unwrap().is_none(), "the new one is held while it lives");
+        let path = made.path().to_path_buf();
+        drop(made);
+        assert!(!path.exists());
     }
 
     #[test]
