@@ -39,9 +39,7 @@ fn serve(root: &Path) -> (Server, String) {
     (server, format!("http://127.0.0.1:{port}"))
 }
 
-/// A mirror tree with each pinned archive at its URL's path; `tamper`
-/// flips a byte in the named archive.
-/// Changes an archive's bytes on the mirror.
+/// Changes an archive's bytes on the mirror (see `mirror`).
 type Tamper = fn(&mut Vec<u8>);
 
 #[allow(clippy::ptr_arg)] // a Tamper: others grow the archive
@@ -50,6 +48,8 @@ fn flip_a_byte(bytes: &mut Vec<u8>) {
     bytes[at] ^= 1;
 }
 
+/// A mirror tree with each pinned archive at its URL's path; `tamper`
+/// changes the named archive's bytes.
 fn mirror(debs: &Path, into: &Path, tamper: Option<(&str, Tamper)>) {
     let manifest: toml::Value =
         toml::from_str(&fs::read_to_string(repo().join("firmware/manifest.toml")).unwrap())
