@@ -902,6 +902,9 @@ fn root_tree(
     // A dry run unpacks or stages in the system's temporary directory (gone
     // with the tree), never in --out, which it does not create.
     let scratch = if dry_run { std::env::temp_dir() } else { opts.out_dir.clone() };
+    if !dry_run {
+        rootfs::sweep_scratch(&scratch);
+    }
     match &opts.root {
         RootInput::Tree(path) => Ok((RootTree::open(path, &scratch)?, opts.bootloader.clone())),
         RootInput::System(toplevel) => {

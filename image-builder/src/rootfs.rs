@@ -131,21 +131,28 @@ fn lock_dir(path: &Path) -> io::Result<Option<Flock<fs::File>>> {
     }
 }
 
-/// A new scratch directory of `kind` under `scratch`, after removing the
-/// ones of that kind that this user owns and nobody holds. Another user's
-/// are never touched (the system's temporary directory is shared).
-pub fn scratch_dir(scratch: &Path, kind: &str) -> io::Result<Scratch> {
-    let prefix = format!(".labimg-{kind}.");
+/// Removes the scratch directories under `scratch` that this user owns and
+/// nobody holds: what killed builds left. Another user's are never touched.
+/// A build calls it on its --out before it stages or unpacks; a dry run
+/// does not (it writes nothing).
+pub fn sweep_scratch(scratch: &Path) {
     let me = nix::unistd::geteuid().as_raw();
     for entry in fs::read_dir(scratch).into_iter().flatten().flatten() {
         let name = entry.file_name();
-        if !name.to_str().is_some_and(|n| n.starts_with(&prefix)) {
+        let kinds = [".labimg-system.", ".labimg-rootfs."];
+        if !name.to_str().is_some_and(|n| kinds.iter().any(|k| n.starts_with(k))) {
             continue;
         }
+        // One changed in the last minute may be a starting build's, made
+        // and not yet locked.
+        let settled = |m: &fs::Metadata| {
+            m.modified().ok().and_then(|t| t.elapsed().ok()).is_some_and(|age| age.as_secs() >= 60)
+        };
         let path = entry.path();
-        let ours = fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir() && m.uid() == me);
+        let ours =
+            fs::symlink_metadata(&path).is_ok_and(|m| m.is_dir() && m.uid() == me && settled(&m));
         let Ok(Some(_held)) = lock_dir(&path).map(|l| l.filter(|_| ours)) else {
-            continue; // another user's, in use, or gone meanwhile
+            continue; // another user's, in use, just made, or gone meanwhile
         };
         // Not fatal: at worst the space stays taken, as before.
         let removed = writable_dirs(&path).and_then(|_| fs::remove_dir_all(&path));
@@ -157,9 +164,12 @@ pub fn scratch_dir(scratch: &Path, kind: &str) -> io::Result<Scratch> {
             ),
         });
     }
-    let dir = tempfile::Builder::new()
-        .prefix(&format!("{prefix}{}.", std::process::id()))
-        .tempdir_in(scratch)?;
+}
+
+/// A new scratch directory of `kind` under `scratch`, locked while it lives.
+pub fn scratch_dir(scratch: &Path, kind: &str) -> io::Result<Scratch> {
+    let prefix = format!(".labimg-{kind}.{}.", std::process::id());
+    let dir = tempfile::Builder::new().prefix(&prefix).tempdir_in(scratch)?;
     let lock = lock_dir(dir.path())?
         .ok_or_else(|| io::Error::other("a new scratch directory is already locked"))?;
     Ok(Scratch { dir, _lock: lock })
@@ -257,7 +267,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn scratch_dirs_nobody_holds_go_and_others_stay() {
+    fn the_sweep_removes_scratch_dirs_nobody_holds_and_leaves_the_others() {
         use std::os::unix::fs::PermissionsExt;
         let scratch = tempfile::tempdir().unwrap();
         let at = |name: &str| scratch.path().join(name);
@@ -266,11 +276,11 @@ mod tests {
         fs::create_dir_all(stale.join("nix/store/x")).unwrap();
         fs::write(stale.join("nix/store/x/file"), b"linked").unwrap();
         fs::set_permissions(stale.join("nix/store/x"), fs::Permissions::from_mode(0o555)).unwrap();
-        // A running build's (its lock held), another kind's, a symlink to a
-        // directory elsewhere, and, where this user can make one, another
-        // user's.
+        // Another kind's, left too; a running build's (its lock held), a
+        // symlink to a directory elsewhere and, where this user can make
+        // one, another user's: those stay.
         let running = at(".labimg-system.1.running");
-        let other_kind = at(".labimg-rootfs.4242.keep");
+        let other_kind = at(".labimg-rootfs.4242.stale");
         let elsewhere = tempfile::tempdir().unwrap();
         let link = at(".labimg-system.4242.link");
         for d in [&running, &other_kind] {
@@ -283,10 +293,23 @@ mod tests {
         // Only root can give a directory away (and nobody is then another).
         let chowned = nix::unistd::geteuid().is_root()
             && nix::unistd::chown(&theirs, Some(nix::unistd::Uid::from_raw(65534)), None).is_ok();
+        // All of them from two minutes ago, but one just made and unlocked
+        // (a build between making its directory and locking it).
+        let two_minutes_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(120);
+        for d in [&stale, &running, &other_kind, &theirs] {
+            let times = fs::FileTimes::new().set_modified(two_minutes_ago);
+            fs::File::open(d).unwrap().set_times(times).unwrap();
+        }
+        let fresh = at(".labimg-system.4242.fresh");
+        fs::create_dir(&fresh).unwrap();
 
         let made = scratch_dir(scratch.path(), "system").unwrap();
-        assert!(!stale.exists());
-        for d in [&running, &other_kind, &link, &elsewhere.path().to_path_buf()] {
+        assert!(stale.exists(), "making one removes nothing");
+        sweep_scratch(scratch.path());
+        assert!(!stale.exists() && !other_kind.exists());
+        for d in
+            [&running, &fresh, &link, &elsewhere.path().to_path_buf(), &made.path().to_path_buf()]
+        {
             assert!(fs::symlink_metadata(d).is_ok(), "{}", d.display());
         }
         assert_eq!(theirs.exists(), chowned, "another user's is left alone");

@@ -709,3 +709,30 @@ fn dry_run_checks_every_input_and_writes_no_image() {
     let res = run(bad.arg("--dry-run"));
     assert!(!res.status.success() && stderr(&res).contains("no-fw"), "{}", stderr(&res));
 }
+
+#[test]
+fn a_build_removes_the_scratch_a_killed_build_left_and_a_dry_run_does_not() {
+    let t = "a_build_removes_the_scratch_a_killed_build_left_and_a_dry_run_does_not";
+    let (Some(standin), Some(fw)) = (standin(t), firmware(t)) else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    // An archive unpacked by a build that was then killed: nobody holds it,
+    // and it has not changed for two minutes.
+    let left = out.join(".labimg-rootfs.4242.Xy12Ab");
+    fs::create_dir_all(left.join("etc")).unwrap();
+    fs::write(left.join("etc/hostname"), b"pi\n").unwrap();
+    let two_minutes_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(120);
+    fs::File::open(&left)
+        .unwrap()
+        .set_times(fs::FileTimes::new().set_modified(two_minutes_ago))
+        .unwrap();
+    ok(build_cmd(&standin, &fw, None, &out).arg("--dry-run"));
+    assert!(left.exists(), "a dry run removed {}", left.display());
+    let res = ok(&mut build_cmd(&standin, &fw, None, &out));
+    assert!(!left.exists(), "{:?}", listing(&out));
+    let err = stderr(&res);
+    assert!(err.contains("removed") && err.contains(".labimg-rootfs.4242.Xy12Ab"), "{err}");
+    assert!(listing(&out).iter().all(|n| !n.starts_with(".labimg-")), "{:?}", listing(&out));
+}
