@@ -3,11 +3,11 @@
 //! 1200: small files in nested directories, some larger ones) into the
 //! local Nix store once (`nix-store --add`), with a NixOS-shaped stand-in
 //! toplevel (tests/standin) that references them all, then builds the nixpi
-//! image from it with labimg, which stages the closure by hard links, and
-//! times the old way's staging on the same filesystem: `cp -a
-//! --reflink=auto` of the closure (what labimg did before, and what NixOS's
-//! recipe does). Prints the build's phases, the staging's share, and the
-//! disk each staging took. Asserts nothing about time.
+//! image from it with labimg, staging the closure by mounts and by hard
+//! links, and times the old way's staging on the same filesystem: `cp -a
+//! --reflink=auto` of the closure (what labimg did first, and what NixOS's
+//! recipe does). Prints each build's stage phase and its share, and the
+//! disk the copy took. Asserts nothing about time.
 //!
 //!   cargo build --release -p image-builder
 //!   cargo run --release -p image-builder --example bench_stage -- [PATHS] [TOTAL_MB] [RUNS]
@@ -160,30 +160,46 @@ fn main() {
     );
     let mut rows = Vec::new();
     for run in 1..=runs {
-        let out: PathBuf = bench.join("out");
-        let _ = fs::remove_dir_all(&out);
-        Command::new("sync").status().unwrap();
-        let t = Instant::now();
-        let report = sh(Command::new(&labimg)
-            .env("LAB_ROOT", repo())
-            .args(["build", "nixpi", "--json", "--system", &top, "--bootloader"])
-            .arg(standin.join("u-boot/rpi_4/u-boot.bin"))
-            .arg("--firmware-dir")
-            .arg(&fw)
-            .arg("--out")
-            .arg(&out));
-        let wall = t.elapsed().as_secs_f64();
-        let report: serde_json::Value = serde_json::from_str(&report).unwrap();
-        let phase = |name: &str| {
-            report["phases"]
-                .as_array()
-                .unwrap()
-                .iter()
-                .find(|p| p["phase"] == name)
-                .and_then(|p| p["seconds"].as_f64())
-                .unwrap_or(0.0)
-        };
-        let prepare = phase("prepare");
+        // Each way of staging labimg has, then the old way's alone.
+        let mut row = Vec::new();
+        let mut root_bytes = 0;
+        for how in ["mounts", "links"] {
+            let out: PathBuf = bench.join("out");
+            let _ = fs::remove_dir_all(&out);
+            Command::new("sync").status().unwrap();
+            let t = Instant::now();
+            let report = sh(Command::new(&labimg)
+                .env("LAB_ROOT", repo())
+                .args(["build", "nixpi", "--json", "--system", &top, "--staging", how])
+                .arg("--bootloader")
+                .arg(standin.join("u-boot/rpi_4/u-boot.bin"))
+                .arg("--firmware-dir")
+                .arg(&fw)
+                .arg("--out")
+                .arg(&out));
+            // The wall time includes removing the staging tree afterwards.
+            let wall = t.elapsed().as_secs_f64();
+            let report: serde_json::Value = serde_json::from_str(&report).unwrap();
+            assert_eq!(report["staging"], how, "{report}");
+            root_bytes = report["manifest"]["partitions"][1]["size"].as_u64().unwrap();
+            let phase = |name: &str| {
+                report["phases"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|p| p["phase"] == name)
+                    .and_then(|p| p["seconds"].as_f64())
+                    .unwrap_or(0.0)
+            };
+            let (stage, prepare) = (phase("stage"), phase("prepare"));
+            println!(
+                "run {run}: build --staging {how} {wall:.2} s: stage {stage:.2} s = {:.1} % of it; \
+                 prepare (closure queried and sized) {prepare:.2} s; root (mkfs) {:.2} s",
+                100.0 * stage / wall,
+                phase("root")
+            );
+            row.push((wall, stage));
+        }
 
         // The old way's staging, on the same filesystem.
         let copy = bench.join("copy");
@@ -197,30 +213,46 @@ fn main() {
             .args(&closure));
         let copied = t.elapsed().as_secs_f64();
         let copy_disk = allocated(&copy);
+        // The floor: mkfs.ext4 -d of the copied tree into a preallocated
+        // file the size of labimg's root partition, nothing else.
+        let floor_img = bench.join("floor.img");
+        let _ = fs::remove_file(&floor_img);
+        Command::new("sync").status().unwrap();
+        let t = Instant::now();
+        sh(Command::new("fallocate").args(["-l", &root_bytes.to_string()]).arg(&floor_img));
+        sh(Command::new("mkfs.ext4").args(["-q", "-F", "-d"]).arg(&copy).arg(&floor_img));
+        let floor = t.elapsed().as_secs_f64();
+        fs::remove_file(&floor_img).unwrap();
         let _ = Command::new("chmod").args(["-R", "u+w"]).arg(&copy).status();
         fs::remove_dir_all(&copy).unwrap();
         println!(
-            "run {run}: build {wall:.2} s (staging {:?}; prepare {prepare:.2} s = {:.1} % of the build: \
-             the closure queried, linked and scanned) | cp -a staging alone {copied:.2} s, {} MiB on disk",
-            report["staging"].as_str().unwrap_or("?"),
-            100.0 * prepare / wall,
-            copy_disk >> 20
+            "run {run}: cp -a staging alone {copied:.2} s, {} MiB on disk | floor (mkfs.ext4 -d of \
+             the copy) {floor:.2} s: mounts build {:.2}x",
+            copy_disk >> 20,
+            row[0].0 / floor
         );
-        rows.push((wall, prepare, copied));
+        rows.push((row[0], row[1], copied, floor));
     }
     let med = |mut v: Vec<f64>| {
         v.sort_by(|a, b| a.total_cmp(b));
         v[v.len() / 2]
     };
-    let (wall, prepare, copied) = (
-        med(rows.iter().map(|r| r.0).collect()),
-        med(rows.iter().map(|r| r.1).collect()),
-        med(rows.iter().map(|r| r.2).collect()),
-    );
+    for (how, pick) in [("mounts", 0), ("links", 1)] {
+        let at = |r: &((f64, f64), (f64, f64), f64, f64)| if pick == 0 { r.0 } else { r.1 };
+        let wall = med(rows.iter().map(|r| at(r).0).collect());
+        let stage = med(rows.iter().map(|r| at(r).1).collect());
+        println!(
+            "median of {runs}, --staging {how}: build {wall:.2} s, stage {stage:.2} s = {:.1} % of the build",
+            100.0 * stage / wall
+        );
+    }
+    let copied = med(rows.iter().map(|r| r.2).collect());
+    let floor = med(rows.iter().map(|r| r.3).collect());
+    let wall = med(rows.iter().map(|r| r.0 .0).collect());
     println!(
-        "median of {runs}: build {wall:.2} s, of which prepare (staging by links included) {prepare:.2} s = {:.1} %; \
-         the copy staging alone would add {copied:.2} s ({:.0} % of this build)",
-        100.0 * prepare / wall,
-        100.0 * copied / wall
+        "median of {runs}: the copy staging alone {copied:.2} s ({:.0} % of the mounts build); \
+         floor {floor:.2} s, mounts build {:.2}x it",
+        100.0 * copied / wall,
+        wall / floor
     );
 }

@@ -6,6 +6,7 @@
 use std::fs::{self, File};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Instant;
 
 use crate::ids;
@@ -40,6 +41,8 @@ pub enum Error {
     Nix { source: lab_cli::ToolError },
     #[error("staging the system's closure failed: {source}")]
     Stage { source: lab_cli::ToolError },
+    #[error("--staging {how}: {why}")]
+    StagingRefused { how: &'static str, why: &'static str },
     #[error(
         "not enough free space in {dir}: the image needs about {need_mib} MiB, {free_mib} MiB are free. \
          Free some space or pass --out on another disk"
@@ -115,7 +118,25 @@ pub struct BuildOptions {
     pub epoch: u64,
     /// Write HOST.img.zst instead of HOST.img.
     pub compress: Option<Compression>,
+    /// How a system's closure reaches mkfs.ext4.
+    pub staging: Staging,
     pub progress: Progress,
+}
+
+/// How `--system` or the flake's closure is laid out for mkfs.ext4 -d,
+/// cheapest first (decision 0005). `Auto` takes the first that works here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Staging {
+    #[default]
+    Auto,
+    /// Each store path bind-mounted into a skeleton, for mkfs alone (its
+    /// own mount namespace; a user namespace where not root).
+    Mounts,
+    /// Hard links to the store's files (the output on the store's
+    /// filesystem, files this user may link).
+    Links,
+    /// A copy of the closure (`cp -a --reflink=auto`), as NixOS's recipe.
+    Copy,
 }
 
 /// How the image is compressed: zstd (the only format `labimg flash`
@@ -216,12 +237,12 @@ pub struct BuildSummary {
     pub outputs: Outputs,
     pub seconds: f64,
     /// Each phase that ran, in order, with its wall time (`prepare`: the
-    /// inputs read and checked before anything is written, and a system's
-    /// closure staged).
+    /// inputs read and checked before anything is written, a system's
+    /// closure queried and sized; `stage`: that closure laid out for mkfs).
     pub phases: Vec<PhaseTime>,
-    /// How a `--system` closure was staged: "links" (hard links to the
-    /// store's files, nothing copied) or "copy" (another filesystem, or
-    /// links not allowed); absent for a root tree.
+    /// How a `--system` closure was staged: "mounts" (store paths mounted
+    /// for mkfs alone), "links" (hard links to the store's files) or "copy";
+    /// absent for a root tree.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub staging: Option<&'static str>,
 }
@@ -634,7 +655,12 @@ pub fn build(opts: &BuildOptions) -> Result<BuildSummary, Error> {
     let started = Instant::now();
     let mut phases = Vec::new();
     let mut ctx = prepare(opts, false)?;
-    phases.push(PhaseTime { phase: "prepare".into(), seconds: started.elapsed().as_secs_f64() });
+    let stage = ctx.tree.stage_seconds;
+    let prepare = started.elapsed().as_secs_f64() - stage.unwrap_or(0.0);
+    phases.push(PhaseTime { phase: "prepare".into(), seconds: prepare });
+    if let Some(seconds) = stage {
+        phases.push(PhaseTime { phase: "stage".into(), seconds });
+    }
     for (phase, run) in PHASES {
         if ctx.runs(phase) {
             interrupt::check()?;
@@ -734,8 +760,11 @@ fn key_phase(ctx: &mut Ctx) -> Result<(), Error> {
 /// (synced when committed) is done, and its dirty pages go with it unwritten.
 fn normalize_phase(ctx: &mut Ctx) -> Result<(), Error> {
     let image = ctx.pending().file.as_file();
-    let builder = (nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw());
-    ext4::normalize(image, ctx.place.root_start, ctx.opts.epoch, builder)?;
+    let builder = match &ctx.tree.mounts {
+        Some(mounts) => mounts.owners_to_root(),
+        None => vec![(nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw())],
+    };
+    ext4::normalize(image, ctx.place.root_start, ctx.opts.epoch, &builder)?;
     if ctx.opts.compress.is_some() {
         return Ok(());
     }
@@ -908,7 +937,7 @@ fn root_tree(
     match &opts.root {
         RootInput::Tree(path) => Ok((RootTree::open(path, &scratch)?, opts.bootloader.clone())),
         RootInput::System(toplevel) => {
-            let tree = nixos::stage(toplevel, &scratch)?;
+            let tree = nixos::stage(toplevel, &scratch, opts.staging)?;
             let boot = match &opts.bootloader {
                 Some(b) => Some(b.clone()),
                 None => nixos::uboot(&opts.lab_root, &opts.host.name, board)?,
@@ -917,7 +946,7 @@ fn root_tree(
         }
         RootInput::Flake => {
             let toplevel = nixos::build_toplevel(&opts.lab_root, &opts.host.name)?;
-            let tree = nixos::stage(&toplevel, &scratch)?;
+            let tree = nixos::stage(&toplevel, &scratch, opts.staging)?;
             let boot = match &opts.bootloader {
                 Some(b) => Some(b.clone()),
                 None => nixos::uboot(&opts.lab_root, &opts.host.name, board)?,
@@ -968,7 +997,7 @@ mod nixos {
         Ok(Some(PathBuf::from(out).join("u-boot.bin")))
     }
 
-    pub fn stage(toplevel: &Path, scratch: &Path) -> Result<RootTree, Error> {
+    pub fn stage(toplevel: &Path, scratch: &Path, how: Staging) -> Result<RootTree, Error> {
         let top = toplevel.display().to_string();
         let closure = nix(&["nix-store", "--query", "--requisites", &top], None)?;
         let paths: Vec<&str> = closure.lines().collect();
@@ -978,37 +1007,56 @@ mod nixos {
 
         let dir = rootfs::scratch_dir(scratch, "system")
             .map_err(|source| Error::Write { what: "the staging directory", source })?;
-        // On any failure below the tree goes too: its directories made
-        // writable first (the store's read-only modes would keep it).
-        let filled = fill(&dir, toplevel, &paths, registration);
-        if filled.is_err() {
-            let _ = rootfs::writable_dirs(dir.path());
-        }
-        let (staging, stats) = filled?;
-        Ok(RootTree::staged(dir, toplevel.to_path_buf(), stats, staging))
+        // On any failure below the tree goes too (Scratch's drop).
+        fill(dir, toplevel, &paths, registration, how)
     }
 
-    /// The staging tree's content: the closure (linked, else copied), the
-    /// registration and extlinux.conf; how it was staged and its size.
+    /// The staging tree in `dir`: the closure (mounted, else linked, else
+    /// copied, or as `how` says), the registration and extlinux.conf.
     fn fill(
-        dir: &rootfs::Scratch,
+        dir: rootfs::Scratch,
         toplevel: &Path,
         paths: &[&str],
         registration: String,
-    ) -> Result<(&'static str, rootfs::TreeStats), Error> {
+        how: Staging,
+    ) -> Result<RootTree, Error> {
+        let started = Instant::now();
+        let write_err = |source| Error::Write { what: "the staging directory", source };
         let store = dir.path().join("nix/store");
-        fs::create_dir_all(&store)
-            .map_err(|source| Error::Write { what: "the staging directory", source })?;
-        let mut staging = "links";
-        if !link_closure(paths, &store)? {
-            staging = "copy";
+        fs::create_dir_all(&store).map_err(write_err)?;
+        // Whatever a refused way left is removed before the next one.
+        let start_over = || {
+            rootfs::remove_tree(&store).and_then(|_| fs::create_dir_all(&store)).map_err(write_err)
+        };
+        let mut mounted = None;
+        if matches!(how, Staging::Auto | Staging::Mounts) {
+            let mounts = Arc::new(rootfs::Mounts::new(&store, paths)?);
+            if mounts.work() {
+                mounted = Some(mounts);
+            } else if how == Staging::Mounts {
+                return Err(Error::StagingRefused {
+                    how: "mounts",
+                    why: "this system does not let this user make a mount namespace (a user \
+                          namespace where not root) and bind-mount store paths in it; \
+                          try --staging links or --staging copy",
+                });
+            }
+        }
+        let staging = if mounted.is_some() {
+            "mounts"
+        } else if how != Staging::Copy && link_closure(paths, &store)? {
+            "links"
+        } else if how == Staging::Links {
+            return Err(Error::StagingRefused {
+                how: "links",
+                why: "the kernel refused a hard link to the store (--out on another filesystem \
+                      than /nix/store, or another user's files under fs.protected_hardlinks); \
+                      try --staging copy",
+            });
+        } else {
             // Another filesystem, or store files this user may not link
-            // (fs.protected_hardlinks): copy, as NixOS's recipe does. Whatever
-            // the links left is removed first.
-            rootfs::writable_dirs(&store)
-                .and_then(|_| fs::remove_dir_all(&store))
-                .and_then(|_| fs::create_dir_all(&store))
-                .map_err(|source| Error::Write { what: "the staging directory", source })?;
+            // (fs.protected_hardlinks): copy, as NixOS's recipe does.
+            start_over()?;
             lab_cli::Cmd::new("cp")
                 .args(["-a", "--reflink=auto", "-t"])
                 .arg(&store)
@@ -1016,16 +1064,38 @@ mod nixos {
                 .label(format!("copying {} store paths", paths.len()))
                 .stream()
                 .map_err(|source| Error::Stage { source })?;
-        }
+            "copy"
+        };
+        let seconds = started.elapsed().as_secs_f64();
         let write = |rel: &str, text: &str| {
             let p = dir.path().join(rel);
             fs::create_dir_all(p.parent().expect("has a parent"))
                 .and_then(|_| fs::write(&p, text))
-                .map_err(|source| Error::Write { what: "the staging directory", source })
+                .map_err(write_err)
         };
         write("nix-path-registration", &(registration + "\n"))?;
         write("boot/extlinux/extlinux.conf", &extlinux_conf(toplevel)?)?;
-        Ok((staging, rootfs::scan(dir.path())?))
+        // The staging's own entries get NixOS's modes, whatever this user's
+        // umask (mkfs.ext4 -d records them; the mounts' tmpfs is 0755 too).
+        let modes = [
+            ("nix", 0o755),
+            ("nix/store", 0o755),
+            ("boot", 0o755),
+            ("boot/extlinux", 0o755),
+            ("nix-path-registration", 0o644),
+            ("boot/extlinux/extlinux.conf", 0o644),
+        ];
+        for (rel, mode) in modes {
+            use std::os::unix::fs::PermissionsExt;
+            fs::set_permissions(dir.path().join(rel), fs::Permissions::from_mode(mode))
+                .map_err(write_err)?;
+        }
+        let stats = match &mounted {
+            // Sized from the store paths themselves, as mkfs will see them.
+            Some(mounts) => rootfs::scan_mounted(dir.path(), &mounts.sources())?,
+            None => rootfs::scan(dir.path())?,
+        };
+        Ok(RootTree::staged(dir, toplevel.to_path_buf(), stats, staging, seconds, mounted))
     }
 
     /// The closure staged without copying a byte: each store path's tree

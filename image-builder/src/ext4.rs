@@ -74,7 +74,7 @@ pub struct Mkfs<'a> {
 impl Mkfs<'_> {
     pub fn run(&self) -> Result<(), Error> {
         let blocks = self.size / BLOCK;
-        let result = lab_cli::Cmd::new("mkfs.ext4")
+        let mkfs = lab_cli::Cmd::new("mkfs.ext4")
             .args(["-q", "-F", "-b", "4096", "-I", "256", "-L", self.label, "-U", self.uuid])
             .args(["-N", &self.inodes.to_string()])
             // orphan_file (e2fsprogs 1.47) is refused by the U-Boot that reads
@@ -90,8 +90,12 @@ impl Mkfs<'_> {
             .arg(blocks.to_string())
             .env("E2FSPROGS_FAKE_TIME", self.epoch.to_string())
             .env("MKE2FS_SYNC", "0")
-            .label(format!("writing the root filesystem ({} MiB)", self.size >> 20))
-            .stream();
+            .label(format!("writing the root filesystem ({} MiB)", self.size >> 20));
+        let result = match &self.tree.mounts {
+            Some(mounts) => mounts.around(mkfs),
+            None => mkfs,
+        }
+        .stream();
         let stderr = match result {
             Ok(_) => return Ok(()),
             Err(lab_cli::ToolError::Failed { stderr, .. }) => stderr.trim().to_string(),
@@ -188,16 +192,17 @@ pub struct Normalized {
 
 /// Makes every in-use inode independent of the build: access, change and
 /// creation times become `epoch`, modification times are clamped to it (as
-/// `SOURCE_DATE_EPOCH` asks), and files owned by the building user become
-/// root's (mkfs.ext4 -d copies owners; a non-root builder's files must not
-/// end up owned by some random uid on the target). Inode checksums are
+/// `SOURCE_DATE_EPOCH` asks), and files owned by the building user (each
+/// uid and gid of `builder`) become root's (mkfs.ext4 -d copies owners; a
+/// non-root builder's files must not end up owned by some random uid on the
+/// target). Inode checksums are
 /// recomputed; each stored checksum is verified first, so a layout this code
 /// does not understand stops the build instead of corrupting the image.
 pub fn normalize(
     image: &File,
     offset: u64,
     epoch: u64,
-    builder: (u32, u32),
+    builder: &[(u32, u32)],
 ) -> Result<Normalized, Error> {
     let sb = Superblock::read(image, offset)?;
     let mut out = Normalized::default();
@@ -235,11 +240,11 @@ pub fn normalize(
                 )));
             }
             let (uid, gid) = (owner(raw, 0x02, 0x78), owner(raw, 0x18, 0x7a));
-            if builder.0 != 0 && uid == builder.0 {
+            if uid != 0 && builder.iter().any(|b| b.0 == uid) {
                 set_owner(raw, 0x02, 0x78, 0);
                 out.owners_mapped += 1;
             }
-            if builder.1 != 0 && gid == builder.1 {
+            if gid != 0 && builder.iter().any(|b| b.1 == gid) {
                 set_owner(raw, 0x18, 0x7a, 0);
             }
             put32(raw, 0x08, epoch32); // atime

@@ -2,12 +2,15 @@
 //! place, or a tar archive unpacked into a private scratch directory.
 
 use std::collections::HashSet;
+use std::ffi::{CStr, CString, OsStr};
 use std::fs;
 use std::io;
 use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use nix::fcntl::{Flock, FlockArg, OFlag};
+use nix::sys::time::TimeSpec;
 use serde::Serialize;
 
 use lab_cli::interrupt;
@@ -51,9 +54,14 @@ pub struct RootTree {
     /// What the user named (directory or archive).
     pub source: PathBuf,
     pub stats: TreeStats,
-    /// How a staged system's closure got into `dir`: "links" (hard links to
-    /// the store's files, no copy) or "copy".
+    /// How a staged system's closure got into `dir`: "mounts" (store paths
+    /// mounted for mkfs alone), "links" (hard links to the store's files)
+    /// or "copy".
     pub staging: Option<&'static str>,
+    /// For "mounts": what mkfs.ext4 must be run with to see the closure.
+    pub mounts: Option<Arc<Mounts>>,
+    /// How long the staging took.
+    pub stage_seconds: Option<f64>,
     _unpacked: Option<Scratch>,
 }
 
@@ -74,7 +82,15 @@ impl RootTree {
             (tmp.path().to_path_buf(), Some(tmp))
         };
         let stats = scan(&dir)?;
-        Ok(RootTree { dir, source: path.to_path_buf(), stats, staging: None, _unpacked: unpacked })
+        Ok(RootTree {
+            dir,
+            source: path.to_path_buf(),
+            stats,
+            staging: None,
+            mounts: None,
+            stage_seconds: None,
+            _unpacked: unpacked,
+        })
     }
 
     /// A tree assembled in `dir` by the caller (a staged NixOS system).
@@ -83,12 +99,16 @@ impl RootTree {
         source: PathBuf,
         stats: TreeStats,
         staging: &'static str,
+        stage_seconds: f64,
+        mounts: Option<Arc<Mounts>>,
     ) -> RootTree {
         RootTree {
             dir: dir.path().to_path_buf(),
             source,
             stats,
             staging: Some(staging),
+            mounts,
+            stage_seconds: Some(stage_seconds),
             _unpacked: Some(dir),
         }
     }
@@ -155,7 +175,7 @@ pub fn sweep_scratch(scratch: &Path) {
             continue; // another user's, in use, just made, or gone meanwhile
         };
         // Not fatal: at worst the space stays taken, as before.
-        let removed = writable_dirs(&path).and_then(|_| fs::remove_dir_all(&path));
+        let removed = remove_tree(&path);
         lab_cli::output::say(&match removed {
             Ok(()) => format!("labimg: removed {}, left by a labimg that stopped", path.display()),
             Err(e) => format!(
@@ -175,14 +195,222 @@ pub fn scratch_dir(scratch: &Path, kind: &str) -> io::Result<Scratch> {
     Ok(Scratch { dir, _lock: lock })
 }
 
-impl Drop for RootTree {
+impl Drop for Scratch {
     /// A staged closure keeps the store's read-only directory modes, which
     /// would stop its removal (as a user other than root): made writable
-    /// first, then the temporary directory goes.
+    /// first, then the directory goes, unless something is mounted in it.
     fn drop(&mut self) {
-        if self._unpacked.is_some() {
-            let _ = writable_dirs(&self.dir);
+        if let Err(e) = unmounted(self.path()) {
+            self.dir.disable_cleanup(true);
+            lab_cli::output::say(&format!("labimg: left {} in place: {e}", self.path().display()));
+            return;
         }
+        let _ = writable_dirs(self.path());
+    }
+}
+
+/// Removes a scratch tree that may hold links to the store's files, never
+/// through a mount: were a store path mounted in it, removing the tree
+/// would empty the store path.
+pub fn remove_tree(dir: &Path) -> io::Result<()> {
+    unmounted(dir)?;
+    writable_dirs(dir)?;
+    fs::remove_dir_all(dir)
+}
+
+/// Ok if nothing is mounted at or below `dir` in this mount namespace.
+fn unmounted(dir: &Path) -> io::Result<()> {
+    let dir = fs::canonicalize(dir)?;
+    let table = fs::read_to_string("/proc/self/mountinfo")?;
+    // Field 5 is the mount point, with space, tab, newline and backslash
+    // written as octal escapes.
+    let unescape = |field: &str| {
+        let (mut out, mut rest) = (Vec::new(), field.as_bytes());
+        while let Some((&b, tail)) = rest.split_first() {
+            let octal = tail.get(..3).and_then(|d| std::str::from_utf8(d).ok());
+            match (b, octal.and_then(|d| u8::from_str_radix(d, 8).ok())) {
+                (b'\\', Some(byte)) => {
+                    out.push(byte);
+                    rest = &tail[3..];
+                }
+                _ => {
+                    out.push(b);
+                    rest = tail;
+                }
+            }
+        }
+        PathBuf::from(std::ffi::OsString::from_vec(out))
+    };
+    use std::os::unix::ffi::OsStringExt;
+    match table
+        .lines()
+        .filter_map(|line| line.split(' ').nth(4).map(unescape))
+        .find(|point| point.starts_with(&dir))
+    {
+        None => Ok(()),
+        Some(point) => Err(io::Error::other(format!(
+            "{} is mounted in it; unmount it (umount -R {}), then remove the directory",
+            point.display(),
+            dir.display()
+        ))),
+    }
+}
+
+/// A system's closure as one program run through [`Mounts::around`] sees it
+/// at `STORE` (the staging tree's `nix/store`): a tmpfs of its own there,
+/// each store path's place made in it, and the store path bind-mounted onto
+/// that place. The program gets a mount namespace of its own (and, for a
+/// user other than root, a user namespace that maps just that user), so
+/// nothing is mounted or made on disk for anyone else, nothing outlives the
+/// program, and nothing needs cleaning up after a crash (decision 0005).
+/// One `mount` per store path replaces a link per file.
+pub struct Mounts {
+    store: CString,
+    places: Vec<Place>,
+    /// A user other than root: uid_map and gid_map lines mapping the user
+    /// to itself. Another owner's files (root's in a multi-user store) are
+    /// then seen as the overflow ids, which [`Mounts::owners_to_root`] names.
+    user_maps: Option<(CString, CString)>,
+}
+
+struct Place {
+    source: PathBuf,
+    path: CString,
+    kind: PlaceKind,
+}
+
+enum PlaceKind {
+    /// A store path that is a directory or file: mounted onto an empty one.
+    Mounted { source: CString, dir: bool },
+    /// A store path that is a symlink (it cannot be mounted): made again,
+    /// with the store's times, as a link or a copy keeps them.
+    Symlink { target: CString, atime: TimeSpec, mtime: TimeSpec },
+}
+
+impl Mounts {
+    /// The store `paths` at `store`, an empty directory of the staging tree.
+    pub fn new(store: &Path, paths: &[&str]) -> Result<Mounts, Error> {
+        use std::os::unix::ffi::OsStrExt;
+        let c = |p: &OsStr| {
+            CString::new(p.as_bytes()).map_err(|e| Error::Read {
+                path: Path::new(p).to_path_buf(),
+                source: io::Error::other(e),
+            })
+        };
+        let mut places = Vec::with_capacity(paths.len());
+        for path in paths {
+            interrupt::check()?;
+            let source = Path::new(path);
+            let Some(name) = source.file_name() else { continue };
+            let read = |source_err| Error::Read { path: source.to_path_buf(), source: source_err };
+            let meta = fs::symlink_metadata(source).map_err(read)?;
+            let kind = if meta.is_symlink() {
+                PlaceKind::Symlink {
+                    target: c(fs::read_link(source).map_err(read)?.as_os_str())?,
+                    atime: TimeSpec::new(meta.atime(), meta.atime_nsec()),
+                    mtime: TimeSpec::new(meta.mtime(), meta.mtime_nsec()),
+                }
+            } else {
+                PlaceKind::Mounted { source: c(source.as_os_str())?, dir: meta.is_dir() }
+            };
+            let path = c(store.join(name).as_os_str())?;
+            places.push(Place { source: source.to_path_buf(), path, kind });
+        }
+        let (uid, gid) = (nix::unistd::geteuid(), nix::unistd::getegid());
+        let user_maps = (!uid.is_root()).then(|| {
+            let line = |id: u32| CString::new(format!("{id} {id} 1")).expect("digits only");
+            (line(uid.as_raw()), line(gid.as_raw()))
+        });
+        Ok(Mounts { store: c(store.as_os_str())?, places, user_maps })
+    }
+
+    /// The store paths, for sizing: what the program will read (a symlink
+    /// made again has the store's target, so its lstat is the same).
+    pub fn sources(&self) -> Vec<PathBuf> {
+        self.places.iter().map(|p| p.source.clone()).collect()
+    }
+
+    /// `cmd` run with the closure in place, in its own namespaces.
+    pub fn around(self: &Arc<Self>, cmd: lab_cli::Cmd) -> lab_cli::Cmd {
+        let mounts = Arc::clone(self);
+        // SAFETY: `enter` makes system calls on strings and times prepared
+        // before the fork; it allocates nothing and takes no lock.
+        unsafe { cmd.pre_exec(move || mounts.enter()) }
+    }
+
+    /// Whether this kernel, sandbox or container lets this user do it: the
+    /// whole setup, around a program that does nothing (`mkfs.ext4 -V`,
+    /// which the build runs next). Its time is what the setup costs.
+    pub fn work(self: &Arc<Self>) -> bool {
+        self.around(lab_cli::Cmd::new("mkfs.ext4").arg("-V")).run().is_ok()
+    }
+
+    /// Owners (uid, gid) that mkfs.ext4 records for files that are root's
+    /// on the target: the builder, and in a user namespace the overflow ids
+    /// under which it sees other users' files (the store's, owned by root).
+    pub fn owners_to_root(&self) -> Vec<(u32, u32)> {
+        let mut owners = vec![(nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw())];
+        if self.user_maps.is_some() {
+            let id = |name: &str| {
+                fs::read_to_string(format!("/proc/sys/kernel/{name}"))
+                    .ok()
+                    .and_then(|s| s.trim().parse().ok())
+                    .unwrap_or(65534)
+            };
+            owners.push((id("overflowuid"), id("overflowgid")));
+        }
+        owners
+    }
+
+    /// In the child, between fork and exec.
+    fn enter(&self) -> io::Result<()> {
+        use nix::fcntl::{open, AT_FDCWD};
+        use nix::mount::{mount, MsFlags};
+        use nix::sched::{unshare, CloneFlags};
+        use nix::sys::stat::{mkdirat, utimensat, Mode, UtimensatFlags};
+        let none: Option<&CStr> = None;
+        let write = |path: &CStr, text: &CStr| -> io::Result<()> {
+            let fd = open(path, OFlag::O_WRONLY | OFlag::O_CLOEXEC, Mode::empty())?;
+            nix::unistd::write(&fd, text.to_bytes())?;
+            Ok(())
+        };
+        match &self.user_maps {
+            None => unshare(CloneFlags::CLONE_NEWNS)?,
+            Some((uid_map, gid_map)) => {
+                unshare(CloneFlags::CLONE_NEWUSER | CloneFlags::CLONE_NEWNS)?;
+                write(c"/proc/self/uid_map", uid_map)?;
+                // gid_map may be written by an unprivileged user only once
+                // setgroups(2) is denied.
+                write(c"/proc/self/setgroups", c"deny")?;
+                write(c"/proc/self/gid_map", gid_map)?;
+            }
+        }
+        // Where / is shared (systemd's default), mounts below it would
+        // propagate back to the host's namespace: not with private.
+        mount(none, c"/", none, MsFlags::MS_REC | MsFlags::MS_PRIVATE, none)?;
+        // The places are made in memory: thousands of entries written to
+        // the disk's journal cost more than the mounts (0.1-1.2 s here).
+        let flags = MsFlags::MS_NOSUID | MsFlags::MS_NODEV;
+        mount(Some(c"tmpfs"), self.store.as_c_str(), Some(c"tmpfs"), flags, Some(c"mode=755"))?;
+        for place in &self.places {
+            let path = place.path.as_c_str();
+            match &place.kind {
+                PlaceKind::Mounted { source, dir } => {
+                    if *dir {
+                        mkdirat(AT_FDCWD, path, Mode::from_bits_truncate(0o755))?;
+                    } else {
+                        let flags = OFlag::O_CREAT | OFlag::O_WRONLY | OFlag::O_CLOEXEC;
+                        drop(open(path, flags, Mode::from_bits_truncate(0o644))?);
+                    }
+                    mount(Some(source.as_c_str()), path, none, MsFlags::MS_BIND, none)?;
+                }
+                PlaceKind::Symlink { target, atime, mtime } => {
+                    nix::unistd::symlinkat(target.as_c_str(), AT_FDCWD, path)?;
+                    utimensat(AT_FDCWD, path, atime, mtime, UtimensatFlags::NoFollowSymlink)?;
+                }
+            }
+        }
+        Ok(())
     }
 }
 
@@ -216,50 +444,86 @@ fn unpack_tar(path: &Path, into: &Path) -> Result<(), Error> {
 /// Walks the tree once; also proves every entry is readable before anything
 /// is written.
 pub fn scan(root: &Path) -> Result<TreeStats, Error> {
-    let mut stats = TreeStats::default();
-    let mut seen = HashSet::new();
-    let mut stack = vec![root.to_path_buf()];
-    stats.directories += 1;
-    stats.blocks += 1;
-    while let Some(dir) = stack.pop() {
-        interrupt::check()?;
-        let read = |source| Error::Read { path: dir.clone(), source };
-        let mut entries = 0u64;
-        for entry in fs::read_dir(&dir).map_err(read)? {
-            let entry = entry.map_err(read)?;
-            let path = entry.path();
-            let meta = fs::symlink_metadata(&path)
-                .map_err(|source| Error::Read { path: path.clone(), source })?;
-            entries += 1;
-            let ft = meta.file_type();
-            if ft.is_dir() {
-                stats.directories += 1;
-                stats.blocks += 1;
-                stack.push(path);
-            } else if ft.is_file() {
-                if meta.nlink() > 1 && !seen.insert((meta.dev(), meta.ino())) {
-                    continue;
-                }
-                // Unreadable files would fail mkfs half-way; fail here instead.
-                fs::File::open(&path)
-                    .map_err(|source| Error::Read { path: path.clone(), source })?;
-                stats.files += 1;
-                stats.bytes += meta.len();
-                stats.blocks += meta.len().div_ceil(BLOCK);
-            } else if ft.is_symlink() {
-                stats.symlinks += 1;
-                // Targets of 60 bytes and more need a data block.
-                if meta.len() >= 60 {
-                    stats.blocks += 1;
-                }
-            } else {
-                stats.other += 1;
-            }
-        }
-        // A directory block holds about 100 typical entries.
-        stats.blocks += entries / 100;
+    let mut walk = Walk::new(root);
+    walk.drain()?;
+    Ok(walk.stats)
+}
+
+/// [`scan`] of a tree as a program run through [`Mounts::around`] sees it:
+/// `sources` (the store paths) are in its `nix/store`, empty here.
+pub fn scan_mounted(root: &Path, sources: &[PathBuf]) -> Result<TreeStats, Error> {
+    let mut walk = Walk::new(root);
+    for source in sources {
+        walk.entry(source)?;
     }
-    Ok(stats)
+    walk.stats.blocks += sources.len() as u64 / 100;
+    walk.drain()?;
+    Ok(walk.stats)
+}
+
+/// Counts entries the way ext4 will store them; directories are queued.
+struct Walk {
+    stats: TreeStats,
+    /// (device, inode) of files with more than one link, counted once.
+    seen: HashSet<(u64, u64)>,
+    queued: Vec<PathBuf>,
+}
+
+impl Walk {
+    fn new(root: &Path) -> Walk {
+        let stats = TreeStats { directories: 1, blocks: 1, ..TreeStats::default() };
+        Walk { stats, seen: HashSet::new(), queued: vec![root.to_path_buf()] }
+    }
+
+    fn drain(&mut self) -> Result<(), Error> {
+        while let Some(dir) = self.queued.pop() {
+            interrupt::check()?;
+            let read = |source| Error::Read { path: dir.clone(), source };
+            let mut entries = 0u64;
+            for entry in fs::read_dir(&dir).map_err(read)? {
+                self.entry(&entry.map_err(read)?.path())?;
+                entries += 1;
+            }
+            // A directory block holds about 100 typical entries.
+            self.stats.blocks += entries / 100;
+        }
+        Ok(())
+    }
+
+    fn entry(&mut self, path: &Path) -> Result<(), Error> {
+        use std::os::unix::fs::PermissionsExt;
+        let failed = |source| Error::Read { path: path.to_path_buf(), source };
+        let meta = fs::symlink_metadata(path).map_err(failed)?;
+        let stats = &mut self.stats;
+        let ft = meta.file_type();
+        if ft.is_dir() {
+            stats.directories += 1;
+            stats.blocks += 1;
+            self.queued.push(path.to_path_buf());
+        } else if ft.is_file() {
+            if meta.nlink() > 1 && !self.seen.insert((meta.dev(), meta.ino())) {
+                return Ok(());
+            }
+            // Unreadable files would fail mkfs half-way; fail here instead.
+            // A file anyone may read (every file in the Nix store) need not
+            // be opened to know.
+            if meta.permissions().mode() & 0o004 == 0 {
+                fs::File::open(path).map_err(failed)?;
+            }
+            stats.files += 1;
+            stats.bytes += meta.len();
+            stats.blocks += meta.len().div_ceil(BLOCK);
+        } else if ft.is_symlink() {
+            stats.symlinks += 1;
+            // Targets of 60 bytes and more need a data block.
+            if meta.len() >= 60 {
+                stats.blocks += 1;
+            }
+        } else {
+            stats.other += 1;
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -736,3 +736,58 @@ fn a_build_removes_the_scratch_a_killed_build_left_and_a_dry_run_does_not() {
     assert!(err.contains("removed") && err.contains(".labimg-rootfs.4242.Xy12Ab"), "{err}");
     assert!(listing(&out).iter().all(|n| !n.starts_with(".labimg-")), "{:?}", listing(&out));
 }
+
+/// A scratch tree with something mounted in it (a store path, were a
+/// staging's mounts ever to leak) is never removed: removing it would
+/// empty what is mounted there. Run in a mount namespace of the test's own.
+#[test]
+fn a_scratch_tree_with_a_mount_in_it_is_left_and_what_is_mounted_is_untouched() {
+    let t = "a_scratch_tree_with_a_mount_in_it_is_left_and_what_is_mounted_is_untouched";
+    let (Some(standin), Some(fw)) = (standin(t), firmware(t)) else {
+        return;
+    };
+    if Command::new("unshare").args(["--mount", "true"]).status().map_or(true, |s| !s.success()) {
+        return skip(t, "this system does not let root make a mount namespace (unshare --mount)");
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let out = tmp.path().join("out");
+    let left = out.join(".labimg-system.4242.Xy12Ab");
+    let place = left.join("nix/store/abc-pkg");
+    fs::create_dir_all(&place).unwrap();
+    let pkg = tmp.path().join("pkg");
+    fs::create_dir_all(&pkg).unwrap();
+    fs::write(pkg.join("file"), b"keep\n").unwrap();
+    // Read-only, as the store's: the removal would make it writable first.
+    fs::set_permissions(&pkg, std::os::unix::fs::PermissionsExt::from_mode(0o555)).unwrap();
+    let two_minutes_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(120);
+    fs::File::open(&left)
+        .unwrap()
+        .set_times(fs::FileTimes::new().set_modified(two_minutes_ago))
+        .unwrap();
+    let build = build_cmd(&standin, &fw, None, &out);
+    let mut cmd = Command::new("unshare");
+    cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
+        .arg("mount --bind \"$1\" \"$2\" && shift 2 && \"$@\"")
+        .arg("sh")
+        .arg(&pkg)
+        .arg(&place)
+        .arg(build.get_program())
+        .args(build.get_args());
+    for (key, value) in build.get_envs() {
+        match value {
+            Some(v) => cmd.env(key, v),
+            None => cmd.env_remove(key),
+        };
+    }
+    let res = ok(&mut cmd);
+    let err = stderr(&res);
+    assert!(
+        err.contains(".labimg-system.4242.Xy12Ab")
+            && err.contains("abc-pkg is mounted in it; unmount it"),
+        "{err}"
+    );
+    assert!(left.join("nix/store/abc-pkg").is_dir(), "{:?}", listing(&out));
+    assert_eq!(fs::read(pkg.join("file")).unwrap(), b"keep\n");
+    let mode = fs::metadata(&pkg).unwrap().permissions();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777, 0o555);
+}

@@ -1,15 +1,16 @@
-//! `labimg build --system` stages the closure without copying it: hard links
-//! to the store's own files where the kernel allows them (the output on the
-//! store's filesystem), a copy otherwise (here: --out on /dev/shm, another
-//! filesystem). Both ways must give the same image byte for byte, the
-//! store's own hard links must stay one inode in the image, and the store's
-//! files must be as they were (a link shares their inode).
+//! `labimg build --system` stages the closure without copying it: each
+//! store path bind-mounted into a skeleton for mkfs alone (a mount
+//! namespace of its own; a user namespace for a user other than root), else
+//! hard links to the store's own files (the output on the store's
+//! filesystem), else a copy. Every way must give the same image byte for
+//! byte, whoever builds it; the store's own hard links must stay one inode
+//! in the image, and the store's files must be as they were.
 
 mod common;
 
 use std::fs;
 use std::os::unix::fs::MetadataExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use common::*;
@@ -46,74 +47,109 @@ mk "nixos-system-nixpi-linked" ''
     Ok((toplevel, linked.display().to_string()))
 }
 
-fn build(toplevel: &str, standin: &Path, fw: &Path, out: &Path) -> serde_json::Value {
+fn build_cmd(toplevel: &str, standin: &Path, fw: &Path, out: &Path, how: &str) -> Command {
     let mut cmd = labimg();
-    cmd.args(["build", "nixpi", "--json", "--system", toplevel, "--bootloader"])
+    cmd.args(["build", "nixpi", "--json", "--system", toplevel, "--staging", how, "--bootloader"])
         .arg(standin.join("u-boot/rpi_4/u-boot.bin"))
         .arg("--firmware-dir")
         .arg(fw)
         .arg("--out")
         .arg(out);
-    let done = ok(&mut cmd);
+    cmd
+}
+
+fn build(toplevel: &str, standin: &Path, fw: &Path, out: &Path, how: &str) -> serde_json::Value {
+    let done = ok(&mut build_cmd(toplevel, standin, fw, out, how));
     serde_json::from_slice(&done.stdout).unwrap()
 }
 
-#[test]
-fn a_closure_staged_by_links_builds_the_image_a_copy_builds_and_keeps_hard_links() {
-    let t = "a_closure_staged_by_links_builds_the_image_a_copy_builds_and_keeps_hard_links";
+/// Whether this machine lets root make a mount namespace (not in every
+/// container), as `--staging auto` will find out.
+fn mount_namespaces() -> bool {
+    Command::new("unshare").args(["--mount", "true"]).status().is_ok_and(|s| s.success())
+}
+
+/// The stand-in toplevel with its hard-linked store path, or why not.
+fn prepared(t: &str, tmp: &Path) -> Option<(PathBuf, PathBuf, String, String)> {
     let (Some(standin), Some(fw)) = (standin(t), firmware(t)) else {
-        return;
+        return None;
     };
     if !have("nix-build") {
-        return skip(t, "nix-build is not installed (apt-get install nix-bin)");
+        skip(t, "nix-build is not installed (apt-get install nix-bin)");
+        return None;
+    }
+    let (toplevel, linked) = linked_toplevel(tmp).unwrap_or_else(|e| panic!("{e}"));
+    Some((standin, fw, toplevel, linked))
+}
+
+fn image(out: &Path) -> Vec<u8> {
+    fs::read(out.join("nixpi.img")).unwrap()
+}
+
+#[test]
+fn a_closure_staged_by_mounts_links_or_copy_builds_one_image_and_keeps_hard_links() {
+    let t = "a_closure_staged_by_mounts_links_or_copy_builds_one_image_and_keeps_hard_links";
+    let tmp = tempfile::tempdir().unwrap();
+    let Some((standin, fw, toplevel, linked)) = prepared(t, tmp.path()) else {
+        return;
+    };
+    if !mount_namespaces() {
+        return skip(t, "this system does not let root make a mount namespace (unshare --mount)");
     }
     let store_dev = fs::metadata("/nix/store").unwrap().dev();
-    let shm = Path::new("/dev/shm");
-    if !shm.is_dir() || fs::metadata(shm).unwrap().dev() == store_dev {
-        return skip(t, "no /dev/shm on another filesystem than /nix/store to force the copy");
-    }
-    let tmp = tempfile::tempdir().unwrap();
     if fs::metadata(tmp.path()).unwrap().dev() != store_dev {
         return skip(t, "the temporary directory is not on /nix/store's filesystem (no links)");
     }
-    let (toplevel, linked) = linked_toplevel(tmp.path()).unwrap_or_else(|e| panic!("{e}"));
     let store_file = Path::new(&linked).join("a/file");
     let before = fs::metadata(&store_file).unwrap();
     // Two names here; more where the store is optimised (auto-optimise-store).
     assert!(before.nlink() >= 2, "the stand-in store path holds one file under two names");
     let probe = tmp.path().join("probe");
     if let Err(e) = fs::hard_link(&store_file, &probe) {
-        return skip(
-            t,
-            &format!("this user may not hard-link the store's files ({e}): labimg copies"),
-        );
+        return skip(t, &format!("this user may not hard-link the store's files ({e})"));
     }
     fs::remove_file(&probe).unwrap();
 
-    let by_links = tmp.path().join("out");
-    let report = build(&toplevel, &standin, &fw, &by_links);
-    assert_eq!(report["staging"], "links", "{report}");
-    let shm_out = tempfile::tempdir_in(shm).unwrap();
-    let by_copy = shm_out.path().join("out");
-    let report = build(&toplevel, &standin, &fw, &by_copy);
-    assert_eq!(report["staging"], "copy", "{report}");
-
-    let image = |out: &Path| fs::read(out.join("nixpi.img")).unwrap();
-    assert!(image(&by_links) == image(&by_copy), "the two stagings gave different images");
-    assert_eq!(
-        fs::read(by_links.join("nixpi.img.sha256")).unwrap(),
-        fs::read(by_copy.join("nixpi.img.sha256")).unwrap()
-    );
-    for out in [&by_links, &by_copy] {
+    let mut outs = Vec::new();
+    for (how, staged) in [("auto", "mounts"), ("links", "links"), ("copy", "copy")] {
+        let out = tmp.path().join(format!("out-{how}"));
+        let report = build(&toplevel, &standin, &fw, &out, how);
+        assert_eq!(report["staging"], staged, "--staging {how}: {report}");
         assert_eq!(
-            listing(out),
+            listing(&out),
             ["nixpi.img", "nixpi.img.bmap", "nixpi.img.sha256", "nixpi.manifest.json"],
-            "the staging is gone"
+            "--staging {how}: the staging is gone"
+        );
+        outs.push(out);
+    }
+    for out in &outs[1..] {
+        assert!(image(&outs[0]) == image(out), "{} differs from the mounts' image", out.display());
+        assert_eq!(
+            fs::read(outs[0].join("nixpi.img.sha256")).unwrap(),
+            fs::read(out.join("nixpi.img.sha256")).unwrap()
         );
     }
+    // Where / is shared (systemd's default; not in this test's namespace),
+    // the mounts must not reach the namespace labimg runs in: a build in a
+    // namespace whose / is shared, then that namespace's mounts.
+    let build = build_cmd(&toplevel, &standin, &fw, &tmp.path().join("out-shared"), "auto");
+    let mut shared = Command::new("unshare");
+    shared
+        .args(["--mount", "--propagation", "shared", "sh", "-c"])
+        .args(["\"$@\" >/dev/null && cat /proc/self/mountinfo", "sh"])
+        .arg(build.get_program())
+        .args(build.get_args());
+    for (key, value) in build.get_envs() {
+        match value {
+            Some(v) => shared.env(key, v),
+            None => shared.env_remove(key),
+        };
+    }
+    let mounts = tool_output(&mut shared);
+    assert!(mounts.contains(" / / ") && !mounts.contains(".labimg-system."), "{mounts}");
 
     // In the image: both names one inode with two links, as in the store.
-    let root = format!("{}?offset={}", by_links.join("nixpi.img").display(), 38 << 20);
+    let root = format!("{}?offset={}", outs[0].join("nixpi.img").display(), 38 << 20);
     tool_output(Command::new("e2fsck").arg("-fn").arg(&root));
     let name = linked.trim_start_matches("/nix/store/");
     let stat = |p: &str| {
@@ -127,6 +163,7 @@ fn a_closure_staged_by_links_builds_the_image_a_copy_builds_and_keeps_hard_links
     let (a, b) = (stat("a/file"), stat("b/file"));
     assert!(!inode(&a).is_empty() && inode(&a) == inode(&b), "not one inode:\n{a}\n{b}");
     assert!(a.contains("Links: 2"), "{a}");
+    assert!(a.contains("User:     0   Group:     0"), "{a}");
 
     // The store's file is untouched: same inode, links, mode and time.
     let after = fs::metadata(&store_file).unwrap();
@@ -134,4 +171,129 @@ fn a_closure_staged_by_links_builds_the_image_a_copy_builds_and_keeps_hard_links
         (after.ino(), after.nlink(), after.mode(), after.mtime()),
         (before.ino(), before.nlink(), before.mode(), before.mtime())
     );
+}
+
+/// A user other than root (uid 12345, not `nobody`: the kernel's overflow
+/// uid, under which root's store files appear in a user namespace, must be
+/// told apart from the builder) gets the mounts in a user namespace of its
+/// own, and the image root gets.
+#[test]
+fn a_user_other_than_root_stages_by_mounts_and_builds_roots_image() {
+    let t = "a_user_other_than_root_stages_by_mounts_and_builds_roots_image";
+    let tmp = tempfile::Builder::new().prefix("labimg-staging").tempdir_in("/tmp").unwrap();
+    let Some((standin, fw, toplevel, _)) = prepared(t, tmp.path()) else {
+        return;
+    };
+    if !nix::unistd::geteuid().is_root() || !have("setpriv") {
+        return skip(t, "needs root (to become another user with setpriv)");
+    }
+    let user = ["--reuid=12345", "--regid=12345", "--clear-groups"];
+    let userns = Command::new("setpriv")
+        .args(user)
+        .args(["unshare", "--user", "--map-current-user", "--mount", "true"])
+        .status();
+    if !userns.is_ok_and(|s| s.success()) {
+        return skip(t, "this system does not let a user make a user namespace");
+    }
+    // A user other than root reaches the store through its daemon, as on
+    // a multi-user install (here: one of this test's own, on its own socket).
+    let socket = tmp.path().join("daemon-socket");
+    let Some(_daemon) = NixDaemon::start(&socket) else {
+        return skip(t, "nix-daemon is not installed or did not start (apt-get install nix-bin)");
+    };
+    let by_root = tmp.path().join("out-root");
+    let report = build(&toplevel, &standin, &fw, &by_root, "auto");
+    assert_eq!(report["staging"], "mounts", "{report}");
+
+    fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let work = tmp.path().join("work");
+    fs::create_dir(&work).unwrap();
+    tool_output(Command::new("cp").arg("-a").arg(&fw).arg(work.join("fw")));
+    fs::copy(standin.join("u-boot/rpi_4/u-boot.bin"), work.join("u-boot.bin")).unwrap();
+    tool_output(
+        Command::new("cp")
+            .arg("-r")
+            .arg(repo().join("hosts"))
+            .arg(repo().join("firmware"))
+            .arg(&work),
+    );
+    tool_output(Command::new("chown").args(["-R", "12345:12345"]).arg(&work));
+    let out = Command::new("setpriv")
+        .args(user)
+        .arg(env!("CARGO_BIN_EXE_labimg"))
+        .args(["--lab", ".", "build", "nixpi", "--json", "--system", &toplevel])
+        .args(["--bootloader", "u-boot.bin", "--firmware-dir", "fw", "--out", "out"])
+        .current_dir(&work)
+        .env("HOME", &work)
+        .env("NIX_REMOTE", "daemon")
+        .env("NIX_DAEMON_SOCKET_PATH", &socket)
+        .env_remove("LAB_ROOT")
+        .env_remove("SOURCE_DATE_EPOCH")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["staging"], "mounts", "{report}");
+    assert!(image(&by_root) == image(&work.join("out")), "uid 12345's image differs from root's");
+}
+
+/// `nix-daemon` on a socket of its own, stopped when dropped.
+struct NixDaemon(std::process::Child);
+
+impl NixDaemon {
+    fn start(socket: &Path) -> Option<NixDaemon> {
+        let child = Command::new("nix-daemon")
+            .env("NIX_DAEMON_SOCKET_PATH", socket)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .ok()?;
+        let daemon = NixDaemon(child);
+        for _ in 0..100 {
+            if socket.exists() {
+                return Some(daemon);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        None
+    }
+}
+
+impl Drop for NixDaemon {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn a_refused_staging_says_what_to_try_and_leaves_nothing() {
+    let t = "a_refused_staging_says_what_to_try_and_leaves_nothing";
+    let tmp = tempfile::tempdir().unwrap();
+    let Some((standin, fw, toplevel, _)) = prepared(t, tmp.path()) else {
+        return;
+    };
+    let shm = Path::new("/dev/shm");
+    let store_dev = fs::metadata("/nix/store").unwrap().dev();
+    if !shm.is_dir() || fs::metadata(shm).unwrap().dev() == store_dev {
+        return skip(t, "no /dev/shm on another filesystem than /nix/store to refuse the links");
+    }
+    let shm_out = tempfile::tempdir_in(shm).unwrap();
+    let out = shm_out.path().join("out");
+    let failed = run(&mut build_cmd(&toplevel, &standin, &fw, &out, "links"));
+    assert_eq!(failed.status.code(), Some(1), "{}", stderr(&failed));
+    let err = stderr(&failed);
+    assert!(
+        err.contains("--staging links: the kernel refused a hard link to the store")
+            && err.contains("try --staging copy"),
+        "{err}"
+    );
+    assert_eq!(listing(&out), Vec::<String>::new(), "nothing left in --out");
+
+    // --staging is for a system's closure, not a prepared tree.
+    let mut cmd = labimg();
+    cmd.args(["build", "nixpi", "--staging", "copy", "--rootfs"]).arg(standin.join("rootfs"));
+    let usage = run(&mut cmd);
+    assert_eq!(usage.status.code(), Some(2), "{}", stderr(&usage));
+    assert!(stderr(&usage).contains("cannot be used with"), "{}", stderr(&usage));
 }

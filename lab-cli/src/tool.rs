@@ -182,6 +182,24 @@ impl Cmd {
         self
     }
 
+    /// `setup` runs in the child between fork and exec: namespaces and
+    /// mounts made for this one program go away when it exits.
+    ///
+    /// # Safety
+    ///
+    /// As [`std::os::unix::process::CommandExt::pre_exec`]: the caller may
+    /// be multi-threaded, so `setup` may only make async-signal-safe calls
+    /// (system calls on memory prepared before; no allocation, no locks).
+    pub unsafe fn pre_exec(
+        mut self,
+        setup: impl FnMut() -> io::Result<()> + Send + Sync + 'static,
+    ) -> Cmd {
+        use std::os::unix::process::CommandExt;
+        // SAFETY: the caller upholds pre_exec's contract (see above).
+        unsafe { self.command.pre_exec(setup) };
+        self
+    }
+
     /// Bytes for the program's stdin, written from memory (key material is
     /// zeroed when the command is done).
     pub fn stdin(mut self, bytes: &[u8]) -> Cmd {

@@ -5,7 +5,9 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::{Args, ValueEnum};
-use image_builder::build::{self, BuildOptions, BuildPlan, BuildSummary, Compression, RootInput};
+use image_builder::build::{
+    self, BuildOptions, BuildPlan, BuildSummary, Compression, RootInput, Staging,
+};
 use image_builder::compress;
 use image_builder::installer::{
     self, BaseInput, InstallerOptions, InstallerPlan, InstallerSummary,
@@ -28,6 +30,7 @@ const DEFAULT_EPOCH: u64 = 315_532_800;
   SOURCE_DATE_EPOCH=1700000000 labimg build nixpi --rootfs root.tar --out /tmp/img
   labimg build nixpi --rootfs ./standin --bootloader u-boot.bin --dry-run   # checks and layout only
   labimg build nixpi --compress zstd                   # OUT/nixpi.img.zst, for distribution
+  labimg build nixpi --system /nix/store/...-nixos-system-nixpi --staging copy   # where namespaces are not allowed
 
   labimg build installer-x86_64 --iso nixos-installer.iso   # key a base installer ISO
   labimg build installer-aarch64 --iso base.iso --host-key ./key --out /tmp/iso --dry-run --json
@@ -40,6 +43,10 @@ base ISO's files and boot records are kept as they are (xorriso replays them).
 With --compress zstd an SD build writes OUT/HOST.img.zst (one zstd frame, compressed on every core)
 in place of HOST.img, with HOST.img.bmap and HOST.img.sha256 describing the uncompressed image (what
 `labimg flash HOST.img.zst DEVICE` and bmaptool use) and HOST.img.zst.sha256.
+
+A system's closure (--system, or the flake's) is not copied: mkfs.ext4 alone sees each store path
+mounted into the staging tree, in a mount namespace of its own (a user namespace where not root);
+where that is not allowed, hard links to the store's files, then a copy (--staging; same image).
 
 The output is byte-identical for the same inputs and SOURCE_DATE_EPOCH (default 1980-01-01); a .zst
 also for the same level and zstd library version (in the manifest), whatever the number of cores.")]
@@ -76,6 +83,10 @@ pub struct BuildArgs {
     /// zstd level for --compress zstd, 1 (fastest) to 22 (smallest); 9 when not given.
     #[arg(long, requires = "compress", value_name = "N", value_parser = level_parser())]
     compress_level: Option<i32>,
+    /// How the system's closure reaches mkfs.ext4 (--system or the flake): auto takes the first
+    /// of mounts, links, copy that works here.
+    #[arg(long, value_enum, default_value_t = StagingArg::Auto, value_name = "HOW", conflicts_with = "rootfs")]
+    staging: StagingArg,
     /// Check every input and print the layout; no image is written.
     #[arg(long)]
     dry_run: bool,
@@ -96,6 +107,19 @@ enum CompressArg {
     None,
     /// HOST.img.zst.
     Zstd,
+}
+
+/// `--staging`: see decision 0005.
+#[derive(Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum StagingArg {
+    /// mounts, else links, else copy.
+    Auto,
+    /// Store paths bind-mounted for mkfs alone (a mount namespace; a user namespace where not root).
+    Mounts,
+    /// Hard links to the store's files (--out on the store's filesystem).
+    Links,
+    /// A copy of the closure, as NixOS's recipe makes (disk and time).
+    Copy,
 }
 
 impl BuildArgs {
@@ -143,6 +167,12 @@ impl BuildArgs {
                     level: self.compress_level.unwrap_or(compress::DEFAULT_LEVEL),
                 }),
             },
+            staging: match self.staging {
+                StagingArg::Auto => Staging::Auto,
+                StagingArg::Mounts => Staging::Mounts,
+                StagingArg::Links => Staging::Links,
+                StagingArg::Copy => Staging::Copy,
+            },
             progress: Progress::default(),
         };
         if self.dry_run {
@@ -162,6 +192,7 @@ impl BuildArgs {
             ("--firmware-dir", self.firmware_dir.is_some()),
             ("--bootloader", self.bootloader.is_some()),
             ("--compress", self.compress != CompressArg::None),
+            ("--staging", self.staging != StagingArg::Auto),
         ];
         if let Some((flag, _)) = sd_only.iter().find(|(_, given)| *given) {
             anyhow::bail!(
