@@ -42,7 +42,7 @@ pub enum Error {
     #[error("staging the system's closure failed: {source}")]
     Stage { source: lab_cli::ToolError },
     #[error("--staging {how}: {why}")]
-    StagingRefused { how: &'static str, why: &'static str },
+    StagingRefused { how: &'static str, why: String },
     #[error(
         "not enough free space in {dir}: the image needs about {need_mib} MiB, {free_mib} MiB are free. \
          Free some space or pass --out on another disk"
@@ -760,11 +760,14 @@ fn key_phase(ctx: &mut Ctx) -> Result<(), Error> {
 /// (synced when committed) is done, and its dirty pages go with it unwritten.
 fn normalize_phase(ctx: &mut Ctx) -> Result<(), Error> {
     let image = ctx.pending().file.as_file();
-    let builder = match &ctx.tree.mounts {
-        Some(mounts) => mounts.owners_to_root(),
-        None => vec![(nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw())],
+    let owners = match ctx.opts.root {
+        RootInput::System(_) | RootInput::Flake => ext4::Owners::AllRoot,
+        RootInput::Tree(_) => ext4::Owners::BuilderToRoot(
+            nix::unistd::geteuid().as_raw(),
+            nix::unistd::getegid().as_raw(),
+        ),
     };
-    ext4::normalize(image, ctx.place.root_start, ctx.opts.epoch, &builder)?;
+    ext4::normalize(image, ctx.place.root_start, ctx.opts.epoch, owners)?;
     if ctx.opts.compress.is_some() {
         return Ok(());
     }
@@ -937,7 +940,7 @@ fn root_tree(
     match &opts.root {
         RootInput::Tree(path) => Ok((RootTree::open(path, &scratch)?, opts.bootloader.clone())),
         RootInput::System(toplevel) => {
-            let tree = nixos::stage(toplevel, &scratch, opts.staging)?;
+            let tree = nixos::stage(toplevel, &scratch, opts.staging, dry_run)?;
             let boot = match &opts.bootloader {
                 Some(b) => Some(b.clone()),
                 None => nixos::uboot(&opts.lab_root, &opts.host.name, board)?,
@@ -946,7 +949,7 @@ fn root_tree(
         }
         RootInput::Flake => {
             let toplevel = nixos::build_toplevel(&opts.lab_root, &opts.host.name)?;
-            let tree = nixos::stage(&toplevel, &scratch, opts.staging)?;
+            let tree = nixos::stage(&toplevel, &scratch, opts.staging, dry_run)?;
             let boot = match &opts.bootloader {
                 Some(b) => Some(b.clone()),
                 None => nixos::uboot(&opts.lab_root, &opts.host.name, board)?,
@@ -997,32 +1000,46 @@ mod nixos {
         Ok(Some(PathBuf::from(out).join("u-boot.bin")))
     }
 
-    pub fn stage(toplevel: &Path, scratch: &Path, how: Staging) -> Result<RootTree, Error> {
+    /// The closure of `toplevel` laid out for mkfs.ext4 in a scratch
+    /// directory under `scratch`; a dry run only sizes it (nothing linked
+    /// or copied) and finds out whether the mounts work here.
+    pub fn stage(
+        toplevel: &Path,
+        scratch: &Path,
+        how: Staging,
+        dry_run: bool,
+    ) -> Result<RootTree, Error> {
         let top = toplevel.display().to_string();
+        let dir = rootfs::scratch_dir(scratch, "system")
+            .map_err(|source| Error::Write { what: "the staging directory", source })?;
+        // Kept from garbage collection while the build reads it (a flake's
+        // toplevel has no root of its own, and the mounts pin nothing): an
+        // indirect root in the scratch directory, gone with it. On any
+        // failure below the directory goes too (Scratch's drop).
+        let gc_root = dir.path().join("gcroot").display().to_string();
+        nix(&["nix-store", "--realise", "--add-root", &gc_root, "--indirect", &top], None)?;
         let closure = nix(&["nix-store", "--query", "--requisites", &top], None)?;
         let paths: Vec<&str> = closure.lines().collect();
         let mut dump = vec!["nix-store", "--dump-db"];
         dump.extend(&paths);
         let registration = nix(&dump, None)?;
-
-        let dir = rootfs::scratch_dir(scratch, "system")
-            .map_err(|source| Error::Write { what: "the staging directory", source })?;
-        // On any failure below the tree goes too (Scratch's drop).
-        fill(dir, toplevel, &paths, registration, how)
+        fill(dir, toplevel, &paths, registration, how, dry_run)
     }
 
-    /// The staging tree in `dir`: the closure (mounted, else linked, else
-    /// copied, or as `how` says), the registration and extlinux.conf.
+    /// The staging tree in `dir`/tree: the closure (mounted, else linked,
+    /// else copied, or as `how` says), the registration and extlinux.conf.
     fn fill(
         dir: rootfs::Scratch,
         toplevel: &Path,
         paths: &[&str],
         registration: String,
         how: Staging,
+        dry_run: bool,
     ) -> Result<RootTree, Error> {
         let started = Instant::now();
         let write_err = |source| Error::Write { what: "the staging directory", source };
-        let store = dir.path().join("nix/store");
+        let tree = dir.path().join("tree");
+        let store = tree.join("nix/store");
         fs::create_dir_all(&store).map_err(write_err)?;
         // Whatever a refused way left is removed before the next one.
         let start_over = || {
@@ -1031,27 +1048,37 @@ mod nixos {
         let mut mounted = None;
         if matches!(how, Staging::Auto | Staging::Mounts) {
             let mounts = Arc::new(rootfs::Mounts::new(&store, paths)?);
-            if mounts.work() {
-                mounted = Some(mounts);
-            } else if how == Staging::Mounts {
-                return Err(Error::StagingRefused {
-                    how: "mounts",
-                    why: "this system does not let this user make a mount namespace (a user \
-                          namespace where not root) and bind-mount store paths in it; \
-                          try --staging links or --staging copy",
-                });
+            match mounts.work() {
+                Ok(()) => mounted = Some(mounts),
+                Err(source @ lab_cli::ToolError::Interrupted { .. }) => {
+                    return Err(Error::Stage { source })
+                }
+                Err(e) if how == Staging::Mounts => {
+                    return Err(Error::StagingRefused {
+                        how: "mounts",
+                        why: format!(
+                            "mounting the closure for mkfs.ext4 failed ({e}); where this system \
+                             does not let this user make a mount namespace (a user namespace \
+                             where not root), try --staging links or --staging copy"
+                        ),
+                    });
+                }
+                Err(_) => {} // the next way
             }
         }
         let staging = if mounted.is_some() {
-            "mounts"
+            Some("mounts")
+        } else if dry_run {
+            None // nothing linked or copied: sized from the store below
         } else if how != Staging::Copy && link_closure(paths, &store)? {
-            "links"
+            Some("links")
         } else if how == Staging::Links {
             return Err(Error::StagingRefused {
                 how: "links",
                 why: "the kernel refused a hard link to the store (--out on another filesystem \
-                      than /nix/store, or another user's files under fs.protected_hardlinks); \
-                      try --staging copy",
+                      than /nix/store, another user's files under fs.protected_hardlinks, or a \
+                      file with as many links as it can have); try --staging copy"
+                    .into(),
             });
         } else {
             // Another filesystem, or store files this user may not link
@@ -1064,11 +1091,11 @@ mod nixos {
                 .label(format!("copying {} store paths", paths.len()))
                 .stream()
                 .map_err(|source| Error::Stage { source })?;
-            "copy"
+            Some("copy")
         };
         let seconds = started.elapsed().as_secs_f64();
         let write = |rel: &str, text: &str| {
-            let p = dir.path().join(rel);
+            let p = tree.join(rel);
             fs::create_dir_all(p.parent().expect("has a parent"))
                 .and_then(|_| fs::write(&p, text))
                 .map_err(write_err)
@@ -1087,15 +1114,18 @@ mod nixos {
         ];
         for (rel, mode) in modes {
             use std::os::unix::fs::PermissionsExt;
-            fs::set_permissions(dir.path().join(rel), fs::Permissions::from_mode(mode))
+            fs::set_permissions(tree.join(rel), fs::Permissions::from_mode(mode))
                 .map_err(write_err)?;
         }
-        let stats = match &mounted {
-            // Sized from the store paths themselves, as mkfs will see them.
-            Some(mounts) => rootfs::scan_mounted(dir.path(), &mounts.sources())?,
-            None => rootfs::scan(dir.path())?,
+        let stats = match staging {
+            Some("mounts") | None => {
+                // Sized from the store paths themselves, as mkfs will see them.
+                let sources: Vec<PathBuf> = paths.iter().map(PathBuf::from).collect();
+                rootfs::scan_mounted(&tree, &sources)?
+            }
+            Some(_) => rootfs::scan(&tree)?,
         };
-        Ok(RootTree::staged(dir, toplevel.to_path_buf(), stats, staging, seconds, mounted))
+        Ok(RootTree::staged(dir, tree, toplevel.to_path_buf(), stats, staging, seconds, mounted))
     }
 
     /// The closure staged without copying a byte: each store path's tree

@@ -32,6 +32,11 @@ pub enum Error {
     Memfd { what: String, source: nix::Error },
     #[error("reading or patching the ext4 filesystem failed: {0}")]
     Io(#[from] io::Error),
+    #[error(
+        "mounting the system's closure for mkfs.ext4 failed ({cause}; for example a store path \
+         that is no longer there): run the build again, or try --staging links or --staging copy"
+    )]
+    MountSetup { cause: String },
     #[error("unexpected ext4 layout: {0} (this is a labimg bug; please report it with your e2fsprogs version)")]
     Layout(String),
 }
@@ -96,9 +101,19 @@ impl Mkfs<'_> {
             None => mkfs,
         }
         .stream();
+        let mounted = self.tree.mounts.is_some();
         let stderr = match result {
             Ok(_) => return Ok(()),
             Err(lab_cli::ToolError::Failed { stderr, .. }) => stderr.trim().to_string(),
+            // With mounts, a failure before mkfs starts is the mounts'
+            // (mkfs.ext4 itself was found when they were tried).
+            Err(lab_cli::ToolError::Spawn { source, .. }) if mounted => {
+                return Err(Error::MountSetup { cause: source.to_string() })
+            }
+            Err(lab_cli::ToolError::Missing { .. }) if mounted => {
+                let cause = io::Error::from(io::ErrorKind::NotFound).to_string();
+                return Err(Error::MountSetup { cause });
+            }
             Err(other) => return Err(other.into()),
         };
         if stderr.contains("No space left on device") {
@@ -190,19 +205,31 @@ pub struct Normalized {
     pub owners_mapped: u64,
 }
 
+/// Whose files become root's in the image (mkfs.ext4 -d copies owners).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Owners {
+    /// A prepared tree: the building user's (uid, gid) become root's, so a
+    /// non-root builder's files do not end up owned by some random uid on
+    /// the target; other owners are kept.
+    BuilderToRoot(u32, u32),
+    /// A NixOS system: everything is root's, as the store is on NixOS
+    /// (NixOS's recipe gets the same with fakeroot), whoever built the
+    /// image and however the closure was staged (a user namespace shows
+    /// root's files as the overflow ids; a setgid --out gives the staging's
+    /// own directories its group).
+    AllRoot,
+}
+
 /// Makes every in-use inode independent of the build: access, change and
 /// creation times become `epoch`, modification times are clamped to it (as
-/// `SOURCE_DATE_EPOCH` asks), and files owned by the building user (each
-/// uid and gid of `builder`) become root's (mkfs.ext4 -d copies owners; a
-/// non-root builder's files must not end up owned by some random uid on the
-/// target). Inode checksums are
+/// `SOURCE_DATE_EPOCH` asks), and owners become root as `owners` says. Inode checksums are
 /// recomputed; each stored checksum is verified first, so a layout this code
 /// does not understand stops the build instead of corrupting the image.
 pub fn normalize(
     image: &File,
     offset: u64,
     epoch: u64,
-    builder: &[(u32, u32)],
+    owners: Owners,
 ) -> Result<Normalized, Error> {
     let sb = Superblock::read(image, offset)?;
     let mut out = Normalized::default();
@@ -240,11 +267,15 @@ pub fn normalize(
                 )));
             }
             let (uid, gid) = (owner(raw, 0x02, 0x78), owner(raw, 0x18, 0x7a));
-            if uid != 0 && builder.iter().any(|b| b.0 == uid) {
+            let (to_root_uid, to_root_gid) = match owners {
+                Owners::BuilderToRoot(u, g) => (uid == u, gid == g),
+                Owners::AllRoot => (true, true),
+            };
+            if uid != 0 && to_root_uid {
                 set_owner(raw, 0x02, 0x78, 0);
                 out.owners_mapped += 1;
             }
-            if gid != 0 && builder.iter().any(|b| b.1 == gid) {
+            if gid != 0 && to_root_gid {
                 set_owner(raw, 0x18, 0x7a, 0);
             }
             put32(raw, 0x08, epoch32); // atime

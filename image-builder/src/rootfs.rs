@@ -93,23 +93,26 @@ impl RootTree {
         })
     }
 
-    /// A tree assembled in `dir` by the caller (a staged NixOS system).
+    /// A tree assembled at `tree` in `scratch` by the caller (a staged NixOS
+    /// system; `staging` None for a dry run's, which is only sized).
+    #[allow(clippy::too_many_arguments)]
     pub fn staged(
-        dir: Scratch,
+        scratch: Scratch,
+        tree: PathBuf,
         source: PathBuf,
         stats: TreeStats,
-        staging: &'static str,
+        staging: Option<&'static str>,
         stage_seconds: f64,
         mounts: Option<Arc<Mounts>>,
     ) -> RootTree {
         RootTree {
-            dir: dir.path().to_path_buf(),
+            dir: tree,
             source,
             stats,
-            staging: Some(staging),
+            staging,
             mounts,
             stage_seconds: Some(stage_seconds),
-            _unpacked: Some(dir),
+            _unpacked: Some(scratch),
         }
     }
 
@@ -220,12 +223,14 @@ pub fn remove_tree(dir: &Path) -> io::Result<()> {
 
 /// Ok if nothing is mounted at or below `dir` in this mount namespace.
 fn unmounted(dir: &Path) -> io::Result<()> {
+    use std::os::unix::ffi::OsStringExt;
     let dir = fs::canonicalize(dir)?;
-    let table = fs::read_to_string("/proc/self/mountinfo")?;
+    // Bytes, not text: a mount point anywhere may have any name.
+    let table = fs::read("/proc/self/mountinfo")?;
     // Field 5 is the mount point, with space, tab, newline and backslash
     // written as octal escapes.
-    let unescape = |field: &str| {
-        let (mut out, mut rest) = (Vec::new(), field.as_bytes());
+    let unescape = |field: &[u8]| {
+        let (mut out, mut rest) = (Vec::new(), field);
         while let Some((&b, tail)) = rest.split_first() {
             let octal = tail.get(..3).and_then(|d| std::str::from_utf8(d).ok());
             match (b, octal.and_then(|d| u8::from_str_radix(d, 8).ok())) {
@@ -241,17 +246,17 @@ fn unmounted(dir: &Path) -> io::Result<()> {
         }
         PathBuf::from(std::ffi::OsString::from_vec(out))
     };
-    use std::os::unix::ffi::OsStringExt;
     match table
-        .lines()
-        .filter_map(|line| line.split(' ').nth(4).map(unescape))
+        .split(|&b| b == b'\n')
+        .filter_map(|line| line.split(|&b| b == b' ').nth(4).map(unescape))
         .find(|point| point.starts_with(&dir))
     {
         None => Ok(()),
+        // Parents are listed before what is mounted on them.
         Some(point) => Err(io::Error::other(format!(
             "{} is mounted in it; unmount it (umount -R {}), then remove the directory",
             point.display(),
-            dir.display()
+            point.display()
         ))),
     }
 }
@@ -269,12 +274,11 @@ pub struct Mounts {
     places: Vec<Place>,
     /// A user other than root: uid_map and gid_map lines mapping the user
     /// to itself. Another owner's files (root's in a multi-user store) are
-    /// then seen as the overflow ids, which [`Mounts::owners_to_root`] names.
+    /// then seen as the overflow ids (the image makes every owner root's).
     user_maps: Option<(CString, CString)>,
 }
 
 struct Place {
-    source: PathBuf,
     path: CString,
     kind: PlaceKind,
 }
@@ -313,8 +317,7 @@ impl Mounts {
             } else {
                 PlaceKind::Mounted { source: c(source.as_os_str())?, dir: meta.is_dir() }
             };
-            let path = c(store.join(name).as_os_str())?;
-            places.push(Place { source: source.to_path_buf(), path, kind });
+            places.push(Place { path: c(store.join(name).as_os_str())?, kind });
         }
         let (uid, gid) = (nix::unistd::geteuid(), nix::unistd::getegid());
         let user_maps = (!uid.is_root()).then(|| {
@@ -322,12 +325,6 @@ impl Mounts {
             (line(uid.as_raw()), line(gid.as_raw()))
         });
         Ok(Mounts { store: c(store.as_os_str())?, places, user_maps })
-    }
-
-    /// The store paths, for sizing: what the program will read (a symlink
-    /// made again has the store's target, so its lstat is the same).
-    pub fn sources(&self) -> Vec<PathBuf> {
-        self.places.iter().map(|p| p.source.clone()).collect()
     }
 
     /// `cmd` run with the closure in place, in its own namespaces.
@@ -341,25 +338,8 @@ impl Mounts {
     /// Whether this kernel, sandbox or container lets this user do it: the
     /// whole setup, around a program that does nothing (`mkfs.ext4 -V`,
     /// which the build runs next). Its time is what the setup costs.
-    pub fn work(self: &Arc<Self>) -> bool {
-        self.around(lab_cli::Cmd::new("mkfs.ext4").arg("-V")).run().is_ok()
-    }
-
-    /// Owners (uid, gid) that mkfs.ext4 records for files that are root's
-    /// on the target: the builder, and in a user namespace the overflow ids
-    /// under which it sees other users' files (the store's, owned by root).
-    pub fn owners_to_root(&self) -> Vec<(u32, u32)> {
-        let mut owners = vec![(nix::unistd::getuid().as_raw(), nix::unistd::getgid().as_raw())];
-        if self.user_maps.is_some() {
-            let id = |name: &str| {
-                fs::read_to_string(format!("/proc/sys/kernel/{name}"))
-                    .ok()
-                    .and_then(|s| s.trim().parse().ok())
-                    .unwrap_or(65534)
-            };
-            owners.push((id("overflowuid"), id("overflowgid")));
-        }
-        owners
+    pub fn work(self: &Arc<Self>) -> Result<(), lab_cli::ToolError> {
+        self.around(lab_cli::Cmd::new("mkfs.ext4").arg("-V")).run().map(drop)
     }
 
     /// In the child, between fork and exec.
@@ -403,6 +383,9 @@ impl Mounts {
                         drop(open(path, flags, Mode::from_bits_truncate(0o644))?);
                     }
                     mount(Some(source.as_c_str()), path, none, MsFlags::MS_BIND, none)?;
+                    // mkfs only reads: the store stays read-only for it too.
+                    let ro = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY;
+                    mount(none, path, none, ro, none)?;
                 }
                 PlaceKind::Symlink { target, atime, mtime } => {
                     nix::unistd::symlinkat(target.as_c_str(), AT_FDCWD, path)?;
@@ -491,7 +474,6 @@ impl Walk {
     }
 
     fn entry(&mut self, path: &Path) -> Result<(), Error> {
-        use std::os::unix::fs::PermissionsExt;
         let failed = |source| Error::Read { path: path.to_path_buf(), source };
         let meta = fs::symlink_metadata(path).map_err(failed)?;
         let stats = &mut self.stats;
@@ -504,12 +486,13 @@ impl Walk {
             if meta.nlink() > 1 && !self.seen.insert((meta.dev(), meta.ino())) {
                 return Ok(());
             }
-            // Unreadable files would fail mkfs half-way; fail here instead.
-            // A file anyone may read (every file in the Nix store) need not
-            // be opened to know.
-            if meta.permissions().mode() & 0o004 == 0 {
-                fs::File::open(path).map_err(failed)?;
-            }
+            // Unreadable files would fail mkfs half-way; fail here instead
+            // (one access check, not an open and a close: a closure has
+            // tens of thousands of files).
+            use nix::unistd::{faccessat, AccessFlags};
+            let at = nix::fcntl::AT_FDCWD;
+            faccessat(at, path, AccessFlags::R_OK, nix::fcntl::AtFlags::AT_EACCESS)
+                .map_err(|e| failed(e.into()))?;
             stats.files += 1;
             stats.bytes += meta.len();
             stats.blocks += meta.len().div_ceil(BLOCK);
