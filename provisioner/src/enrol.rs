@@ -15,7 +15,7 @@
 use std::path::{Path, PathBuf};
 
 use lab_facts::Lab;
-use lab_keys::secrets::{ops, sync, AdminIdentity, LabKeys, SyncOptions, SyncReport};
+use lab_keys::secrets::{ops, sync, AdminIdentity, LabKeys, LabLock, SyncOptions, SyncReport};
 use lab_keys::PublicHostKey;
 use serde::Serialize;
 
@@ -322,6 +322,10 @@ pub fn enrol(
         return Ok(Enrolled { candidate, recorded: None, sync: None });
     }
 
+    // From here the lab's files change: one labprov at a time, and the
+    // keys read again under the lock (another may have changed them).
+    let _lock = LabLock::take(&lab.root, &format!("enrol {}", opts.host))?;
+    let keys = LabKeys::load(lab)?;
     let backup = ops::KeyFilesBackup::take(&lab.root, &opts.host)?;
     let result = (|| -> Result<Enrolled> {
         let recorded = ops::record_public_key(&lab.root, &keys, &opts.host, &key, opts.replace)?;

@@ -157,3 +157,43 @@ fn rotate_dry_run_writes_nothing_even_on_a_read_only_lab() {
     assert!(lab.snapshot() == before, "a dry run changed the lab");
     assert_eq!(run_ok(labprov(&lab, &admin).args(["keys", "show", "nixpi", "--json"])), old_fp);
 }
+
+/// One labprov at a time changes the lab's keys and secrets: while another
+/// holds the lab's lock, a rotation and a sync are refused before they read
+/// anything, name the holder and change nothing; a dry run still runs; once
+/// the lock is let go the same command goes through.
+#[test]
+fn a_second_labprov_changing_the_lab_is_refused_while_the_first_holds_it() {
+    let t = "a_second_labprov_changing_the_lab_is_refused_while_the_first_holds_it";
+    if !require(t, &["sops", "age", "age-keygen", "ssh-keygen", "python3", "pynacl", "nix"]) {
+        return;
+    }
+    let lab = TestLab::new(&[("nixpi", &[])]);
+    let admin = lab.admin_key.clone();
+    run_ok(labprov(&lab, &admin).args(["keys", "new", "nixpi"]));
+    lab.write_secret("hosts/nixpi/secrets.sops.yaml", "wifi: pi-secret\n");
+    run_ok(labprov(&lab, &admin).args(["secrets", "sync"]));
+    let snapshot = || {
+        ["hosts/nixpi/ssh_host_ed25519_key.pub", "secrets/host-keys/nixpi.age", ".sops.yaml"]
+            .map(|f| std::fs::read(lab.root().join(f)).unwrap())
+    };
+    let before = snapshot();
+    // Held here, as another labprov (another process's flock) would hold it.
+    let held = lab_keys::secrets::LabLock::take(lab.root(), "keys push nixpi").unwrap();
+    for args in [&["keys", "rotate", "nixpi"][..], &["secrets", "sync"], &["keys", "new", "luna"]] {
+        let out = run(labprov(&lab, &admin).args(args));
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{args:?}: {err}");
+        let holder = format!("pid {}: labprov keys push nixpi", std::process::id());
+        assert!(
+            err.contains("another labprov is changing the lab's keys or secrets")
+                && err.contains(&holder),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(snapshot() == before, "a refused command changed the lab");
+    run_ok(labprov(&lab, &admin).args(["keys", "rotate", "nixpi", "--dry-run"]));
+    drop(held);
+    run_ok(labprov(&lab, &admin).args(["keys", "rotate", "nixpi"]));
+    assert!(snapshot()[0] != before[0], "the rotation went through once the lock was let go");
+}

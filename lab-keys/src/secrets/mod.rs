@@ -21,6 +21,7 @@
 
 pub mod fsutil;
 pub mod identity;
+pub mod lock;
 pub mod model;
 pub mod ops;
 pub mod pgp;
@@ -32,6 +33,7 @@ pub mod sync;
 use std::path::{Path, PathBuf};
 
 pub use identity::{AdminIdentity, IdentityCommand};
+pub use lock::LabLock;
 pub use model::LabKeys;
 pub use ops::{injection_material, injection_material_with, KeyInfo};
 pub use sync::{sync, SyncOptions, SyncReport};
@@ -193,10 +195,11 @@ pub enum Error {
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
     #[error(
-        "{failure}; putting {host}'s old key files back failed too: {restore}. \
-         Check hosts/{host}/ and secrets/host-keys/{host}.age (git diff) before anything else"
+        "{failure}; putting the old key files back failed too for {hosts} (any other host's \
+         were put back): {restore}. Check their files under hosts/ and secrets/host-keys/ \
+         (git diff) before anything else"
     )]
-    RotateAndRestore { host: String, failure: Box<Error>, restore: Box<Error> },
+    RotateAndRestore { hosts: String, failure: Box<Error>, restore: Box<Error> },
     #[error(
         "{path} is not a public SSH key ({source}); it records the key {host} still runs \
          until `labprov keys push {host}`: restore it from git"
@@ -204,6 +207,11 @@ pub enum Error {
     BadPreviousKey { path: PathBuf, host: String, source: crate::PublicKeyError },
     #[error("age encryption failed: {0}")]
     Encrypt(String),
+    #[error(
+        "another labprov is changing the lab's keys or secrets ({holder}); wait for it to \
+         finish, then run this again"
+    )]
+    LabBusy { holder: String },
 }
 
 impl Error {

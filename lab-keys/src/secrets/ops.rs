@@ -134,14 +134,40 @@ impl KeyFilesBackup {
         Ok(KeyFilesBackup { files })
     }
 
+    /// Puts every file back, going on past one that fails (each put back
+    /// is one less to fix by hand); the first failure is returned.
     pub fn restore(&self) -> Result<()> {
+        let mut first = None;
         for (path, bytes, mode) in &self.files {
-            match bytes {
-                Some(b) => fsutil::atomic_write(path, b, *mode)?,
-                None => fsutil::remove_if_exists(path)?,
-            }
+            let put = match bytes {
+                Some(b) => fsutil::atomic_write(path, b, *mode),
+                None => fsutil::remove_if_exists(path),
+            };
+            first = first.or(put.err());
         }
-        Ok(())
+        first.map_or(Ok(()), Err)
+    }
+}
+
+/// Puts each host's files back after a failed rotation, every host even
+/// when one fails; `failure` (why the rotation stopped) comes back, with
+/// the hosts whose files could not be put back when there are any.
+fn restore_all(backups: &[(&str, KeyFilesBackup)], failure: Error) -> Error {
+    let mut failed = Vec::new();
+    let mut first = None;
+    for (host, backup) in backups {
+        if let Err(e) = backup.restore() {
+            failed.push(host.to_string());
+            first = first.or(Some(e));
+        }
+    }
+    match first {
+        None => failure,
+        Some(restore) => Error::RotateAndRestore {
+            hosts: failed.join(", "),
+            failure: Box::new(failure),
+            restore: Box::new(restore),
+        },
     }
 }
 
@@ -308,22 +334,7 @@ fn rotate_hosts(lab: &Lab, hosts: &[String], opts: &SyncOptions) -> Result<Rotat
         let report = sync(&lab.root, &keys, opts)?;
         Ok(RotatedAll { hosts: out, sync: report })
     })();
-    match result {
-        Err(failure) => {
-            for (host, backup) in &backups {
-                if let Err(restore) = backup.restore() {
-                    // Both said: the first failure is why, the second what to check.
-                    return Err(Error::RotateAndRestore {
-                        host: host.to_string(),
-                        failure: Box::new(failure),
-                        restore: Box::new(restore),
-                    });
-                }
-            }
-            Err(failure)
-        }
-        ok => ok,
-    }
+    result.map_err(|failure| restore_all(&backups, failure))
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -465,6 +476,41 @@ mod tests {
         fsutil::atomic_write(&previous_key_path(root, "pi"), b"other\n", 0o644).unwrap();
         backup.restore().unwrap();
         assert_eq!(std::fs::read(previous_key_path(root, "pi")).unwrap(), b"older\n");
+    }
+
+    #[test]
+    fn a_failed_restore_of_one_host_still_puts_the_others_back_and_names_it() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path();
+        for host in ["a", "b"] {
+            fsutil::atomic_write(&public_key_path(root, host), b"old\n", 0o644).unwrap();
+        }
+        let backups = ["a", "b"]
+            .map(|h| (h, KeyFilesBackup::take(root, h).unwrap()))
+            .into_iter()
+            .collect::<Vec<_>>();
+        for host in ["a", "b"] {
+            fsutil::atomic_write(&public_key_path(root, host), b"new\n", 0o644).unwrap();
+            record_previous(root, host, &info(root, host).0).unwrap();
+        }
+        // a's public key file cannot be replaced: a directory with an entry
+        // is in its place (a rename onto it fails, also for root).
+        let blocked = public_key_path(root, "a");
+        std::fs::remove_file(&blocked).unwrap();
+        std::fs::create_dir_all(blocked.join("in-the-way")).unwrap();
+        let err = restore_all(&backups, Error::Encrypt("the rotation's failure".into()));
+        let text = err.to_string();
+        assert!(matches!(err, Error::RotateAndRestore { ref hosts, .. } if hosts == "a"), "{text}");
+        assert!(text.starts_with("age encryption failed: the rotation's failure"), "{text}");
+        assert!(text.contains("failed too for a (any other host's were put back)"), "{text}");
+        // b is back, and so are a's other files.
+        assert_eq!(std::fs::read(public_key_path(root, "b")).unwrap(), b"old\n");
+        assert!(!previous_key_path(root, "b").exists());
+        assert!(!previous_key_path(root, "a").exists());
+        // Nothing to put back wrong: the rotation's own failure, as it was.
+        let backups = vec![("b", KeyFilesBackup::take(root, "b").unwrap())];
+        let err = restore_all(&backups, Error::Encrypt("x".into()));
+        assert!(matches!(err, Error::Encrypt(_)), "{err}");
     }
 
     #[test]

@@ -294,7 +294,11 @@ impl TestLab {
             for e in std::fs::read_dir(dir).unwrap() {
                 let e = e.unwrap();
                 let p = e.path();
-                if p.file_name().unwrap() == ".home" {
+                // The test's home, and the lock file (ignored by git: it
+                // names the last labprov that held it, nothing else).
+                if p.file_name().unwrap() == ".home"
+                    || p.file_name().unwrap() == lab_keys::secrets::lock::LOCK_FILE
+                {
                     continue;
                 }
                 if p.is_dir() {

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::{Context, Result};
 use clap::{Args, Subcommand};
-use lab_keys::secrets::{ops, recovery, AdminIdentity, KeyInfo, LabKeys, SyncOptions};
+use lab_keys::secrets::{ops, recovery, AdminIdentity, KeyInfo, LabKeys, LabLock, SyncOptions};
 use lab_keys::Zeroizing;
 
 use lab_cli::args::JsonArg;
@@ -160,10 +160,17 @@ struct PushReport<'a> {
     hosts: &'a [keypush::HostPush],
 }
 
+/// The lab's lock for a command that changes its keys or secrets (none for
+/// a dry run, which writes nothing); taken before the files are read.
+pub fn lab_lock(lab: &lab_facts::Lab, dry_run: bool, what: &str) -> Result<Option<LabLock>> {
+    Ok(if dry_run { None } else { Some(LabLock::take(&lab.root, what)?) })
+}
+
 impl PushArgs {
     fn run(self, lab: Option<&Path>) -> Result<()> {
         let json = self.json.init();
         let lab = lab_facts::Lab::find(lab)?;
+        let _lock = lab_lock(&lab, self.dry_run, "keys push")?;
         let opts = keypush::PushOptions {
             hosts: self.hosts,
             all: self.all,
@@ -263,6 +270,7 @@ impl KeysCommand {
             KeysCommand::New(a) => {
                 let json = a.json.init();
                 let lab = lab_facts::Lab::find(lab)?;
+                let _lock = lab_lock(&lab, false, &format!("keys new {}", a.host))?;
                 let keys = LabKeys::load(&lab)?;
                 // Only needed to resume an interrupted run.
                 let identity = AdminIdentity::from_env().ok();
@@ -301,6 +309,7 @@ impl KeysCommand {
             KeysCommand::Rotate(a) => {
                 let json = a.json.init();
                 let lab = lab_facts::Lab::find(lab)?;
+                let _lock = lab_lock(&lab, a.dry_run, "keys rotate")?;
                 let identity = AdminIdentity::from_env()?;
                 let mut opts = SyncOptions::new(&identity);
                 opts.dry_run = a.dry_run;
@@ -368,6 +377,7 @@ impl RecoveryCommand {
             RecoveryCommand::New(a) => {
                 let json = a.json.init();
                 let lab = lab_facts::Lab::find(lab)?;
+                let _lock = lab_lock(&lab, false, "keys recovery new")?;
                 let made = recovery::new_recovery(&lab.root, a.replace)?;
                 if json {
                     // The one place the secret is shown, as asked for.

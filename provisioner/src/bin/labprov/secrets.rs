@@ -36,6 +36,7 @@ impl SecretsCommand {
         let SecretsCommand::Sync(a) = self;
         let json = a.json.init();
         let lab = lab_facts::Lab::find(lab)?;
+        let _lock = crate::keys::lab_lock(&lab, a.dry_run, "secrets sync")?;
         let identity = AdminIdentity::from_env()?;
         let mut opts = SyncOptions::new(&identity);
         opts.dry_run = a.dry_run;
