@@ -1014,10 +1014,21 @@ mod nixos {
             .map_err(|source| Error::Write { what: "the staging directory", source })?;
         // Kept from garbage collection while the build reads it (a flake's
         // toplevel has no root of its own, and the mounts pin nothing): an
-        // indirect root in the scratch directory, gone with it. On any
-        // failure below the directory goes too (Scratch's drop).
-        let gc_root = dir.path().join("gcroot").display().to_string();
-        nix(&["nix-store", "--realise", "--add-root", &gc_root, "--indirect", &top], None)?;
+        // indirect root in the scratch directory, gone with it. Not for a
+        // dry run (it would realise the path; a killed one's root would
+        // stay in $TMPDIR). Where it cannot be made (--out on a filesystem
+        // without symlinks), the build goes on and says so. On any failure
+        // below the directory goes too (Scratch's drop).
+        if !dry_run {
+            let gc_root = dir.path().join("gcroot").display().to_string();
+            let add = ["nix-store", "--realise", "--add-root", &gc_root, "--indirect", &top];
+            if let Err(e) = nix(&add, None) {
+                lab_cli::output::say(&format!(
+                    "labimg: the closure is not held by a GC root ({e}); a garbage collection \
+                     during this build would break it"
+                ));
+            }
+        }
         let closure = nix(&["nix-store", "--query", "--requisites", &top], None)?;
         let paths: Vec<&str> = closure.lines().collect();
         let mut dump = vec!["nix-store", "--dump-db"];
@@ -1053,6 +1064,14 @@ mod nixos {
                 Err(source @ lab_cli::ToolError::Interrupted { .. }) => {
                     return Err(Error::Stage { source })
                 }
+                // Not found: mkfs.ext4 itself (no way will do), or a path
+                // of the mounts' (said below).
+                Err(lab_cli::ToolError::Missing { .. })
+                    if lab_cli::Cmd::new("mkfs.ext4").arg("-V").run().is_err() =>
+                {
+                    let source = lab_cli::Cmd::new("mkfs.ext4").arg("-V").run().unwrap_err();
+                    return Err(Error::Stage { source });
+                }
                 Err(e) if how == Staging::Mounts => {
                     return Err(Error::StagingRefused {
                         how: "mounts",
@@ -1063,7 +1082,9 @@ mod nixos {
                         ),
                     });
                 }
-                Err(_) => {} // the next way
+                Err(e) => lab_cli::output::say(&format!(
+                    "labimg: mounting the closure for mkfs.ext4 failed ({e}); staging it another way"
+                )),
             }
         }
         let staging = if mounted.is_some() {

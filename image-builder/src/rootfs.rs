@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use nix::fcntl::{Flock, FlockArg, OFlag};
+use nix::mount::MsFlags;
 use nix::sys::time::TimeSpec;
 use serde::Serialize;
 
@@ -284,8 +285,9 @@ struct Place {
 }
 
 enum PlaceKind {
-    /// A store path that is a directory or file: mounted onto an empty one.
-    Mounted { source: CString, dir: bool },
+    /// A store path that is a directory or file: mounted onto an empty one,
+    /// then made read-only with `remount`, its mount's own flags kept.
+    Mounted { source: CString, dir: bool, remount: MsFlags },
     /// A store path that is a symlink (it cannot be mounted): made again,
     /// with the store's times, as a link or a copy keeps them.
     Symlink { target: CString, atime: TimeSpec, mtime: TimeSpec },
@@ -315,7 +317,11 @@ impl Mounts {
                     mtime: TimeSpec::new(meta.mtime(), meta.mtime_nsec()),
                 }
             } else {
-                PlaceKind::Mounted { source: c(source.as_os_str())?, dir: meta.is_dir() }
+                PlaceKind::Mounted {
+                    source: c(source.as_os_str())?,
+                    dir: meta.is_dir(),
+                    remount: read_only_remount(source).map_err(read)?,
+                }
             };
             places.push(Place { path: c(store.join(name).as_os_str())?, kind });
         }
@@ -345,7 +351,7 @@ impl Mounts {
     /// In the child, between fork and exec.
     fn enter(&self) -> io::Result<()> {
         use nix::fcntl::{open, AT_FDCWD};
-        use nix::mount::{mount, MsFlags};
+        use nix::mount::mount;
         use nix::sched::{unshare, CloneFlags};
         use nix::sys::stat::{mkdirat, utimensat, Mode, UtimensatFlags};
         let none: Option<&CStr> = None;
@@ -375,7 +381,7 @@ impl Mounts {
         for place in &self.places {
             let path = place.path.as_c_str();
             match &place.kind {
-                PlaceKind::Mounted { source, dir } => {
+                PlaceKind::Mounted { source, dir, remount } => {
                     if *dir {
                         mkdirat(AT_FDCWD, path, Mode::from_bits_truncate(0o755))?;
                     } else {
@@ -384,8 +390,7 @@ impl Mounts {
                     }
                     mount(Some(source.as_c_str()), path, none, MsFlags::MS_BIND, none)?;
                     // mkfs only reads: the store stays read-only for it too.
-                    let ro = MsFlags::MS_REMOUNT | MsFlags::MS_BIND | MsFlags::MS_RDONLY;
-                    mount(none, path, none, ro, none)?;
+                    mount(none, path, none, *remount, none)?;
                 }
                 PlaceKind::Symlink { target, atime, mtime } => {
                     nix::unistd::symlinkat(target.as_c_str(), AT_FDCWD, path)?;
@@ -395,6 +400,32 @@ impl Mounts {
         }
         Ok(())
     }
+}
+
+/// The flags that make a bind mount of `source` read-only: the remount must
+/// repeat what its mount already has (nosuid, nodev, noexec, atime: NixOS
+/// mounts the store `ro,nosuid,nodev`), because in a user namespace those
+/// are locked and leaving one out counts as clearing it (EPERM); adding
+/// nosuid and nodev is always allowed.
+fn read_only_remount(source: &Path) -> io::Result<MsFlags> {
+    use nix::sys::statvfs::{statvfs, FsFlags};
+    let has = statvfs(source)?.flags();
+    let mut flags = MsFlags::MS_REMOUNT
+        | MsFlags::MS_BIND
+        | MsFlags::MS_RDONLY
+        | MsFlags::MS_NOSUID
+        | MsFlags::MS_NODEV;
+    for (fs, ms) in [
+        (FsFlags::ST_NOEXEC, MsFlags::MS_NOEXEC),
+        (FsFlags::ST_NOATIME, MsFlags::MS_NOATIME),
+        (FsFlags::ST_NODIRATIME, MsFlags::MS_NODIRATIME),
+        (FsFlags::ST_RELATIME, MsFlags::MS_RELATIME),
+    ] {
+        if has.contains(fs) {
+            flags |= ms;
+        }
+    }
+    Ok(flags)
 }
 
 /// Makes every directory under `dir` writable for its owner, so that a

@@ -206,7 +206,8 @@ fn a_closure_staged_by_mounts_links_or_copy_builds_one_image_and_keeps_hard_link
 /// A user other than root (uid 12345, not `nobody`: the kernel's overflow
 /// uid, under which root's store files appear in a user namespace, must be
 /// told apart from the builder) gets the mounts in a user namespace of its
-/// own, and the image root gets.
+/// own, and the image root gets. Its store is mounted `ro,nosuid,nodev`, as
+/// NixOS mounts /nix/store: flags that a user namespace locks.
 #[test]
 fn a_user_other_than_root_stages_by_mounts_and_builds_roots_image() {
     let t = "a_user_other_than_root_stages_by_mounts_and_builds_roots_image";
@@ -248,7 +249,11 @@ fn a_user_other_than_root_stages_by_mounts_and_builds_roots_image() {
             .arg(&work),
     );
     tool_output(Command::new("chown").args(["-R", "12345:12345"]).arg(&work));
-    let out = Command::new("setpriv")
+    let store_as_on_nixos = "mount --bind /nix/store /nix/store \
+        && mount -o remount,bind,ro,nosuid,nodev /nix/store && exec \"$@\"";
+    let out = Command::new("unshare")
+        .args(["--mount", "--propagation", "private", "sh", "-c", store_as_on_nixos, "sh"])
+        .arg("setpriv")
         .args(user)
         .arg(env!("CARGO_BIN_EXE_labimg"))
         .args(["--lab", ".", "build", "nixpi", "--json", "--system", &toplevel])

@@ -27,6 +27,11 @@ pub enum Error {
     Secrets(#[from] lab_keys::secrets::Error),
     #[error(transparent)]
     Tool(#[from] lab_cli::ToolError),
+    #[error(
+        "{failure}; putting {host}'s key files back failed too: {restore}. Check hosts/{host}/ \
+         (git diff) before anything else"
+    )]
+    Restore { host: String, failure: Box<Error>, restore: Box<lab_keys::secrets::Error> },
     #[error("{address} port {port} offered no ed25519 host key ({detail}); is the host up with sshd running?")]
     NoKey { address: String, port: u16, detail: String },
     #[error(
@@ -333,8 +338,13 @@ pub fn enrol(
         let report = sync(&lab.root, &keys, &SyncOptions::new(identity))?;
         Ok(Enrolled { candidate: candidate.clone(), recorded: Some(recorded), sync: Some(report) })
     })();
-    if result.is_err() {
-        backup.restore()?;
-    }
-    result
+    // Both said when the files cannot be put back: the first is why.
+    result.map_err(|failure| match backup.restore() {
+        Ok(()) => failure,
+        Err(restore) => Error::Restore {
+            host: opts.host.clone(),
+            failure: Box::new(failure),
+            restore: Box::new(restore),
+        },
+    })
 }

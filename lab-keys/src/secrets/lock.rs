@@ -28,24 +28,34 @@ impl LabLock {
     pub fn take(root: &Path, what: &str) -> Result<LabLock> {
         let path = root.join(LOCK_FILE);
         let io = |source| Error::Io { path: path.clone(), source };
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&path)
-            .map_err(io)?;
+        let open = |write| {
+            OpenOptions::new().read(true).write(write).create(write).truncate(false).open(&path)
+        };
+        // Another admin's (or root's) lock file may not be writable here:
+        // a lock needs only reading, and then the holder goes unnamed.
+        let (mut file, named) = match open(true) {
+            Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+                (open(false).map_err(io)?, false)
+            }
+            other => (other.map_err(io)?, true),
+        };
         match file.try_lock() {
             Ok(()) => {}
             Err(TryLockError::WouldBlock) => {
                 let mut holder = String::new();
                 let _ = file.read_to_string(&mut holder);
-                return Err(Error::LabBusy { holder: holder.trim().to_string() });
+                let holder = match holder.trim() {
+                    "" => "holder unknown".to_string(),
+                    h => h.to_string(),
+                };
+                return Err(Error::LabBusy { holder });
             }
             Err(TryLockError::Error(e)) => return Err(io(e)),
         }
-        file.set_len(0).and_then(|_| file.rewind()).map_err(io)?;
-        writeln!(file, "pid {}: labprov {what}", std::process::id()).map_err(io)?;
+        if named {
+            file.set_len(0).and_then(|_| file.rewind()).map_err(io)?;
+            writeln!(file, "pid {}: labprov {what}", std::process::id()).map_err(io)?;
+        }
         Ok(LabLock { _file: file })
     }
 }

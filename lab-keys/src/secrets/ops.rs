@@ -126,6 +126,7 @@ impl KeyFilesBackup {
             (encrypted_key_path(root, host), 0o600),
             (public_key_path(root, host), 0o644),
             (age_recipient_path(root, host), 0o644),
+            // Last: restore() puts it back only once the others are.
             (previous_key_path(root, host), 0o644),
         ] {
             let bytes = fsutil::read_optional(&path)?;
@@ -135,10 +136,16 @@ impl KeyFilesBackup {
     }
 
     /// Puts every file back, going on past one that fails (each put back
-    /// is one less to fix by hand); the first failure is returned.
+    /// is one less to fix by hand); the first failure is returned. The
+    /// record of the key the host still runs goes last, and only when the
+    /// others are back: while the new key is still in the facts, it is what
+    /// says which key reaches the host.
     pub fn restore(&self) -> Result<()> {
         let mut first = None;
-        for (path, bytes, mode) in &self.files {
+        for (i, (path, bytes, mode)) in self.files.iter().enumerate() {
+            if i == self.files.len() - 1 && first.is_some() {
+                break;
+            }
             let put = match bytes {
                 Some(b) => fsutil::atomic_write(path, b, *mode),
                 None => fsutil::remove_if_exists(path),
@@ -503,10 +510,11 @@ mod tests {
         assert!(matches!(err, Error::RotateAndRestore { ref hosts, .. } if hosts == "a"), "{text}");
         assert!(text.starts_with("age encryption failed: the rotation's failure"), "{text}");
         assert!(text.contains("failed too for a (any other host's were put back)"), "{text}");
-        // b is back, and so are a's other files.
+        // b is back; a's record of the key it runs stays, its public key
+        // file not being back (the facts still name the new key).
         assert_eq!(std::fs::read(public_key_path(root, "b")).unwrap(), b"old\n");
         assert!(!previous_key_path(root, "b").exists());
-        assert!(!previous_key_path(root, "a").exists());
+        assert!(previous_key_path(root, "a").exists());
         // Nothing to put back wrong: the rotation's own failure, as it was.
         let backups = vec![("b", KeyFilesBackup::take(root, "b").unwrap())];
         let err = restore_all(&backups, Error::Encrypt("x".into()));
