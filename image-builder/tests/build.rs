@@ -765,21 +765,13 @@ fn a_scratch_tree_with_a_mount_in_it_is_left_and_what_is_mounted_is_untouched() 
         .set_times(fs::FileTimes::new().set_modified(two_minutes_ago))
         .unwrap();
     let build = build_cmd(&standin, &fw, None, &out);
-    let mut cmd = Command::new("unshare");
-    cmd.args(["--mount", "--propagation", "private", "sh", "-c"])
-        .arg("mount --bind \"$1\" \"$2\" && shift 2 && \"$@\"")
-        .arg("sh")
-        .arg(&pkg)
-        .arg(&place)
-        .arg(build.get_program())
-        .args(build.get_args());
-    for (key, value) in build.get_envs() {
-        match value {
-            Some(v) => cmd.env(key, v),
-            None => cmd.env_remove(key),
-        };
-    }
-    let res = ok(&mut cmd);
+    let script = "mount --bind \"$1\" \"$2\" && shift 2 && \"$@\"";
+    let wrapper = ["unshare", "--mount", "--propagation", "private", "sh", "-c", script, "sh"]
+        .map(std::ffi::OsString::from)
+        .into_iter()
+        .chain([pkg.clone().into_os_string(), place.clone().into_os_string()])
+        .collect::<Vec<_>>();
+    let res = ok(&mut wrapped(&wrapper, &build));
     let err = stderr(&res);
     assert!(
         err.contains(".labimg-system.4242.Xy12Ab")

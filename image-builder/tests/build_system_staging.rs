@@ -144,20 +144,11 @@ fn a_closure_staged_by_mounts_links_or_copy_builds_one_image_and_keeps_hard_link
     // namespace whose / is shared, then that namespace's mounts.
     let build = build_cmd(&toplevel, &standin, &fw, &tmp.path().join("out-shared"), "auto");
     let report = tmp.path().join("report.json");
-    let mut shared = Command::new("unshare");
-    shared
-        .args(["--mount", "--propagation", "shared", "sh", "-c"])
-        .args(["r=$1; shift; \"$@\" > \"$r\" && cat /proc/self/mountinfo", "sh"])
-        .arg(&report)
-        .arg(build.get_program())
-        .args(build.get_args());
-    for (key, value) in build.get_envs() {
-        match value {
-            Some(v) => shared.env(key, v),
-            None => shared.env_remove(key),
-        };
-    }
-    let mounts = tool_output(&mut shared);
+    let script = "r=$1; shift; \"$@\" > \"$r\" && cat /proc/self/mountinfo";
+    let shared = ["unshare", "--mount", "--propagation", "shared", "sh", "-c", script, "sh"];
+    let mut shared: Vec<&std::ffi::OsStr> = shared.iter().map(|s| s.as_ref()).collect();
+    shared.push(report.as_os_str());
+    let mounts = tool_output(&mut wrapped(&shared, &build));
     assert!(mounts.contains(" / / ") && !mounts.contains(".labimg-system."), "{mounts}");
     let report: serde_json::Value = serde_json::from_slice(&fs::read(&report).unwrap()).unwrap();
     assert_eq!(report["staging"], "mounts", "{report}");
@@ -336,17 +327,7 @@ fn a_refused_staging_says_what_to_try_and_leaves_nothing() {
     if nix::unistd::geteuid().is_root() && have("setpriv") {
         let no_admin = |how: &str, out: &Path| {
             let build = build_cmd(&toplevel, &standin, &fw, out, how);
-            let mut cmd = Command::new("setpriv");
-            cmd.args(["--bounding-set=-sys_admin", "--inh-caps=-sys_admin"])
-                .arg(build.get_program())
-                .args(build.get_args());
-            for (key, value) in build.get_envs() {
-                match value {
-                    Some(v) => cmd.env(key, v),
-                    None => cmd.env_remove(key),
-                };
-            }
-            cmd
+            wrapped(&["setpriv", "--bounding-set=-sys_admin", "--inh-caps=-sys_admin"], &build)
         };
         let out = tmp.path().join("out-no-admin");
         let refused = run(&mut no_admin("mounts", &out));

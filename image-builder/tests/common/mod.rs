@@ -81,6 +81,20 @@ pub fn labimg() -> Command {
     c
 }
 
+/// `cmd` run through `wrapper` (a namespace or privilege tool with its
+/// arguments, which then runs the program), with `cmd`'s environment.
+pub fn wrapped<S: AsRef<std::ffi::OsStr>>(wrapper: &[S], cmd: &Command) -> Command {
+    let mut out = Command::new(&wrapper[0]);
+    out.args(&wrapper[1..]).arg(cmd.get_program()).args(cmd.get_args());
+    for (key, value) in cmd.get_envs() {
+        match value {
+            Some(v) => out.env(key, v),
+            None => out.env_remove(key),
+        };
+    }
+    out
+}
+
 pub fn run(cmd: &mut Command) -> Output {
     cmd.output().expect("command starts")
 }
