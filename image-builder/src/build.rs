@@ -1067,10 +1067,14 @@ mod nixos {
                 // Not found: mkfs.ext4 itself (no way will do), or a path
                 // of the mounts' (said below).
                 Err(lab_cli::ToolError::Missing { .. })
-                    if lab_cli::Cmd::new("mkfs.ext4").arg("-V").run().is_err() =>
+                    if lab_cli::Cmd::new("mkfs.ext4").arg("-V").probe().is_err() =>
                 {
-                    let source = lab_cli::Cmd::new("mkfs.ext4").arg("-V").run().unwrap_err();
-                    return Err(Error::Stage { source });
+                    return Err(Error::Stage {
+                        source: lab_cli::ToolError::Missing {
+                            program: "mkfs.ext4".into(),
+                            package: lab_cli::tool::package_of("mkfs.ext4"),
+                        },
+                    });
                 }
                 Err(e) if how == Staging::Mounts => {
                     return Err(Error::StagingRefused {
