@@ -220,15 +220,7 @@ fn a_non_root_builder_still_makes_root_owned_files() {
     let tmp = tempfile::Builder::new().prefix("labimg-nonroot").tempdir_in("/tmp").unwrap();
     let work = tmp.path();
     tool_output(Command::new("cp").arg("-a").arg(standin.join("rootfs")).arg(work.join("rootfs")));
-    tool_output(Command::new("cp").arg("-a").arg(&fw).arg(work.join("fw")));
-    fs::copy(standin.join("u-boot/rpi_4/u-boot.bin"), work.join("u-boot.bin")).unwrap();
-    tool_output(
-        Command::new("cp")
-            .arg("-r")
-            .arg(repo().join("hosts"))
-            .arg(repo().join("firmware"))
-            .arg(work),
-    );
+    inputs_for_another_user(work, &standin, &fw);
     let key = test_key(work);
     tool_output(Command::new("chown").args(["-R", "nobody:nogroup"]).arg(work));
     fs::set_permissions(work, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();

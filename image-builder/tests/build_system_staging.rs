@@ -234,15 +234,7 @@ fn a_user_other_than_root_stages_by_mounts_and_builds_roots_image() {
     fs::set_permissions(tmp.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
     let work = tmp.path().join("work");
     fs::create_dir(&work).unwrap();
-    tool_output(Command::new("cp").arg("-a").arg(&fw).arg(work.join("fw")));
-    fs::copy(standin.join("u-boot/rpi_4/u-boot.bin"), work.join("u-boot.bin")).unwrap();
-    tool_output(
-        Command::new("cp")
-            .arg("-r")
-            .arg(repo().join("hosts"))
-            .arg(repo().join("firmware"))
-            .arg(&work),
-    );
+    inputs_for_another_user(&work, &standin, &fw);
     tool_output(Command::new("chown").args(["-R", "12345:12345"]).arg(&work));
     let store_as_on_nixos = "mount --bind /nix/store /nix/store \
         && mount -o remount,bind,ro,nosuid,nodev /nix/store && exec \"$@\"";

@@ -168,6 +168,21 @@ pub fn labimg_as_nobody(work: &Path, args: &[&str]) -> Output {
         .expect("setpriv runs")
 }
 
+/// What a build as another user needs, copied into `work` (which that user
+/// will own): the firmware files as `fw`, U-Boot as `u-boot.bin`, and the
+/// lab (`hosts`, `firmware`) for `--lab .`.
+pub fn inputs_for_another_user(work: &Path, standin: &Path, fw: &Path) {
+    tool_output(Command::new("cp").arg("-a").arg(fw).arg(work.join("fw")));
+    fs::copy(standin.join("u-boot/rpi_4/u-boot.bin"), work.join("u-boot.bin")).unwrap();
+    tool_output(
+        Command::new("cp")
+            .arg("-r")
+            .arg(repo().join("hosts"))
+            .arg(repo().join("firmware"))
+            .arg(work),
+    );
+}
+
 /// A lab of its own: the repository's firmware pins and the given facts.
 pub fn custom_lab(dir: &Path, facts_nix: &str) -> PathBuf {
     let lab = dir.join("lab");
